@@ -1,0 +1,86 @@
+"""The `cpbench` command line.
+
+Each stage's commands live in `cpbench/commands/<stage>.py` and expose `register(app)`. Command modules import only
+typer and light modules at top level and import heavy libraries (torch, transformers) inside the command body, so that
+`cpbench analyze` stays numpy-only and starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Optional
+
+import click
+import typer
+
+from cpbench import __version__
+from cpbench.errors import CpbenchError
+
+app = typer.Typer(
+    name="cpbench",
+    help="Does compression preserve an LLM's ability to know what it doesn't know? Split conformal prediction "
+    "over six-option tasks, for compressed vs uncompressed models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Stage modules, in data-flow order. A module that is missing (not yet built) is skipped, not fatal.
+COMMAND_MODULES = ("tasks", "run", "analyze", "leaderboard", "check")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cpbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """cpbench: conformal-prediction benchmark for compressed LLMs."""
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"cpbench.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"cpbench.commands.{name}":
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point: bad input becomes one line on stderr and exit code 2."""
+    try:
+        rv = app(args=argv, prog_name="cpbench", standalone_mode=False)
+    except CpbenchError as exc:
+        print(f"cpbench: error: {exc}", file=sys.stderr)
+        return 2
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.ClickException as exc:  # usage errors: click's own message, exit 2
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("cpbench: interrupted; finished results are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

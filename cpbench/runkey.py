@@ -1,0 +1,59 @@
+"""HELM-style run keys: one object names every parameter of a run cell, and every artifact and result carries it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ScoreKey(BaseModel):
+    """Parameters that determine an option-logits artifact (the expensive, GPU half)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(description="registry alias, HF id or local path as resolved")
+    recipe: str = Field(default="fp16", description="compression recipe name; 'fp16' is the uncompressed baseline")
+    task: str = Field(description="task name, e.g. qa, rc, ci, drs, ds")
+    prompt: str = Field(default="base", description="prompt method: base, shared or task")
+    shots: int = Field(default=0, ge=0)
+    chat: Literal["none", "v1", "v2"] = "none"
+    scoring: Literal["letter", "cloze"] = "letter"
+    data: str = Field(default="", description="data source tag (prepared, original, samples, file:<sha>)")
+
+    def slug(self) -> str:
+        """Filesystem-safe, human-readable name of the cell."""
+        parts = [self.model, self.recipe, self.task, self.prompt, f"{self.shots}shot"]
+        if self.chat != "none":
+            parts.append(f"chat-{self.chat}")
+        if self.scoring != "letter":
+            parts.append(self.scoring)
+        if self.data:
+            parts.append(self.data)
+        return "__".join(p.replace("/", "--").replace(":", "-") for p in parts)
+
+
+class AnalysisKey(BaseModel):
+    """Parameters of the conformal analysis applied to one artifact."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    protocol: Literal["default", "ye2024"] = "default"
+    alpha: float = Field(default=0.1, gt=0.0, lt=1.0)
+    splits: int = Field(default=100, ge=1)
+    seed: int = 0
+    cal_ratio: float = Field(default=0.5, gt=0.0, lt=1.0)
+    stratify: bool = False
+
+
+class RunKey(BaseModel):
+    """Everything that names one result record: the score key plus the analysis key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    score: ScoreKey
+    analysis: AnalysisKey = AnalysisKey()
+
+    def slug(self) -> str:
+        a = self.analysis
+        return f"{self.score.slug()}__{a.protocol}-a{a.alpha:g}"
