@@ -1,0 +1,41 @@
+"""`cpbench check --baseline B --candidate C`: the CI gate (exit 0 pass, 1 regression, 2 bad input)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("check")
+    def check(
+        baseline: Path = typer.Option(..., "--baseline", "-b", help="Baseline result record(s): a file or directory."),
+        candidate: Path = typer.Option(..., "--candidate", "-c", help="Candidate result record(s): file or directory."),
+        max_set_size_increase: Optional[float] = typer.Option(
+            0.25, help="Fail when mean set size grows by more than this many options (per task and score)."
+        ),
+        min_coverage: Optional[float] = typer.Option(None, help="Fail when candidate coverage falls below this."),
+        max_accuracy_drop: Optional[float] = typer.Option(
+            None, help="Fail when accuracy drops by more than this (0-1 scale, e.g. 0.02 = 2 points)."
+        ),
+        allow_missing: bool = typer.Option(
+            False, "--allow-missing", help="Do not fail when a baseline cell has no candidate result."
+        ),
+        summary: Optional[Path] = typer.Option(None, help="Write a Markdown summary here (for a CI step summary)."),
+        junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here."),
+    ) -> None:
+        """Compare candidate results with baseline results; exit 1 when uncertainty regresses beyond the limits."""
+        from cpbench.atomic import write_text_atomic
+        from cpbench.gate import Limits, junit_xml, markdown_summary, run_gate, text_table
+
+        limits = Limits(max_set_size_increase, min_coverage, max_accuracy_drop, allow_missing)
+        report = run_gate(baseline, candidate, limits)
+        typer.echo(text_table(report), nl=False)
+        if summary is not None:  # overwritten, not appended: in CI `cat` it into $GITHUB_STEP_SUMMARY
+            write_text_atomic(summary, markdown_summary(report))
+        if junit is not None:
+            write_text_atomic(junit, junit_xml(report))
+        if report.exit_code:
+            raise typer.Exit(code=report.exit_code)

@@ -1,0 +1,55 @@
+"""`cpbench leaderboard [RESULTS_DIR] [--out leaderboards/]`: tables, HTML page and plots from a results tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("leaderboard")
+    def leaderboard(
+        results_dir: Path = typer.Argument(Path("results"), help="Results tree written by `cpbench run`/`analyze`."),
+        out: Path = typer.Option(Path("leaderboards"), "--out", "-o", help="Output directory."),
+        baseline: str = typer.Option("fp16", help="Baseline recipe each compressed result is compared with."),
+        epsilon: float = typer.Option(0.01, help="Accuracy drop (0-1 scale) still counted as 'accuracy kept'."),
+        delta: float = typer.Option(0.10, help="Set-size increase (options) still counted as 'set size holds'."),
+        criterion: str = typer.Option("permutation", help="Threshold criterion: permutation (5% test) or bic."),
+        plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots (needs matplotlib)."),
+        print_summary: bool = typer.Option(
+            False, "--print", help="Also print the decoupling, ranking, threshold and size-effect tables."
+        ),
+    ) -> None:
+        """Write Markdown, CSV, LaTeX, an HTML page and plots; report skipped files."""
+        from cpbench.analysis.decoupling import DecouplingConfig
+        from cpbench.errors import CpbenchError
+        from cpbench.leaderboard.build import LeaderboardConfig, build_tables, write_leaderboard
+
+        if criterion not in ("permutation", "bic"):
+            raise CpbenchError(f"--criterion must be 'permutation' or 'bic', got {criterion!r}")
+        if epsilon < 0 or delta < 0:
+            raise CpbenchError("--epsilon and --delta must be >= 0")
+        if not results_dir.exists():
+            raise CpbenchError(f"{results_dir}: no such results directory")
+        if plots:
+            try:
+                import matplotlib  # noqa: F401
+            except ModuleNotFoundError:
+                raise CpbenchError("plots need matplotlib (pip install 'cpbench[plots]'), or pass --no-plots") from None
+        cfg = LeaderboardConfig(
+            decoupling=DecouplingConfig(baseline=baseline, epsilon=epsilon, delta=delta),
+            criterion=criterion,  # type: ignore[arg-type]
+            plots=plots,
+        )
+        analysis, written = write_leaderboard(results_dir, out, cfg)
+        for s in analysis.skipped:
+            typer.echo(f"skipped {s.path}: {s.reason}", err=True)
+        records = analysis.results.loc[analysis.results["path"] != "", "path"].nunique()
+        typer.echo(f"{records} records -> {len(written)} files in {out}/")
+        typer.echo(cfg.decoupling.describe())
+        if print_summary:
+            summaries = ("decoupling", "rankings", "thresholds", "size_effect")
+            for table in (t for t in build_tables(analysis, cfg) if t.name in summaries):
+                typer.echo("")
+                typer.echo(table.markdown(), nl=False)

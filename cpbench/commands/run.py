@@ -1,0 +1,82 @@
+"""`cpbench run`: compress (cached) -> score (cached, resumable) -> analyze, for a recipe and the baseline.
+
+Heavy libraries (torch, transformers, llm-compressor) are imported inside the command body only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run(
+        model: Optional[str] = typer.Option(
+            None, "--model", "-m", metavar="M",
+            help="Registry name or alias (llama, llama-3.1-8b, smollm2-135m-instruct@pypi), an HF id or a local "
+            "directory. Without --model (and --suite) the `default` suite runs.",
+        ),
+        quant: Optional[str] = typer.Option(
+            None, "--quant", "-q", metavar="Q",
+            help="Recipe(s): a name (gptq-4bit, sparsegpt-2:4, ...), a sweep (gptq-bits) or a brace spec "
+            "(gptq-{8,4}bit); comma-separated. The uncompressed baseline is always run too.",
+        ),
+        tasks: Optional[str] = typer.Option(None, "--tasks", metavar="qa,rc,...", help="Tasks (default: all five)."),
+        prompts: Optional[str] = typer.Option(None, "--prompts", metavar="base,shared,task", help="Prompt methods."),
+        shots: Optional[int] = typer.Option(None, "--shots", metavar="K", help="Demonstrations per prompt (0-5)."),
+        chat: Optional[str] = typer.Option(None, "--chat", metavar="none|v1|v2", help="Chat template mode."),
+        limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="First N evaluated items per task (demonstrations excluded)."),
+        device: Optional[str] = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="Where to run."),
+        scoring: Optional[str] = typer.Option(
+            None, "--scoring", metavar="letter|cloze",
+            help="letter: logits of the option letters (Ye et al.); cloze: log-likelihood of each option's text.",
+        ),
+        data: Optional[str] = typer.Option(
+            None, "--data", metavar="samples|prepared|original|PATH",
+            help="Items: offline samples, Ye et al.'s prepared files, rebuilt originals, or a local item file. "
+            "Default: the suite's; with --model, prepared.",
+        ),
+        suite: Optional[str] = typer.Option(
+            None, "--suite", metavar="NAME", help="Named suite from benchmark/suites.yaml; options override it."
+        ),
+        results: Path = typer.Option(Path("results"), "--results", metavar="DIR", help="Results root."),
+        batch_size: Optional[int] = typer.Option(
+            None, "--batch-size", "-b", metavar="B", help="Prompts per forward pass (default 8 on CPU, 32 on GPU)."
+        ),
+        alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage level of the conformal analysis."),
+        force: bool = typer.Option(False, "--force", help="Rescore even when a matching artifact exists."),
+    ) -> None:
+        """Compress, score and analyse one model: coverage, set size and accuracy vs the uncompressed baseline."""
+        from rich.console import Console
+
+        from cpbench import runner
+
+        plan = runner.plan_from_options(
+            suite=suite, model=model, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
+            chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,
+            results=results, alpha=alpha, force=force,
+        )  # fmt: skip
+        console = Console(width=max(120, Console().width))
+        outcome = runner.run(plan, echo=lambda s: console.print(s, markup=False, highlight=False))
+        console.print(runner.summary_table(outcome))
+        for recipe, reason in outcome.skipped:
+            console.print(f"skipped {recipe}: {reason}", markup=False, highlight=False)
+        for note in outcome.notes:
+            console.print(f"note: {note}", markup=False, highlight=False)
+        timed = [c.s_per_item for c in outcome.cells if c.s_per_item]
+        speed = f", scoring {sum(timed) / len(timed):.3f} s/item on average" if timed else ""
+        console.print(
+            f"{len(outcome.cells)} result(s) under {plan.results}/ (artifacts in <model>/<recipe>/artifacts/); "
+            f"wall time {outcome.wall_s:.1f} s{speed}",
+            markup=False, highlight=False,
+        )  # fmt: skip

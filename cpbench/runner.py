@@ -1,0 +1,382 @@
+"""`cpbench run` orchestration: compress (cached) -> score (cached) -> analyze -> store, baseline and recipes.
+
+For one model and a list of recipes (the uncompressed baseline always first), every (task, prompt method) cell is
+scored into a logits artifact and analysed into a result record:
+
+    results/<model>/<recipe>/artifacts/<ScoreKey.slug()>.parquet    the logits artifact (input of `cpbench analyze`)
+    results/<model>/<recipe>/<RunKey.slug()>.json                   the result record (cpbench.store.write_result)
+
+The artifacts live in the results tree, next to the records they produced, so a results directory is self-contained
+(ship it, re-analyse it with another protocol, without a GPU). They double as the score cache: a rerun reuses an
+artifact when its provenance matches the cell exactly (ScoreKey, prompts hash, weights id, dtype); anything else is
+rescored. Unfinished scoring lives in chunk files under `cache_dir()/scores` until the artifact is written, so an
+interrupted run resumes where it stopped. Compressed checkpoints are cached by cpbench.compress.
+
+Models are loaded one at a time (baseline, then each recipe) and freed before the next. Recipes that cannot run on
+the device (bitsandbytes, or `requires: cuda`) are skipped with the reason printed when they come from a suite, and
+are an error when asked for by name with --quant.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from cpbench.errors import CpbenchError
+from cpbench.runkey import AnalysisKey, RunKey, ScoreKey
+
+BASELINE = "fp16"
+
+
+def _safe(part: str) -> str:
+    return str(part).replace("/", "--").replace(":", "-")
+
+
+@dataclass
+class RunPlan:
+    """Everything one `cpbench run` does (resolved from a suite and/or command-line options)."""
+
+    model: str
+    recipes: list[str]
+    tasks: list[str]
+    prompts: list[str] = field(default_factory=lambda: ["base"])
+    shots: int = 0
+    chat: str = "none"
+    scoring: str = "letter"
+    data: str = "samples"
+    limit: int | None = None
+    device: str = "auto"
+    batch_size: int | None = None
+    results: Path = Path("results")
+    calibration: Any = None  # cpbench.compress.CalibrationSpec; None = its defaults
+    analysis: AnalysisKey = field(default_factory=AnalysisKey)
+    suite: str | None = None
+    strict_recipes: bool = True  # False for suites: skip recipes the device cannot run instead of failing
+    force: bool = False  # rescore even when a matching artifact exists
+
+
+@dataclass
+class Cell:
+    """One scored and analysed (recipe, task, prompt) cell."""
+
+    recipe: str
+    task: str
+    prompt: str
+    key: ScoreKey
+    artifact_path: Path
+    result_path: Path
+    record: dict[str, Any]
+    reused: bool
+    s_per_item: float | None
+
+
+@dataclass
+class RunOutcome:
+    plan: RunPlan
+    model_key: str
+    cells: list[Cell]
+    skipped: list[tuple[str, str]]  # (recipe, reason)
+    notes: list[str]
+    wall_s: float
+
+
+# ------------------------------------------------------------------------------------------------- planning
+def plan_from_options(
+    *,
+    suite: str | None = None,
+    model: str | None = None,
+    quant: Sequence[str] | None = None,
+    tasks: Sequence[str] | None = None,
+    prompts: Sequence[str] | None = None,
+    shots: int | None = None,
+    chat: str | None = None,
+    scoring: str | None = None,
+    data: str | None = None,
+    limit: int | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    results: str | Path | None = None,
+    alpha: float | None = None,
+    force: bool = False,
+) -> RunPlan:
+    """Options -> RunPlan. With --suite, or with neither --model nor --suite, the suite (default: `default`) gives
+    every value not given on the command line. With --model and no suite: all tasks, base prompts, 0 shots, letter
+    scoring (Ye et al.'s protocol) on the `prepared` data, the baseline plus --quant."""
+    from cpbench import models, recipes
+    from cpbench.analyze import preset
+    from cpbench.compress import CalibrationSpec
+    from cpbench.tasks import list_tasks
+
+    if model is not None:
+        models.resolve(model)  # did-you-mean now, before anything loads
+    quant_names: list[str] | None = None
+    if quant:
+        quant_names = []
+        for spec in quant:
+            quant_names.extend(r.name for r in recipes.expand_recipes(spec))
+    use_suite = suite is not None or model is None
+    if use_suite:
+        from cpbench.suites import load_suite
+
+        s = load_suite(suite or "default")
+        plan = RunPlan(
+            model=s.model, recipes=list(s.recipes), tasks=list(s.tasks), prompts=list(s.prompts), shots=s.shots,
+            chat=s.chat, scoring=s.scoring, data=s.data, limit=s.limit, device=s.device, calibration=s.calibration,
+            suite=s.name, strict_recipes=False,
+        )  # fmt: skip
+        if quant_names is not None:  # --quant replaces the suite's recipes
+            plan.recipes, plan.strict_recipes = quant_names, True
+    else:
+        plan = RunPlan(model=str(model), recipes=quant_names or [], tasks=list_tasks(), data="prepared",
+                       calibration=CalibrationSpec())  # fmt: skip
+    if model is not None:
+        plan.model = model
+    overrides = dict(tasks=tasks, prompts=prompts, shots=shots, chat=chat, scoring=scoring, data=data, limit=limit,
+                     device=device, batch_size=batch_size)  # fmt: skip
+    for name, value in overrides.items():
+        if value is not None:
+            setattr(plan, name, list(value) if isinstance(value, (list, tuple)) else value)
+    if results is not None:
+        plan.results = Path(results)
+    plan.force = force
+    plan.analysis = preset("default", alpha=alpha)
+    _normalise(plan)
+    return plan
+
+
+def _normalise(plan: RunPlan) -> None:
+    from cpbench import recipes
+    from cpbench.tasks import list_tasks
+
+    known = list_tasks()
+    for t in plan.tasks:
+        if t not in known:
+            import difflib
+
+            close = difflib.get_close_matches(t, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+            raise CpbenchError(f"unknown task {t!r}{hint}")
+    for p in plan.prompts:
+        if p not in ("base", "shared", "task"):
+            raise CpbenchError(f"unknown prompt method {p!r} (use base, shared or task)")
+    if plan.scoring not in ("letter", "cloze"):
+        raise CpbenchError(f"unknown scoring {plan.scoring!r} (use letter or cloze)")
+    if plan.shots < 0:
+        raise CpbenchError(f"--shots must be >= 0, got {plan.shots}")
+    if plan.batch_size is not None and plan.batch_size < 1:
+        raise CpbenchError(f"--batch-size must be >= 1, got {plan.batch_size}")
+    # The baseline is always scored, first: every comparison needs it.
+    resolved = [recipes.resolve(r) for r in plan.recipes]
+    base = next((r.name for r in resolved if r.is_baseline), BASELINE)
+    plan.recipes = [base] + [r.name for r in resolved if not r.is_baseline]
+    plan.tasks = list(dict.fromkeys(plan.tasks))
+    plan.prompts = list(dict.fromkeys(plan.prompts))
+
+
+# ------------------------------------------------------------------------------------------------- running
+def artifact_path(results: Path, key: ScoreKey) -> Path:
+    return Path(results) / _safe(key.model) / _safe(key.recipe) / "artifacts" / f"{key.slug()}.parquet"
+
+
+def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, dtype: str) -> bool:
+    """A stored artifact is reused only when it was produced for exactly this cell, inputs and weights."""
+    from cpbench.artifact import LogitsArtifact
+
+    if not path.is_file():
+        return False
+    try:
+        prov = LogitsArtifact.load(path).provenance
+    except CpbenchError:
+        return False
+    return (
+        prov.get("run_key") == key.model_dump()
+        and prov.get("prompts_hash") == p_hash
+        and prov.get("weights_id") == weights_id
+        and prov.get("dtype") == dtype
+    )
+
+
+def _weights_id(entry: Any, recipe: Any, ckpt: Any) -> str:
+    """What pins the scored weights: the checkpoint's content address, or the base model's identity (+ recipe)."""
+    from cpbench.compress.cache import model_identity
+
+    if ckpt is not None and ckpt.report.get("cache_key"):
+        return f"checkpoint:{ckpt.report['cache_key']}"
+    ident = model_identity(entry)
+    base = f"{ident['source']}:{ident['id']}@{ident['revision']}"
+    return base if recipe.is_baseline else f"{base}+{recipe.name}:{recipe.spec_hash()[:16]}"
+
+
+def _check_enough_items(jobs: Sequence[tuple[str, str, list[Any]]], analysis: AnalysisKey) -> None:
+    """Fail before compressing or scoring anything when a cell has too few items for the conformal analysis."""
+    import math
+
+    from cpbench.conformal.quantile import min_calibration_size
+
+    need = min_calibration_size(analysis.alpha)
+    for task, _, prompts in jobs:
+        n = len(prompts)
+        if math.floor(analysis.cal_ratio * n) < need:
+            n_min = math.ceil(need / analysis.cal_ratio)
+            raise CpbenchError(
+                f"task {task}: {n} evaluated items leave {math.floor(analysis.cal_ratio * n)} for calibration; "
+                f"alpha {analysis.alpha:g} needs at least {need} (use --limit {n_min} or more, or a larger --alpha)"
+            )
+
+
+def _device_problem(recipe: Any, device: str) -> str | None:
+    if device.startswith("cuda"):
+        return None
+    if recipe.load_time or recipe.requires == "cuda":
+        return recipe.requires_reason or f"recipe {recipe.name!r} needs a CUDA GPU"
+    return None
+
+
+def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = True) -> RunOutcome:
+    """Execute the plan; returns every cell's record and where it was written."""
+    import torch
+
+    from cpbench import models, recipes, store
+    from cpbench.analyze import analyze_artifact
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.compress import compress
+    from cpbench.scoring.score import score_prompts
+    from cpbench.tasks import build_prompts, data_tag, load_items, load_task, prompts_hash
+
+    t0 = time.perf_counter()
+    entry = models.resolve(plan.model)
+    device = models.resolve_device(plan.device)
+    dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
+    threads = models.configure_threads()
+    notes = list(entry.source_notes())
+    if plan.data == "samples":
+        notes.append("items are the tasks' offline smoke-test samples, not benchmark data")
+    scoring_prompts, shots = plan.prompts, plan.shots
+    if plan.scoring == "cloze" and (len(plan.prompts) > 1 or plan.prompts != ["base"] or plan.shots):
+        # Cloze reads Prompt.cloze_context: the item alone, without instruction or demonstrations.
+        scoring_prompts, shots = ["base"], 0
+        notes.append("cloze scoring reads the item alone (no instruction, no demonstrations): scored prompt 'base', 0 shots")
+    echo(f"cpbench run: model {entry.name} ({entry.source}), device {device} ({dtype}, {threads} thread(s)), "
+         f"recipes {', '.join(plan.recipes)}, tasks {', '.join(plan.tasks)}, {plan.scoring} scoring, "
+         f"data {plan.data}" + (f", limit {plan.limit}" if plan.limit else ""))  # fmt: skip
+
+    # Items and prompts are built once (with the base model's tokenizer, needed for chat templates only).
+    tokenizer = None
+    if plan.chat == "v1":
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(models.model_dir(entry), trust_remote_code=entry.trust_remote_code)
+    tag = data_tag(plan.data)
+    jobs: list[tuple[str, str, list[Any]]] = []
+    for task in plan.tasks:
+        spec = load_task(task)
+        items = load_items(spec, plan.data)  # all of them: the demonstrations must be there even with --limit
+        for method in scoring_prompts:
+            prompts = build_prompts(spec, items, method=method, shots=shots, chat=plan.chat, tokenizer=tokenizer)
+            jobs.append((task, method, prompts[: plan.limit] if plan.limit else prompts))  # --limit: evaluated items
+    _check_enough_items(jobs, plan.analysis)
+
+    cells: list[Cell] = []
+    skipped: list[tuple[str, str]] = []
+    for recipe_name in plan.recipes:
+        recipe = recipes.resolve(recipe_name)
+        problem = _device_problem(recipe, device)
+        if problem:
+            if plan.strict_recipes and not recipe.is_baseline:
+                raise CpbenchError(f"recipe {recipe.name!r} cannot run on {device}: {problem}")
+            skipped.append((recipe.name, problem))
+            echo(f"[{recipe.name}] skipped on {device}: {problem}")
+            continue
+        tr = time.perf_counter()
+        ckpt = compress(entry, recipe, plan.calibration, device)
+        if ckpt.path is not None:
+            echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
+                 f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
+        weights_id = _weights_id(entry, recipe, ckpt)
+        todo = []
+        for task, method, prompts in jobs:
+            key = ScoreKey(model=entry.key, recipe=recipe.name, task=task, prompt=method, shots=shots, chat=plan.chat,
+                           scoring=plan.scoring, data=tag)  # fmt: skip
+            path = artifact_path(plan.results, key)
+            reuse = not plan.force and _reusable(path, key, prompts_hash(prompts), weights_id, dtype)
+            todo.append((key, path, prompts, reuse))
+        model = tok = None
+        if not all(reuse for *_, reuse in todo):
+            tl = time.perf_counter()
+            model, tok = ckpt.load(device)
+            echo(f"[{recipe.name}] model loaded ({time.perf_counter() - tl:.1f} s)")
+        provenance = {
+            **entry.provenance(),
+            "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
+            "compression_report": ckpt.report,
+            "checkpoint_path": str(ckpt.path) if ckpt.path is not None else None,
+            "weights_id": weights_id,
+            "sample_data": plan.data == "samples",
+            "suite": plan.suite,
+        }
+        provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + notes))
+        for key, path, prompts, reuse in todo:
+            if reuse:
+                echo(f"[{recipe.name}] {key.task}/{key.prompt}: artifact reused ({path})")
+            else:
+                score_prompts(model, tok, prompts, key, batch_size=plan.batch_size, provenance=provenance,
+                              out_path=path, progress=progress)  # fmt: skip
+            artifact = LogitsArtifact.load(path)  # reload: verifies the content hash and sets the source path
+            record = analyze_artifact(artifact, plan.analysis, input_path=str(path))
+            result_path = store.write_result(record, plan.results)
+            detail = artifact.provenance.get("scoring_detail") or {}
+            cells.append(Cell(recipe.name, key.task, key.prompt, key, path, result_path, record, reuse,
+                              None if reuse else detail.get("s_per_item")))  # fmt: skip
+            if not reuse:
+                echo(f"[{recipe.name}] {key.task}/{key.prompt}: {artifact.n} items, "
+                     f"{detail.get('wall_s', 0):.1f} s ({detail.get('s_per_item') or 0:.3f} s/item), "
+                     f"acc {record['acc']:.3f}")  # fmt: skip
+        del model, tok
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return RunOutcome(plan, entry.key, cells, skipped, notes, time.perf_counter() - t0)
+
+
+# ------------------------------------------------------------------------------------------------- reporting
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _delta(x: float | None, base: float | None, pct: bool = True) -> str:
+    if x is None or base is None:
+        return ""
+    d = (x - base) * (100 if pct else 1)
+    return f"{d:+.1f}" if pct else f"{d:+.2f}"
+
+
+def summary_table(outcome: RunOutcome) -> Any:
+    """rich Table: per task and prompt, the baseline row then each recipe with its change from the baseline."""
+    from rich.table import Table
+
+    a = outcome.plan.analysis
+    table = Table(
+        title=f"cpbench run: {outcome.model_key} ({outcome.plan.scoring} scoring), alpha {a.alpha:g}, "
+        f"mean over {a.splits} calibration/test splits; acc/cov in %, size in options (Δ vs baseline)"
+    )
+    for name, justify in (("task", "left"), ("prompt", "left"), ("recipe", "left"), ("n", "right"), ("acc", "right"),
+                          ("Δacc", "right"), ("LAC cov", "right"), ("LAC size", "right"), ("Δsize", "right"),
+                          ("APS cov", "right"), ("APS size", "right"), ("Δsize", "right")):  # fmt: skip
+        table.add_column(name, justify=justify, no_wrap=True)
+    base = {(c.task, c.prompt): c.record for c in outcome.cells if c.recipe == outcome.plan.recipes[0]}
+    for c in sorted(outcome.cells, key=lambda c: (outcome.plan.tasks.index(c.task), c.prompt,
+                                                  outcome.plan.recipes.index(c.recipe))):  # fmt: skip
+        r, b = c.record, base.get((c.task, c.prompt))
+        is_base = c.recipe == outcome.plan.recipes[0]
+        ref = None if is_base else b
+        table.add_row(
+            c.task, c.prompt, c.recipe, str(r["n"]), _pct(r["acc"]), _delta(r["acc"], ref and ref["acc"]),
+            _pct(r["lac"]["coverage"]), f"{r['lac']['set_size']:.2f}",
+            _delta(r["lac"]["set_size"], ref and ref["lac"]["set_size"], pct=False),
+            _pct(r["aps"]["coverage"]), f"{r['aps']['set_size']:.2f}",
+            _delta(r["aps"]["set_size"], ref and ref["aps"]["set_size"], pct=False),
+        )  # fmt: skip
+    return table

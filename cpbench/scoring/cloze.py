@@ -1,0 +1,155 @@
+"""Cloze scoring: the log-likelihood of each option's text as the continuation of the item (lm-evaluation-harness's
+`loglikelihood`, as its HellaSwag / ARC multiple-choice tasks use it).
+
+For each item, the "logit" of option j is `sum_t log p(cont_j[t] | context, cont_j[:t])`, the *sum* of the
+continuation tokens' log-probabilities (lm-eval's `acc`, not the length-normalised `acc_norm`). A softmax over the six
+sums is the option distribution the conformal analysis uses. The artifact's provenance says so (`scoring: cloze`,
+`cloze.logit: sum_logprob`).
+
+Tokenization follows lm-eval's `_encode_pair`: trailing whitespace of the context moves to the continuation, the
+continuation is `" " + option text`, `whole = tok(context + continuation)`, `ctx = tok(context)`, and the continuation
+tokens are `whole[len(ctx):]`; the model sees `ctx + cont`. So the context tokens are the same for all six options and
+are run once per item: step 1 runs a batch of contexts (left-padded) and keeps their KV cache; step 2 repeats each
+context's cache six times and runs all continuations of the batch at once (right-padded after the context, so real
+tokens stay contiguous). Two forward passes per batch instead of six full sequences per item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from cpbench.errors import CpbenchError
+from cpbench.scoring.kv import accepts_logits_to_keep, pad_token_id
+
+DELIMITER = " "  # lm-eval's default target_delimiter between context and choice
+
+
+@dataclass
+class ClozeItem:
+    ctx: list[int]
+    conts: list[list[int]]
+
+    @property
+    def work_len(self) -> int:
+        return len(self.ctx) + max(len(c) for c in self.conts)
+
+
+def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """lm-eval's split of (context, continuation) into token ids for a causal model."""
+    if not context:
+        raise CpbenchError("cloze scoring needs a non-empty context")
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = list(tokenizer(context + continuation)["input_ids"])
+    ctx = list(tokenizer(context)["input_ids"])
+    return ctx, whole[len(ctx) :]
+
+
+def encode_cloze(tokenizer: Any, prompt: Any) -> ClozeItem:
+    pairs = [encode_pair(tokenizer, prompt.cloze_context, DELIMITER + str(o)) for o in prompt.options]
+    ctxs = {tuple(c) for c, _ in pairs}
+    if len(ctxs) != 1:  # cannot happen: ctx is tokenized from the same string each time
+        raise CpbenchError(f"item {prompt.item_id}: context tokenized differently across options")
+    for j, (_, cont) in enumerate(pairs):
+        if not cont:
+            raise CpbenchError(f"item {prompt.item_id}: option {j} has an empty continuation for cloze scoring")
+    return ClozeItem(ctx=pairs[0][0], conts=[c for _, c in pairs])
+
+
+class ClozeScorer:
+    """Scores batches of items (given by index) to per-option summed log-probabilities [b, K] in float32."""
+
+    def __init__(self, model: Any, tokenizer: Any, prompts: Sequence[Any], *, batch_size: int):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.items = [encode_cloze(tokenizer, p) for p in prompts]
+        self.batch_size = max(1, int(batch_size))
+        self.pad_id = pad_token_id(tokenizer)
+        self._keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+        self.notes: list[str] = []
+
+    def order(self) -> np.ndarray:
+        n = len(self.items)
+        return np.lexsort((np.arange(n), -np.array([it.work_len for it in self.items], dtype=np.int64)))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            # Without the shared context: K sequences of context + continuation minus its last token per item.
+            "tokens_total": int(sum(sum(len(it.ctx) + len(c) - 1 for c in it.conts) for it in self.items)),
+            "tokens_computed": int(sum(len(it.ctx) + sum(len(c) - 1 for c in it.conts) for it in self.items)),
+        }
+
+    def __call__(self, indices: np.ndarray) -> np.ndarray:
+        k = len(self.items[int(indices[0])].conts) if len(indices) else 0
+        out = np.empty((len(indices), k), dtype=np.float32)
+        for start in range(0, len(indices), self.batch_size):
+            out[start : start + self.batch_size] = self._batch(indices[start : start + self.batch_size])
+        return out
+
+    @torch.inference_mode()
+    def _batch(self, idx: np.ndarray) -> np.ndarray:
+        from transformers import DynamicCache
+
+        items = [self.items[int(i)] for i in idx]
+        b, k = len(items), len(items[0].conts)
+        dev = self.device
+        # Step 1: contexts, left-padded, cache kept.
+        lc = max(len(it.ctx) for it in items)
+        ids = torch.full((b, lc), self.pad_id, dtype=torch.long)
+        cmask = torch.zeros((b, lc), dtype=torch.long)
+        pos = torch.zeros((b, lc), dtype=torch.long)
+        for r, it in enumerate(items):
+            n = len(it.ctx)
+            ids[r, lc - n :] = torch.tensor(it.ctx)
+            cmask[r, lc - n :] = 1
+            pos[r, lc - n :] = torch.arange(n)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids.to(dev),
+            attention_mask=cmask.to(dev),
+            position_ids=pos.to(dev),
+            past_key_values=cache,
+            use_cache=True,
+            **self._keep,
+        )
+        first = out.logits[:, -1].float()
+        first_lp = first - torch.logsumexp(first, dim=-1, keepdim=True)  # [b, V]
+        conts = [c for it in items for c in it.conts]  # row r*k + j
+        first_tok = torch.tensor([c[0] for c in conts], device=dev)
+        total = first_lp.repeat_interleave(k, dim=0).gather(1, first_tok[:, None])[:, 0]  # [b*k]
+        # Step 2: every continuation's tokens but the last, after its context's cache, right-padded.
+        t = max(len(c) for c in conts) - 1
+        if t > 0:
+            rows = b * k
+            ids2 = torch.full((rows, t), self.pad_id, dtype=torch.long)
+            mask2 = torch.zeros((rows, lc + t), dtype=torch.long)
+            mask2[:, :lc] = cmask.repeat_interleave(k, dim=0)
+            pos2 = torch.zeros((rows, t), dtype=torch.long)
+            target = torch.zeros((rows, t), dtype=torch.long)
+            valid = torch.zeros((rows, t), dtype=torch.bool)
+            for r, c in enumerate(conts):
+                n = len(c) - 1
+                start = len(items[r // k].ctx)
+                pos2[r] = torch.arange(start, start + t)  # pads continue the count; they are masked and unread
+                if n:
+                    ids2[r, :n] = torch.tensor(c[:-1])
+                    mask2[r, lc : lc + n] = 1
+                    target[r, :n] = torch.tensor(c[1:])
+                    valid[r, :n] = True
+            cache.batch_repeat_interleave(k)
+            logits = self.model(
+                input_ids=ids2.to(dev),
+                attention_mask=mask2.to(dev),
+                position_ids=pos2.to(dev),
+                past_key_values=cache,
+                use_cache=True,
+            ).logits.float()  # [rows, t, V]
+            lp = logits.gather(2, target.to(dev)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+            total = total + torch.where(valid.to(dev), lp, torch.zeros_like(lp)).sum(dim=1)
+        return total.view(b, k).cpu().numpy().astype(np.float32)

@@ -1,0 +1,107 @@
+"""Key/value-cache plumbing shared by letter and cloze scoring (transformers 5 `DynamicCache`).
+
+A shared token prefix (the few-shot demonstrations, or a cloze context) is run once with batch size 1; its per-layer
+keys and values are kept, and for every batch a fresh `DynamicCache` is filled with them expanded to the batch size.
+A fresh cache per batch is needed because a forward pass appends the batch's own keys/values to the cache it is given.
+
+Causal masking in transformers 5 is index based (query i sees kv indices <= its own, offset by the cache length), and
+positions for RoPE come from the `position_ids` we pass. So a batch laid out as `[cached prefix][left pads][suffix]`
+with attention mask `[1..1, 0..0, 1..1]` and positions `m, m+1, ...` for the suffix computes exactly what the
+unpadded, uncached sequence computes, up to float rounding.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Sequence
+
+import torch
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """Any id works for pads (they are masked out); prefer the tokenizer's own pad, then eos, then 0."""
+    for attr in ("pad_token_id", "eos_token_id"):
+        tid = getattr(tokenizer, attr, None)
+        if isinstance(tid, int):
+            return tid
+    return 0
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Most transformers causal LMs can skip the vocabulary projection for all but the last positions."""
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def sliding_window(model: Any) -> int | None:
+    """The sliding-window size when any layer uses local attention (Gemma 2/3, some Mistral/Qwen configs), else None."""
+    cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(cfg, "sliding_window", None)
+    layer_types = getattr(cfg, "layer_types", None)
+    if not window:
+        return None
+    if layer_types is not None and not any("sliding" in str(t) for t in layer_types):
+        return None
+    return int(window)
+
+
+def cache_supported(model: Any, total_len: int) -> tuple[bool, str]:
+    """Whether a prefix cache reproduces the uncached computation for sequences up to `total_len` tokens.
+
+    With sliding-window layers, pads placed between the cached prefix and the suffix would count against the window
+    (the window is index based), so prefix caching is used only when every sequence fits inside the window.
+    """
+    window = sliding_window(model)
+    if window is not None and total_len >= window:
+        return False, f"sequences up to {total_len} tokens exceed the model's sliding window of {window}"
+    return True, ""
+
+
+class PrefixKV:
+    """Keys/values of one token prefix, computed once, handed out as fresh per-batch caches."""
+
+    def __init__(self, model: Any, ids: Sequence[int], device: torch.device):
+        from transformers import DynamicCache
+
+        self.model = model
+        self.ids = list(ids)
+        self.length = len(self.ids)
+        x = torch.tensor([self.ids], dtype=torch.long, device=device)
+        cache = DynamicCache(config=model.config)
+        kwargs = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+        out = model(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            position_ids=torch.arange(self.length, device=device)[None, :],
+            past_key_values=cache,
+            use_cache=True,
+            **kwargs,
+        )
+        # The distribution of the token after the prefix: cloze scoring needs it for the first continuation token.
+        self.last_logits = out.logits[0, -1].float()
+        self.layers = [(layer.keys, layer.values) for layer in cache.layers]
+
+    def expand(self, batch: int) -> Any:
+        """A new cache holding this prefix for `batch` rows (copied: the forward pass extends it in place)."""
+        from transformers import DynamicCache
+
+        data = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self.layers]
+        return DynamicCache(ddp_cache_data=data, config=self.model.config)
+
+    def expand_rows(self, repeats: Sequence[int]) -> Any:
+        """A cache whose row r is prefix row `i` repeated `repeats[i]` times (for a prefix batch of several rows)."""
+        from transformers import DynamicCache
+
+        rep = torch.as_tensor(list(repeats), device=self.layers[0][0].device)
+        data = [(k.repeat_interleave(rep, dim=0), v.repeat_interleave(rep, dim=0)) for k, v in self.layers]
+        return DynamicCache(ddp_cache_data=data, config=self.model.config)

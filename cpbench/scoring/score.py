@@ -1,0 +1,274 @@
+"""Scoring entry point: prompts + a loaded model -> `LogitsArtifact` with full provenance.
+
+`score_prompts` runs letter or cloze scoring in resumable chunks under `torch.inference_mode()` and writes the
+provenance keys of docs/design.md. The model arrives loaded (by `cpbench.models.load`, which picks the dtype:
+float32 on CPU, the entry's bf16/fp16 on GPU) and stays where it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cpbench.artifact import LogitsArtifact
+from cpbench.errors import CpbenchError
+from cpbench.runkey import ScoreKey
+
+BACKEND = "transformers"
+DEFAULT_CHUNK_SIZE = 256
+CLOZE_LOGIT = "sum_logprob"
+
+
+def default_batch_size(device: str) -> int:
+    return 32 if device.startswith("cuda") else 8
+
+
+# ------------------------------------------------------------------------------------------------- fingerprints
+def scoring_inputs_hash(prompts: Sequence[Any]) -> str:
+    """sha256 over every prompt field that scoring reads, in order (the chunk cache key; `prompts_hash` in the
+    provenance is cpbench.tasks' hash of ids and texts)."""
+    h = hashlib.sha256()
+    for p in prompts:
+        rec = [str(p.item_id), p.hash, int(p.label), list(p.letters), list(p.options), p.cloze_context, p.prefix]
+        h.update(json.dumps(rec, ensure_ascii=False).encode())
+        h.update(b"\n")
+    return "sha256:" + h.hexdigest()
+
+
+def model_fingerprint(model: Any) -> str:
+    """Cheap content hash of a loaded model: config, every tensor's name/shape/dtype, its sum and a strided sample.
+
+    Two different weight sets (baseline vs compressed, or two random inits) differ here; hashing every byte of a 70B
+    model would cost minutes, this costs one reduction per tensor on the model's own device.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    h.update(type(model).__name__.encode())
+    cfg = model.config.to_dict()
+    cfg.pop("_name_or_path", None)
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    with torch.inference_mode():
+        tensors = list(model.named_parameters()) + list(model.named_buffers())
+        for name, t in tensors:
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+            if t.is_meta or t.numel() == 0:
+                continue
+            flat = t.detach().reshape(-1)
+            stride = max(1, flat.numel() // 64)
+            sample = flat[::stride][:64].to(torch.float64).cpu().numpy()
+            h.update(np.float64(torch.sum(flat, dtype=torch.float64).item()).tobytes())
+            h.update(sample.tobytes())
+    return "sha256:" + h.hexdigest()
+
+
+def tokenizer_info(tokenizer: Any) -> dict[str, Any]:
+    return {
+        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "bos_token": getattr(tokenizer, "bos_token", None),
+        "adds_bos": bool(
+            getattr(tokenizer, "bos_token_id", None) is not None
+            and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+        ),
+        "padding": "left, masked, explicit position_ids",
+    }
+
+
+def versions() -> dict[str, str | None]:
+    def v(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    from cpbench import __version__
+
+    return {
+        "python": platform.python_version(),
+        "torch": v("torch"),
+        "transformers": v("transformers"),
+        "llmcompressor": v("llmcompressor"),
+        "compressed_tensors": v("compressed-tensors"),
+        "cpbench": __version__,
+    }
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+def _validate(prompts: Sequence[Any], key: ScoreKey) -> list[str]:
+    if not prompts:
+        raise CpbenchError(f"no prompts to score for {key.slug()}")
+    letters = list(prompts[0].letters)
+    ids = [str(p.item_id) for p in prompts]
+    if len(set(ids)) != len(ids):
+        raise CpbenchError(f"duplicate item ids among the prompts of {key.slug()}")
+    for p in prompts:
+        if list(p.letters) != letters:
+            raise CpbenchError(f"item {p.item_id}: letters {list(p.letters)} differ from {letters}")
+        if not 0 <= int(p.label) < len(letters):
+            raise CpbenchError(f"item {p.item_id}: label {p.label} outside the {len(letters)} options")
+        if key.scoring == "cloze" and len(p.options) != len(letters):
+            raise CpbenchError(f"item {p.item_id}: {len(p.options)} option texts for {len(letters)} letters")
+    return letters
+
+
+def score_prompts(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Any],
+    key: ScoreKey,
+    *,
+    batch_size: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    cache_root: str | Path | None = None,
+    resume: bool = True,
+    use_prefix_cache: bool = True,
+    progress: bool = True,
+    provenance: dict[str, Any] | None = None,
+    model_hash: str | None = None,
+    out_path: str | Path | None = None,
+) -> LogitsArtifact:
+    """Option logits for `prompts` as a LogitsArtifact; chunks are kept under `cache_root/scores` until done.
+
+    `provenance` carries what only the caller knows (model_id, model_revision, model_source, recipe,
+    compression_report, sample_data, notes); the scorer adds the rest. With `out_path` the artifact is saved there
+    (atomically) and the job's chunk files are deleted.
+    """
+    import torch
+
+    from cpbench.scoring.chunks import ChunkStore, run_chunked
+
+    from cpbench.models import configure_threads
+    from cpbench.tasks.prompts import prompts_hash
+
+    letters = _validate(prompts, key)
+    threads = configure_threads()
+    model.eval()
+    device = str(next(model.parameters()).device)
+    batch_size = int(batch_size or default_batch_size(device))
+    notes: list[str] = []
+    detail: dict[str, Any] = {"threads": threads, "chunk_size": int(chunk_size), "prefix_cache": use_prefix_cache}
+
+    option_ids: dict[str, Any] | None = None
+    if key.scoring == "letter":
+        from cpbench.scoring.letter import LetterScorer
+        from cpbench.scoring.tokens import check_prompt_continuation, form_for, resolve_option_tokens
+
+        opt = resolve_option_tokens(tokenizer, letters, form_for([p.text for p in prompts]))
+        for p in prompts[:3]:  # the prompt format is shared; three real prompts catch a merging tail
+            check_prompt_continuation(tokenizer, p.text, opt)
+        option_ids = opt.to_provenance()
+        scorer: Any = LetterScorer(
+            model, tokenizer, prompts, opt.ids, batch_size=batch_size, use_prefix_cache=use_prefix_cache
+        )
+        detail["work"] = scorer.work.stats()
+        notes.extend(scorer.work.notes)
+    elif key.scoring == "cloze":
+        from cpbench.scoring.cloze import DELIMITER, ClozeScorer
+
+        scorer = ClozeScorer(model, tokenizer, prompts, batch_size=batch_size)
+        detail["work"] = scorer.stats()
+        detail["cloze"] = {
+            "logit": CLOZE_LOGIT,
+            "definition": "sum over the option's continuation tokens of log p(token | context, earlier tokens); "
+            "softmax over the K sums gives the option distribution (lm-eval 'acc', not length-normalised)",
+            "delimiter": DELIMITER,
+            "context": "Prompt.cloze_context; continuation = delimiter + option text; split as lm-eval _encode_pair",
+        }
+    else:  # ScoreKey validates this; keep the message for direct callers
+        raise CpbenchError(f"unknown scoring mode {key.scoring!r}")
+
+    ids = [str(p.item_id) for p in prompts]
+    p_hash = prompts_hash(prompts)
+    inputs_hash = scoring_inputs_hash(prompts)
+    m_hash = model_hash or model_fingerprint(model)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    job = {
+        "score_key": key.model_dump(),
+        "inputs_hash": inputs_hash,
+        "model_hash": m_hash,
+        "tokenizer": tokenizer_info(tokenizer),
+        "option_token_ids": option_ids,
+        "dtype": dtype,
+        "device_type": device.split(":")[0],
+        "batch_size": batch_size,
+        "chunk_size": int(chunk_size),
+        "prefix_cache": use_prefix_cache,
+    }
+    store = None
+    if resume:
+        from cpbench.paths import cache_dir
+
+        root = Path(cache_root) if cache_root is not None else cache_dir()
+        store = ChunkStore(root / "scores", job)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(ids), desc=f"{key.task}/{key.prompt}/{key.scoring}", unit="item", disable=None if progress else True)
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            run = run_chunked(ids, scorer.order(), len(letters), scorer, store, chunk_size, on_progress=bar.update)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t0
+    detail.update(
+        chunks_loaded=len(run.loaded),
+        chunks_computed=len(run.computed),
+        items_computed=run.computed_items,
+        wall_s=round(wall, 3),
+        s_per_item=round(wall / run.computed_items, 5) if run.computed_items else None,
+    )
+    if run.loaded:
+        notes.append(f"resumed: {len(run.loaded)} chunk(s) loaded from {store.dir if store else ''}")
+
+    prov: dict[str, Any] = {
+        "run_key": key.model_dump(),
+        "model_id": getattr(model, "name_or_path", "") or key.model,
+        "model_revision": None,
+        "model_source": "local",
+        "recipe": {"name": key.recipe},
+        "compression_report": None,
+        "sample_data": key.data == "samples",
+    }
+    prov.update(provenance or {})
+    prov["notes"] = list(prov.get("notes") or []) + notes
+    prov.update(
+        {
+            "tokenizer": tokenizer_info(tokenizer),
+            "option_token_ids": option_ids,
+            "dtype": dtype,
+            "device": device,
+            "backend": BACKEND,
+            "scoring": key.scoring,
+            "scoring_detail": detail,
+            "batch_size": batch_size,
+            "prompts_hash": p_hash,
+            "model_hash": m_hash,
+            "versions": versions(),
+            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "host": platform.platform(),
+        }
+    )
+    artifact = LogitsArtifact(
+        ids=ids,
+        labels=np.array([int(p.label) for p in prompts], dtype=np.int64),
+        logits=run.logits,
+        letters=letters,
+        provenance=prov,
+        prompt_hashes=[p.hash for p in prompts],
+    )
+    if out_path is not None:
+        artifact.save(out_path)
+        if store is not None:
+            store.remove()
+    return artifact

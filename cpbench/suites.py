@@ -1,0 +1,83 @@
+"""Named suites (`benchmark/suites.yaml`): a model, recipes, tasks and scoring settings that `cpbench run` runs
+together. `default` is the embedded offline run. Loading validates recipe names (sweeps and brace specs expanded)
+and the model spec against the registries; it imports no torch."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cpbench.compress.calibration import CalibrationSpec
+from cpbench.errors import CpbenchError
+from cpbench.paths import data_dir
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    model: str
+    recipes: tuple[str, ...] = Field(description="expanded recipe names, baseline included")
+    tasks: tuple[str, ...]
+    data: str = "samples"
+    prompts: tuple[str, ...] = ("base",)
+    shots: int = Field(default=0, ge=0)
+    chat: Literal["none", "v1", "v2"] = "none"
+    scoring: Literal["letter", "cloze"] = "letter"
+    device: str = "auto"
+    calibration: CalibrationSpec = CalibrationSpec()
+    limit: int | None = Field(default=None, ge=1)
+
+
+def _path(path: str | Path | None) -> Path:
+    return Path(path) if path is not None else data_dir("benchmark") / "suites.yaml"
+
+
+def _raw(path: str | Path | None) -> dict:
+    p = _path(path)
+    if not p.is_file():
+        raise CpbenchError(f"{p}: suite file not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise CpbenchError(f"{p}: not valid YAML ({exc})") from None
+    if set(raw) - {"suites"}:
+        raise CpbenchError(f"{p}: unknown top-level key(s) {sorted(set(raw) - {'suites'})}; expected 'suites'")
+    return raw.get("suites") or {}
+
+
+def list_suites(path: str | Path | None = None) -> list[str]:
+    return list(_raw(path))
+
+
+def load_suite(name: str = "default", path: str | Path | None = None) -> Suite:
+    from cpbench import models, recipes
+
+    suites = _raw(path)
+    if name not in suites:
+        close = difflib.get_close_matches(name, list(suites), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(suites)})"
+        raise CpbenchError(f"unknown suite {name!r}{hint}")
+    fields = dict(suites[name] or {})
+    allowed = [f for f in Suite.model_fields if f != "name"]
+    for key in fields:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise CpbenchError(f"suite {name!r}: unknown key {key!r}{hint}")
+    names: list[str] = []
+    for spec in fields.get("recipes") or []:
+        names.extend(r.name for r in recipes.expand_recipes(str(spec)))
+    fields["recipes"] = tuple(dict.fromkeys(names))
+    models.resolve(str(fields.get("model", "")))  # did-you-mean on a bad model name, now rather than mid-run
+    try:
+        return Suite(name=name, **fields)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        raise CpbenchError(f"suite {name!r}: {loc}: {err.get('msg')}") from None

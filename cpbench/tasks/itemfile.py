@@ -1,0 +1,132 @@
+"""Read and write item files (JSON, JSONL, Parquet) in the item schema, validating every item at load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from pydantic import ValidationError
+
+from cpbench.atomic import atomic_path
+from cpbench.errors import CpbenchError
+from cpbench.tasks.schema import LETTERS, Item, explain_validation_error
+
+ITEM_KEYS = ("id", "source", "context", "question", "choices", "answer", "meta")
+
+
+def items_from_records(records: Iterable[Any], where: str, extra_to_meta: bool = False) -> list[Item]:
+    """Validate raw records into items. `extra_to_meta` keeps unknown keys (prepared files) in `item.meta`.
+
+    Errors name the file, the item (position and id) and the field, on one line.
+    """
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for pos, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise CpbenchError(f"{where}: item {pos}: expected an object, got {type(rec).__name__}")
+        if extra_to_meta:
+            extra = {k: v for k, v in rec.items() if k not in ITEM_KEYS}
+            rec = {k: v for k, v in rec.items() if k in ITEM_KEYS}
+            if extra:
+                rec["meta"] = {**extra, **(rec.get("meta") or {})}
+        try:
+            item = Item.model_validate(rec)
+        except ValidationError as exc:
+            ident = f" (id {rec.get('id')!r})" if "id" in rec else ""
+            raise CpbenchError(explain_validation_error(exc, Item, f"{where}: item {pos}{ident}")) from None
+        key = str(item.id)
+        if key in seen:
+            raise CpbenchError(f"{where}: item {pos}: field 'id': {item.id!r} repeats item {seen[key]}")
+        seen[key] = pos
+        items.append(item)
+    return items
+
+
+def read_records(path: Path) -> list[Any]:
+    """Raw records of a JSON (a list, or an object with `items`), JSONL or Parquet file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            records = pq.read_table(path).to_pylist()
+            for rec in records:  # write_items stores meta as a JSON string (free-form dicts do not fit one schema)
+                if isinstance(rec.get("meta"), str):
+                    rec["meta"] = json.loads(rec["meta"]) if rec["meta"] else {}
+            return records
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CpbenchError(f"{path}: cannot read item file ({exc.strerror or exc})") from None
+    except Exception as exc:  # pyarrow raises its own types for corrupt files
+        raise CpbenchError(f"{path}: not a readable Parquet file ({exc})") from None
+    if suffix == ".jsonl":
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise CpbenchError(f"{path}: line {n}: malformed JSON ({exc.msg})") from None
+        return records
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CpbenchError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from None
+        if isinstance(data, dict) and "items" in data:
+            data = data["items"]
+        if not isinstance(data, list):
+            raise CpbenchError(f"{path}: expected a JSON list of items or an object with 'items'")
+        return data
+    raise CpbenchError(f"{path}: unknown item file type {suffix!r} (use .json, .jsonl or .parquet)")
+
+
+def read_items(path: str | Path, extra_to_meta: bool = False) -> list[Item]:
+    path = Path(path)
+    if not path.is_file():
+        raise CpbenchError(f"{path}: item file not found")
+    return items_from_records(read_records(path), str(path), extra_to_meta=extra_to_meta)
+
+
+def _record(item: Item) -> dict[str, Any]:
+    rec = item.model_dump()
+    if not rec["meta"]:
+        del rec["meta"]
+    return rec
+
+
+def write_items(items: Sequence[Item], path: str | Path, provenance: Optional[dict[str, Any]] = None) -> Path:
+    """Write items atomically; the format follows the suffix. JSON is `{"provenance": ..., "items": [...]}`,
+    Parquet keeps the provenance in the schema metadata, JSONL is one item per line (no provenance)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    records = [_record(it) for it in items]
+    if suffix not in (".json", ".jsonl", ".parquet"):
+        raise CpbenchError(f"{path}: unknown item file type {suffix!r} (use .json, .jsonl or .parquet)")
+    with atomic_path(path) as tmp:
+        if suffix == ".json":
+            tmp.write_text(json.dumps({"provenance": provenance or {}, "items": records}, indent=1,
+                                      ensure_ascii=False) + "\n", encoding="utf-8")
+        elif suffix == ".jsonl":
+            tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            # ids may be int (Ye et al.) or str; a Parquet column has one type, so mixed ids are stored as strings.
+            ids = [r["id"] for r in records]
+            id_type = pa.int64() if all(isinstance(i, int) for i in ids) else pa.string()
+            table = pa.table({
+                "id": pa.array(ids if id_type == pa.int64() else [str(i) for i in ids], type=id_type),
+                "source": [r["source"] for r in records],
+                "context": [r["context"] for r in records],
+                "question": [r["question"] for r in records],
+                "choices": pa.array([r["choices"] for r in records],
+                                    type=pa.struct([(k, pa.string()) for k in LETTERS])),
+                "answer": [r["answer"] for r in records],
+                "meta": [json.dumps(r.get("meta", {}), ensure_ascii=False) for r in records],
+            })
+            table = table.replace_schema_metadata({"cpbench": json.dumps({"provenance": provenance or {}})})
+            pq.write_table(table, tmp)
+    return path

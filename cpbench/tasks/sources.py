@@ -1,0 +1,148 @@
+"""Where a task's items come from.
+
+- `samples`: the offline smoke-test items in `tasks/samples/` (written for cpbench; not benchmark data);
+- `prepared`: the prepared file published with Ye et al. (Hugging Face dataset `ErikYip/LLM-Uncertainty-Bench`),
+  downloaded with `huggingface_hub.hf_hub_download` and used as it is;
+- `original`: built from the original dataset (`datasets.load_dataset`) by the seeded six-option construction;
+- a path: a local JSON / JSONL / Parquet file in the item schema (offline use, private data).
+`datasets` and `huggingface_hub` are imported only when a hub source is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from cpbench.errors import CpbenchError
+from cpbench.tasks.construct import BuildReport, construct_items
+from cpbench.tasks.itemfile import items_from_records, read_items
+from cpbench.tasks.schema import Item, TaskSpec
+from cpbench.tasks.spec import samples_path
+
+log = logging.getLogger(__name__)
+
+NAMED_SOURCES = ("samples", "prepared", "original")
+
+
+def load_items(spec: TaskSpec, source: Union[str, Path] = "samples", limit: Optional[int] = None, *,
+               original_path: Optional[str] = None, cache_dir: Optional[str] = None) -> list[Item]:
+    """Items of a task from `samples`, `prepared`, `original` or a local file path (first `limit` items if given).
+
+    `original_path` replaces the hub id of the original dataset (a local copy in the same layout);
+    `cache_dir` is passed to `datasets` / `huggingface_hub`.
+    """
+    if source == "samples":
+        items = read_items(samples_path(spec))
+    elif source == "prepared":
+        items = load_prepared(spec, cache_dir=cache_dir)
+    elif source == "original":
+        items, report = load_original(spec, original_path=original_path, cache_dir=cache_dir)
+        log.info("built %d %s items from %s: answer letters %s, dropped %s", report.items, spec.name,
+                 original_path or spec.original.path, report.letters, report.dropped)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise CpbenchError(f"unknown item source {str(source)!r}: not one of {', '.join(NAMED_SOURCES)} "
+                               f"and no such file")
+        items = read_items(path)
+    if limit is not None:
+        if limit < 1:
+            raise CpbenchError(f"limit must be at least 1, got {limit}")
+        items = items[:limit]
+    return items
+
+
+def load_prepared(spec: TaskSpec, cache_dir: Optional[str] = None) -> list[Item]:
+    """Ye et al.'s prepared file for this task, as published (extra keys are kept in `item.meta`)."""
+    prep = spec.prepared
+    where = f"{prep.repo}/{prep.file}" + (f"@{prep.revision}" if prep.revision else "")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - huggingface_hub comes with datasets/transformers
+        raise CpbenchError("loading prepared files needs huggingface_hub (pip install 'cpbench[run]')") from None
+    try:
+        local = hf_hub_download(repo_id=prep.repo, filename=prep.file, repo_type="dataset",
+                                revision=prep.revision, cache_dir=cache_dir)
+    except Exception as exc:  # offline, missing file, auth: one line either way
+        raise CpbenchError(f"cannot download prepared file {where} ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); offline, use --data PATH "
+                           f"with a local copy") from None
+    path = Path(local)
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CpbenchError(f"{where}: not a readable JSON item list ({exc})") from None
+    if not isinstance(records, list):
+        raise CpbenchError(f"{where}: expected a JSON list of items")
+    return items_from_records(records, where, extra_to_meta=True)
+
+
+def _load_split(path: str, config: Optional[str], split: str, revision: Optional[str], cache_dir: Optional[str]):
+    import datasets
+
+    try:
+        return datasets.load_dataset(path, name=config, split=split, revision=revision, cache_dir=cache_dir)
+    except RuntimeError as exc:
+        # datasets >= 4 refuses script-based hub repos; the hub keeps an automatic Parquet export of them.
+        if "scripts are no longer supported" in str(exc) and revision is None:
+            log.warning("%s is script-based; loading its Parquet export (revision refs/convert/parquet)", path)
+            return datasets.load_dataset(path, name=config, split=split, revision="refs/convert/parquet",
+                                         cache_dir=cache_dir)
+        raise
+
+
+def load_original(spec: TaskSpec, original_path: Optional[str] = None,
+                  cache_dir: Optional[str] = None) -> tuple[list[Item], BuildReport]:
+    """Build the task's items from the original dataset (all configured splits, seeded construction)."""
+    src = spec.original
+    path = original_path or src.path
+    fm = src.fields
+    wanted = [c for c in (fm.context, fm.question, fm.label, fm.right, fm.hallucinated) if c]
+    wanted += list(fm.choices) if isinstance(fm.choices, list) else [fm.choices] if fm.choices else []
+    wanted += list(fm.meta)
+    columns: dict[str, list] = {}
+    origin: list[tuple[str, int]] = []
+    for split in src.splits:
+        try:
+            ds = _load_split(path, src.config, split, src.revision, cache_dir)
+        except CpbenchError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CpbenchError(f"cannot load original dataset {path!r} (config {src.config!r}, split {split!r}): "
+                               f"{first}") from None
+        missing = [c for c in wanted if c not in ds.column_names]
+        if missing:
+            raise CpbenchError(f"{spec.path or spec.name}: field mapping names columns {missing} that {path!r} "
+                               f"split {split!r} lacks (has: {', '.join(ds.column_names)})")
+        data = ds.select_columns(sorted(set(wanted))).to_dict()
+        for name, values in data.items():
+            columns.setdefault(name, []).extend(values)
+        origin.extend((split, r) for r in range(ds.num_rows))
+    return construct_items(spec, columns, origin, where=path)
+
+
+def data_tag(source: Union[str, Path]) -> str:
+    """The `data` field of a run key: samples / prepared / original, or file:<sha256 prefix> of a local file."""
+    if str(source) in NAMED_SOURCES:
+        return str(source)
+    h = hashlib.sha256()
+    with open(source, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return f"file:{h.hexdigest()[:12]}"
+
+
+def source_provenance(spec: TaskSpec, source: Union[str, Path]) -> dict[str, Any]:
+    """What to record about where the items came from (for artifacts and built item files)."""
+    out: dict[str, Any] = {"task": spec.name, "data": data_tag(source), "sample_data": str(source) == "samples"}
+    if source == "prepared":
+        out["prepared"] = spec.prepared.model_dump()
+    elif source == "original":
+        out["original"] = spec.original.model_dump() | {"count": spec.count, "seed": spec.seed}
+    elif source not in NAMED_SOURCES:
+        out["path"] = str(source)
+    return out

@@ -1,0 +1,144 @@
+"""`cpbench check`: exit codes for pass, fail and bad input; the diff table, Markdown summary and JUnit XML."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from result_factory import make_record
+
+from cpbench.cli import main
+from cpbench.errors import CpbenchError
+from cpbench.gate import Limits, run_gate
+from cpbench.store import write_result
+
+
+def _write(root: Path, *records: dict) -> Path:
+    for rec in records:
+        write_result(rec, root)
+    return root
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "results"
+    for task in ("qa", "rc"):
+        _write(root,
+               make_record("tiny", "fp16", task, acc=0.60, set_size=2.0, coverage=0.90, noise=0.01, seed=1),
+               make_record("tiny", "mild", task, acc=0.595, set_size=2.1, coverage=0.90, noise=0.01, seed=2),
+               make_record("tiny", "bad", task, acc=0.59, set_size=2.6, coverage=0.88, noise=0.01, seed=3))
+    return root
+
+
+def _check(tree: Path, candidate: str, *extra: str) -> int:
+    return main(["check", "--baseline", str(tree / "tiny" / "fp16"), "--candidate", str(tree / "tiny" / candidate),
+                 *extra])
+
+
+def test_pass_exits_0_and_prints_the_diff(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _check(tree, "mild") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cpbench check: PASS (pass 4, fail 0, missing 0, new 0)")
+    assert "set-size increase <= 0.25 options" in out
+    line = next(ln for ln in out.splitlines() if ln.startswith("tiny") and " qa " in ln and " lac " in ln)
+    assert "mild" in line and "fp16" in line and "+0.1" in line and line.rstrip().endswith("pass")
+
+
+def test_set_size_regression_exits_1(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _check(tree, "bad") == 1
+    out = capsys.readouterr().out
+    assert "FAIL (pass 0, fail 4" in out and len(re.findall(r"set size \+0\.(59|60)\d > 0\.25", out)) == 4
+    # a looser limit lets the same candidate through
+    assert _check(tree, "bad", "--max-set-size-increase", "0.7") == 0
+
+
+def test_coverage_and_accuracy_limits(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _check(tree, "bad", "--max-set-size-increase", "1", "--min-coverage", "0.89") == 1
+    assert "coverage 0.88" in capsys.readouterr().out
+    assert _check(tree, "mild", "--max-accuracy-drop", "0.001") == 1
+    assert "accuracy drop 0.005" in capsys.readouterr().out
+    assert _check(tree, "mild", "--max-accuracy-drop", "0.02", "--min-coverage", "0.85") == 0
+
+
+def test_summary_and_junit(tree: Path, tmp_path: Path) -> None:
+    summary, junit = tmp_path / "s" / "summary.md", tmp_path / "j" / "junit.xml"
+    assert _check(tree, "bad", "--summary", str(summary), "--junit", str(junit)) == 1
+    md = summary.read_text()
+    assert md.startswith("### ❌ cpbench check: FAIL")
+    assert md.count("| tiny | bad | fp16 |") == 4
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("tests") == "4" and suite.get("failures") == "4"
+    failures = suite.findall("testcase/failure")
+    assert len(failures) == 4 and all(re.fullmatch(r"set size \+0\.(59|60)\d > 0\.25", f.get("message", ""))
+                                      for f in failures)
+    assert _check(tree, "mild", "--summary", str(summary), "--junit", str(junit)) == 0
+    assert summary.read_text().startswith("### ✅ cpbench check: PASS")
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite.get("failures") == "0" and not suite.findall("testcase/failure")
+
+
+def test_missing_candidate_cell_fails_unless_allowed(tree: Path, tmp_path: Path) -> None:
+    cand = _write(tmp_path / "cand", make_record("tiny", "mild", "qa", acc=0.595, set_size=2.1))
+    args = ["check", "--baseline", str(tree / "tiny" / "fp16"), "--candidate", str(cand)]
+    assert main(args) == 1
+    assert main([*args, "--allow-missing"]) == 0
+
+
+def test_matching_by_recipe_when_baseline_holds_several(tree: Path, tmp_path: Path) -> None:
+    """main-branch tree vs a PR tree: each recipe is compared with itself."""
+    pr = _write(tmp_path / "pr",
+                *(make_record("tiny", r, t, acc=0.6, set_size=ss, coverage=0.9, noise=0.01, seed=s)
+                  for t in ("qa", "rc") for r, ss, s in (("fp16", 2.0, 1), ("mild", 2.1, 2), ("bad", 2.6, 3))))
+    report = run_gate(tree, pr, Limits())
+    compared = report.rows[report.rows["status"].isin(["pass", "fail"])]
+    assert len(compared) == 12 and (compared["recipe"] == compared["baseline_recipe"]).all()
+    assert report.exit_code == 0
+    worse = _write(tmp_path / "worse", *(make_record("tiny", "mild", t, set_size=2.5) for t in ("qa", "rc")))
+    report = run_gate(tree, worse, Limits(allow_missing=True))
+    assert set(report.rows.query("status == 'fail'")["recipe"]) == {"mild"} and report.exit_code == 1
+
+
+def test_bad_input_exits_2(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = str(tree / "tiny" / "fp16")
+    assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "absent")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x.json").write_text("{\"schema\": \"something/else\"}")
+    assert main(["check", "--baseline", base, "--candidate", str(junk)]) == 2
+    assert "no cpbench result records" in capsys.readouterr().err
+    other_task = _write(tmp_path / "other", make_record("tiny", "q", "ci"))
+    assert main(["check", "--baseline", base, "--candidate", str(other_task)]) == 2
+    assert "no candidate result matches" in capsys.readouterr().err
+    other_items = _write(tmp_path / "items", *(make_record("tiny", "q", t, n=500) for t in ("qa", "rc")))
+    assert main(["check", "--baseline", base, "--candidate", str(other_items)]) == 2
+    assert "item sets differ" in capsys.readouterr().err
+    assert main(["check", "--baseline", base, "--candidate", str(tree / "tiny" / "mild"),
+                 "--min-coverage", "1.5"]) == 2
+    with pytest.raises(CpbenchError):
+        Limits(max_set_size_increase=-1)
+
+
+def test_sample_data_is_labelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b = _write(tmp_path / "b", make_record("tiny", "fp16", "qa", sample_data=True))
+    c = _write(tmp_path / "c", make_record("tiny", "q", "qa", sample_data=True))
+    assert main(["check", "--baseline", str(b), "--candidate", str(c)]) == 0
+    assert "sample data" in capsys.readouterr().out
+
+
+def test_console_script_exit_codes(tree: Path) -> None:
+    """The installed `cpbench` entry point maps the outcome to the process exit status."""
+    exe = [sys.executable, "-m", "cpbench"]
+    base = ["check", "--baseline", str(tree / "tiny" / "fp16")]
+    runs = {
+        0: [*base, "--candidate", str(tree / "tiny" / "mild")],
+        1: [*base, "--candidate", str(tree / "tiny" / "bad")],
+        2: [*base, "--candidate", str(tree / "nowhere")],
+    }
+    for expected, args in runs.items():
+        proc = subprocess.run([*exe, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == expected, (args, proc.stdout[-500:], proc.stderr[-500:])

@@ -1,0 +1,195 @@
+"""Leaderboards: deterministic Markdown/CSV, provenance labels, LaTeX, HTML, plots, and the CLI's imports."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from result_factory import make_record, synthetic_tree
+
+from cpbench.cli import main
+from cpbench.leaderboard import LeaderboardConfig, write_leaderboard
+
+NO_PLOTS = LeaderboardConfig(plots=False)
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("lb")
+    synthetic_tree(base / "results")
+    (base / "results" / "smol-135m" / "stray.json").write_text("{\"not\": \"a record\"}")
+    out = base / "out"
+    write_leaderboard(base / "results", out, LeaderboardConfig(plots=True))
+    return base / "results", out
+
+
+def _text_outputs(out: Path) -> dict[str, bytes]:
+    files = [out / "leaderboard.md", out / "leaderboard.tex", *sorted((out / "csv").glob("*.csv"))]
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in files}
+
+
+def test_same_input_gives_byte_identical_tables(tmp_path: Path, board: tuple[Path, Path]) -> None:
+    root, out = board
+    # the same records written in the opposite order, into a tree of the same name elsewhere
+    synthetic_tree(tmp_path / "results", order="backward")
+    (tmp_path / "results" / "smol-135m" / "stray.json").write_text("{\"not\": \"a record\"}")
+    write_leaderboard(tmp_path / "results", tmp_path / "again", NO_PLOTS)
+    first, second = _text_outputs(out), _text_outputs(tmp_path / "again")
+    assert set(first) == set(second) and len(first) >= 10
+    for name in first:
+        assert first[name] == second[name], name
+
+
+def test_main_table_rows_columns_and_values(board: tuple[Path, Path]) -> None:
+    _, out = board
+    lac = pd.read_csv(out / "csv" / "leaderboard_lac.csv")
+    # baseline first within each model, models sorted, then recipes sorted
+    assert list(lac["model"]) == ["big-8b"] * 7 + ["smol-135m"] * 7
+    assert list(lac["recipe"])[:7] == ["fp16", "gptq-2bit", "gptq-3bit", "gptq-4bit", "gptq-6bit", "gptq-8bit", "w8a8"]
+    for col in ("qa acc", "qa coverage", "qa set_size", "qa uacc", "rc set_size", "avg acc", "avg set_size"):
+        assert col in lac.columns
+    row = lac[(lac["model"] == "big-8b") & (lac["recipe"] == "gptq-2bit")].iloc[0]
+    assert row["avg set_size"] == pytest.approx((row["qa set_size"] + row["rc set_size"]) / 2)
+    assert row["qa set_size"] == pytest.approx(1.8 + 0.1 * 2**1.5, abs=0.02)
+    md = (out / "leaderboard.md").read_text()
+    assert "## LAC: accuracy, coverage, set size and UAcc per task" in md
+    assert "## APS: accuracy, coverage, set size and UAcc per task" in md
+    assert "| big-8b | fp16 |" in md
+
+
+def test_every_table_states_provenance_and_labels_sample_data(board: tuple[Path, Path]) -> None:
+    _, out = board
+    md = (out / "leaderboard.md").read_text()
+    sections = md.split("\n## ")[1:]
+    assert len(sections) == 7  # LAC, APS, decoupling, rankings, thresholds, size effect, provenance
+    for section in sections:
+        assert "Source: 28 result records under `results`" in section, section.splitlines()[0]
+    assert "⚠ **Sample data.**" in md
+    assert "n1: baseline weights were GGUF Q4_1 before compression" in md
+    lac = pd.read_csv(out / "csv" / "leaderboard_lac.csv")
+    assert set(lac.loc[lac["model"] == "smol-135m", "sample_data"]) == {True}
+    assert set(lac.loc[lac["model"] == "big-8b", "sample_data"]) == {False}
+    assert lac["records"].str.contains(".json").all()
+    smol_line = next(line for line in md.splitlines() if line.startswith("| smol-135m | fp16 |"))
+    assert smol_line.rstrip(" |").endswith("sample n1")
+    prov = pd.read_csv(out / "csv" / "provenance.csv")
+    assert len(prov) == 28 and prov["path"].is_unique
+    assert "skipped stray.json: no 'schema' key" in md.replace("not a cpbench result record (", "")
+
+
+def test_decoupling_threshold_and_size_effect_summaries(board: tuple[Path, Path]) -> None:
+    _, out = board
+    dec = pd.read_csv(out / "csv" / "decoupling.csv")
+    row = dec.query("model == 'big-8b' and recipe == 'gptq-2bit' and task == 'qa' and score == 'lac'").iloc[0]
+    assert row["d_set_size"] == pytest.approx(0.1 * 2**1.5, abs=0.02)
+    assert row["category"] in ("coupled", "hidden-risk")
+    assert row["category"] == ("hidden-risk" if -row["d_acc"] <= 0.01 else "coupled")
+    th = pd.read_csv(out / "csv" / "thresholds.csv")
+    bend = th.query("model == 'smol-135m' and task == 'avg' and score == 'lac'").iloc[0]
+    assert bend["family"] == "gptq-bits" and bend["levels"] == "2 3 4 6 8 16"
+    assert bend["verdict"] == "threshold" and 3 <= bend["threshold"] <= 6
+    se = pd.read_csv(out / "csv" / "size_effect.csv")
+    s2 = se.query("recipe == 'gptq-2bit' and task == 'qa' and score == 'lac'").iloc[0]
+    assert s2["n_models"] == 2 and s2["slope"] < 0  # the 8B model loses less than the 135M one
+    md = (out / "leaderboard.md").read_text()
+    assert "epsilon = 0.01" in md and "delta = 0.1" in md
+    assert "permutation test" in md
+
+
+def test_latex_is_escaped_and_balanced(board: tuple[Path, Path]) -> None:
+    _, out = board
+    tex = (out / "leaderboard.tex").read_text()
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 7
+    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 7
+    assert "gptq-bits" in tex and "fp16" in tex
+    bodies = [chunk.split("\\bottomrule")[0] for chunk in tex.split("\\midrule")[1:]]
+    assert len(bodies) == 7
+    for body in bodies:
+        assert "_" not in body.replace("\\_", "")  # every underscore in a cell is escaped
+        assert "%" not in body.replace("\\%", "")
+
+
+def test_plots_are_pngs(board: tuple[Path, Path]) -> None:
+    pytest.importorskip("matplotlib")
+    _, out = board
+    names = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert names == sorted([
+        "acc_vs_set_size_aps.png", "acc_vs_set_size_lac.png",
+        "heatmap_delta_set_size_aps.png", "heatmap_delta_set_size_lac.png",
+        "threshold_gptq-bits_aps.png", "threshold_gptq-bits_lac.png",
+    ])
+    for name in names:
+        data = (out / "plots" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    html = (out / "index.html").read_text()
+    assert html.count("data:image/png;base64,") == len(names)
+
+
+def test_html_is_self_contained(board: tuple[Path, Path]) -> None:
+    _, out = board
+    html = (out / "index.html").read_text()
+    for needle in ("http://", "https://", "<link", "src=\"http", "@import"):
+        assert needle not in html
+    assert html.count("<table class=\"sortable\"") == 7
+    assert "default-src 'none'" in html
+
+
+def test_cli_writes_files_and_reports_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synthetic_tree(tmp_path / "results")
+    (tmp_path / "results" / "broken.json").write_text("{\"schema\": \"cpbench.result/1\", \"run_key\"")
+    rc = main(["leaderboard", str(tmp_path / "results"), "--out", str(tmp_path / "lb"), "--no-plots", "--print",
+               "--epsilon", "0.02", "--delta", "0.2"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert "broken.json: not valid JSON" in captured.err
+    assert "28 records" in captured.out and "epsilon = 0.02" in captured.out and "delta = 0.2" in captured.out
+    assert "## Thresholds" in captured.out and "## Size effect" in captured.out
+    assert (tmp_path / "lb" / "leaderboard.md").is_file() and not (tmp_path / "lb" / "plots").exists()
+
+
+def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["leaderboard", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no cpbench result records" in capsys.readouterr().err
+    assert main(["leaderboard", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]) == 2
+    write = make_record()
+    from cpbench.store import write_result
+
+    write_result(write, tmp_path / "one")
+    assert main(["leaderboard", str(tmp_path / "one"), "--criterion", "aic", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_leaderboard_and_check_never_import_torch_or_transformers(tmp_path: Path) -> None:
+    synthetic_tree(tmp_path / "results")
+    code = f"""
+import sys
+from cpbench.cli import main
+rc = main(["leaderboard", {str(tmp_path / 'results')!r}, "--out", {str(tmp_path / 'lb')!r}, "--no-plots"])
+assert rc == 0, rc
+assert "matplotlib" not in sys.modules, "matplotlib imported without plots"
+rc = main(["check", "--baseline", {str(tmp_path / 'results' / 'big-8b' / 'fp16')!r},
+           "--candidate", {str(tmp_path / 'results' / 'big-8b' / 'gptq-8bit')!r}])
+assert rc == 0, rc
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "llmcompressor"))
+assert not bad, bad
+print("clean")
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "clean" in proc.stdout
+
+
+def test_table_renderers_escape_special_characters() -> None:
+    from cpbench.leaderboard.tables import Table
+
+    t = Table("x", "T", pd.DataFrame({"a|b": ["1|2"], "c_d": ["50%"]}), pd.DataFrame({"v": [0.1234567]}), "prov")
+    assert "| a\\|b | c_d |" in t.markdown() and "| 1\\|2 | 50% |" in t.markdown()
+    assert "a|b & c\\_d" in t.latex() and "50\\%" in t.latex()
+    assert t.csv() == "v\n0.123457\n"
+    assert io.StringIO(t.csv()).read().count("\n") == 2

@@ -1,0 +1,135 @@
+"""Threshold detection on synthetic sweeps with known breakpoints, slopes and jumps, and on linear sweeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from result_factory import make_record
+
+from cpbench.analysis import fit_threshold, threshold_table
+from cpbench.analysis.knobs import recipe_knob
+from cpbench.store import load_results, write_result
+
+BITS = np.array([16.0, 8.0, 6.0, 4.0, 3.0, 2.0])
+SPARSITY = np.arange(0.0, 100.0, 10.0)
+
+
+def hinge(t: np.ndarray, c: float, base: float, s1: float, s2: float) -> np.ndarray:
+    """Set size with slope s1 up to compression level c and s2 after it (t grows with compression)."""
+    return base + s1 * (t - t.min()) + (s2 - s1) * np.maximum(0.0, t - c)
+
+
+@pytest.mark.parametrize("criterion", ["permutation", "bic"])
+def test_noise_free_hinge_recovers_everything(criterion: str) -> None:
+    y = hinge(SPARSITY, 60.0, 1.5, 0.002, 0.05)
+    fit = fit_threshold(SPARSITY, y, "sparsity", criterion=criterion)
+    assert fit.verdict == "threshold"
+    assert fit.threshold == pytest.approx(60.0, abs=1e-6)
+    assert fit.slope_before == pytest.approx(0.002, abs=1e-9)
+    assert fit.slope_after == pytest.approx(0.05, abs=1e-9)
+    assert fit.jump == pytest.approx((0.05 - 0.002) * (90 - 60), abs=1e-6)
+
+
+@pytest.mark.parametrize("criterion", ["permutation", "bic"])
+@pytest.mark.parametrize("true_c", [20.0, 30.0, 40.0, 50.0, 60.0, 70.0])
+def test_sparsity_breakpoint_found_within_one_grid_step(criterion: str, true_c: float) -> None:
+    rng = np.random.default_rng(int(true_c))
+    y = hinge(SPARSITY, true_c, 1.5, 0.003, 0.06) + rng.normal(0, 0.04, SPARSITY.size)
+    fit = fit_threshold(SPARSITY, y, "sparsity", criterion=criterion)
+    assert fit.verdict == "threshold"
+    assert abs(fit.threshold - true_c) <= 10.0
+    assert fit.slope_after > fit.slope_before
+
+
+@pytest.mark.parametrize("criterion", ["permutation", "bic"])
+@pytest.mark.parametrize("true_bits", [8.0, 6.0, 4.0])
+def test_bits_breakpoint_found_within_one_grid_step(criterion: str, true_bits: float) -> None:
+    rng = np.random.default_rng(int(true_bits))
+    t = -BITS  # compression level: bits removed
+    y = hinge(t, -true_bits, 1.6, 0.01, 0.5) + rng.normal(0, 0.03, BITS.size)
+    fit = fit_threshold(BITS, y, "bits", criterion=criterion)
+    assert fit.verdict == "threshold"
+    i = int(np.flatnonzero(BITS == true_bits)[0])
+    assert BITS[i + 1] <= fit.threshold <= BITS[i - 1]  # within one step of the grid on either side
+    # slopes are per bit removed; before ~0.01, after ~0.5
+    assert fit.slope_before == pytest.approx(0.01, abs=0.05)
+    assert fit.slope_after == pytest.approx(0.5, abs=0.2)
+
+
+@pytest.mark.parametrize("criterion", ["permutation", "bic"])
+def test_linear_sweep_with_noise_is_gradual(criterion: str) -> None:
+    rng = np.random.default_rng(7)
+    y = 1.5 + 0.02 * SPARSITY + rng.normal(0, 0.05, SPARSITY.size)
+    fit = fit_threshold(SPARSITY, y, "sparsity", criterion=criterion)
+    assert fit.verdict == "gradual"
+    assert np.isnan(fit.threshold) and fit.jump == 0.0
+    assert fit.linear_slope == pytest.approx(0.02, abs=0.003)
+    assert fit.slope_before == fit.slope_after == fit.linear_slope
+
+
+def test_permutation_false_alarm_rate_on_linear_bit_sweeps() -> None:
+    """The stated 5 % level: across many noisy linear sweeps, few are called thresholds."""
+    rng = np.random.default_rng(11)
+    alarms = 0
+    for i in range(60):
+        y = 1.5 + 0.1 * (16 - BITS) + rng.normal(0, 0.05, BITS.size)
+        alarms += fit_threshold(BITS, y, "bits", seed=i).verdict == "threshold"
+    assert alarms <= 6  # expected ~2-3 (5 % two-sided, and only accelerating breaks count)
+
+
+def test_one_level_beyond_the_break_is_not_enough_for_the_permutation_test() -> None:
+    """Documented limit: a bend seen at a single level (3 -> 2 bits) is indistinguishable from one noisy point."""
+    rng = np.random.default_rng(3)
+    y = hinge(-BITS, -3.0, 1.6, 0.01, 0.5) + rng.normal(0, 0.03, BITS.size)
+    fit = fit_threshold(BITS, y, "bits")
+    assert fit.verdict == "gradual" and fit.p_value > 0.05
+
+
+def test_exact_permutation_p_value_on_six_levels() -> None:
+    y = hinge(-BITS, -4.0, 1.6, 0.0, 0.4)
+    fit = fit_threshold(BITS, y, "bits")
+    assert fit.p_value * 720 == pytest.approx(round(fit.p_value * 720))  # all 6! permutations enumerated
+    assert fit.p_value < 0.05
+
+
+def test_saturation_is_not_a_threshold() -> None:
+    y = np.minimum(1.0 + 0.1 * SPARSITY, 5.0)  # rises, then flat at 5 options: a slow-down
+    fit = fit_threshold(SPARSITY, y, "sparsity")
+    assert fit.verdict == "gradual" and "saturation" in fit.note
+
+
+def test_too_few_levels() -> None:
+    fit = fit_threshold(np.array([16.0, 8.0, 4.0, 2.0]), np.array([1.0, 1.1, 1.5, 3.0]), "bits")
+    assert fit.verdict == "too-few-levels" and "4 distinct levels" in fit.note
+    with pytest.raises(ValueError):
+        fit_threshold(BITS, BITS, "bits", criterion="aic")  # type: ignore[arg-type]
+
+
+def test_recipe_knobs_from_names_and_specs() -> None:
+    assert recipe_knob("gptq-3bit").kind == "bits" and recipe_knob("gptq-3bit").value == 3
+    assert recipe_knob("magnitude-70").value == 70 and recipe_knob("magnitude-70").kind == "sparsity"
+    spec = {"name": "my-prune", "sweep": {"name": "mine", "knob": "sparsity", "level": 35}}
+    knob = recipe_knob("my-prune", spec)
+    assert (knob.kind, knob.value, knob.family) == ("sparsity", 35.0, "mine")
+    assert recipe_knob("fp16") is None and recipe_knob("sparsegpt-2:4") is None and recipe_knob("w8a8") is None
+    assert recipe_knob("foo-5bit").family == recipe_knob("foo-2bit").family
+
+
+def test_threshold_table_from_records(tmp_path: Path) -> None:
+    """A model's gptq sweep (with the fp16 anchor at 16 bits) bends at 4 bits; another model's is linear."""
+    rng = np.random.default_rng(5)
+    for model, curve in (("bend", lambda b: 1.6 + 0.6 * max(0.0, 4 - b)), ("line", lambda b: 1.6 + 0.1 * (16 - b))):
+        for b in BITS:
+            recipe = "fp16" if b == 16 else f"gptq-{int(b)}bit"
+            write_result(make_record(model, recipe, "qa", set_size=curve(b) + rng.normal(0, 0.02), seed=int(b)),
+                         tmp_path)
+    write_result(make_record("bend", "w8a8", "qa", set_size=9.0), tmp_path)  # not on a sweep: ignored
+    df, _ = load_results(tmp_path)
+    th = threshold_table(df).query("score == 'lac'").set_index("model")
+    assert th.loc["bend", "verdict"] == "threshold"
+    assert 3.0 <= th.loc["bend", "threshold"] <= 6.0
+    assert th.loc["bend", "levels"] == "2 3 4 6 8 16"
+    assert th.loc["bend", "family"] == "gptq-bits"
+    assert th.loc["line", "verdict"] == "gradual"
