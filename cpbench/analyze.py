@@ -14,6 +14,7 @@ accuracy and E/F rates on the test part from the argmax of the raw logits.
 from __future__ import annotations
 
 import datetime as _dt
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -86,8 +87,6 @@ def score_key_of(artifact: LogitsArtifact) -> ScoreKey:
         except (ValidationError, TypeError) as exc:
             detail = _one_line(exc) if isinstance(exc, ValidationError) else str(exc)
             raise CpbenchError(f"{artifact.source or 'artifact'}: invalid run_key in provenance: {detail}") from None
-    from pathlib import Path
-
     model = str(artifact.provenance.get("model_id") or Path(artifact.source).stem or "unknown")
     return ScoreKey(model=model, task=str(artifact.provenance.get("task", "unknown")))
 
@@ -99,7 +98,9 @@ def _score_names(scores: Iterable[str], protocol: str) -> list[str]:
     allowed = tuple(YE2024_SCORES) if protocol == "ye2024" else SCORES
     for s in names:
         if s not in allowed:
-            raise CpbenchError(f"score {s!r} is not available in the {protocol} protocol (choose from {', '.join(allowed)})")
+            raise CpbenchError(
+                f"score {s!r} is not available in the {protocol} protocol (choose from {', '.join(allowed)})"
+            )
     return list(dict.fromkeys(names))
 
 
@@ -130,14 +131,18 @@ def analyze_artifact(
 
     if key.protocol == "ye2024":
         if key.splits != 1 or key.stratify:
-            raise CpbenchError("the ye2024 protocol uses exactly one unstratified split; build its key with preset('ye2024')")
+            raise CpbenchError(
+                "the ye2024 protocol uses exactly one unstratified split; build its key with preset('ye2024')"
+            )
         keep = np.array([i not in YE2024_EXCLUDED_IDS for i in artifact.ids], dtype=bool)
         excluded = [i for i in artifact.ids if i in YE2024_EXCLUDED_IDS]
         ids = [i for i, k_ in zip(artifact.ids, keep) if k_]
         logits, labels = artifact.logits[keep], artifact.labels[keep]
         n = len(ids)
         if n < 2:
-            raise CpbenchError(f"{n} item(s) left after dropping the ye2024 demonstration ids; need a calibration and a test part")
+            raise CpbenchError(
+                f"{n} item(s) left after dropping the ye2024 demonstration ids; need a calibration and a test part"
+            )
         cal_idx, _ = sklearn_split(n, key.cal_ratio, key.seed)
         is_cal = split_matrix(n, cal_idx)
         probs = softmax(logits, np.float32)
@@ -146,7 +151,8 @@ def analyze_artifact(
         protocol_info: dict[str, Any] = {
             "name": "ye2024",
             "reference": "smartyfh/LLM-Uncertainty-Bench uncertainty_quantification_via_cp.py",
-            "split": f"sklearn train_test_split(items, train_size={key.cal_ratio:g}, random_state={key.seed}); train = calibration",
+            "split": f"sklearn train_test_split(items, train_size={key.cal_ratio:g}, random_state={key.seed}); "
+            "train = calibration",
             "excluded_ids": excluded,
             "softmax_dtype": "float32",
         }

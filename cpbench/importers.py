@@ -19,6 +19,7 @@ import io
 import json
 import pickle
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ YE2024_TASKS = {
     "halu_summarization": "ds",
 }
 _YE_NAME = re.compile(
-    r"^(?P<model>.+)_(?P<data>" + "|".join(YE2024_TASKS) + r")_(?P<prompt>base|shared|task)_icl(?P<shots>\d+)(?P<cot>_cot)?$"
+    r"^(?P<model>.+)_(?P<data>" + "|".join(YE2024_TASKS) + r")_(?P<prompt>base|shared|task)"
+    r"_icl(?P<shots>\d+)(?P<cot>_cot)?$"
 )
 
 
@@ -62,7 +64,7 @@ def _require_file(path: Path, what: str) -> None:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickling runs code named in the file; allow only what a list of dicts of numpy arrays needs."""
 
-    _ALLOWED = {
+    _ALLOWED = frozenset({
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy.core.multiarray", "scalar"),
@@ -72,12 +74,16 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),  # protocol-2 pickles store bytes through it
-    }
+    })
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _letters(k: int) -> list[str]:
+    return YE2024_LETTERS[:k] if k <= len(YE2024_LETTERS) else [chr(65 + j) for j in range(k)]
 
 
 def _load_pickle(path: Path) -> Any:
@@ -107,7 +113,8 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
     ids: list[str] = []
     labels = np.empty(len(rows), dtype=np.int64)
     logits = []
-    k = None
+    k: int | None = None
+    letters: list[str] = []
     for pos, (row, item) in enumerate(zip(rows, data)):
         if "id" not in row or "logits_options" not in row:
             raise CpbenchError(f"{lp}: item {pos} lacks 'id' or 'logits_options'")
@@ -118,11 +125,15 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
                 f"id mismatch at position {pos}: logits have id {row['id']!r}, labels have id {item['id']!r} "
                 f"({lp.name} vs {dp.name})"
             )
-        vec = np.asarray(row["logits_options"], dtype=np.float32).reshape(-1)
-        k = len(vec) if k is None else k
+        try:
+            vec = np.asarray(row["logits_options"], dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise CpbenchError(f"{lp}: logits_options of id {row['id']!r} is not a numeric vector") from None
+        if k is None:
+            k = len(vec)
+            letters = _letters(k)
         if len(vec) != k:
             raise CpbenchError(f"{lp}: item id {row['id']!r} has {len(vec)} option logits, others have {k}")
-        letters = YE2024_LETTERS[:k] if k <= len(YE2024_LETTERS) else [chr(65 + j) for j in range(k)]
         answer = str(item["answer"]).strip()
         if answer not in letters:
             raise CpbenchError(f"{dp}: label {answer!r} of id {item['id']!r} is outside the options {letters}")
@@ -131,7 +142,6 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
         logits.append(vec)
     if not rows:
         raise CpbenchError(f"{lp}: no items")
-    letters = YE2024_LETTERS[:k] if k <= len(YE2024_LETTERS) else [chr(65 + j) for j in range(k)]
 
     m = _YE_NAME.match(lp.stem)
     notes = ["imported from LLM-Uncertainty-Bench (Ye et al. 2024) outputs"]
@@ -147,7 +157,9 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
             notes.append("chain-of-thought prompt (_cot)")
     else:
         run_key = {"model": lp.stem, "task": dp.stem, "data": "file:" + _sha256(dp).split(":")[1][:12]}
-        notes.append("file name does not follow {model}_{data}_{prompt}_icl{shots}.pkl; model/task taken from file names")
+        notes.append(
+            "file name does not follow {model}_{data}_{prompt}_icl{shots}.pkl; model/task taken from file names"
+        )
     provenance = {
         "run_key": run_key,
         "model_id": run_key["model"],
@@ -224,7 +236,8 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
             resps = s.get("filtered_resps", s.get("resps"))
             if not isinstance(resps, list) or len(resps) < 2:
                 raise CpbenchError(
-                    f"{p}:{lineno}: doc_id {s['doc_id']} has no per-choice log-likelihoods (is this a multiple-choice task?)"
+                    f"{p}:{lineno}: doc_id {s['doc_id']} has no per-choice log-likelihoods "
+                    "(is this a multiple-choice task?)"
                 )
             try:
                 row = [_loglik(r) for r in resps]
@@ -248,7 +261,7 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
     if not ids:
         raise CpbenchError(f"{p}: no samples")
     if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
+        dup = next(i for i, c in Counter(ids).items() if c > 1)
         raise CpbenchError(
             f"{p}: doc_id {dup} appears more than once (filters {sorted(filters)}); keep one filter's rows per file"
         )
@@ -294,7 +307,9 @@ def load_any(path: str | Path, labels: str | Path | None = None) -> LogitsArtifa
     suffix = p.suffix.lower()
     if suffix in (".pkl", ".pickle"):
         if labels is None:
-            raise CpbenchError(f"{p}: an LLM-Uncertainty-Bench pickle needs --labels DATA.json (the task's dataset file)")
+            raise CpbenchError(
+                f"{p}: an LLM-Uncertainty-Bench pickle needs --labels DATA.json (the task's dataset file)"
+            )
         return import_ye2024(p, labels)
     if suffix == ".jsonl":
         return import_lm_eval_samples(p)

@@ -463,6 +463,28 @@ def model_dir(entry: ModelEntry) -> str:
     return entry.hf_id
 
 
+def load_tokenizer(entry_or_path: "ModelEntry | str | Path", *, revision: str | None = None):
+    """The tokenizer of a model (cheap: no weights), with a pad token (eos) when it has none."""
+    from transformers import AutoTokenizer
+
+    entry = resolve(entry_or_path)
+    kwargs: dict[str, Any] = {"trust_remote_code": entry.trust_remote_code}
+    if entry.source == "hub":
+        kwargs["revision"] = revision or entry.revision
+    if entry.gguf_file:
+        kwargs["gguf_file"] = entry.gguf_file
+    where = model_dir(entry)
+    try:
+        tok = AutoTokenizer.from_pretrained(where, **kwargs)
+    except OSError as exc:
+        hint = " (gated: accept the licence on the hub and log in)" if entry.gated else ""
+        raise CpbenchError(f"cannot load the tokenizer of {entry.name!r} from {where}{hint}: "
+                           f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def _is_compressed_tensors(where: str) -> bool:
     cfg = Path(where) / "config.json"
     if not cfg.is_file():
@@ -506,7 +528,7 @@ def load(
     `CompressedCheckpoint.path`). `recipe` matters only for load-time recipes (bitsandbytes); compressed checkpoints
     are loaded by passing their directory. The tokenizer gets a pad token (eos) when it has none."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     configure_threads()
     entry = resolve(entry_or_path)
@@ -533,9 +555,8 @@ def load(
 
         kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=True)
         dequantized = True
-    tok_kwargs = {k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code", "gguf_file")}
+    tokenizer = load_tokenizer(entry, revision=revision)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **tok_kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except OSError as exc:
         hint = " (gated: accept the licence on the hub and log in)" if entry.gated else ""
@@ -545,6 +566,4 @@ def load(
     if dequantized:
         model.to(torch_dtype)
     model.eval()
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

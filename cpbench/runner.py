@@ -50,6 +50,7 @@ class RunPlan:
     limit: int | None = None
     device: str = "auto"
     batch_size: int | None = None
+    chunk_size: int = 256  # items per resumable chunk
     results: Path = Path("results")
     calibration: Any = None  # cpbench.compress.CalibrationSpec; None = its defaults
     analysis: AnalysisKey = field(default_factory=AnalysisKey)
@@ -98,6 +99,7 @@ def plan_from_options(
     limit: int | None = None,
     device: str | None = None,
     batch_size: int | None = None,
+    chunk_size: int | None = None,
     results: str | Path | None = None,
     alpha: float | None = None,
     force: bool = False,
@@ -135,7 +137,7 @@ def plan_from_options(
     if model is not None:
         plan.model = model
     overrides = dict(tasks=tasks, prompts=prompts, shots=shots, chat=chat, scoring=scoring, data=data, limit=limit,
-                     device=device, batch_size=batch_size)  # fmt: skip
+                     device=device, batch_size=batch_size, chunk_size=chunk_size)  # fmt: skip
     for name, value in overrides.items():
         if value is not None:
             setattr(plan, name, list(value) if isinstance(value, (list, tuple)) else value)
@@ -168,6 +170,8 @@ def _normalise(plan: RunPlan) -> None:
         raise CpbenchError(f"--shots must be >= 0, got {plan.shots}")
     if plan.batch_size is not None and plan.batch_size < 1:
         raise CpbenchError(f"--batch-size must be >= 1, got {plan.batch_size}")
+    if plan.chunk_size < 1:
+        raise CpbenchError(f"--chunk-size must be >= 1, got {plan.chunk_size}")
     # The baseline is always scored, first: every comparison needs it.
     resolved = [recipes.resolve(r) for r in plan.recipes]
     base = next((r.name for r in resolved if r.is_baseline), BASELINE)
@@ -281,15 +285,18 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
 
     cells: list[Cell] = []
     skipped: list[tuple[str, str]] = []
-    for recipe_name in plan.recipes:
+    runnable = []
+    for recipe_name in plan.recipes:  # decided before any work: a named recipe that cannot run fails at once
         recipe = recipes.resolve(recipe_name)
         problem = _device_problem(recipe, device)
+        if problem and plan.strict_recipes:
+            raise CpbenchError(f"recipe {recipe.name!r} cannot run on {device}: {problem}")
         if problem:
-            if plan.strict_recipes and not recipe.is_baseline:
-                raise CpbenchError(f"recipe {recipe.name!r} cannot run on {device}: {problem}")
             skipped.append((recipe.name, problem))
             echo(f"[{recipe.name}] skipped on {device}: {problem}")
-            continue
+        else:
+            runnable.append(recipe)
+    for recipe in runnable:
         tr = time.perf_counter()
         ckpt = compress(entry, recipe, plan.calibration, device)
         if ckpt.path is not None:
@@ -322,8 +329,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
             if reuse:
                 echo(f"[{recipe.name}] {key.task}/{key.prompt}: artifact reused ({path})")
             else:
-                score_prompts(model, tok, prompts, key, batch_size=plan.batch_size, provenance=provenance,
-                              out_path=path, progress=progress)  # fmt: skip
+                score_prompts(model, tok, prompts, key, batch_size=plan.batch_size, chunk_size=plan.chunk_size,
+                              provenance=provenance, out_path=path, progress=progress)  # fmt: skip
             artifact = LogitsArtifact.load(path)  # reload: verifies the content hash and sets the source path
             record = analyze_artifact(artifact, plan.analysis, input_path=str(path))
             result_path = store.write_result(record, plan.results)

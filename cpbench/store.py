@@ -3,6 +3,8 @@
 Layout: `root/<model>/<recipe>/<RunKey.slug()>.json` (model and recipe made filesystem-safe as in `ScoreKey.slug`).
 The loader walks the whole tree and reports every file it does not merge (half-written temporaries, foreign JSON,
 other schemas, duplicates of a run key already loaded) in `skipped` as (path, reason): nothing is merged silently.
+The one exception is logits artifacts (`*.parquet`, which `cpbench run` keeps in `<model>/<recipe>/artifacts/`): they
+are the records' inputs, not records, and are passed over without a report.
 """
 
 from __future__ import annotations
@@ -103,9 +105,13 @@ def _per_split(record: dict, scores: Iterable[str]) -> dict[str, np.ndarray | No
     def arr(value: Any, name: str) -> np.ndarray | None:
         if value is None or (isinstance(value, list) and not value):
             return None
-        if not isinstance(value, list) or not all(_is_number(v) for v in value):
+        try:
+            a = np.asarray(value, dtype=np.float64) if isinstance(value, list) else None
+        except (TypeError, ValueError):
+            a = None
+        if a is None or a.ndim != 1 or not np.isfinite(a).all():
             raise CpbenchError(f"per_split.{name} is not a list of finite numbers")
-        return np.asarray(value, dtype=np.float64)
+        return a
 
     out["acc"] = arr(ps.get("acc"), "acc")
     for s in scores:
@@ -148,11 +154,24 @@ def items_fingerprint(record: dict) -> str:
     return ""
 
 
+NOTE_SEP = " | "  # notes themselves may contain "; "
+
+
+def split_notes(cell: Any) -> list[str]:
+    """The individual notes of a `notes` cell."""
+    return [n.strip() for n in str(cell or "").split(NOTE_SEP) if n.strip()]
+
+
+def merge_notes(cells: Iterable[Any]) -> str:
+    """Union of the notes of several cells, sorted, as one cell."""
+    return NOTE_SEP.join(sorted({n for cell in cells for n in split_notes(cell)}))
+
+
 def _notes(prov: dict) -> str:
     notes = prov.get("notes") or []
     if isinstance(notes, str):
         notes = [notes]
-    return "; ".join(str(n) for n in notes if str(n).strip())
+    return merge_notes([" ".join(str(n).split()) for n in notes])
 
 
 def _rows(record: dict, key: RunKey, rel: str) -> list[dict[str, Any]]:
@@ -249,6 +268,8 @@ def load_results(root: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple
         for path in _files(r):
             rel = path.name if r.is_file() else path.relative_to(r).as_posix()
             shown = str(path)
+            if path.suffix == ".parquet":  # logits artifacts beside their records (cpbench run): inputs, not records
+                continue
             if path.suffix == ".tmp":
                 skipped.append(Skipped(shown, "leftover temporary file of an interrupted write"))
                 continue
@@ -265,7 +286,9 @@ def load_results(root: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple
                 continue
             # `cpbench analyze --out` writes a JSON list when given several inputs: each element is a record
             many = isinstance(record, list) and record and all(isinstance(x, dict) and "schema" in x for x in record)
-            items = [(f"{shown}#{i}", f"{rel}#{i}", x) for i, x in enumerate(record)] if many else [(shown, rel, record)]
+            items = [(shown, rel, record)]
+            if many:
+                items = [(f"{shown}#{i}", f"{rel}#{i}", x) for i, x in enumerate(record)]
             for where, rel_where, rec in items:
                 try:
                     key = _check_record(rec)
@@ -274,7 +297,8 @@ def load_results(root: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple
                     continue
                 ident = key.model_dump_json()
                 if ident in seen:
-                    skipped.append(Skipped(where, f"duplicate run key {key.slug()} (already loaded from {seen[ident]})"))
+                    why = f"duplicate run key {key.slug()} (already loaded from {seen[ident]})"
+                    skipped.append(Skipped(where, why))
                     continue
                 seen[ident] = where
                 rows.extend(_rows(rec, key, rel_where))

@@ -141,8 +141,11 @@ def error_cases(tmp_path, art_path):
         "missing file": (["analyze", str(tmp_path / "nope.parquet")], "no such file"),
         "nan logits": (["analyze", str(_write_raw(tmp_path / "nan.parquet", [str(i) for i in range(10)],
                                                   np.zeros(10), nan))], "non-finite logits"),
-        "label outside": (["analyze", str(_write_raw(tmp_path / "lab.parquet", [str(i) for i in range(10)],
-                                                     np.r_[np.zeros(9), 6], np.zeros((10, 6))))], "outside the 6 options"),
+        "label outside": (
+            ["analyze", str(_write_raw(tmp_path / "lab.parquet", [str(i) for i in range(10)], np.r_[np.zeros(9), 6],
+                                       np.zeros((10, 6))))],
+            "outside the 6 options",
+        ),
         "ids vs labels": (["analyze", str(ye), "--labels", str(tmp_path / "d.json")], "id mismatch"),
         "alpha > 1": (["analyze", str(art_path), "--alpha", "1.5"], "alpha must be in (0, 1)"),
         "alpha 0": (["analyze", str(art_path), "--alpha", "0"], "alpha must be in (0, 1)"),

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("mapie")
-from mapie.classification import SplitConformalClassifier  # noqa: E402
-from sklearn.base import BaseEstimator, ClassifierMixin  # noqa: E402
+from mapie.classification import SplitConformalClassifier
+from sklearn.base import BaseEstimator, ClassifierMixin
 
-from cpbench.conformal import SplitConformal, build, conformal_quantile, random_splits  # noqa: E402
+from cpbench.conformal import SplitConformal, build, conformal_quantile, random_splits
 
 
 class StoredProbs(ClassifierMixin, BaseEstimator):

@@ -77,7 +77,10 @@ def test_epsilon_and_delta_are_configurable(tmp_path: Path) -> None:
         make_record("m", "fp16", "qa", acc=0.60, set_size=2.0),
         make_record("m", "q", "qa", acc=0.58, set_size=2.3),
     ])
-    cat = lambda cfg: decoupling_table(df, cfg).query("score == 'lac'")["category"].item()  # noqa: E731
+
+    def cat(cfg: DecouplingConfig) -> str:
+        return decoupling_table(df, cfg).query("score == 'lac'")["category"].item()
+
     assert cat(DecouplingConfig(epsilon=0.01, delta=0.1)) == "coupled"
     assert cat(DecouplingConfig(epsilon=0.05, delta=0.1)) == "hidden-risk"
     assert cat(DecouplingConfig(epsilon=0.01, delta=0.5)) == "accuracy-only"

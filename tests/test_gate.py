@@ -140,5 +140,31 @@ def test_console_script_exit_codes(tree: Path) -> None:
         2: [*base, "--candidate", str(tree / "nowhere")],
     }
     for expected, args in runs.items():
-        proc = subprocess.run([*exe, *args], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([*exe, *args], capture_output=True, text=True, timeout=120, check=False)
         assert proc.returncode == expected, (args, proc.stdout[-500:], proc.stderr[-500:])
+
+
+def test_gate_on_records_from_cpbench_analyze(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real records: the same items scored by a baseline and by a noisier 'compressed' model, analysed and gated."""
+    import numpy as np
+
+    analyze = pytest.importorskip("cpbench.analyze")
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.runkey import AnalysisKey, ScoreKey
+
+    rng = np.random.default_rng(1)
+    n = 400
+    labels = rng.integers(0, 6, n)
+    signal = rng.normal(0, 1, (n, 6))
+    signal[np.arange(n), labels] += 2.0
+    for recipe, noise in (("fp16", 0.0), ("gptq-8bit", 0.05), ("gptq-2bit", 2.5)):
+        key = ScoreKey(model="tiny", recipe=recipe, task="qa")
+        art = LogitsArtifact(ids=[f"q{i}" for i in range(n)], labels=labels,
+                             logits=(signal + noise * rng.normal(0, 1, (n, 6))).astype(np.float32),
+                             letters=list("ABCDEF"), provenance={"run_key": key.model_dump()})
+        write_result(analyze.analyze_artifact(art, AnalysisKey(splits=20), ["lac", "aps"]), tmp_path / "results")
+    base = str(tmp_path / "results" / "tiny" / "fp16")
+    assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "results" / "tiny" / "gptq-8bit")]) == 0
+    assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "results" / "tiny" / "gptq-2bit")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL (pass 0, fail 2" in out and "[+" in out  # paired interval over the 20 shared splits

@@ -62,7 +62,8 @@ def _column(page, table: str, header: str) -> list[str]:
     return page.evaluate(
         """([table, header]) => {
             const t = document.getElementById(table);
-            const heads = Array.from(t.tHead.rows[0].cells).map(c => c.textContent.replace(/[\\u25B2\\u25BC]/g, '').trim());
+            const heads = Array.from(t.tHead.rows[0].cells)
+                .map(c => c.textContent.replace(/[\\u25B2\\u25BC]/g, '').trim());
             const i = heads.indexOf(header);
             if (i < 0) throw new Error('no column ' + header + ' in ' + heads.join('|'));
             return Array.from(t.tBodies[0].rows).filter(r => !r.hidden).map(r => r.cells[i].textContent);

@@ -167,3 +167,43 @@ def test_every_shipped_task_builds_every_method_from_its_samples():
                 assert len(prompts) == len(items) - 5
                 hashes.add(prompts_hash(prompts))
     assert len(hashes) == 5 * 3 * 2  # every (task, method, shots) cell has its own prompts
+
+
+@settings(max_examples=80, deadline=None)
+@given(ctx_words=st.lists(st.sampled_from(["a", "bb", "c d", "e-f", "g\nh"]), min_size=0, max_size=60),
+       demo_words=st.lists(st.integers(0, 40), min_size=5, max_size=5), budget=st.integers(15, 260),
+       method=st.sampled_from(["base", "shared"]))
+def test_truncation_is_minimal(ctx_words, demo_words, budget, method):
+    """Same result as the brute force: the fewest oldest demonstrations dropped, then the fewest leading words."""
+    spec = load_task("rc")
+    context = " ".join(ctx_words)
+    items = [rc_item(0, context)] + [rc_item(i, " ".join(["w"] * (n + 1)), "B")
+                                     for i, n in zip((1, 3, 5, 7, 9), demo_words)]
+    tok = WordTokenizer()
+    head = spec.prompts.shared.few_shot + "\n\n" if method == "shared" else ""
+    tail = "\n" + spec.prompts.closing + "\n\n" if method == "shared" else ""
+    demos = [format_item(it, "Context", with_answer=True) for it in items[1:]]
+    starts = [m.start() for m in __import__("re").finditer(r"\S+", context)] + [len(context)]
+    candidates = [head + "".join(demos[k:]) + tail + item_text(context) for k in range(6)]
+    candidates += [head + tail + item_text(context[s:]) for s in starts[1:]]
+    expected = next((c for c in candidates if words(c) <= budget), None)
+    if expected is None:
+        with pytest.raises(CpbenchError, match="over the budget"):
+            build_prompts(spec, items, method=method, shots=5, tokenizer=tok, max_tokens=budget)
+        return
+    (p,) = build_prompts(spec, items, method=method, shots=5, tokenizer=tok, max_tokens=budget)
+    assert p.text == expected
+
+
+def test_chat_template_that_rewrites_content_is_rendered_in_full():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]")
+    tok.chat_template = "{% for m in messages %}<u>{{ m['content'] | upper }}</u>{% endfor %}<a>"
+    prompts = build_prompts(load_task(TASK), ITEMS, method="shared", shots=2, chat="v1", tokenizer=tok)
+    assert prompts[0].text == "<u>" + build_prompts(load_task(TASK), ITEMS, method="shared", shots=2)[0].text.upper() \
+        + "</u><a>"
+    assert all(p.text.startswith(p.prefix) for p in prompts) and len({p.prefix for p in prompts}) == 1

@@ -82,6 +82,8 @@ def test_loader_reports_every_bad_file_and_merges_none(tmp_path: Path) -> None:
     (d / "ragged.json").write_text(json.dumps(ragged))
     (d / f".{good.name}.abc123.tmp").write_text("{")
     (d / "README.md").write_text("notes")
+    (d / "artifacts").mkdir()
+    (d / "artifacts" / "cell.parquet").write_bytes(b"PAR1")  # cpbench run keeps artifacts here: not reported
     (tmp_path / "zz-copy").mkdir()  # sorts after m/: the original is kept, the copy reported
     (tmp_path / "zz-copy" / "dup.json").write_text(good.read_text())  # same run key as `good`
 
@@ -97,7 +99,7 @@ def test_loader_reports_every_bad_file_and_merges_none(tmp_path: Path) -> None:
     assert "temporary" in reasons[f".{good.name}.abc123.tmp"]
     assert "not a .json" in reasons["README.md"]
     assert "duplicate run key" in reasons["dup.json"]
-    assert len(skipped) == 9
+    assert len(skipped) == 9 and "cell.parquet" not in reasons
 
 
 def test_loader_order_is_independent_of_write_order(tmp_path: Path) -> None:
@@ -137,3 +139,50 @@ def test_per_split_values_round_trip_exactly(tmp_path: Path, values: list[float]
     df, _ = load_results(root)
     lac = df[df["score"] == "lac"].iloc[0]
     assert lac["ps_set_size"].tolist() == values
+
+
+def test_json_list_of_records_loads_each(tmp_path: Path) -> None:
+    """`cpbench analyze A B --out f.json` writes a list; every element is a record, bad elements are reported."""
+    bad = make_record("m", "fp16", "ci")
+    bad["schema"] = "cpbench.result/9"
+    (tmp_path / "many.json").write_text(json.dumps([make_record("m", "fp16", "qa"), make_record("m", "q", "qa"), bad]))
+    df, skipped = load_results(tmp_path)
+    assert sorted(set(df["recipe"])) == ["fp16", "q"] and len(df) == 4
+    assert [Path(s.path).name for s in skipped] == ["many.json#2"]
+    assert set(df["path"]) == {"many.json#0", "many.json#1"}
+
+
+def test_records_from_cpbench_analyze_load(tmp_path: Path) -> None:
+    """Real records: a synthetic artifact analysed by `cpbench.analyze`, stored and loaded back."""
+    analyze = pytest.importorskip("cpbench.analyze")
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.runkey import AnalysisKey, ScoreKey
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, 300)
+    logits = rng.normal(0, 1, (300, 6)).astype(np.float32)
+    logits[np.arange(300), labels] += 1.5
+    key = ScoreKey(model="tiny", recipe="fp16", task="qa", data="samples")
+    art = LogitsArtifact(ids=[f"q{i}" for i in range(300)], labels=labels, logits=logits, letters=list("ABCDEF"),
+                         provenance={"run_key": key.model_dump(), "sample_data": True})
+    record = analyze.analyze_artifact(art, AnalysisKey(splits=10), ["lac", "aps"])
+    path = write_result(record, tmp_path)
+    assert path.parent == tmp_path / "tiny" / "fp16"
+    df, skipped = load_results(tmp_path)
+    assert skipped == [] and sorted(df["score"]) == ["aps", "lac"]
+    lac = df[df["score"] == "lac"].iloc[0]
+    assert len(lac["ps_set_size"]) == 10 and lac["set_size"] == pytest.approx(lac["ps_set_size"].mean())
+    assert lac["acc"] == pytest.approx(lac["ps_acc"].mean()) and bool(lac["sample_data"])
+    assert lac["artifact_hash"] == art.content_hash and lac["n"] == 300
+
+
+def test_notes_keep_their_own_semicolons(tmp_path: Path) -> None:
+    from cpbench.store import merge_notes, split_notes
+
+    write_result(make_record(notes=["weights were GGUF Q4_1; the fp32 'baseline' is their dequantization", "second"]),
+                 tmp_path)
+    df, _ = load_results(tmp_path)
+    assert split_notes(df["notes"].iloc[0]) == ["second",
+                                                "weights were GGUF Q4_1; the fp32 'baseline' is their dequantization"]
+    merged = split_notes(merge_notes([df["notes"].iloc[0], "second", "third"]))
+    assert len(merged) == 3 and "third" in merged

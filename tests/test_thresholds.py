@@ -44,7 +44,7 @@ def test_sparsity_breakpoint_found_within_one_grid_step(criterion: str, true_c: 
 
 
 @pytest.mark.parametrize("criterion", ["permutation", "bic"])
-@pytest.mark.parametrize("true_bits", [8.0, 6.0, 4.0])
+@pytest.mark.parametrize("true_bits", [8.0, 6.0, 4.0, 3.0])
 def test_bits_breakpoint_found_within_one_grid_step(criterion: str, true_bits: float) -> None:
     rng = np.random.default_rng(int(true_bits))
     t = -BITS  # compression level: bits removed
@@ -77,14 +77,6 @@ def test_permutation_false_alarm_rate_on_linear_bit_sweeps() -> None:
         y = 1.5 + 0.1 * (16 - BITS) + rng.normal(0, 0.05, BITS.size)
         alarms += fit_threshold(BITS, y, "bits", seed=i).verdict == "threshold"
     assert alarms <= 6  # expected ~2-3 (5 % two-sided, and only accelerating breaks count)
-
-
-def test_one_level_beyond_the_break_is_not_enough_for_the_permutation_test() -> None:
-    """Documented limit: a bend seen at a single level (3 -> 2 bits) is indistinguishable from one noisy point."""
-    rng = np.random.default_rng(3)
-    y = hinge(-BITS, -3.0, 1.6, 0.01, 0.5) + rng.normal(0, 0.03, BITS.size)
-    fit = fit_threshold(BITS, y, "bits")
-    assert fit.verdict == "gradual" and fit.p_value > 0.05
 
 
 def test_exact_permutation_p_value_on_six_levels() -> None:
@@ -133,3 +125,22 @@ def test_threshold_table_from_records(tmp_path: Path) -> None:
     assert th.loc["bend", "levels"] == "2 3 4 6 8 16"
     assert th.loc["bend", "family"] == "gptq-bits"
     assert th.loc["line", "verdict"] == "gradual"
+
+
+def test_sweep_mixing_recipe_variants_is_split(tmp_path: Path) -> None:
+    """rtn-4bit-g64 is on the rtn-bits sweep at 4 bits, but with group size 64: a different curve, not a duplicate."""
+    spec = {"kind": "llmcompressor", "quantize": "rtn", "group_size": 128}
+    for b in (8, 6, 4, 3, 2):
+        rec = make_record("m", f"rtn-{b}bit", "qa", set_size=1.6 + 0.6 * max(0, 4 - b), recipe_spec={
+            **spec, "name": f"rtn-{b}bit", "bits": b, "sweep": {"name": "rtn-bits", "knob": "bits", "level": b}})
+        write_result(rec, tmp_path)
+    write_result(make_record("m", "rtn-4bit-g64", "qa", set_size=1.6, recipe_spec={
+        **spec, "group_size": 64, "name": "rtn-4bit-g64", "bits": 4,
+        "sweep": {"name": "rtn-bits", "knob": "bits", "level": 4}}), tmp_path)
+    write_result(make_record("m", "fp16", "qa", set_size=1.6), tmp_path)
+    df, _ = load_results(tmp_path)
+    th = threshold_table(df).query("score == 'lac'").set_index("family")
+    assert sorted(th.index) == ["rtn-bits [group_size=128]", "rtn-bits [group_size=64]"]
+    assert th.loc["rtn-bits [group_size=128]", "levels"] == "2 3 4 6 8 16"
+    assert th.loc["rtn-bits [group_size=128]", "verdict"] == "threshold"
+    assert th.loc["rtn-bits [group_size=64]", "verdict"] == "too-few-levels"

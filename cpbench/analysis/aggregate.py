@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from cpbench.store import KEY_COLS, METRICS
+from cpbench.store import KEY_COLS, METRICS, merge_notes
 
 AVG = "avg"
 
@@ -48,7 +48,7 @@ def add_task_average(df: pd.DataFrame) -> pd.DataFrame:
         )
         row["prompts_hash"] = ""
         row["sample_data"] = bool(g["sample_data"].any())
-        row["notes"] = "; ".join(sorted({n for n in g["notes"] if n}))
+        row["notes"] = merge_notes(g["notes"])
         row["params"] = float(g["params"].iloc[0])
         row["model_id"] = g["model_id"].iloc[0]
         row["model_name"] = g["model_name"].iloc[0]

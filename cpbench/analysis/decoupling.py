@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from cpbench.analysis.stats import kendall_tau_b, paired_bootstrap
-from cpbench.store import ANALYSIS_KEY_COLS, KEY_COLS, METRICS
+from cpbench.store import ANALYSIS_KEY_COLS, KEY_COLS, METRICS, merge_notes
 
 ITEMS_UNVERIFIED = "items matched on n and analysis key only (no items_hash in a record)"
 CATEGORIES = ("unaffected", "hidden-risk", "accuracy-only", "coupled", "unpaired")
@@ -102,17 +102,15 @@ def compare_rows(base: pd.Series, cand: pd.Series, cfg: DecouplingConfig) -> dic
         out.update(paired=False, category="unpaired", note=f"refused to pair: {problem}")
         return out
     note = _split_note(base, cand)
-    for m in metrics:
-        if note:
-            out[f"d_{m}"] = float(cand[m]) - float(base[m])
-            out[f"d_{m}_lo"] = out[f"d_{m}_hi"] = math.nan
-        else:
-            mean, lo, hi = paired_bootstrap(
-                cand[f"ps_{m}"], base[f"ps_{m}"], n_boot=cfg.n_boot, level=cfg.level, seed=cfg.seed
-            )
-            # the mean of per-split differences equals the difference of the recorded means; use the record's
-            out[f"d_{m}"] = float(cand[m]) - float(base[m]) if math.isfinite(mean) else mean
-            out[f"d_{m}_lo"], out[f"d_{m}_hi"] = lo, hi
+    for m in metrics:  # the record's means (the mean of per-split differences equals their difference)
+        out[f"d_{m}"] = float(cand[m]) - float(base[m])
+        out[f"d_{m}_lo"] = out[f"d_{m}_hi"] = math.nan
+    if not note:
+        cand_ps = np.column_stack([cand[f"ps_{m}"] for m in metrics])
+        base_ps = np.column_stack([base[f"ps_{m}"] for m in metrics])
+        _, lo, hi = paired_bootstrap(cand_ps, base_ps, n_boot=cfg.n_boot, level=cfg.level, seed=cfg.seed)
+        for i, m in enumerate(metrics):
+            out[f"d_{m}_lo"], out[f"d_{m}_hi"] = float(lo[i]), float(hi[i])
     if not (base["items_hash"] and cand["items_hash"]):
         note = "; ".join(filter(None, [note, ITEMS_UNVERIFIED]))
     out.update(
@@ -155,7 +153,7 @@ def decoupling_table(df: pd.DataFrame, cfg: DecouplingConfig = DecouplingConfig(
         else:
             row.update(compare_rows(base, cand, cfg))
             row["sample_data"] = bool(base["sample_data"]) or bool(cand["sample_data"])
-            row["notes"] = "; ".join(sorted({n for n in (base["notes"], cand["notes"]) if n}))
+            row["notes"] = merge_notes([base["notes"], cand["notes"]])
         row.setdefault("sample_data", bool(cand["sample_data"]))
         row.setdefault("notes", cand["notes"])
         out.append(row)

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cpbench.errors import CpbenchError
+
 KnobKind = Literal["bits", "sparsity"]
 BASELINE_BITS = 16.0
 BASELINE_NAMES = frozenset({"fp16", "bf16", "fp32", "none", "baseline", "uncompressed"})
@@ -82,6 +84,20 @@ def recipe_knob(name: str, spec: dict | None = None) -> Knob | None:
     return None
 
 
+_NOT_VARIANT = frozenset({"name", "bits", "sparsity", "sweep", "description", "requires", "requires_reason"})
+
+
+def recipe_variant(name: str, spec: dict | None = None) -> dict[str, Any]:
+    """The recipe's settings other than its knob (group size, symmetry, ...), to split sweeps that mix variants.
+
+    E.g. `rtn-4bit-g64` sits on the `rtn-bits` sweep at 4 bits but with group size 64 instead of 128: it is a
+    different curve, not a second point at 4 bits.
+    """
+    spec = spec if spec and set(spec) - {"name"} else (_registry_spec(name) or spec or {})
+    inner = spec.get("spec") if isinstance(spec.get("spec"), dict) else spec
+    return {k: v for k, v in inner.items() if k not in _NOT_VARIANT}
+
+
 def _find_dict(obj: Any, key: str) -> dict | None:
     """The first dict stored under `key` anywhere in a nested spec (provenance may wrap the recipe spec)."""
     queue = [obj]
@@ -102,7 +118,7 @@ def _registry_spec(name: str) -> dict:
         from cpbench import recipes  # type: ignore[attr-defined]
 
         return dict(recipes.resolve(name).spec())
-    except Exception:  # unknown recipe name or registry absent: parse the name
+    except (ImportError, CpbenchError):  # unknown recipe name or registry absent: parse the name
         return {}
 
 
@@ -153,11 +169,11 @@ def _registry_params(model: str) -> float:
     """Ask the model registry (cpbench.models, when built) without letting its absence or errors stop an analysis."""
     try:
         from cpbench import models  # type: ignore[attr-defined]
-    except Exception:  # registry not built or not importable here: fall back to the name
+    except ImportError:  # registry not built or not importable here: fall back to the name
         return math.nan
     try:
         entry = models.resolve(model)
-    except Exception:
+    except (CpbenchError, OSError, ValueError):  # not a registry name (e.g. a weight-source suffix): use the name
         return math.nan
     billions = getattr(entry, "params_b", None)
     if isinstance(billions, (int, float)) and billions > 0:

@@ -16,12 +16,14 @@ import pandas as pd
 
 from cpbench.analysis.knobs import model_params
 from cpbench.analysis.stats import fit_line
-from cpbench.store import KEY_COLS
+from cpbench.store import KEY_COLS, merge_notes
 
 GROUP_COLS = [c for c in KEY_COLS if c != "model"]
 
 
-def size_effect_table(decoupling: pd.DataFrame, params: pd.DataFrame | None = None, level: float = 0.95) -> pd.DataFrame:
+def size_effect_table(
+    decoupling: pd.DataFrame, params: pd.DataFrame | None = None, level: float = 0.95
+) -> pd.DataFrame:
     """Fits over the paired cells of a decoupling table.
 
     `params` (optional) has columns model, params and model_name (the results frame's): recorded counts, and the
@@ -60,6 +62,6 @@ def size_effect_table(decoupling: pd.DataFrame, params: pd.DataFrame | None = No
             "models": " ".join(f"{m}({sizes[m][0]:.3g},{sizes[m][1]})" for m in g["model"][mask]),
             "left_out": " ".join(f"{m}(size unknown)" for m in g["model"][~mask]),
             "sample_data": bool(g["sample_data"].any()),
-            "notes": "; ".join(sorted({n for n in g["notes"] if n})),
+            "notes": merge_notes(g["notes"]),
         })
     return pd.DataFrame(rows, columns=columns)

@@ -32,8 +32,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from cpbench.analysis.knobs import KnobKind, baseline_value, compression_sign, recipe_knob
-from cpbench.store import KEY_COLS
+from cpbench.analysis.knobs import KnobKind, baseline_value, compression_sign, recipe_knob, recipe_variant
+from cpbench.store import KEY_COLS, merge_notes
 
 Criterion = Literal["permutation", "bic"]
 MIN_LEVELS = 5
@@ -76,7 +76,7 @@ def _rss(m: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _breakpoints(levels: np.ndarray, per_gap: int = 20) -> np.ndarray:
     inner = levels[1:-1]
-    pieces = [np.linspace(a, b, per_gap, endpoint=False) for a, b in zip(inner[:-1], inner[1:])]
+    pieces = [np.linspace(a, b, per_gap, endpoint=False) for a, b in itertools.pairwise(inner)]
     return np.unique(np.concatenate([*pieces, inner[-1:]])) if pieces else inner
 
 
@@ -105,7 +105,7 @@ def fit_threshold(
         note = f"{n} distinct levels (need {min_levels})" if n == len(t) else "repeated knob levels"
         return ThresholdFit(kind, n, criterion, "too-few-levels", nan, nan, nan, nan, nan, nan, nan, nan, nan, note)
 
-    cs = _breakpoints(t)
+    cs = _breakpoints(t)  # fine grid: where the breakpoint lies
     m_lin, m_hinge = _projections(t, cs)
     rss_lin = float(_rss(m_lin, y[:, None])[0])
     rss_h_all = _rss(m_hinge, y[:, None])[:, 0]
@@ -118,30 +118,33 @@ def fit_threshold(
         return n * math.log(max(rss, floor) / n) + p * math.log(n)
 
     bic_lin, bic_h = bic(rss_lin, 3), bic(rss_h, 5)
-    stat = (rss_lin - rss_h) / max(rss_h, floor)
 
     p_value = nan
     if criterion == "permutation":
-        fitted = y - m_lin @ y
+        # The test statistic scans breakpoints at the observed interior levels only (the fine grid above only
+        # places the breakpoint); the same statistic is computed for every permutation, so the test stays exact.
+        _, m_test = _projections(t, t[1:-1])
         resid = m_lin @ y
+        fitted = y - resid
         if n <= _EXACT_MAX:
             perms = np.array(list(itertools.permutations(range(n)))).T  # (n, n!) incl. the identity
         else:
             rng = np.random.default_rng(seed)
-            perms = np.column_stack([np.arange(n), *(rng.permutation(n) for _ in range(n_perm))])
+            shuffled = rng.permuted(np.tile(np.arange(n), (n_perm, 1)), axis=1)
+            perms = np.column_stack([np.arange(n), shuffled.T])
         ys = fitted[:, None] + resid[perms]
         rl = _rss(m_lin, ys)
         rh = np.full(ys.shape[1], np.inf)
-        for m in m_hinge:  # running minimum over breakpoints: stacking them all would hold C x n x n! floats
+        for m in m_test:  # running minimum over breakpoints: stacking them all would hold C x n x n! floats
             np.minimum(rh, _rss(m, ys), out=rh)
         stats = (rl - rh) / np.maximum(rh, floor)
-        p_value = float(np.mean(stats >= stat * (1 - 1e-9)))
+        p_value = float(np.mean(stats >= stats[0] * (1 - 1e-9)))  # column 0 is the identity: the data
         wins = p_value < alpha
     else:
         wins = bic_h < bic_lin
 
     x_hinge = np.column_stack([np.ones(n), t, np.maximum(0.0, t - c)])
-    b0, b1, b2 = np.linalg.lstsq(x_hinge, y, rcond=None)[0]
+    _, b1, b2 = np.linalg.lstsq(x_hinge, y, rcond=None)[0]
     lin_slope = float(np.linalg.lstsq(np.column_stack([np.ones(n), t]), y, rcond=None)[0][1])
     c_knob = sign * c
     if wins and b2 > 0:
@@ -170,12 +173,32 @@ def sweep_points(df: pd.DataFrame, baseline: str = "fp16") -> pd.DataFrame:
         return df.iloc[0:0].assign(**extra)
     on = [k for k in found if k is not None]
     comp = comp[keep].assign(family=[k.family for k in on], kind=[k.kind for k in on], level=[k.value for k in on])
+    comp = comp.assign(family=_split_variants(comp))
     base = df[df["recipe"] == baseline]
     parts = [comp] + [
         base.assign(family=family, kind=kind, level=baseline_value(kind))
         for family, kind in sorted(set(zip(comp["family"], comp["kind"])))
     ]
     return pd.concat(parts, ignore_index=True)
+
+
+def _split_variants(comp: pd.DataFrame) -> list[str]:
+    """Family names, with `[key=value]` added where one family mixes recipe variants (e.g. two group sizes)."""
+    variants = {
+        (r, sp): recipe_variant(r, json.loads(sp) if sp else None)
+        for r, sp in comp[["recipe", "recipe_spec"]].drop_duplicates().itertuples(index=False)
+    }
+    names = []
+    by_family: dict[str, list[dict]] = {}
+    for fam, r, sp in zip(comp["family"], comp["recipe"], comp["recipe_spec"]):
+        by_family.setdefault(fam, []).append(variants[(r, sp)])
+    for fam, r, sp in zip(comp["family"], comp["recipe"], comp["recipe_spec"]):
+        members = by_family[fam]
+        keys = sorted({k for v in members for k in v})
+        differ = [k for k in keys if len({json.dumps(v.get(k), sort_keys=True) for v in members}) > 1]
+        mine = variants[(r, sp)]
+        names.append(fam if not differ else fam + " [" + ", ".join(f"{k}={mine.get(k)}" for k in differ) + "]")
+    return names
 
 
 def threshold_table(
@@ -204,6 +227,6 @@ def threshold_table(
             "levels": " ".join(f"{v:g}" for v in g["level"]),
             "set_sizes": " ".join(f"{v:.4f}" for v in g["set_size"]),
             "sample_data": bool(g["sample_data"].any()),
-            "notes": "; ".join(sorted({n for n in g["notes"] if n})),
+            "notes": merge_notes(g["notes"]),
         })
     return pd.DataFrame(rows, columns=columns)

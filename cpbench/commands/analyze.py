@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
             "--labels) or lm-evaluation-harness --log_samples files (.jsonl)."
         ),
         labels: Optional[Path] = typer.Option(
-            None, "--labels", metavar="DATA.json", help="Dataset JSON of the LLM-Uncertainty-Bench task (for .pkl inputs)."
+            None, "--labels", metavar="DATA.json",
+            help="Dataset JSON of the LLM-Uncertainty-Bench task (for .pkl inputs).",
         ),
         protocol: str = typer.Option(
             "default", "--protocol", metavar="default|ye2024",
@@ -67,7 +68,9 @@ def register(app: typer.Typer) -> None:
         ),
         alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage level in (0, 1)."),
         scores: str = typer.Option("lac,aps", "--scores", help="Comma-separated: lac, aps, raps, aps_rand, raps_rand."),
-        splits: Optional[int] = typer.Option(None, "--splits", metavar="R", help="Random splits (default 100; ye2024: 1)."),
+        splits: Optional[int] = typer.Option(
+            None, "--splits", metavar="R", help="Random splits (default 100; ye2024: 1)."
+        ),
         seed: Optional[int] = typer.Option(None, "--seed", metavar="S", help="Split seed (default 0; ye2024: 42)."),
         cal_ratio: Optional[float] = typer.Option(None, "--cal-ratio", help="Calibration fraction (default 0.5)."),
         stratify: bool = typer.Option(False, "--stratify", help="Stratify splits by gold label (default protocol)."),

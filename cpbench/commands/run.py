@@ -53,6 +53,9 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = typer.Option(
             None, "--batch-size", "-b", metavar="B", help="Prompts per forward pass (default 8 on CPU, 32 on GPU)."
         ),
+        chunk_size: Optional[int] = typer.Option(
+            None, "--chunk-size", metavar="C", help="Items per resumable chunk flushed to disk (default 256)."
+        ),
         alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage level of the conformal analysis."),
         force: bool = typer.Option(False, "--force", help="Rescore even when a matching artifact exists."),
     ) -> None:
@@ -64,7 +67,7 @@ def register(app: typer.Typer) -> None:
         plan = runner.plan_from_options(
             suite=suite, model=model, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
             chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,
-            results=results, alpha=alpha, force=force,
+            chunk_size=chunk_size, results=results, alpha=alpha, force=force,
         )  # fmt: skip
         console = Console(width=max(120, Console().width))
         outcome = runner.run(plan, echo=lambda s: console.print(s, markup=False, highlight=False))

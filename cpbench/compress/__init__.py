@@ -115,12 +115,7 @@ def compress(
     threads = models.configure_threads()
     calib: CalibrationSet | None = None
     if needs_calibration(recipe):
-        from transformers import AutoTokenizer
-
-        spec = calibration or CalibrationSpec()
-        tok = AutoTokenizer.from_pretrained(models.model_dir(entry), trust_remote_code=entry.trust_remote_code,
-                                            **({"revision": entry.revision} if entry.source == "hub" else {}))  # fmt: skip
-        calib = sample(spec, tok)
+        calib = sample(calibration or CalibrationSpec(), models.load_tokenizer(entry))
     key = cache.cache_key(entry, recipe, calib)
     hit = None if force else cache.lookup(key)
     if hit is not None:
@@ -156,8 +151,10 @@ def _run_recipe(
 
     from cpbench import models
 
-    # Compression math in fp32 on CPU; on GPU in the weights' own dtype (what llm-compressor examples do).
-    model, tokenizer = models.load(entry, device, None)
+    # The model is loaded on the CPU: llm-compressor's sequential pipeline onloads one layer at a time to the GPU
+    # when there is one, so models larger than GPU memory compress too. Math in fp32 for CPU runs, in the weights'
+    # own dtype (bf16) for GPU runs, as llm-compressor's examples do.
+    model, tokenizer = models.load(entry, "cpu", models.resolve_dtype(None, device, entry))
     with torch.no_grad():
         base_zeros = {n: float((m.weight == 0).float().mean()) for n, m in model.named_modules()
                       if isinstance(m, torch.nn.Linear)}  # fmt: skip

@@ -4,7 +4,7 @@
 dequantized once, so every Linear has a dense `weight`), runs a forward pass, and measures per Linear layer:
 the fraction of exactly-zero weights, the fraction of M-blocks (along the input dimension) with at least N zeros
 when an N:M mask was asked for, and the largest number of distinct values in any quantization group (at most 2^bits
-if the weights really are `bits`-bit). It also reads bits, group size, strategy and format from config.json's
+if the weights really are `bits`-bit; counted on up to 256 evenly spaced rows per layer). It also reads bits, group size, strategy and format from config.json's
 `quantization_config`, and the checkpoint's size on disk. `require_ok` turns a failed check into a CpbenchError.
 
 A group of g values has at most g distinct values, so the distinct-value check says nothing when g <= 2^bits
@@ -52,9 +52,24 @@ def config_quantization(path: Path) -> dict[str, Any] | None:
             "groups": found}  # fmt: skip
 
 
-def max_distinct_per_group(weight: torch.Tensor, group_size: int | None, strategy: str | None) -> int:
-    """Largest number of distinct values in one quantization group (groups along the input dimension)."""
+MAX_ROWS = 256  # rows per layer checked for distinct values (evenly spaced; keeps 70B verification affordable)
+
+
+def row_sample(rows: int, limit: int = MAX_ROWS) -> torch.Tensor:
+    """Evenly spaced row indices (first and last included), all rows when there are at most `limit`."""
+    if rows <= limit:
+        return torch.arange(rows)
+    return torch.linspace(0, rows - 1, limit).round().long().unique()
+
+
+def max_distinct_per_group(
+    weight: torch.Tensor, group_size: int | None, strategy: str | None, max_rows: int | None = None
+) -> int:
+    """Largest number of distinct values in one quantization group (groups along the input dimension), over all
+    rows or `max_rows` evenly spaced ones."""
     w = weight.detach().float()
+    if max_rows is not None and strategy != "tensor":
+        w = w[row_sample(w.shape[0], max_rows)]
     if strategy == "tensor":
         return int(torch.unique(w).numel())
     rows, cols = w.shape
@@ -121,7 +136,8 @@ def verify_checkpoint(
         if nm is not None:
             rec["nm_ok"] = round(nm_fraction(w, *nm), 6)
         if name in targets and qconf is not None and recipe.quantize is not None:
-            rec["distinct_max"] = max_distinct_per_group(w, group.get("group_size"), group.get("strategy"))
+            rec["distinct_max"] = max_distinct_per_group(w, group.get("group_size"), group.get("strategy"), MAX_ROWS)
+            rec["rows_checked"] = min(w.shape[0], MAX_ROWS)
         (layers if name in targets else ignored)[name] = rec
     ids = torch.arange(1, 9).unsqueeze(0) % int(getattr(model.config, "vocab_size", 8) or 8)
     logits = model(input_ids=ids).logits

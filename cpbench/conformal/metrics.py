@@ -41,7 +41,7 @@ def item_values(logits: np.ndarray, labels: np.ndarray, letters: Sequence[str]) 
     then one ECE column per bin holding (confidence - correct) for items in that bin and 0 elsewhere."""
     logp = log_softmax(logits)
     p = np.exp(logp)
-    n, k = p.shape
+    n = p.shape[0]
     rows = np.arange(n)
     top = np.argmax(logits, axis=1)
     correct = (top == labels).astype(np.float64)

@@ -136,7 +136,7 @@ def aps(
     may be empty.
     """
     p = _check(probs)
-    n, k = p.shape
+    n = p.shape[0]
     if k_reg < 0 or lam < 0:
         raise CpbenchError(f"RAPS needs k_reg >= 0 and lam >= 0, got k_reg={k_reg}, lam={lam}")
     order, cum, rank = _ranked(p)

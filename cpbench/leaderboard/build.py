@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -30,14 +30,14 @@ from cpbench.leaderboard.tables import (
     signed,
     varying_settings,
 )
-from cpbench.store import Skipped, load_results
+from cpbench.store import Skipped, load_results, merge_notes
 
 METRIC_LABELS = (("acc", "Acc"), ("coverage", "Cov"), ("set_size", "SS"), ("uacc", "UAcc"))
 
 
 @dataclass(frozen=True)
 class LeaderboardConfig:
-    decoupling: DecouplingConfig = DecouplingConfig()
+    decoupling: DecouplingConfig = field(default_factory=DecouplingConfig)
     criterion: Criterion = "permutation"
     threshold_alpha: float = 0.05
     plots: bool = True
@@ -100,7 +100,7 @@ def main_table(a: Analysis, score: str, prov: Provenance, baseline: str) -> Tabl
                 d[f"{t} {label}"] = num(value) if m == "set_size" else pct(value)
                 n[f"{t} {m}"] = value
         sample = bool(g["sample_data"].any())
-        notes = "; ".join(sorted({x for x in g["notes"] if x}))
+        notes = merge_notes(g["notes"])
         d["Flags"] = prov.flags(sample, notes)
         n.update(sample_data=sample, notes=notes,
                  records=" ".join(sorted(p for p in g["path"] if p)))
@@ -252,9 +252,15 @@ def provenance_display(a: Analysis, prov: Provenance) -> Table:
     )
 
 
+def score_order(scores) -> list[str]:
+    """LAC first (the primary score), then APS, then any other score alphabetically."""
+    known = ("lac", "aps", "raps", "aps_rand", "raps_rand")
+    return sorted(scores, key=lambda s: (known.index(s) if s in known else len(known), s))
+
+
 def build_tables(a: Analysis, cfg: LeaderboardConfig) -> list[Table]:
     prov = Provenance(a.results, a.root_label)
-    scores = sorted(a.results["score"].unique())
+    scores = score_order(a.results["score"].unique())
     tables = [main_table(a, s, prov, cfg.decoupling.baseline) for s in scores]
     tables += [decoupling_display(a, prov, cfg.decoupling), rankings_display(a, prov),
                thresholds_display(a, prov, cfg), size_effect_display(a, prov), provenance_display(a, prov)]
@@ -265,8 +271,13 @@ def _markdown(tables: list[Table], a: Analysis) -> str:
     head = ["# cpbench leaderboard", ""]
     prov = Provenance(a.results, a.root_label)
     if prov.any_sample:
-        head += ["> ⚠ **Sample data.** Some results come from the offline smoke-test samples (flag `sample`); they "
-                 "check the pipeline and are not benchmark results.", ""]
+        head += [
+            (
+                "> ⚠ **Sample data.** Some results come from the offline smoke-test samples (flag `sample`); they "
+                "check the pipeline and are not benchmark results."
+            ),
+            "",
+        ]
     if prov.notes:
         head += ["> **Model notes.** " + " ".join(f"n{i + 1}: {n}." for i, n in enumerate(prov.notes)), ""]
     return "\n".join(head) + "\n" + "\n".join(t.markdown() for t in tables)

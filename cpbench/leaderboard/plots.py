@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,18 +75,20 @@ def _acc_vs_size(results: pd.DataFrame, score: str, baseline: str) -> dict[str, 
     fig, axes = _panels(len(tasks))
     for ax, task in zip(axes, tasks):
         g = res[res["task"] == task]
-        for model, gm in g.groupby("model", sort=True):
-            base = gm[gm["recipe"] == baseline]
-            if len(base):
-                bx, by = float(base["set_size"].iloc[0]), 100 * float(base["acc"].iloc[0])
-                ax.scatter([bx], [by], color="black", marker="o", s=22, zorder=3)
-                ax.annotate(model, (bx, by), fontsize=6, xytext=(3, 3), textcoords="offset points")
-            for _, r in gm[gm["recipe"] != baseline].sort_values("recipe").iterrows():
-                x, y = float(r["set_size"]), 100 * float(r["acc"])
-                ax.scatter([x], [y], color=colors[r["recipe"]], s=18, zorder=3)
-                if len(base):
-                    ax.annotate("", xy=(x, y), xytext=(bx, by),
-                                arrowprops={"arrowstyle": "->", "color": colors[r["recipe"]], "lw": 0.9})
+        base = g[g["recipe"] == baseline].set_index("model")
+        ax.scatter(base["set_size"], 100 * base["acc"], color="black", marker="o", s=22, zorder=3)
+        for model, r in base.iterrows():
+            ax.annotate(model, (r["set_size"], 100 * r["acc"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        for recipe in recipes:  # one scatter and one quiver per recipe: thousands of annotate() calls are slow
+            c = g[g["recipe"] == recipe]
+            x, y = c["set_size"].to_numpy(float), 100 * c["acc"].to_numpy(float)
+            ax.scatter(x, y, color=colors[recipe], s=18, zorder=3)
+            has = c["model"].isin(base.index).to_numpy()
+            if has.any():
+                bx = base.loc[c["model"][has], "set_size"].to_numpy(float)
+                by = 100 * base.loc[c["model"][has], "acc"].to_numpy(float)
+                ax.quiver(bx, by, x[has] - bx, y[has] - by, angles="xy", scale_units="xy", scale=1,
+                          color=colors[recipe], width=0.004, headwidth=4, headlength=5, zorder=2)
         ax.set_title(f"{task} ({score.upper()})")
         ax.set_xlabel("mean set size (options)")
         ax.set_ylabel("accuracy (%)")
@@ -123,7 +126,9 @@ def _heatmap(dec: pd.DataFrame, score: str) -> dict[str, bytes]:
             ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
     fig.colorbar(im, ax=ax, label=f"Δ set size vs baseline ({label})")
     ax.set_title(f"Δ {score.upper()} set size, model x recipe")
-    fig.tight_layout()
+    with warnings.catch_warnings():  # long model names: savefig(bbox_inches="tight") makes room anyway
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     data = _png(fig)
     plt.close(fig)
     return {f"heatmap_delta_set_size_{score}.png": data}
@@ -135,7 +140,7 @@ def _thresholds(a: "Analysis", score: str) -> dict[str, bytes]:
     th = a.thresholds[(a.thresholds["score"] == score) & (a.thresholds["verdict"] != "too-few-levels")]
     images = {}
     for family, gf in th.groupby("family", sort=True):
-        task = AVG if (gf["task"] == AVG).any() else sorted(gf["task"].unique())[0]
+        task = AVG if (gf["task"] == AVG).any() else min(gf["task"].unique())
         gf = gf[gf["task"] == task]
         models = sorted(gf["model"].unique())
         fig, axes = _panels(len(models))

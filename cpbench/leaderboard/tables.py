@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from cpbench.analysis.aggregate import AVG
-from cpbench.store import ANALYSIS_KEY_COLS, SCORE_KEY_COLS
+from cpbench.store import ANALYSIS_KEY_COLS, SCORE_KEY_COLS, split_notes
 
 SETTING_COLS = [c for c in SCORE_KEY_COLS if c not in ("model", "recipe", "task")] + list(ANALYSIS_KEY_COLS)
 CSV_FLOAT = "%.6f"
@@ -108,7 +108,7 @@ class Provenance:
 
     def flags(self, sample: bool, notes: str) -> str:
         marks = ["sample"] if sample else []
-        marks += [f"n{self.notes.index(n) + 1}" for n in _split_notes(notes) if n in self.notes]
+        marks += [f"n{i + 1}" for i in sorted(self.notes.index(n) for n in _split_notes(notes) if n in self.notes)]
         return " ".join(marks)
 
     def line(self, frame: pd.DataFrame) -> str:
@@ -128,7 +128,7 @@ class Provenance:
 
 
 def _split_notes(cell: str) -> list[str]:
-    return [n.strip() for n in str(cell or "").split("; ") if n.strip()]
+    return split_notes(cell)
 
 
 def varying_settings(results: pd.DataFrame) -> tuple[list[str], str]:

@@ -17,6 +17,7 @@ Chat: `v1` wraps the whole prompt as one user message with the tokenizer's chat 
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import os
@@ -108,11 +109,26 @@ def demonstrations(spec: TaskSpec, items: Sequence[Item], shots: int) -> list[It
     return [by_id[str(i)] for i in ids[:shots]]
 
 
-def _chat_renderer(tokenizer: Any) -> Callable[[str], str]:
-    def render(content: str) -> str:
+class _ChatRenderer:
+    """One user message through the tokenizer's chat template (`add_generation_prompt=True`).
+
+    The template is rendered once around a sentinel; later calls splice the content between the rendered head and
+    tail, which is the same string without a Jinja render per call. The first call checks that splicing reproduces
+    the template's own output (and `build_prompts` checks the last prompt again); a template that rewrites the
+    content (e.g. `| trim` on content with outer whitespace) is rendered in full every time.
+    """
+
+    def __init__(self, tokenizer: Any):
+        self.tokenizer = tokenizer
+        probe = self.full(_SENTINEL)
+        at = probe.find(_SENTINEL)
+        self.parts = (probe[:at], probe[at + len(_SENTINEL):]) if at >= 0 else None
+        self.splice_ok: Optional[bool] = None if self.parts else False
+
+    def full(self, content: str) -> str:
         try:
-            out = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                add_generation_prompt=True)
+            out = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                     add_generation_prompt=True)
         except Exception as exc:  # no template, template error: one line
             raise CpbenchError(f"chat v1 needs a tokenizer with a chat template ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else ''}); use chat v2 or none") from None
@@ -120,7 +136,15 @@ def _chat_renderer(tokenizer: Any) -> Callable[[str], str]:
             raise CpbenchError("tokenizer.apply_chat_template(tokenize=False) did not return a string")
         return out
 
-    return render
+    def __call__(self, content: str) -> str:
+        if self.splice_ok is False or self.parts is None:
+            return self.full(content)
+        spliced = self.parts[0] + content + self.parts[1]
+        if self.splice_ok is None:
+            out = self.full(content)
+            self.splice_ok = out == spliced
+            return out
+        return spliced
 
 
 def _token_counter(tokenizer: Any) -> Callable[[str], int]:
@@ -128,35 +152,79 @@ def _token_counter(tokenizer: Any) -> Callable[[str], int]:
     return lambda text: len(tokenizer(text)["input_ids"])
 
 
-def _fit(item: Item, spec: TaskSpec, head: str, demo_texts: list[str], tail: str, render: Callable[[str], str],
-         count: Callable[[str], int], max_tokens: int) -> tuple[int, str, str]:
-    """(demos dropped, context used, text) within the budget: drop the oldest demonstrations first, then cut the
-    left of the item's context at word starts; the question, options and `Answer:` are never cut."""
+def _fit(item: Item, spec: TaskSpec, head: str, demo_texts: list[str], demo_counts: list[int], tail: str,
+         render: Callable[[str], str], count: Callable[[str], int], max_tokens: int) -> tuple[int, str, str]:
+    """(demos dropped, context used, text) within the budget: drop the fewest oldest demonstrations, then cut the
+    fewest leading words of the item's context; the question, options and `Answer:` are never cut.
+
+    Token counts are assumed to grow with the text (true of real tokenizers up to a token at a boundary). Searches
+    start from estimates (per-demonstration token counts, characters per token of the context) and are confirmed by
+    exact counts of the full text, so a 10,000-item build costs a few tokenizations per prompt, not dozens.
+    """
     label = spec.context_label
+    full_ctx = item.context
+    memo: dict[tuple[int, int], tuple[str, int]] = {}
 
-    def build(k: int, ctx: str) -> str:
-        return render(head + "".join(demo_texts[k:]) + tail + format_item(item, label, context=ctx))
+    def measure(k: int, cut: int) -> tuple[str, int]:
+        if (k, cut) not in memo:
+            text = render(head + "".join(demo_texts[k:]) + tail + format_item(item, label, context=full_ctx[cut:]))
+            memo[(k, cut)] = (text, count(text))
+        return memo[(k, cut)]
 
-    for k in range(len(demo_texts) + 1):
-        text = build(k, item.context)
-        if count(text) <= max_tokens:
-            return k, item.context, text
+    text, n = measure(0, 0)
+    if n <= max_tokens:
+        return 0, full_ctx, text
+    # 1. Demonstrations, oldest first: jump to the first k whose estimate fits, confirm, then make sure k is minimal.
+    k_fail, k = 0, 0
+    while k < len(demo_texts):
+        est, k_next = n, k
+        while k_next < len(demo_texts) and est > max_tokens:
+            est -= demo_counts[k_next]
+            k_next += 1
+        text, n_next = measure(k_next, 0)
+        if n_next <= max_tokens:
+            while k_next - 1 > k_fail and measure(k_next - 1, 0)[1] <= max_tokens:
+                k_next -= 1
+            return k_next, full_ctx, measure(k_next, 0)[0]
+        k_fail, k, n = k_next, k_next, n_next
     k = len(demo_texts)
-    starts = [m.start() for m in re.finditer(r"\S+", item.context)] + [len(item.context)]
-    # Smallest number of leading words to drop; token counts fall (weakly) as words go, so bisect.
-    lo, hi = 1, len(starts) - 1
-    if hi < 1 or count(build(k, "")) > max_tokens:
-        n_min = count(build(k, ""))
-        raise CpbenchError(f"item {item.id!r} of task {spec.name!r} needs {n_min} tokens without demonstrations "
+    # 2. Context, from the left at word starts: the fewest leading words to drop.
+    starts = [m.start() for m in re.finditer(r"\S+", full_ctx)] + [len(full_ctx)]
+    last = len(starts) - 1  # index of the empty context
+    n_empty = measure(k, starts[last])[1] if last >= 1 else n
+    if last < 1 or n_empty > max_tokens:
+        raise CpbenchError(f"item {item.id!r} of task {spec.name!r} needs {n_empty} tokens without demonstrations "
                            f"and context, over the budget of {max_tokens}; raise max_tokens")
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if count(build(k, item.context[starts[mid]:])) <= max_tokens:
-            hi = mid
+
+    def fits(j: int) -> bool:
+        return measure(k, starts[j])[1] <= max_tokens
+
+    chars_per_token = len(full_ctx) / max(1, n - n_empty)
+    j0 = min(max(bisect.bisect_left(starts, (n - max_tokens) * chars_per_token), 1), last)
+    fail, fit = 0, last  # j = 0 (whole context) does not fit; j = last (empty context) does
+    step = 1
+    if fits(j0):
+        fit = j0
+        while fit - step > fail:  # gallop towards longer contexts until one does not fit
+            if fits(fit - step):
+                fit, step = fit - step, step * 2
+            else:
+                fail = fit - step
+                break
+    else:
+        fail = j0
+        while fail + step < fit:  # gallop towards shorter contexts until one fits
+            if fits(fail + step):
+                fit = fail + step
+                break
+            fail, step = fail + step, step * 2
+    while fit - fail > 1:
+        mid = (fail + fit) // 2
+        if fits(mid):
+            fit = mid
         else:
-            lo = mid + 1
-    ctx = item.context[starts[lo]:]
-    return k, ctx, build(k, ctx)
+            fail = mid
+    return k, full_ctx[starts[fit]:], measure(k, starts[fit])[0]
 
 
 def build_prompts(spec: TaskSpec, items: Sequence[Item], method: str = "base", shots: int = 0, chat: str = "none",
@@ -186,17 +254,29 @@ def build_prompts(spec: TaskSpec, items: Sequence[Item], method: str = "base", s
     label = spec.context_label
     head, tail = frame(spec, method, shots)
     demo_texts = [format_item(d, label, with_answer=True) for d in demos]
-    render: Callable[[str], str] = _chat_renderer(tokenizer) if chat == "v1" else (lambda s: s)
+    chat_render = _ChatRenderer(tokenizer) if chat == "v1" else None
+    render: Callable[[str], str] = chat_render if chat_render is not None else (lambda s: s)
     count = _token_counter(tokenizer) if max_tokens is not None else None
+    demo_counts = [count(t) for t in demo_texts] if count is not None else []
 
-    rows = []
-    for item in targets:
-        if count is not None:
-            k, ctx, text = _fit(item, spec, head, demo_texts, tail, render, count, max_tokens)
-        else:
-            k, ctx = 0, item.context
-            text = render(head + "".join(demo_texts) + tail + format_item(item, label))
-        rows.append((item, k, ctx, text))
+    def raw(item: Item, k: int, ctx: str) -> str:
+        return head + "".join(demo_texts[k:]) + tail + format_item(item, label, context=ctx)
+
+    def build_rows() -> list[tuple[Item, int, str, str]]:
+        rows = []
+        for item in targets:
+            if count is not None:
+                rows.append((item, *_fit(item, spec, head, demo_texts, demo_counts, tail, render, count, max_tokens)))
+            else:
+                rows.append((item, 0, item.context, render(raw(item, 0, item.context))))
+        return rows
+
+    rows = build_rows()
+    if chat_render is not None and chat_render.splice_ok:
+        item, k, ctx, text = rows[-1]
+        if chat_render.full(raw(item, k, ctx)) != text:  # splicing was not faithful after all: render in full
+            chat_render.splice_ok = False
+            rows = build_rows()
 
     dropped = {k for _, k, _, _ in rows}
     shared_raw = head + "".join(demo_texts[dropped.pop():]) + tail if len(dropped) == 1 else head

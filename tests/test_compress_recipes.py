@@ -1,0 +1,202 @@
+"""Every registered recipe that runs on CPU, applied to the tiny random Llama: the effect is measured on the
+reloaded checkpoint (independently of cpbench.compress.verify), the checkpoint reloads with AutoModelForCausalLM
+and runs a forward pass. GPU-only recipes are skipped here with the reason and run on a CUDA machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import pytest
+import torch
+
+from cpbench import compress as compress_pkg
+from cpbench.compress import CalibrationSpec, compress
+from cpbench.compress import cache as cache_mod
+from cpbench.errors import CpbenchError
+from cpbench.models import load, resolve
+from cpbench.recipes import list_recipes
+from cpbench.recipes import resolve as resolve_recipe
+from cpbench.testing import tiny_model_dir
+
+HAS_CUDA = torch.cuda.is_available()
+CALIB = CalibrationSpec(n=8, seq_len=64, seed=0)
+CPU_RECIPES = [r.name for r in list_recipes() if r.requires == "cpu" and not r.is_baseline]
+GPU_RECIPES = [r.name for r in list_recipes() if r.requires == "cuda"]
+# bits / group size of the compressed-tensors presets the registry uses (the test's own table, not the library's)
+PRESET_BITS = {"W8A8": (8, None), "W4A4": (4, 128), "FP8_DYNAMIC": (8, None), "NVFP4": (4, 16)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CPBENCH_CACHE", str(tmp_path_factory.mktemp("cpbench-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    entry = resolve(str(tiny_model_dir()))
+    base, tok = load(entry, "cpu")
+    return entry, base, tok
+
+
+def _linears(model):
+    return {n: m.weight.detach() for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def _distinct_in_groups(w: torch.Tensor, group: int | None, rows: int = 4) -> int:
+    g = group or w.shape[1]
+    return max(
+        torch.unique(w[r, c : c + g]).numel() for r in range(min(rows, w.shape[0])) for c in range(0, w.shape[1], g)
+    )
+
+
+def _expected_bits_group(recipe):
+    if recipe.scheme is not None:
+        bits, group = PRESET_BITS[recipe.scheme]
+        return bits, recipe.group_size or group
+    return recipe.bits, recipe.group_size
+
+
+@pytest.mark.parametrize("name", CPU_RECIPES)
+def test_cpu_recipe_effect_and_reload(name, tiny):
+    entry, base, tok = tiny
+    recipe = resolve_recipe(name)
+    ck = compress(entry, recipe, CALIB, "cpu")
+    assert ck.path is not None and ck.path.is_dir() and not ck.cached
+    report = ck.report
+    assert report["recipe"]["name"] == name and report["recipe"]["spec"] == recipe.spec()
+    assert report["verification"]["ok"] is True
+    assert report["checkpoint_bytes"] == sum(f.stat().st_size for f in ck.path.rglob("*") if f.is_file()
+                                              if f.name != cache_mod.REPORT_NAME)  # fmt: skip
+    assert set(report["versions"]) >= {"torch", "transformers", "llmcompressor", "compressed_tensors"}
+    assert report["wall_seconds"]["compress"] >= 0
+
+    model, _ = ck.load("cpu")
+    before, after = _linears(base), _linears(model)
+    assert before.keys() == after.keys()
+    assert torch.equal(before["lm_head"], after["lm_head"])  # ignored everywhere
+    targets = [n for n in after if n != "lm_head"]
+    target = recipe.target_sparsity
+    for n in targets:
+        w = after[n]
+        zeros = float((w == 0).float().mean())
+        if target is not None:
+            if recipe.quantize is None:
+                assert abs(zeros - target) <= 0.02, (n, zeros)
+            else:
+                assert zeros >= target - 0.02, (n, zeros)
+        if recipe.mask_nm is not None:
+            nn, m = recipe.mask_nm
+            blocks = (w.reshape(w.shape[0], -1, m) == 0).sum(-1)
+            assert (blocks >= nn).all(), n
+        if recipe.quantize is not None:
+            bits, group = _expected_bits_group(recipe)
+            assert _distinct_in_groups(w, group) <= 2**bits, n
+        assert not torch.equal(w, before[n]), f"{n} unchanged by {name}"
+
+    # the checkpoint also loads the plain transformers way (compressed modules, decompressed on the fly)
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_pretrained(ck.path, dtype=torch.bfloat16 if recipe.scheme == "NVFP4"
+                                                 else torch.float32)  # fmt: skip
+    ids = tok("Question: which one? A. cat B. dog Answer:", return_tensors="pt")
+    with torch.no_grad():
+        a = plain(**ids).logits.float()
+        b = model(**ids).logits.float()
+        c = base(**ids).logits
+    assert torch.isfinite(a).all() and torch.isfinite(b).all()
+    if recipe.scheme != "NVFP4":  # NVFP4 runs compressed only in bf16, where FP4 activation rounding flips
+        assert (a - b).abs().max() < 1e-4
+    assert (b - c).abs().max() > 0  # compression changed the outputs
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", GPU_RECIPES)
+def test_gpu_recipes(name, tiny):
+    recipe = resolve_recipe(name)
+    if not HAS_CUDA:
+        pytest.skip(f"{name}: {recipe.requires_reason}")
+    import importlib.util
+
+    if recipe.kind == "bitsandbytes" and importlib.util.find_spec("bitsandbytes") is None:
+        pytest.skip("bitsandbytes not installed (pip install 'cpbench[gpu]')")
+    entry, _, tok = tiny
+    ck = compress(entry, recipe, CALIB, "cuda")
+    assert ck.path is None and ck.report["kind"] == "load-time"
+    model, _ = ck.load("cuda")
+    ids = tok("Answer:", return_tensors="pt").to("cuda")
+    assert torch.isfinite(model(**ids).logits.float()).all()
+
+
+def test_gpu_recipes_refuse_cpu(tiny):
+    entry, _, _ = tiny
+    for name in GPU_RECIPES:
+        with pytest.raises(CpbenchError, match="CUDA"):
+            compress(entry, name, CALIB, "cpu")
+
+
+def test_baseline_writes_nothing(tiny):
+    entry, base, _ = tiny
+    ck = compress(entry, "fp16", CALIB, "cpu")
+    assert ck.path is None and ck.report["kind"] == "baseline"
+    model, _ = ck.load("cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))
+
+
+def test_cache_reuse_and_keys(tiny, monkeypatch):
+    entry, _, _ = tiny
+    first = compress(entry, "gptq-4bit", CALIB, "cpu")
+
+    def boom(*a, **k):
+        raise AssertionError("recompressed although cached")
+
+    monkeypatch.setattr(compress_pkg, "_run_recipe", boom)
+    again = compress(entry, "gptq-4bit", CALIB, "cpu")
+    assert again.cached and again.path == first.path and again.report == first.report
+    # the key follows the calibration content for data-dependent recipes ...
+    with pytest.raises(AssertionError, match="recompressed"):
+        compress(entry, "gptq-4bit", CalibrationSpec(n=8, seq_len=64, seed=1), "cpu")
+    # ... and ignores it for data-free ones
+    monkeypatch.undo()
+    a = compress(entry, "rtn-8bit", CALIB, "cpu")
+    b = compress(entry, "rtn-8bit", CalibrationSpec(n=4, seq_len=32, seed=7), "cpu")
+    assert b.cached and a.path == b.path and a.report["calibration"] is None
+
+
+def test_failed_verification_caches_nothing(tiny, monkeypatch):
+    entry, _, _ = tiny
+    import cpbench.compress.magnitude as mag
+
+    monkeypatch.setattr(mag, "magnitude_prune", lambda model, **kw: {})  # "succeeds" and zeroes nothing
+    before = set(os.listdir(cache_mod.root()))
+    with pytest.raises(CpbenchError, match="verification failed.*target 0.350"):
+        compress(entry, "magnitude-35", CALIB, "cpu")  # a level no other test compresses (so not cached)
+    assert set(os.listdir(cache_mod.root())) == before  # neither a checkpoint nor a leftover temp dir
+
+
+def test_group_size_must_divide_columns(tiny):
+    entry, _, _ = tiny
+    with pytest.raises(CpbenchError, match=r"groups of 96 .* use rtn-4bit-g128"):
+        compress(entry, "rtn-4bit-g96", CALIB, "cpu")
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="the AWQ pin-memory failure only happens without one")
+def test_awq_needs_the_pin_memory_guard_on_cpu(tiny, monkeypatch, tmp_path):
+    """Documents why cpu_pin_memory_guard exists: without it llm-compressor 0.14 AWQ fails on CPU. If this test
+    starts failing after an upgrade, the guard can go."""
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    import cpbench.compress.llmc as llmc
+    from cpbench.compress.calibration import sample
+
+    entry, _, tok = tiny
+    model, _ = load(entry, "cpu")
+    original = IntermediatesCache.pin_memory
+    with llmc.cpu_pin_memory_guard() as active:
+        assert active and IntermediatesCache.pin_memory is not original
+    assert IntermediatesCache.pin_memory is original
+    monkeypatch.setattr(llmc, "cpu_pin_memory_guard", contextlib.nullcontext)
+    with pytest.raises(CpbenchError, match="accelerator"):
+        llmc.run_oneshot(model, tok, resolve_recipe("awq-4bit"), sample(CALIB, tok), tmp_path / "awq")
