@@ -14,6 +14,8 @@ accuracy and E/F rates on the test part from the argmax of the raw logits.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -182,6 +184,11 @@ def analyze_artifact(
 
     chunk = chunk or default_chunk(n)
     n_cal = int(is_cal[0].sum())
+    # Identity of the analysed items (ids and gold labels in analysis order): two records with the same items_hash
+    # and analysis key saw the same calibration/test splits, so their per-split values are paired.
+    items_hash = "sha256:" + hashlib.sha256(
+        json.dumps([ids, [int(v) for v in labels]], separators=(",", ":")).encode()
+    ).hexdigest()
     base = M.per_split_base(is_cal, logits, labels, letters, chunk)
     acc = base["acc"]
 
@@ -196,6 +203,7 @@ def analyze_artifact(
             "analyzed_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         "input": input_path if input_path is not None else artifact.source,
+        "items_hash": items_hash,
         "n": n,
         "k": K,
         "n_cal": n_cal,

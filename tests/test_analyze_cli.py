@@ -186,3 +186,20 @@ def test_subprocess_and_no_heavy_imports(tmp_path, art_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"cpbench: error: {tmp_path / 'missing.parquet'}: no such file"]
+
+
+def test_items_hash_pairs_records_of_the_same_items_only():
+    """Same ids+labels -> same items_hash whatever the logits (recipes differ); other labels -> another hash."""
+    import numpy as np
+
+    from cpbench.analyze import analyze_artifact, preset
+    from cpbench.artifact import LogitsArtifact
+
+    rng = np.random.default_rng(0)
+    ids, labels = [f"q{i}" for i in range(40)], rng.integers(0, 4, 40)
+    mk = lambda lab: LogitsArtifact(ids=ids, labels=lab, logits=rng.normal(size=(40, 6)), letters=list("ABCDEF"))
+    key = preset("default", splits=5)
+    a, b = analyze_artifact(mk(labels), key), analyze_artifact(mk(labels), key)
+    c = analyze_artifact(mk((labels + 1) % 4), key)
+    assert a["items_hash"] == b["items_hash"] != c["items_hash"]
+    assert a["provenance"]["artifact_hash"] != b["provenance"]["artifact_hash"]
