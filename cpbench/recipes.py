@@ -15,9 +15,10 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,7 +82,7 @@ class Recipe(BaseModel):
     requires_reason: str = ""
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Recipe":
+    def _consistent(self) -> Recipe:
         where = f"recipe {self.name!r}"
         knobs = {k: getattr(self, k) for k in ("prune", "sparsity", "mask", "quantize", "scheme", "bits", "act_bits")}
         set_knobs = {k for k, v in knobs.items() if v is not None}
@@ -174,7 +175,7 @@ class SweepSpec(BaseModel):
     base: dict[str, Any] = Field(description="recipe fields shared by all members (kind, quantize, group_size, ...)")
 
     @model_validator(mode="after")
-    def _check(self) -> "SweepSpec":
+    def _check(self) -> SweepSpec:
         if self.pattern.count("{level}") != 1:
             raise ValueError(f"sweep {self.name!r}: pattern must contain '{{level}}' once, got {self.pattern!r}")
         if not self.levels:
@@ -305,7 +306,7 @@ def resolve(name: str | Recipe) -> Recipe:
     candidates = list(reg.recipes) + list(reg.sweeps)
     close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise CpbenchError(f"unknown recipe {key!r}{hint} (list them with `cpbench recipes`)")
+    raise CpbenchError(f"unknown recipe {key!r}{hint} (see benchmark/recipes.yaml or docs/models-and-recipes.md)")
 
 
 def with_group_size(recipe: Recipe, group_size: int) -> Recipe:

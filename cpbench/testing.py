@@ -34,13 +34,7 @@ TINY_CONFIG = dict(
     max_position_embeddings=1024, rms_norm_eps=1e-6, tie_word_embeddings=False, initializer_range=0.05,
 )  # fmt: skip
 
-_WORDS = (
-    "the a of to and in is was for on that with as by at from it this be are which or an has have not but one "
-    "model answer question option none above know water light river city music number small large first time "
-    "people world year day way work part place case point government company system program group problem fact "
-    "cat dog tree stone house paper school market ocean planet energy garden window letter science history "
-    "because when where what which who why how many most some every other between through during before after"
-).split()
+_WORDS = ["the", "a", "of", "to", "and", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from", "it", "this", "be", "are", "which", "or", "an", "has", "have", "not", "but", "one", "model", "answer", "question", "option", "none", "above", "know", "water", "light", "river", "city", "music", "number", "small", "large", "first", "time", "people", "world", "year", "day", "way", "work", "part", "place", "case", "point", "government", "company", "system", "program", "group", "problem", "fact", "cat", "dog", "tree", "stone", "house", "paper", "school", "market", "ocean", "planet", "energy", "garden", "window", "letter", "science", "history", "because", "when", "where", "what", "which", "who", "why", "how", "many", "most", "some", "every", "other", "between", "through", "during", "before", "after"]
 
 
 def _training_text(seed: int = 0) -> list[str]:

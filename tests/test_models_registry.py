@@ -130,5 +130,7 @@ def test_registry_validation_errors(tmp_path):
 def test_entry_is_frozen():
     e = resolve("phi")
     assert isinstance(e, ModelEntry)
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         e.name = "other"  # type: ignore[misc]

@@ -29,15 +29,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from cpbench.models import ModelEntry
     from cpbench.recipes import Recipe
 
-__all__ = ["CalibrationSpec", "CalibrationSet", "CompressedCheckpoint", "compress", "sample", "versions"]
+__all__ = ["CalibrationSet", "CalibrationSpec", "CompressedCheckpoint", "compress", "sample", "versions"]
 
 
 @dataclass
 class CompressedCheckpoint:
     """Result of `compress`. `path` is None for the baseline and for load-time (bitsandbytes) recipes."""
 
-    entry: "ModelEntry"
-    recipe: "Recipe"
+    entry: ModelEntry
+    recipe: Recipe
     path: Path | None
     report: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
@@ -66,7 +66,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _base_report(entry: "ModelEntry", recipe: "Recipe", device: str) -> dict[str, Any]:
+def _base_report(entry: ModelEntry, recipe: Recipe, device: str) -> dict[str, Any]:
     return {
         "schema": "cpbench.compression/1",
         "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
@@ -78,8 +78,8 @@ def _base_report(entry: "ModelEntry", recipe: "Recipe", device: str) -> dict[str
 
 
 def compress(
-    entry: "ModelEntry | str",
-    recipe: "Recipe | str",
+    entry: ModelEntry | str,
+    recipe: Recipe | str,
     calibration: CalibrationSpec | None = None,
     device: str = "auto",
     *,
@@ -116,7 +116,8 @@ def compress(
     calib: CalibrationSet | None = None
     if needs_calibration(recipe):
         calib = sample(calibration or CalibrationSpec(), models.load_tokenizer(entry))
-    key = cache.cache_key(entry, recipe, calib)
+    compute_dtype = str(models.resolve_dtype(None, dev, entry)).removeprefix("torch.")
+    key = cache.cache_key(entry, recipe, calib, compute_dtype)
     hit = None if force else cache.lookup(key)
     if hit is not None:
         return CompressedCheckpoint(entry, recipe, hit, cache.read_report(hit), cached=True)
@@ -125,6 +126,7 @@ def compress(
     report["kind"] = recipe.kind
     report["cache_key"] = key.digest
     report["threads"] = threads
+    report["compute_dtype"] = compute_dtype
     report["calibration"] = calib.report() if calib is not None else None
     with cache.staging(key) as tmp:
         t0 = time.perf_counter()
@@ -144,7 +146,7 @@ def compress(
 
 
 def _run_recipe(
-    entry: "ModelEntry", recipe: "Recipe", calib: CalibrationSet | None, device: str, out: Path
+    entry: ModelEntry, recipe: Recipe, calib: CalibrationSet | None, device: str, out: Path
 ) -> dict[str, float]:
     """Load the base model, apply the recipe, save to `out` (model + tokenizer); return zeros per Linear before."""
     import torch

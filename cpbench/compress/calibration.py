@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,7 +102,7 @@ def _iter_documents(spec: CalibrationSpec, rng: np.random.Generator) -> tuple[It
             from datasets import load_dataset
 
             ds = load_dataset(name, config, split=spec.split)
-        except Exception as exc:  # datasets raises many types (network, missing config, ...)
+        except Exception as exc:  # noqa: BLE001 - datasets raises many types (network, missing config, ...)
             raise CpbenchError(f"calibration dataset {src!r} (split {spec.split!r}) cannot be loaded: {exc}") from None
         if spec.column not in ds.column_names:
             raise CpbenchError(f"calibration dataset {src!r} has no column {spec.column!r} (has {ds.column_names})")
@@ -130,7 +131,7 @@ def _iter_documents(spec: CalibrationSpec, rng: np.random.Generator) -> tuple[It
     return (docs[i] for i in order), {**detail, "documents": len(docs)}
 
 
-def _adds_bos(tokenizer: "PreTrainedTokenizerBase") -> bool:
+def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     bos = tokenizer.bos_token_id
     if bos is None:
         return False
@@ -138,7 +139,7 @@ def _adds_bos(tokenizer: "PreTrainedTokenizerBase") -> bool:
     return bool(ids) and ids[0] == bos
 
 
-def sample(spec: CalibrationSpec, tokenizer: "PreTrainedTokenizerBase") -> CalibrationSet:
+def sample(spec: CalibrationSpec, tokenizer: PreTrainedTokenizerBase) -> CalibrationSet:
     """Draw the calibration set described by `spec`, tokenized with `tokenizer` (deterministic given both)."""
     rng = np.random.default_rng(spec.seed)
     docs, detail = _iter_documents(spec, rng)

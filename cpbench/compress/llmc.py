@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from cpbench.errors import CpbenchError
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cpbench.recipes import Recipe
 
 
-def quantization_scheme(recipe: "Recipe") -> dict[str, Any]:
+def quantization_scheme(recipe: Recipe) -> dict[str, Any]:
     """The compressed-tensors scheme (weights / input_activations QuantizationArgs) the recipe asks for: a preset
     when `scheme` is named (with group_size/symmetric overrides), otherwise built from bits/group_size/act_bits."""
     from compressed_tensors.quantization import QuantizationArgs
@@ -63,7 +64,7 @@ def quantization_scheme(recipe: "Recipe") -> dict[str, Any]:
     return scheme
 
 
-def check_group_divisibility(model: Any, recipe: "Recipe") -> None:
+def check_group_divisibility(model: Any, recipe: Recipe) -> None:
     """Fail before calibrating when a targeted Linear's input columns are not a multiple of the group size,
     naming the group sizes that would fit (e.g. SmolLM2-135M has 576 columns: g64 fits, g128 does not)."""
     import math
@@ -90,7 +91,7 @@ def check_group_divisibility(model: Any, recipe: "Recipe") -> None:
     )
 
 
-def needs_calibration(recipe: "Recipe") -> bool:
+def needs_calibration(recipe: Recipe) -> bool:
     """Whether the result depends on calibration data (and so the cache key must include it)."""
     if recipe.kind != "llmcompressor":
         return False
@@ -107,7 +108,7 @@ def _prune_ignore(ignore: tuple[str, ...]) -> list[str]:
     return [p if p.startswith("re:") else rf"re:(.*\.)?{re.escape(p)}\.?$" for p in ignore]
 
 
-def build_modifiers(recipe: "Recipe") -> list[Any]:
+def build_modifiers(recipe: Recipe) -> list[Any]:
     """The llm-compressor modifier list for a recipe, in application order."""
     from compressed_tensors.quantization import QuantizationScheme
     from llmcompressor.modifiers.pruning import SparseGPTModifier, WandaPruningModifier
@@ -151,7 +152,7 @@ def cpu_pin_memory_guard() -> Iterator[bool]:
         return
     original = IntermediatesCache.pin_memory
 
-    def _no_pin(self, batch_index, input_names=None):  # noqa: ARG001 - same signature as the original
+    def _no_pin(self, batch_index, input_names=None):
         return None
 
     IntermediatesCache.pin_memory = _no_pin  # type: ignore[method-assign]
@@ -161,7 +162,7 @@ def cpu_pin_memory_guard() -> Iterator[bool]:
         IntermediatesCache.pin_memory = original  # type: ignore[method-assign]
 
 
-def run_oneshot(model: Any, tokenizer: Any, recipe: "Recipe", calib: "CalibrationSet | None", out: Path) -> None:
+def run_oneshot(model: Any, tokenizer: Any, recipe: Recipe, calib: CalibrationSet | None, out: Path) -> None:
     """Apply the recipe with `oneshot` and save the compressed checkpoint + tokenizer to `out`."""
     from llmcompressor import oneshot
 

@@ -8,7 +8,7 @@ classic magnitude baseline of SparseGPT/Wanda papers). N:M: in every group of M 
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -34,7 +34,7 @@ def target_linears(model: torch.nn.Module, ignore: Iterable[str] = ("lm_head",))
 def prune_unstructured_(weight: torch.Tensor, sparsity: float) -> None:
     """Zero the round(sparsity x numel) entries of smallest magnitude, in place (ties at the threshold broken by
     index). kthvalue + a mask is ~7x faster than a full argsort on CPU, which matters for 70B layers."""
-    k = int(round(sparsity * weight.numel()))
+    k = round(sparsity * weight.numel())
     if k <= 0:
         return
     flat = weight.view(-1)

