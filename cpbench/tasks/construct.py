@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
 from cpbench.errors import CpbenchError
-from cpbench.tasks.schema import CONTENT_LETTERS, FIXED_OPTIONS, LETTERS, Item, OriginalSource, TaskSpec
-from cpbench.tasks.schema import normalize_option
+from cpbench.tasks.schema import (
+    CONTENT_LETTERS,
+    FIXED_OPTIONS,
+    LETTERS,
+    Item,
+    OriginalSource,
+    TaskSpec,
+    normalize_option,
+)
 
 _FIXED_KEYS = {normalize_option(t) for t in FIXED_OPTIONS.values()}
 
@@ -66,7 +74,7 @@ def _one_line(value: Any) -> str:
     return "" if value is None else " ".join(str(value).split())
 
 
-def _label(value: Any, n_options: int) -> Optional[int]:
+def _label(value: Any, n_options: int) -> int | None:
     """0-based label from an int or a digit string (HellaSwag stores "0".."3"; unlabelled test rows have "")."""
     if isinstance(value, bool) or value is None:
         return None
@@ -85,7 +93,7 @@ def _column(columns: dict[str, list], name: str, where: str) -> list:
     return columns[name]
 
 
-def _option_problem(options: Sequence[str], exclude: Optional[re.Pattern]) -> Optional[str]:
+def _option_problem(options: Sequence[str], exclude: re.Pattern | None) -> str | None:
     """Why these content options cannot make an item, or None."""
     keys = [normalize_option(o) for o in options]
     if any(not k for k in keys):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -58,7 +59,7 @@ def read_records(path: Path) -> list[Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CpbenchError(f"{path}: cannot read item file ({exc.strerror or exc})") from None
-    except Exception as exc:  # pyarrow raises its own types for corrupt files
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types for corrupt files
         raise CpbenchError(f"{path}: not a readable Parquet file ({exc})") from None
     if suffix == ".jsonl":
         records = []
@@ -96,7 +97,7 @@ def _record(item: Item) -> dict[str, Any]:
     return rec
 
 
-def write_items(items: Sequence[Item], path: str | Path, provenance: Optional[dict[str, Any]] = None) -> Path:
+def write_items(items: Sequence[Item], path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
     """Write items atomically; the format follows the suffix. JSON is `{"provenance": ..., "items": [...]}`,
     Parquet keeps the provenance in the schema metadata, JSONL is one item per line (no provenance)."""
     path = Path(path)

@@ -22,8 +22,9 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from cpbench.errors import CpbenchError
 from cpbench.tasks.schema import LETTERS, Item, TaskSpec
@@ -59,19 +60,19 @@ def prompts_hash(prompts: Sequence[Prompt]) -> str:
     """One hash for a whole build (provenance key `prompts_hash`): ids and per-prompt hashes, in order."""
     h = hashlib.sha256()
     for p in prompts:
-        h.update(f"{p.item_id}\t{p.hash}\n".encode("utf-8"))
+        h.update(f"{p.item_id}\t{p.hash}\n".encode())
     return "sha256:" + h.hexdigest()
 
 
-def item_header(item: Item, context_label: Optional[str], context: Optional[str] = None) -> str:
+def item_header(item: Item, context_label: str | None, context: str | None = None) -> str:
     """`Context: ...\\nQuestion: ...\\n` (or just the question line for QA)."""
     ctx = item.context if context is None else context
     head = f"{context_label}: {ctx}\n" if context_label else ""
     return head + f"Question: {item.question}\n"
 
 
-def format_item(item: Item, context_label: Optional[str], with_answer: bool = False,
-                context: Optional[str] = None) -> str:
+def format_item(item: Item, context_label: str | None, with_answer: bool = False,
+                context: str | None = None) -> str:
     """One item in Ye et al.'s format; a demonstration (`with_answer`) ends with ` {answer}\\n`."""
     text = item_header(item, context_label, context) + "Choices:\n"
     text += "".join(f"{letter}. {item.choices[letter]}\n" for letter in LETTERS)
@@ -79,7 +80,7 @@ def format_item(item: Item, context_label: Optional[str], with_answer: bool = Fa
     return (text + f" {item.answer}\n") if with_answer else text
 
 
-def cloze_context(item: Item, context_label: Optional[str], context: Optional[str] = None) -> str:
+def cloze_context(item: Item, context_label: str | None, context: str | None = None) -> str:
     return item_header(item, context_label, context) + "Answer:"
 
 
@@ -123,13 +124,13 @@ class _ChatRenderer:
         probe = self.full(_SENTINEL)
         at = probe.find(_SENTINEL)
         self.parts = (probe[:at], probe[at + len(_SENTINEL):]) if at >= 0 else None
-        self.splice_ok: Optional[bool] = None if self.parts else False
+        self.splice_ok: bool | None = None if self.parts else False
 
     def full(self, content: str) -> str:
         try:
             out = self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
                                                      add_generation_prompt=True)
-        except Exception as exc:  # no template, template error: one line
+        except Exception as exc:  # noqa: BLE001 - no template, template error: one line
             raise CpbenchError(f"chat v1 needs a tokenizer with a chat template ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else ''}); use chat v2 or none") from None
         if not isinstance(out, str):
@@ -228,7 +229,7 @@ def _fit(item: Item, spec: TaskSpec, head: str, demo_texts: list[str], demo_coun
 
 
 def build_prompts(spec: TaskSpec, items: Sequence[Item], method: str = "base", shots: int = 0, chat: str = "none",
-                  tokenizer: Any = None, max_tokens: Optional[int] = None) -> list[Prompt]:
+                  tokenizer: Any = None, max_tokens: int | None = None) -> list[Prompt]:
     """Prompts for the evaluation items (demonstrations and `exclude_from_evaluation` ids left out).
 
     With `tokenizer` and `max_tokens`, a prompt over budget loses its oldest demonstrations first, then the left of

@@ -10,10 +10,19 @@ from __future__ import annotations
 import difflib
 import re
 import typing
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt, StrictStr, ValidationError
-from pydantic import field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E", "F")
 CONTENT_LETTERS: tuple[str, ...] = LETTERS[:4]
@@ -32,7 +41,7 @@ class Item(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: Union[StrictInt, StrictStr] = Field(description="kept as given (Ye et al.'s files use int positions)")
+    id: StrictInt | StrictStr = Field(description="kept as given (Ye et al.'s files use int positions)")
     source: str = Field(default="", description="source label, e.g. MMLU; informational")
     context: str = Field(default="", description="passage, dialogue or document; empty for QA")
     question: str
@@ -57,7 +66,7 @@ class Item(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _six_options(self) -> "Item":
+    def _six_options(self) -> Item:
         keys = list(self.choices)
         if sorted(keys) != list(LETTERS):
             raise ValueError(f"choices: letters must be exactly A-F, got {keys}")
@@ -95,20 +104,20 @@ class PreparedSource(_Strict):
 
     repo: str = Field(description="Hugging Face dataset repo, e.g. ErikYip/LLM-Uncertainty-Bench")
     file: str = Field(description="file name in the repo, e.g. mmlu_10k.json")
-    revision: Optional[str] = Field(default=None, description="commit or branch; None = the repo's default branch")
+    revision: str | None = Field(default=None, description="commit or branch; None = the repo's default branch")
 
 
 class FieldMap(_Strict):
     """Which columns of the original dataset feed which item field."""
 
-    context: Optional[str] = None
-    question: Optional[str] = None
-    choices: Optional[Union[str, list[str]]] = Field(
+    context: str | None = None
+    question: str | None = None
+    choices: str | list[str] | None = Field(
         default=None, description="one list column (MMLU `choices`) or one column per option (CosmosQA answer0..3)"
     )
-    label: Optional[str] = Field(default=None, description="column holding the 0-based index of the right option")
-    right: Optional[str] = Field(default=None, description="HaluEval: the right response/summary column")
-    hallucinated: Optional[str] = Field(default=None, description="HaluEval: the hallucinated response/summary column")
+    label: str | None = Field(default=None, description="column holding the 0-based index of the right option")
+    right: str | None = Field(default=None, description="HaluEval: the right response/summary column")
+    hallucinated: str | None = Field(default=None, description="HaluEval: the hallucinated response/summary column")
     meta: list[str] = Field(default_factory=list, description="columns copied into item.meta (e.g. MMLU subject)")
 
 
@@ -119,18 +128,18 @@ class OriginalSource(_Strict):
         description="choices: four given options and a label; halueval: right + hallucinated + two drawn from other items"
     )
     path: str = Field(description="Hugging Face dataset id (or a local directory in the same layout)")
-    config: Optional[str] = None
+    config: str | None = None
     splits: list[str] = Field(min_length=1)
-    revision: Optional[str] = None
+    revision: str | None = None
     fields: FieldMap
-    question_text: Optional[str] = Field(default=None, description="fixed question when the dataset has no question")
+    question_text: str | None = Field(default=None, description="fixed question when the dataset has no question")
     clean: Literal["none", "hellaswag"] = Field(default="none", description="text clean-up of WikiHow markup")
-    exclude_options_matching: Optional[str] = Field(
+    exclude_options_matching: str | None = Field(
         default=None, description="regex (searched case-insensitively); rows with a content option matching it are dropped"
     )
 
     @model_validator(mode="after")
-    def _fields_for_kind(self) -> "OriginalSource":
+    def _fields_for_kind(self) -> OriginalSource:
         need = ("choices", "label") if self.kind == "choices" else ("right", "hallucinated")
         for name in need:
             if getattr(self.fields, name) is None:
@@ -150,13 +159,13 @@ class OriginalSource(_Strict):
 
 
 class Demonstrations(_Strict):
-    ids: list[Union[StrictInt, StrictStr]] = Field(description="ids of the few-shot demonstrations, in prompt order")
-    exclude_from_evaluation: list[Union[StrictInt, StrictStr]] = Field(
+    ids: list[StrictInt | StrictStr] = Field(description="ids of the few-shot demonstrations, in prompt order")
+    exclude_from_evaluation: list[StrictInt | StrictStr] = Field(
         description="ids never evaluated (Ye et al.: 1,3,5,7,9 for every task, whatever the shots)"
     )
 
     @model_validator(mode="after")
-    def _demos_not_evaluated(self) -> "Demonstrations":
+    def _demos_not_evaluated(self) -> Demonstrations:
         excluded = {str(i) for i in self.exclude_from_evaluation}
         leaked = [i for i in self.ids if str(i) not in excluded]
         if leaked:
@@ -195,7 +204,7 @@ class TaskSpec(_Strict):
     title: str
     description: str = ""
     source_label: str = Field(description="Ye et al.'s `source` value, e.g. MMLU; set on items built from originals")
-    context_label: Optional[Literal["Context", "Dialogue", "Document"]] = Field(
+    context_label: Literal["Context", "Dialogue", "Document"] | None = Field(
         description="header of the item's context line; null for QA (question only)"
     )
     count: int = Field(ge=1, description="items built from the original (at most; fewer if fewer valid rows)")
@@ -206,10 +215,10 @@ class TaskSpec(_Strict):
     demonstrations: Demonstrations
     prompts: PromptTexts
 
-    _path: Optional[str] = PrivateAttr(default=None)
+    _path: str | None = PrivateAttr(default=None)
 
     @property
-    def path(self) -> Optional[str]:
+    def path(self) -> str | None:
         """The YAML file this spec was loaded from (None when built in code)."""
         return self._path
 
@@ -218,7 +227,7 @@ class TaskSpec(_Strict):
 # One-line error messages
 
 
-def _model_at(model: type[BaseModel], loc: tuple) -> Optional[type[BaseModel]]:
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The pydantic model class that owns the field at `loc` (for did-you-mean on unknown keys)."""
     current: Any = model
     for part in loc:
@@ -247,8 +256,7 @@ def explain_validation_error(exc: ValidationError, model: type[BaseModel], where
     err = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     loc = tuple(err.get("loc", ()))
     msg = str(err.get("msg", "invalid"))
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+    msg = msg.removeprefix("Value error, ")
     if err.get("type") == "extra_forbidden":
         owner = _model_at(model, loc[:-1])
         key = str(loc[-1])

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from cpbench.errors import CpbenchError
 from cpbench.tasks.construct import BuildReport, construct_items
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 NAMED_SOURCES = ("samples", "prepared", "original")
 
 
-def load_items(spec: TaskSpec, source: Union[str, Path] = "samples", limit: Optional[int] = None, *,
-               original_path: Optional[str] = None, cache_dir: Optional[str] = None) -> list[Item]:
+def load_items(spec: TaskSpec, source: str | Path = "samples", limit: int | None = None, *,
+               original_path: str | None = None, cache_dir: str | None = None) -> list[Item]:
     """Items of a task from `samples`, `prepared`, `original` or a local file path (first `limit` items if given).
 
     `original_path` replaces the hub id of the original dataset (a local copy in the same layout);
@@ -55,7 +55,7 @@ def load_items(spec: TaskSpec, source: Union[str, Path] = "samples", limit: Opti
     return items
 
 
-def load_prepared(spec: TaskSpec, cache_dir: Optional[str] = None) -> list[Item]:
+def load_prepared(spec: TaskSpec, cache_dir: str | None = None) -> list[Item]:
     """Ye et al.'s prepared file for this task, as published (extra keys are kept in `item.meta`)."""
     prep = spec.prepared
     where = f"{prep.repo}/{prep.file}" + (f"@{prep.revision}" if prep.revision else "")
@@ -66,7 +66,7 @@ def load_prepared(spec: TaskSpec, cache_dir: Optional[str] = None) -> list[Item]
     try:
         local = hf_hub_download(repo_id=prep.repo, filename=prep.file, repo_type="dataset",
                                 revision=prep.revision, cache_dir=cache_dir)
-    except Exception as exc:  # offline, missing file, auth: one line either way
+    except Exception as exc:  # noqa: BLE001 - offline, missing file, auth: one line either way
         raise CpbenchError(f"cannot download prepared file {where} ({type(exc).__name__}: "
                            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); offline, use --data PATH "
                            f"with a local copy") from None
@@ -80,7 +80,7 @@ def load_prepared(spec: TaskSpec, cache_dir: Optional[str] = None) -> list[Item]
     return items_from_records(records, where, extra_to_meta=True)
 
 
-def _load_split(path: str, config: Optional[str], split: str, revision: Optional[str], cache_dir: Optional[str]):
+def _load_split(path: str, config: str | None, split: str, revision: str | None, cache_dir: str | None):
     import datasets
 
     try:
@@ -94,8 +94,8 @@ def _load_split(path: str, config: Optional[str], split: str, revision: Optional
         raise
 
 
-def load_original(spec: TaskSpec, original_path: Optional[str] = None,
-                  cache_dir: Optional[str] = None) -> tuple[list[Item], BuildReport]:
+def load_original(spec: TaskSpec, original_path: str | None = None,
+                  cache_dir: str | None = None) -> tuple[list[Item], BuildReport]:
     """Build the task's items from the original dataset (all configured splits, seeded construction)."""
     src = spec.original
     path = original_path or src.path
@@ -110,7 +110,7 @@ def load_original(spec: TaskSpec, original_path: Optional[str] = None,
             ds = _load_split(path, src.config, split, src.revision, cache_dir)
         except CpbenchError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any load failure becomes one line
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CpbenchError(f"cannot load original dataset {path!r} (config {src.config!r}, split {split!r}): "
                                f"{first}") from None
@@ -125,7 +125,7 @@ def load_original(spec: TaskSpec, original_path: Optional[str] = None,
     return construct_items(spec, columns, origin, where=path)
 
 
-def data_tag(source: Union[str, Path]) -> str:
+def data_tag(source: str | Path) -> str:
     """The `data` field of a run key: samples / prepared / original, or file:<sha256 prefix> of a local file."""
     if str(source) in NAMED_SOURCES:
         return str(source)
@@ -136,7 +136,7 @@ def data_tag(source: Union[str, Path]) -> str:
     return f"file:{h.hexdigest()[:12]}"
 
 
-def source_provenance(spec: TaskSpec, source: Union[str, Path]) -> dict[str, Any]:
+def source_provenance(spec: TaskSpec, source: str | Path) -> dict[str, Any]:
     """What to record about where the items came from (for artifacts and built item files)."""
     out: dict[str, Any] = {"task": spec.name, "data": data_tag(source), "sample_data": str(source) == "samples"}
     if source == "prepared":

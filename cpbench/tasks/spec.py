@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Optional
 
 import yaml
 from pydantic import ValidationError
@@ -21,7 +20,7 @@ def tasks_dir() -> Path:
     return data_dir("tasks")
 
 
-def list_tasks(root: Optional[Path] = None) -> list[str]:
+def list_tasks(root: Path | None = None) -> list[str]:
     """Names of the task definitions (files `tasks/*.yaml`; names starting with `_` are not tasks)."""
     root = Path(root) if root is not None else tasks_dir()
     names = [p.stem for p in root.glob("*.yaml") if not p.stem.startswith("_")]
@@ -53,7 +52,7 @@ def load_task_file(path: str | Path) -> TaskSpec:
     return spec
 
 
-def load_task(name: str, root: Optional[Path] = None) -> TaskSpec:
+def load_task(name: str, root: Path | None = None) -> TaskSpec:
     """The task called `name` (`tasks/<name>.yaml`), validated; unknown names get a did-you-mean."""
     root = Path(root) if root is not None else tasks_dir()
     path = root / f"{name}.yaml"
