@@ -83,7 +83,8 @@ def worker(args: argparse.Namespace) -> None:
             for i, p in enumerate(ps):
                 pairs = ([(p.text, " " + L) for L in LETTERS] if args.mode == "letter"
                          else [(p.cloze_context, " " + o) for o in p.options])  # fmt: skip
-                reqs += [Instance("loglikelihood", {}, pair, 6 * i + j, ("bench", i, 1)) for j, pair in enumerate(pairs)]
+                reqs += [Instance("loglikelihood", {}, pair, 6 * i + j, ("bench", i, 1))
+                         for j, pair in enumerate(pairs)]  # fmt: skip
             out = lm.loglikelihood(reqs, disable_tqdm=True)
             return np.array([ll for ll, _ in out], dtype=np.float64).reshape(len(ps), 6)
 

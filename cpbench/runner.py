@@ -8,9 +8,9 @@ scored into a logits artifact and analysed into a result record:
 
 The artifacts live in the results tree, next to the records they produced, so a results directory is self-contained
 (ship it, re-analyse it with another protocol, without a GPU). They double as the score cache: a rerun reuses an
-artifact when its provenance matches the cell exactly (ScoreKey, prompts hash, weights id, dtype); anything else is
-rescored. Unfinished scoring lives in chunk files under `cache_dir()/scores` until the artifact is written, so an
-interrupted run resumes where it stopped. Compressed checkpoints are cached by cpbench.compress.
+artifact when its provenance matches the cell exactly (ScoreKey, prompts hash, weights id, device type); anything
+else is rescored. Unfinished scoring lives in chunk files under `cache_dir()/scores` until the artifact is written,
+so an interrupted run resumes where it stopped. Compressed checkpoints are cached by cpbench.compress.
 
 Models are loaded one at a time (baseline, then each recipe) and freed before the next. Recipes that cannot run on
 the device (bitsandbytes, or `requires: cuda`) are skipped with the reason printed when they come from a suite, and
@@ -185,8 +185,9 @@ def artifact_path(results: Path, key: ScoreKey) -> Path:
     return Path(results) / _safe(key.model) / _safe(key.recipe) / "artifacts" / f"{key.slug()}.parquet"
 
 
-def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, dtype: str) -> bool:
-    """A stored artifact is reused only when it was produced for exactly this cell, inputs and weights."""
+def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, device: str) -> bool:
+    """A stored artifact is reused only when it was produced for exactly this cell, inputs and weights, on the same
+    kind of device (which fixes the dtype: fp32 on CPU, the model's bf16/fp16 on GPU)."""
     from cpbench.artifact import LogitsArtifact
 
     if not path.is_file():
@@ -199,7 +200,7 @@ def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, dtype: st
         prov.get("run_key") == key.model_dump()
         and prov.get("prompts_hash") == p_hash
         and prov.get("weights_id") == weights_id
-        and prov.get("dtype") == dtype
+        and str(prov.get("device", "")).split(":")[0] == device.split(":")[0]
     )
 
 
@@ -247,8 +248,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     from cpbench.analyze import analyze_artifact
     from cpbench.artifact import LogitsArtifact
     from cpbench.compress import compress
-    from cpbench.scoring.score import score_prompts
-    from cpbench.tasks import build_prompts, data_tag, load_items, load_task, prompts_hash
+    from cpbench.scoring.score import model_fingerprint, score_prompts
+    from cpbench.tasks import build_prompts, data_tag, load_items, load_task, prompts_hash, source_provenance
 
     t0 = time.perf_counter()
     entry = models.resolve(plan.model)
@@ -262,7 +263,9 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     if plan.scoring == "cloze" and (len(plan.prompts) > 1 or plan.prompts != ["base"] or plan.shots):
         # Cloze reads Prompt.cloze_context: the item alone, without instruction or demonstrations.
         scoring_prompts, shots = ["base"], 0
-        notes.append("cloze scoring reads the item alone (no instruction, no demonstrations): scored prompt 'base', 0 shots")
+        notes.append(
+            "cloze scoring reads the item alone (no instruction, no demonstrations): scored prompt 'base', 0 shots"
+        )
     echo(f"cpbench run: model {entry.name} ({entry.source}), device {device} ({dtype}, {threads} thread(s)), "
          f"recipes {', '.join(plan.recipes)}, tasks {', '.join(plan.tasks)}, {plan.scoring} scoring, "
          f"data {plan.data}" + (f", limit {plan.limit}" if plan.limit else ""))  # fmt: skip
@@ -272,11 +275,14 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     if plan.chat == "v1":
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(models.model_dir(entry), trust_remote_code=entry.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(models.model_dir(entry), trust_remote_code=entry.trust_remote_code,
+                                                  **({"revision": entry.revision} if entry.source == "hub" else {}))
     tag = data_tag(plan.data)
     jobs: list[tuple[str, str, list[Any]]] = []
+    data_prov: dict[str, dict[str, Any]] = {}
     for task in plan.tasks:
         spec = load_task(task)
+        data_prov[task] = source_provenance(spec, plan.data)
         items = load_items(spec, plan.data)  # all of them: the demonstrations must be there even with --limit
         for method in scoring_prompts:
             prompts = build_prompts(spec, items, method=method, shots=shots, chat=plan.chat, tokenizer=tokenizer)
@@ -308,12 +314,13 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
             key = ScoreKey(model=entry.key, recipe=recipe.name, task=task, prompt=method, shots=shots, chat=plan.chat,
                            scoring=plan.scoring, data=tag)  # fmt: skip
             path = artifact_path(plan.results, key)
-            reuse = not plan.force and _reusable(path, key, prompts_hash(prompts), weights_id, dtype)
+            reuse = not plan.force and _reusable(path, key, prompts_hash(prompts), weights_id, device)
             todo.append((key, path, prompts, reuse))
-        model = tok = None
+        model = tok = model_hash = None
         if not all(reuse for *_, reuse in todo):
             tl = time.perf_counter()
             model, tok = ckpt.load(device)
+            model_hash = model_fingerprint(model)  # once per model, not per cell
             echo(f"[{recipe.name}] model loaded ({time.perf_counter() - tl:.1f} s)")
         provenance = {
             **entry.provenance(),
@@ -329,8 +336,10 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
             if reuse:
                 echo(f"[{recipe.name}] {key.task}/{key.prompt}: artifact reused ({path})")
             else:
+                cell_prov = {**provenance, "data_source": data_prov[key.task], "limit": plan.limit}
                 score_prompts(model, tok, prompts, key, batch_size=plan.batch_size, chunk_size=plan.chunk_size,
-                              provenance=provenance, out_path=path, progress=progress)  # fmt: skip
+                              provenance=cell_prov, model_hash=model_hash, out_path=path,
+                              progress=progress)  # fmt: skip
             artifact = LogitsArtifact.load(path)  # reload: verifies the content hash and sets the source path
             record = analyze_artifact(artifact, plan.analysis, input_path=str(path))
             result_path = store.write_result(record, plan.results)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scoring_fixtures import ForwardCounter, make_prompts, reference_cloze, tiny
 
 from cpbench.errors import CpbenchError
-from cpbench.scoring.cloze import ClozeScorer, encode_pair, length_groups
+from cpbench.scoring.cloze import ClozeScorer, encode_cloze, encode_pair, length_groups
 
 
 def _score(model, tok, prompts, batch_size):
@@ -115,3 +115,12 @@ def test_encode_pair_moves_trailing_space_to_the_continuation():
     assert ctx + cont == tok("Question: where is the river?\nAnswer: water")["input_ids"]
     with pytest.raises(CpbenchError):
         encode_pair(tok, "", "water")
+
+
+def test_batched_encoding_equals_encode_pair():
+    _, tok = tiny()
+    prompts = make_prompts(5, shots=0)
+    prompts[0] = dataclasses.replace(prompts[0], cloze_context=prompts[0].cloze_context + " ")  # trailing space
+    for p, item in zip(prompts, encode_cloze(tok, prompts)):
+        for option, cont in zip(p.options, item.conts):
+            assert (item.ctx, cont) == tuple(encode_pair(tok, p.cloze_context, " " + option))

@@ -1,4 +1,4 @@
-"""Letter scoring: batched, length-sorted, prefix-KV-cached forward passes equal Ye et al.'s one-prompt-at-a-time loop."""
+"""Letter scoring: batched, length-sorted, prefix-KV-cached forward passes equal Ye et al.'s one-prompt loop."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_plan_prefix_caches_only_shared_tokens_and_saves_the_most(prefix, tails)
     idx = np.arange(len(full))
     plan = plan_prefix(prefix, full, idx)
     m = plan.cached_tokens
-    assert sorted(np.concatenate([plan.members, plan.fallback]).tolist()) == (idx.tolist() if m else plan.fallback.tolist())
+    covered = sorted(np.concatenate([plan.members, plan.fallback]).tolist())
+    assert covered == (idx.tolist() if m else plan.fallback.tolist())
     for i in plan.members:
         assert full[i][:m] == prefix[:m]  # the cached tokens are exactly the prompt's own first tokens
         assert len(full[i]) > m  # at least one token left to read logits from

@@ -34,7 +34,8 @@ def test_artifact_carries_design_provenance_and_round_trips(tmp_path, scoring):
     assert prov["dtype"] == "float32" and prov["device"] == "cpu" and prov["batch_size"] == 3
     assert prov["prompts_hash"] == prompts_hash(prompts) and prov["sample_data"] is True
     assert prov["notes"][0] == "from the caller"
-    assert set(prov["versions"]) == {"python", "torch", "transformers", "llmcompressor", "compressed_tensors", "cpbench"}
+    assert set(prov["versions"]) == {"python", "torch", "transformers", "llmcompressor", "compressed_tensors",
+                                     "cpbench"}  # fmt: skip
     assert art.ids == [p.item_id for p in prompts] and art.labels.tolist() == [p.label for p in prompts]
     assert art.prompt_hashes == [p.hash for p in prompts]
     if scoring == "letter":

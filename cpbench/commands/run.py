@@ -35,7 +35,9 @@ def register(app: typer.Typer) -> None:
         prompts: Optional[str] = typer.Option(None, "--prompts", metavar="base,shared,task", help="Prompt methods."),
         shots: Optional[int] = typer.Option(None, "--shots", metavar="K", help="Demonstrations per prompt (0-5)."),
         chat: Optional[str] = typer.Option(None, "--chat", metavar="none|v1|v2", help="Chat template mode."),
-        limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="First N evaluated items per task (demonstrations excluded)."),
+        limit: Optional[int] = typer.Option(
+            None, "--limit", metavar="N", help="First N evaluated items per task (demonstrations excluded)."
+        ),
         device: Optional[str] = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="Where to run."),
         scoring: Optional[str] = typer.Option(
             None, "--scoring", metavar="letter|cloze",

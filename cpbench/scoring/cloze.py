@@ -52,15 +52,29 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     return ctx, whole[len(ctx) :]
 
 
-def encode_cloze(tokenizer: Any, prompt: Any) -> ClozeItem:
-    pairs = [encode_pair(tokenizer, prompt.cloze_context, DELIMITER + str(o)) for o in prompt.options]
-    ctxs = {tuple(c) for c, _ in pairs}
-    if len(ctxs) != 1:  # cannot happen: ctx is tokenized from the same string each time
-        raise CpbenchError(f"item {prompt.item_id}: context tokenized differently across options")
-    for j, (_, cont) in enumerate(pairs):
-        if not cont:
-            raise CpbenchError(f"item {prompt.item_id}: option {j} has an empty continuation for cloze scoring")
-    return ClozeItem(ctx=pairs[0][0], conts=[c for _, c in pairs])
+def encode_cloze(tokenizer: Any, prompts: Sequence[Any]) -> list[ClozeItem]:
+    """`encode_pair` for every (prompt, option), with two batched tokenizer calls instead of 2 x K per prompt."""
+    contexts, wholes = [], []
+    for p in prompts:
+        if not p.cloze_context:
+            raise CpbenchError(f"item {p.item_id}: cloze scoring needs a non-empty context")
+        n_spaces = len(p.cloze_context) - len(p.cloze_context.rstrip())
+        head = p.cloze_context[: len(p.cloze_context) - n_spaces]
+        contexts.append(head)
+        wholes.extend(p.cloze_context + DELIMITER + str(o) for o in p.options)
+    if not prompts:
+        return []
+    ctx_ids = tokenizer(contexts)["input_ids"]
+    whole_ids = tokenizer(wholes)["input_ids"]
+    items, at = [], 0
+    for p, ctx in zip(prompts, ctx_ids):
+        conts = [list(whole_ids[at + j][len(ctx) :]) for j in range(len(p.options))]
+        at += len(p.options)
+        for j, cont in enumerate(conts):
+            if not cont:
+                raise CpbenchError(f"item {p.item_id}: option {j} has an empty continuation for cloze scoring")
+        items.append(ClozeItem(ctx=list(ctx), conts=conts))
+    return items
 
 
 class ClozeScorer:
@@ -69,7 +83,7 @@ class ClozeScorer:
     def __init__(self, model: Any, tokenizer: Any, prompts: Sequence[Any], *, batch_size: int):
         self.model = model
         self.device = next(model.parameters()).device
-        self.items = [encode_cloze(tokenizer, p) for p in prompts]
+        self.items = encode_cloze(tokenizer, prompts)
         self.batch_size = max(1, int(batch_size))
         self.pad_id = pad_token_id(tokenizer)
         self._keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}

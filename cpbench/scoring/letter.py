@@ -91,7 +91,7 @@ class LetterWork:
 
 
 def plan_letter_work(tokenizer: Any, model: Any, prompts: Sequence[Any], use_prefix_cache: bool = True) -> LetterWork:
-    full_ids = [list(tokenizer(p.text)["input_ids"]) for p in prompts]
+    full_ids = [list(x) for x in tokenizer([p.text for p in prompts])["input_ids"]] if prompts else []
     n = len(prompts)
     group = np.full(n, -1, dtype=np.int64)
     work = LetterWork(full_ids=full_ids, group=group, prefixes=[])

@@ -145,9 +145,8 @@ def score_prompts(
     """
     import torch
 
-    from cpbench.scoring.chunks import ChunkStore, run_chunked
-
     from cpbench.models import configure_threads
+    from cpbench.scoring.chunks import ChunkStore, run_chunked
     from cpbench.tasks.prompts import prompts_hash
 
     letters = _validate(prompts, key)
@@ -213,7 +212,8 @@ def score_prompts(
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(ids), desc=f"{key.task}/{key.prompt}/{key.scoring}", unit="item", disable=None if progress else True)
+    desc = f"{key.recipe} {key.task}/{key.prompt}/{key.scoring}"
+    bar = tqdm(total=len(ids), desc=desc, unit="item", disable=None if progress else True)  # None: off when not a tty
     t0 = time.perf_counter()
     try:
         with torch.inference_mode():

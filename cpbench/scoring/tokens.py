@@ -48,7 +48,8 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 
 
 def form_for(texts: Sequence[str]) -> Form:
-    """Plain prompts end in `Answer:` (letter follows a space); chat prompts end in the generation prompt (a newline)."""
+    """Plain prompts end in `Answer:` (the letter follows a space); chat prompts end in the generation prompt
+    (a newline, so the bare letter follows)."""
     ends_ws = {t[-1:].isspace() for t in texts if t}
     if len(ends_ws) > 1:
         raise CpbenchError("some prompts end in whitespace and some do not; cannot pick one set of option token ids")
