@@ -166,8 +166,12 @@ class LogitsArtifact:
             raise CpbenchError(f"{p}: not a cpbench logits artifact (no 'cpbench' header in the Parquet metadata)")
         try:
             header = json.loads(meta[_META_KEY])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, UnicodeDecodeError):
             raise CpbenchError(f"{p}: corrupt cpbench header") from None
+        if not isinstance(header, dict):
+            raise CpbenchError(f"{p}: corrupt cpbench header (a JSON {type(header).__name__}, not an object)")
+        if not isinstance(header.get("provenance", {}), dict) or not isinstance(header.get("letters", []), list):
+            raise CpbenchError(f"{p}: corrupt cpbench header ('provenance' must be an object, 'letters' a list)")
         if header.get("format") != FORMAT:
             raise CpbenchError(f"{p}: unsupported artifact format {header.get('format')!r} (expected {FORMAT})")
         missing = {"id", "label", "logits"} - set(table.column_names)

@@ -9,22 +9,37 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from cpbench.errors import CpbenchError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it over `path` only if the block succeeds."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():  # os.replace would fail only after the work is done
+        raise CpbenchError(f"{target}: is a directory, expected a file path to write")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:  # parent is a file, read-only directory, ...: the user's output path is unusable
+        raise CpbenchError(f"{target}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     try:
         yield Path(tmp)
         with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
             os.fsync(fh.fileno())
+        # mkstemp creates 0600; published results get the usual permissions (0666 minus the umask).
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

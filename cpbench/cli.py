@@ -17,6 +17,17 @@ import typer
 from cpbench import __version__
 from cpbench.errors import CpbenchError
 
+# typer >= 0.22 vendors click as `typer._click` and raises its own exception classes, which are not click's: catch
+# both, or a usage error (`--alpha abc`, a missing argument, bare `cpbench`) escapes `main` as a traceback.
+try:
+    from typer._click import exceptions as _typer_click
+except ImportError:  # older typer: plain click
+    _typer_click = click.exceptions
+_USAGE_ERRORS = (click.exceptions.ClickException, _typer_click.ClickException)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
+_INTERRUPTED = "cpbench: interrupted; finished results are kept, rerun the same command to resume"
+
 app = typer.Typer(
     name="cpbench",
     help="Does compression preserve an LLM's ability to know what it doesn't know? Split conformal prediction "
@@ -67,14 +78,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     except CpbenchError as exc:
         print(f"cpbench: error: {exc}", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         return exc.exit_code
-    except click.exceptions.ClickException as exc:  # usage errors: click's own message, exit 2
-        exc.show()
+    except _USAGE_ERRORS as exc:  # usage errors: click's message on one line, exit 2
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `cpbench` / `cpbench tasks`: the help, not an error
+            if exc.format_message().strip():
+                typer.echo(exc.format_message())
+            return 0
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"cpbench: error: {' '.join(exc.format_message().split())}{hint}", file=sys.stderr)
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        print("cpbench: interrupted; finished results are kept, rerun the same command to resume", file=sys.stderr)
+    except _ABORTS:
+        print(_INTERRUPTED, file=sys.stderr)
         return 130
+    if rv == 130:  # typer turns KeyboardInterrupt into Exit(130), returned as the value in non-standalone mode
+        print(_INTERRUPTED, file=sys.stderr)
     return rv if isinstance(rv, int) else 0
 
 

@@ -40,7 +40,7 @@ class Limits:
     allow_missing: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_set_size_increase is not None and self.max_set_size_increase < 0:
+        if self.max_set_size_increase is not None and not self.max_set_size_increase >= 0:  # NaN too: it passes all
             raise CpbenchError(f"--max-set-size-increase must be >= 0, got {self.max_set_size_increase}")
         if self.min_coverage is not None and not 0.0 <= self.min_coverage <= 1.0:
             raise CpbenchError(f"--min-coverage must be in [0, 1], got {self.min_coverage}")

@@ -183,8 +183,12 @@ def _load_registry_cached(path: str, _mtime: int) -> ModelRegistry:
         raise CpbenchError(f"{p}: model registry not found")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise CpbenchError(f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CpbenchError(f"{p}: expected a YAML mapping with a 'models' list, got a {type(raw).__name__}")
+    if not isinstance(raw.get("models") or [], list) or not all(isinstance(f, dict) for f in raw.get("models") or []):
+        raise CpbenchError(f"{p}: 'models' must be a list of mappings, one per model")
     if set(raw) - {"models"}:
         raise CpbenchError(f"{p}: unknown top-level key(s) {sorted(set(raw) - {'models'})}; expected 'models'")
     allowed = [f for f in ModelEntry.model_fields if f not in ("source", "gguf_file")]

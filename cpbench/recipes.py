@@ -243,9 +243,15 @@ def _load_registry_cached(path: str, _mtime: int) -> RecipeRegistry:
         raise CpbenchError(f"{p}: recipe registry not found")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise CpbenchError(f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CpbenchError(f"{p}: expected a YAML mapping with 'recipes' and 'sweeps', got a {type(raw).__name__}")
     _unknown_key_hint(raw, ("recipes", "sweeps"), str(p))
+    for section in ("recipes", "sweeps"):
+        body = raw.get(section) or {}
+        if not isinstance(body, dict) or not all(isinstance(v, (dict, type(None))) for v in body.values()):
+            raise CpbenchError(f"{p}: '{section}' must be a mapping of name -> mapping of fields")
     recipes: dict[str, Recipe] = {}
     for name, fields in (raw.get("recipes") or {}).items():
         fields = dict(fields or {})

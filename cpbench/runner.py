@@ -168,6 +168,15 @@ def _normalise(plan: RunPlan) -> None:
         raise CpbenchError(f"unknown scoring {plan.scoring!r} (use letter or cloze)")
     if plan.shots < 0:
         raise CpbenchError(f"--shots must be >= 0, got {plan.shots}")
+    if plan.chat not in ("none", "v1", "v2"):
+        raise CpbenchError(f"unknown chat mode {plan.chat!r} (use none, v1 or v2)")
+    if plan.limit is not None and plan.limit < 1:  # 0 would mean "all items" and -1 "all but one" in a slice
+        raise CpbenchError(f"--limit must be >= 1, got {plan.limit}")
+    if plan.results.exists() and not plan.results.is_dir():
+        raise CpbenchError(f"--results {plan.results}: is a file, expected a directory")
+    from cpbench.tasks import data_tag
+
+    data_tag(plan.data)  # a missing --data file fails now, not after the model is loaded
     if plan.batch_size is not None and plan.batch_size < 1:
         raise CpbenchError(f"--batch-size must be >= 1, got {plan.batch_size}")
     if plan.chunk_size < 1:

@@ -44,11 +44,16 @@ def _raw(path: str | Path | None) -> dict:
         raise CpbenchError(f"{p}: suite file not found")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise CpbenchError(f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CpbenchError(f"{p}: expected a YAML mapping with 'suites', got a {type(raw).__name__}")
     if set(raw) - {"suites"}:
         raise CpbenchError(f"{p}: unknown top-level key(s) {sorted(set(raw) - {'suites'})}; expected 'suites'")
-    return raw.get("suites") or {}
+    suites = raw.get("suites") or {}
+    if not isinstance(suites, dict) or not all(isinstance(v, (dict, type(None))) for v in suites.values()):
+        raise CpbenchError(f"{p}: 'suites' must be a mapping of suite name -> mapping of settings")
+    return suites
 
 
 def list_suites(path: str | Path | None = None) -> list[str]:

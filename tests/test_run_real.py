@@ -1,5 +1,5 @@
 """The embedded default (`cpbench run`, the `default` suite) end to end on the real small model, trimmed with --limit:
-GGUF from PyPI -> converted -> compressed with each CPU recipe -> reloaded -> cloze-scored -> analysed -> stored.
+GGUF from PyPI -> converted -> compressed with each CPU recipe -> reloaded -> letter-scored -> analysed -> stored.
 The single heavy CI test: marked slow."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_default_suite_end_to_end(tmp_path, capsys):
     assert set(arts) == expected
     for (recipe, task), a in arts.items():
         prov = a.provenance
-        assert prov["scoring"] == "cloze" and prov["model_source"] == "pypi-gguf" and prov["sample_data"] is True
+        assert prov["scoring"] == suite.scoring == "letter" and prov["model_source"] == "pypi-gguf" and prov["sample_data"] is True
         assert any("GGUF Q4_1" in n for n in prov["notes"])
         if recipe != "fp16":
             base = arts[("fp16", task)]

@@ -28,10 +28,12 @@ def register(app: typer.Typer) -> None:
 
         if criterion not in ("permutation", "bic"):
             raise CpbenchError(f"--criterion must be 'permutation' or 'bic', got {criterion!r}")
-        if epsilon < 0 or delta < 0:
-            raise CpbenchError("--epsilon and --delta must be >= 0")
+        if not (epsilon >= 0 and delta >= 0):  # written so that NaN fails too (it would compare False everywhere)
+            raise CpbenchError(f"--epsilon and --delta must be numbers >= 0, got {epsilon:g} and {delta:g}")
         if not results_dir.exists():
             raise CpbenchError(f"{results_dir}: no such results directory")
+        if out.exists() and not out.is_dir():
+            raise CpbenchError(f"--out {out}: is a file, expected a directory")
         if plots:
             try:
                 import matplotlib  # noqa: F401

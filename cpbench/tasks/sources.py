@@ -130,9 +130,13 @@ def data_tag(source: str | Path) -> str:
     if str(source) in NAMED_SOURCES:
         return str(source)
     h = hashlib.sha256()
-    with open(source, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(source, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise CpbenchError(f"unknown item source {str(source)!r}: not one of {', '.join(NAMED_SOURCES)} and "
+                           f"not a readable file ({exc.strerror or exc})") from None
     return f"file:{h.hexdigest()[:12]}"
 
 

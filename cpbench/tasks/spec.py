@@ -35,6 +35,8 @@ def load_task_file(path: str | Path) -> TaskSpec:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CpbenchError(f"{path}: cannot read task definition ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise CpbenchError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
