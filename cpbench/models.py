@@ -32,9 +32,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cpbench.config import first_error, read_yaml_mapping, reject_unknown_keys
 from cpbench.errors import CpbenchError
 from cpbench.paths import cache_dir, data_dir
 
@@ -163,13 +163,6 @@ class ModelRegistry(BaseModel):
         return out
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()))
-    msg = str(err.get("msg", "")).removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
-
-
 def load_registry(path: str | Path | None = None) -> ModelRegistry:
     """Read and validate `benchmark/models.yaml` (or `path`)."""
     p = Path(path) if path is not None else data_dir("benchmark") / "models.yaml"
@@ -179,40 +172,23 @@ def load_registry(path: str | Path | None = None) -> ModelRegistry:
 @lru_cache(maxsize=8)
 def _load_registry_cached(path: str, _mtime: int) -> ModelRegistry:
     p = Path(path)
-    if not p.is_file():
-        raise CpbenchError(f"{p}: model registry not found")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CpbenchError(f"{p}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise CpbenchError(f"{p}: expected a YAML mapping with a 'models' list, got a {type(raw).__name__}")
+    raw = read_yaml_mapping(p, "model registry", ("models",))
     if not isinstance(raw.get("models") or [], list) or not all(isinstance(f, dict) for f in raw.get("models") or []):
         raise CpbenchError(f"{p}: 'models' must be a list of mappings, one per model")
-    if set(raw) - {"models"}:
-        raise CpbenchError(f"{p}: unknown top-level key(s) {sorted(set(raw) - {'models'})}; expected 'models'")
     allowed = [f for f in ModelEntry.model_fields if f not in ("source", "gguf_file")]
     entries = []
     for i, fields in enumerate(raw.get("models") or []):
         name = (fields or {}).get("name", f"#{i}")
-        for key in fields or {}:
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise CpbenchError(f"{p}: model {name!r}: unknown key {key!r}{hint}")
-        for key in fields.get("pypi") or {}:
-            if key not in PypiGGUF.model_fields:
-                close = difflib.get_close_matches(str(key), list(PypiGGUF.model_fields), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise CpbenchError(f"{p}: model {name!r}: pypi: unknown key {key!r}{hint}")
+        reject_unknown_keys(fields or {}, allowed, f"{p}: model {name!r}")
+        reject_unknown_keys(fields.get("pypi") or {}, PypiGGUF.model_fields, f"{p}: model {name!r}: pypi")
         try:
             entries.append(ModelEntry(**fields))
         except ValidationError as exc:
-            raise CpbenchError(f"{p}: model {name!r}: {_first_error(exc)}") from None
+            raise CpbenchError(f"{p}: model {name!r}: {first_error(exc)}") from None
     try:
         return ModelRegistry(models=tuple(entries))
     except ValidationError as exc:
-        raise CpbenchError(f"{p}: {_first_error(exc)}") from None
+        raise CpbenchError(f"{p}: {first_error(exc)}") from None
 
 
 def list_models() -> list[ModelEntry]:

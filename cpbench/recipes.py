@@ -15,14 +15,13 @@ import hashlib
 import itertools
 import json
 import re
-from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cpbench.config import first_error, read_yaml_mapping, reject_unknown_keys, require_mapping_of_mappings
 from cpbench.errors import CpbenchError
 from cpbench.paths import data_dir
 
@@ -200,7 +199,7 @@ class SweepSpec(BaseModel):
         try:
             return Recipe(**fields)
         except ValidationError as exc:
-            raise CpbenchError(f"sweep {self.name}: level {level}: {_first_error(exc)}") from None
+            raise CpbenchError(f"sweep {self.name}: level {level}: {first_error(exc)}") from None
 
 
 class RecipeRegistry(BaseModel):
@@ -214,22 +213,6 @@ class RecipeRegistry(BaseModel):
         return list(self.recipes)
 
 
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()))
-    msg = str(err.get("msg", "")).removeprefix("Value error, ")
-    return f"{loc}: {msg}" if loc else msg
-
-
-def _unknown_key_hint(data: dict[str, Any], allowed: Iterable[str], where: str) -> None:
-    allowed = list(allowed)
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise CpbenchError(f"{where}: unknown key {key!r}{hint}")
-
-
 def load_registry(path: str | Path | None = None) -> RecipeRegistry:
     """Read and validate `benchmark/recipes.yaml` (or `path`); sweep members are added as named recipes."""
     p = Path(path) if path is not None else data_dir("benchmark") / "recipes.yaml"
@@ -239,35 +222,25 @@ def load_registry(path: str | Path | None = None) -> RecipeRegistry:
 @lru_cache(maxsize=8)
 def _load_registry_cached(path: str, _mtime: int) -> RecipeRegistry:
     p = Path(path)
-    if not p.is_file():
-        raise CpbenchError(f"{p}: recipe registry not found")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CpbenchError(f"{p}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise CpbenchError(f"{p}: expected a YAML mapping with 'recipes' and 'sweeps', got a {type(raw).__name__}")
-    _unknown_key_hint(raw, ("recipes", "sweeps"), str(p))
+    raw = read_yaml_mapping(p, "recipe registry", ("recipes", "sweeps"))
     for section in ("recipes", "sweeps"):
-        body = raw.get(section) or {}
-        if not isinstance(body, dict) or not all(isinstance(v, (dict, type(None))) for v in body.values()):
-            raise CpbenchError(f"{p}: '{section}' must be a mapping of name -> mapping of fields")
+        require_mapping_of_mappings(raw, section, p, "name -> mapping of fields")
     recipes: dict[str, Recipe] = {}
     for name, fields in (raw.get("recipes") or {}).items():
         fields = dict(fields or {})
-        _unknown_key_hint(fields, [f for f in Recipe.model_fields if f != "name"], f"{p}: recipe {name!r}")
+        reject_unknown_keys(fields, [f for f in Recipe.model_fields if f != "name"], f"{p}: recipe {name!r}")
         try:
             recipes[str(name)] = Recipe(name=str(name), **fields)
         except ValidationError as exc:
-            raise CpbenchError(f"{p}: recipe {name!r}: {_first_error(exc)}") from None
+            raise CpbenchError(f"{p}: recipe {name!r}: {first_error(exc)}") from None
     sweeps: dict[str, SweepSpec] = {}
     for name, fields in (raw.get("sweeps") or {}).items():
         fields = dict(fields or {})
-        _unknown_key_hint(fields, [f for f in SweepSpec.model_fields if f != "name"], f"{p}: sweep {name!r}")
+        reject_unknown_keys(fields, [f for f in SweepSpec.model_fields if f != "name"], f"{p}: sweep {name!r}")
         try:
             sweep = SweepSpec(name=str(name), **fields)
         except ValidationError as exc:
-            raise CpbenchError(f"{p}: sweep {name!r}: {_first_error(exc)}") from None
+            raise CpbenchError(f"{p}: sweep {name!r}: {first_error(exc)}") from None
         sweeps[sweep.name] = sweep
         for level in sweep.levels:
             member = sweep.member(level)
@@ -328,7 +301,7 @@ def with_group_size(recipe: Recipe, group_size: int) -> Recipe:
     try:
         return Recipe(**fields)
     except ValidationError as exc:
-        raise CpbenchError(f"recipe {recipe.name}-g{group_size}: {_first_error(exc)}") from None
+        raise CpbenchError(f"recipe {recipe.name}-g{group_size}: {first_error(exc)}") from None
 
 
 def sweep_members(sweep_name: str) -> list[str]:

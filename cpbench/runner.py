@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cpbench.errors import CpbenchError
-from cpbench.runkey import AnalysisKey, RunKey, ScoreKey
+from cpbench.runkey import AnalysisKey, ScoreKey
 
 BASELINE = "fp16"
 

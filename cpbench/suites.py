@@ -8,10 +8,10 @@ import difflib
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cpbench.compress.calibration import CalibrationSpec
+from cpbench.config import first_error, read_yaml_mapping, reject_unknown_keys, require_mapping_of_mappings
 from cpbench.errors import CpbenchError
 from cpbench.paths import data_dir
 
@@ -40,20 +40,8 @@ def _path(path: str | Path | None) -> Path:
 
 def _raw(path: str | Path | None) -> dict:
     p = _path(path)
-    if not p.is_file():
-        raise CpbenchError(f"{p}: suite file not found")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CpbenchError(f"{p}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise CpbenchError(f"{p}: expected a YAML mapping with 'suites', got a {type(raw).__name__}")
-    if set(raw) - {"suites"}:
-        raise CpbenchError(f"{p}: unknown top-level key(s) {sorted(set(raw) - {'suites'})}; expected 'suites'")
-    suites = raw.get("suites") or {}
-    if not isinstance(suites, dict) or not all(isinstance(v, (dict, type(None))) for v in suites.values()):
-        raise CpbenchError(f"{p}: 'suites' must be a mapping of suite name -> mapping of settings")
-    return suites
+    raw = read_yaml_mapping(p, "suite file", ("suites",))
+    return require_mapping_of_mappings(raw, "suites", p, "suite name -> mapping of settings")
 
 
 def list_suites(path: str | Path | None = None) -> list[str]:
@@ -70,11 +58,7 @@ def load_suite(name: str = "default", path: str | Path | None = None) -> Suite:
         raise CpbenchError(f"unknown suite {name!r}{hint}")
     fields = dict(suites[name] or {})
     allowed = [f for f in Suite.model_fields if f != "name"]
-    for key in fields:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise CpbenchError(f"suite {name!r}: unknown key {key!r}{hint}")
+    reject_unknown_keys(fields, allowed, f"suite {name!r}")
     names: list[str] = []
     for spec in fields.get("recipes") or []:
         names.extend(r.name for r in recipes.expand_recipes(str(spec)))
@@ -83,6 +67,4 @@ def load_suite(name: str = "default", path: str | Path | None = None) -> Suite:
     try:
         return Suite(name=name, **fields)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        raise CpbenchError(f"suite {name!r}: {loc}: {err.get('msg')}") from None
+        raise CpbenchError(f"suite {name!r}: {first_error(exc)}") from None
