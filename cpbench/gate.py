@@ -91,15 +91,20 @@ def _load(path: str | os.PathLike, side: str) -> tuple[pd.DataFrame, list[Skippe
     return df, skipped
 
 
+# Deltas are differences of floats (0.80 - 0.81 = -0.010000000000000009): a change exactly at a limit must pass, as
+# documented ("fails beyond the limit"). 1e-9 is far below any real difference (1 / n_test) and above float rounding.
+_EDGE_TOL = 1e-9
+
+
 def _checks(base: pd.Series, cand: pd.Series, limits: Limits) -> list[str]:
     reasons = []
     d_ss = float(cand["set_size"]) - float(base["set_size"])
-    if limits.max_set_size_increase is not None and d_ss > limits.max_set_size_increase:
+    if limits.max_set_size_increase is not None and d_ss > limits.max_set_size_increase + _EDGE_TOL:
         reasons.append(f"set size +{d_ss:.3f} > {limits.max_set_size_increase:g}")
-    if limits.min_coverage is not None and float(cand["coverage"]) < limits.min_coverage:
+    if limits.min_coverage is not None and float(cand["coverage"]) < limits.min_coverage - _EDGE_TOL:
         reasons.append(f"coverage {float(cand['coverage']):.4f} < {limits.min_coverage:g}")
     drop = float(base["acc"]) - float(cand["acc"])
-    if limits.max_accuracy_drop is not None and drop > limits.max_accuracy_drop:
+    if limits.max_accuracy_drop is not None and drop > limits.max_accuracy_drop + _EDGE_TOL:
         reasons.append(f"accuracy drop {drop:.4f} > {limits.max_accuracy_drop:g}")
     return reasons
 

@@ -36,6 +36,9 @@ def _frame(tmp_path: Path, records: list[dict]) -> pd.DataFrame:
         (-0.10, 0.05, "accuracy-only"),
         (-0.10, 0.5, "coupled"),
         (-0.01, 0.10, "unaffected"),  # both exactly at the tolerance: still kept / holding
+        (0.80 - 0.81, 2.1 - 2.0, "unaffected"),  # the same edges as float deltas (-0.010000000000000009, ...)
+        (0.70 - 0.71, 0.0, "unaffected"),
+        (-0.0101, 0.1001, "coupled"),  # just beyond both tolerances
         (float("nan"), 0.5, "unpaired"),
     ],
 )

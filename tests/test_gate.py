@@ -168,3 +168,20 @@ def test_gate_on_records_from_cpbench_analyze(tmp_path: Path, capsys: pytest.Cap
     assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "results" / "tiny" / "gptq-2bit")]) == 1
     out = capsys.readouterr().out
     assert "FAIL (pass 0, fail 2" in out and "[+" in out  # paired interval over the 20 shared splits
+
+
+def test_change_exactly_at_each_limit_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Deltas are float differences (0.80 - 0.81 = -0.010000000000000009, 2.1 - 2.0 = 0.10000000000000009): a change
+    exactly at a limit passes, one just beyond fails."""
+    root = tmp_path / "results"
+    _write(root,
+           make_record("tiny", "fp16", "qa", acc=0.81, set_size=2.0, coverage=0.90),
+           make_record("tiny", "edge", "qa", acc=0.80, set_size=2.1, coverage=0.90),
+           make_record("tiny", "over", "qa", acc=0.7999, set_size=2.1001, coverage=0.8999))
+    limits = ["--max-set-size-increase", "0.1", "--max-accuracy-drop", "0.01", "--min-coverage", "0.9"]
+    assert main(["check", "--baseline", str(root / "tiny" / "fp16"), "--candidate", str(root / "tiny" / "edge"),
+                 *limits]) == 0
+    assert main(["check", "--baseline", str(root / "tiny" / "fp16"), "--candidate", str(root / "tiny" / "over"),
+                 *limits]) == 1
+    out = capsys.readouterr().out
+    assert "set size +0.100 > 0.1" in out and "accuracy drop 0.0101 > 0.01" in out and "coverage 0.8999 < 0.9" in out

@@ -31,6 +31,7 @@ from cpbench.store import ANALYSIS_KEY_COLS, KEY_COLS, METRICS, merge_notes
 ITEMS_UNVERIFIED = "items matched on n and analysis key only (no items_hash in a record)"
 CATEGORIES = ("unaffected", "hidden-risk", "accuracy-only", "coupled", "unpaired")
 CELL_COLS = [c for c in KEY_COLS if c != "recipe"]  # what must match between a candidate and its baseline
+_EDGE_TOL = 1e-9  # far below any real difference (1 / n_test), far above float rounding of deltas
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,10 @@ def categorize(d_acc: float, d_set_size: float, epsilon: float, delta: float) ->
     """Category of one cell from its accuracy and set-size deltas (candidate - baseline)."""
     if not (math.isfinite(d_acc) and math.isfinite(d_set_size)):
         return "unpaired"
-    acc_kept = -d_acc <= epsilon
-    size_holds = d_set_size <= delta
+    # Deltas are differences of floats (0.80 - 0.81 = -0.010000000000000009): without a tolerance a drop of
+    # exactly epsilon, or an increase of exactly delta, would fall on the wrong side of the documented "<=".
+    acc_kept = -d_acc <= epsilon + _EDGE_TOL
+    size_holds = d_set_size <= delta + _EDGE_TOL
     if acc_kept:
         return "unaffected" if size_holds else "hidden-risk"
     return "accuracy-only" if size_holds else "coupled"
