@@ -5,6 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 
+# Debian/Ubuntu's system Python refuses pip installs (PEP 668): say what to do instead of pip's long error.
+if "$PY" -c 'import os, sys, sysconfig
+sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+  echo "setup: $PY is an externally managed system Python (PEP 668); use a virtual environment:" >&2
+  echo "  python3 -m venv .venv && . .venv/bin/activate && bash scripts/setup.sh   (Debian: apt-get install python3-venv)" >&2
+  exit 2
+fi
+
 # torch first and pinned: on CPU machines this is the local CPU wheel; an unpinned torch would pull CUDA packages.
 "$PY" -m pip install -q torch==2.13.0
 "$PY" -m pip install -q -e ".[run,plots,test]"

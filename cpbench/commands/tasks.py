@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
     @tasks_app.command("build")
     def build_cmd(
         task: str = typer.Argument(..., help="task name, e.g. qa"),
-        source: str = typer.Option(..., "--from", help="original, prepared, or a local item file"),
+        source: str = typer.Option(..., "--from", help="original, prepared, samples, or a local item file"),
         out: str = typer.Option(..., "--out", help="output item file (.json, .jsonl or .parquet)"),
         original_path: str | None = typer.Option(None, "--original-path",
                                                     help="local copy of the original dataset (same layout)"),
