@@ -109,6 +109,10 @@ class ModelEntry(BaseModel):
             "model_key": self.key,
             "notes": list(self.source_notes()),
         }
+        if self.source == "hub":  # the commit `revision` resolved to (local HF cache lookup, no network)
+            from cpbench.compress.cache import hub_commit
+
+            out["model_commit"] = hub_commit(self)
         if self.source == "pypi-gguf" and self.pypi is not None:
             out["model_revision"] = pypi_revision(self.pypi)
             out["pypi"] = self.pypi.model_dump()

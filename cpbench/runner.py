@@ -279,13 +279,12 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
          f"recipes {', '.join(plan.recipes)}, tasks {', '.join(plan.tasks)}, {plan.scoring} scoring, "
          f"data {plan.data}" + (f", limit {plan.limit}" if plan.limit else ""))  # fmt: skip
 
-    # Items and prompts are built once (with the base model's tokenizer, needed for chat templates only).
+    # Items and prompts are built once (with the base model's tokenizer, needed for chat templates only). A hub
+    # model's tokenizer is loaded up front as well: it fetches config.json, so weights ids pin the resolved commit
+    # (not "main") from the first run on, and a gated or offline model fails here with one line.
     tokenizer = None
-    if plan.chat == "v1":
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(models.model_dir(entry), trust_remote_code=entry.trust_remote_code,
-                                                  **({"revision": entry.revision} if entry.source == "hub" else {}))
+    if plan.chat == "v1" or entry.source == "hub":
+        tokenizer = models.load_tokenizer(entry)  # revision, trust_remote_code and gguf_file passed through
     tag = data_tag(plan.data)
     jobs: list[tuple[str, str, list[Any]]] = []
     data_prov: dict[str, dict[str, Any]] = {}
@@ -294,7 +293,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
         data_prov[task] = source_provenance(spec, plan.data)
         items = load_items(spec, plan.data)  # all of them: the demonstrations must be there even with --limit
         for method in scoring_prompts:
-            prompts = build_prompts(spec, items, method=method, shots=shots, chat=plan.chat, tokenizer=tokenizer)
+            prompts = build_prompts(spec, items, method=method, shots=shots, chat=plan.chat,
+                                    tokenizer=tokenizer if plan.chat == "v1" else None)  # fmt: skip
             jobs.append((task, method, prompts[: plan.limit] if plan.limit else prompts))  # --limit: evaluated items
     _check_enough_items(jobs, plan.analysis)
 

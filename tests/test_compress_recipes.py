@@ -200,3 +200,39 @@ def test_awq_needs_the_pin_memory_guard_on_cpu(tiny, monkeypatch, tmp_path):
     monkeypatch.setattr(llmc, "cpu_pin_memory_guard", contextlib.nullcontext)
     with pytest.raises(CpbenchError, match="accelerator"):
         llmc.run_oneshot(model, tok, resolve_recipe("awq-4bit"), sample(CALIB, tok), tmp_path / "awq")
+
+
+def _hub_snapshot(hub, repo: str, src, sha: str) -> None:
+    """What a hub download leaves in the HF cache: snapshots/<sha>/<files> and refs/main -> sha."""
+    import shutil
+
+    d = hub / f"models--{repo.replace('/', '--')}"
+    (d / "snapshots" / sha).mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file():
+            shutil.copy(f, d / "snapshots" / sha / f.name)
+    (d / "refs").mkdir(exist_ok=True)
+    (d / "refs" / "main").write_text(sha)
+
+
+def test_first_compression_of_a_hub_model_is_keyed_by_its_commit(tmp_path, monkeypatch):
+    """On a first run the snapshot is downloaded while loading. The key must already pin the commit (not "main"),
+    or the next run, which finds the snapshot, misses the cache and recompresses (hours for a large model)."""
+    import huggingface_hub.constants as hub_constants
+
+    from cpbench import models
+
+    hub = tmp_path / "hub"
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(hub))
+    real = models.load_tokenizer
+
+    def downloading(entry, **kw):  # offline stand-in for the download that from_pretrained does
+        _hub_snapshot(hub, "cpbtest/tiny", tiny_model_dir(), "c" * 40)
+        return real(entry, **kw)
+
+    monkeypatch.setattr(models, "load_tokenizer", downloading)
+    first = compress(resolve("cpbtest/tiny"), "magnitude-50", CALIB, "cpu")
+    assert first.report["model"]["model_commit"] == "c" * 40
+    monkeypatch.setattr(models, "load_tokenizer", real)
+    again = compress(resolve("cpbtest/tiny"), "magnitude-50", CALIB, "cpu")
+    assert again.cached and again.path == first.path

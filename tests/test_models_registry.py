@@ -134,3 +134,19 @@ def test_entry_is_frozen():
 
     with pytest.raises(ValidationError, match="frozen"):
         e.name = "other"  # type: ignore[misc]
+
+
+def test_hub_provenance_records_the_resolved_commit(tmp_path, monkeypatch):
+    """models.yaml pins `revision: main`; provenance must also say which commit that was (read from the HF cache)."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
+    assert resolve("cpbtest/tiny").provenance()["model_commit"] is None  # not downloaded: unknown, not invented
+    sha = "0123456789abcdef" * 2 + "01234567"
+    repo = tmp_path / "models--cpbtest--tiny"
+    (repo / "snapshots" / sha).mkdir(parents=True)
+    (repo / "snapshots" / sha / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    prov = resolve("cpbtest/tiny").provenance()
+    assert prov["model_revision"] == "main" and prov["model_commit"] == sha and prov["model_source"] == "hub"

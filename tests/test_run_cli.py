@@ -215,3 +215,38 @@ def test_killed_run_recomputes_only_the_unfinished_chunks(tmp_path, cache, tiny_
     assert main(args[:-1] + [str(fresh_dir)]) == 0
     fresh = LogitsArtifact.load(next(fresh_dir.rglob("artifacts/*.parquet")))
     assert fresh.ids == resumed.ids and np.abs(fresh.logits - resumed.logits).max() < 1e-5
+
+
+def test_first_run_of_a_hub_model_pins_the_commit_and_is_reused(tmp_path, monkeypatch, capsys):
+    """The hub snapshot appears during the first run (download). The artifacts must record the commit it resolved
+    to, and the rerun must reuse them instead of rescoring because "main" became a commit in the weights id."""
+    import shutil
+
+    import huggingface_hub.constants as hub_constants
+
+    from cpbench import models
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.testing import tiny_model_dir
+
+    hub, sha = tmp_path / "hub", "d" * 40
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(hub))
+    real = models.load_tokenizer
+
+    def downloading(entry, **kw):  # offline stand-in for the download that from_pretrained does
+        snap = hub / "models--cpbtest--tiny" / "snapshots" / sha
+        if not snap.is_dir():
+            shutil.copytree(tiny_model_dir(), snap)
+            (snap.parent.parent / "refs").mkdir()
+            (snap.parent.parent / "refs" / "main").write_text(sha)
+        return real(entry, **kw)
+
+    monkeypatch.setattr(models, "load_tokenizer", downloading)
+    args = ["run", "--model", "cpbtest/tiny", "--tasks", "qa", "--data", "samples", "--limit", "18",
+            "--results", str(tmp_path / "results")]  # fmt: skip
+    assert main(args) == 0
+    (path,) = (tmp_path / "results").rglob("artifacts/*.parquet")
+    prov = LogitsArtifact.load(path).provenance
+    assert prov["model_source"] == "hub" and prov["model_commit"] == sha and prov["weights_id"].endswith("@" + sha)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "artifact reused" in capsys.readouterr().out

@@ -113,9 +113,12 @@ def compress(
     from cpbench.compress.llmc import needs_calibration
 
     threads = models.configure_threads()
+    # Load the tokenizer first, always: for a hub model it fetches config.json, so the cache key below pins the
+    # commit `revision` resolves to (not "main") on the very first run too, and gated/offline errors come early.
+    tokenizer = models.load_tokenizer(entry)
     calib: CalibrationSet | None = None
     if needs_calibration(recipe):
-        calib = sample(calibration or CalibrationSpec(), models.load_tokenizer(entry))
+        calib = sample(calibration or CalibrationSpec(), tokenizer)
     compute_dtype = str(models.resolve_dtype(None, dev, entry)).removeprefix("torch.")
     key = cache.cache_key(entry, recipe, calib, compute_dtype)
     hit = None if force else cache.lookup(key)
