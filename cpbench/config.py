@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from cpbench.errors import CpbenchError
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """'; did you mean 'x'?' for the closest choice, or ''."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+def did_you_mean(word: str, choices: Iterable[str], n: int = 1, cutoff: float = 0.6) -> str:
+    """'; did you mean 'x'?' (or "'x', 'y'?" for n > 1) naming the closest choices, or '' when none is close."""
+    close = difflib.get_close_matches(str(word), list(choices), n=n, cutoff=cutoff)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def reject_unknown_keys(data: dict[str, Any], allowed: Iterable[str], where: str) -> None:

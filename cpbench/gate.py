@@ -24,12 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from cpbench.analysis.decoupling import pairing_problem
+from cpbench.analysis.decoupling import CELL_COLS, EDGE_TOL, pairing_problem
 from cpbench.analysis.stats import paired_bootstrap
 from cpbench.errors import CpbenchError
 from cpbench.store import KEY_COLS, Skipped, load_results
-
-CELL = [c for c in KEY_COLS if c != "recipe"]
 
 
 @dataclass(frozen=True)
@@ -91,20 +89,15 @@ def _load(path: str | os.PathLike, side: str) -> tuple[pd.DataFrame, list[Skippe
     return df, skipped
 
 
-# Deltas are differences of floats (0.80 - 0.81 = -0.010000000000000009): a change exactly at a limit must pass, as
-# documented ("fails beyond the limit"). 1e-9 is far below any real difference (1 / n_test) and above float rounding.
-_EDGE_TOL = 1e-9
-
-
 def _checks(base: pd.Series, cand: pd.Series, limits: Limits) -> list[str]:
     reasons = []
     d_ss = float(cand["set_size"]) - float(base["set_size"])
-    if limits.max_set_size_increase is not None and d_ss > limits.max_set_size_increase + _EDGE_TOL:
+    if limits.max_set_size_increase is not None and d_ss > limits.max_set_size_increase + EDGE_TOL:
         reasons.append(f"set size +{d_ss:.3f} > {limits.max_set_size_increase:g}")
-    if limits.min_coverage is not None and float(cand["coverage"]) < limits.min_coverage - _EDGE_TOL:
+    if limits.min_coverage is not None and float(cand["coverage"]) < limits.min_coverage - EDGE_TOL:
         reasons.append(f"coverage {float(cand['coverage']):.4f} < {limits.min_coverage:g}")
     drop = float(base["acc"]) - float(cand["acc"])
-    if limits.max_accuracy_drop is not None and drop > limits.max_accuracy_drop + _EDGE_TOL:
+    if limits.max_accuracy_drop is not None and drop > limits.max_accuracy_drop + EDGE_TOL:
         reasons.append(f"accuracy drop {drop:.4f} > {limits.max_accuracy_drop:g}")
     return reasons
 
@@ -114,10 +107,10 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, limits: Limits, see
     cols = [*KEY_COLS, "baseline_recipe", "acc_base", "acc", "d_acc", "set_size_base", "set_size", "d_set_size",
             "d_set_size_lo", "d_set_size_hi", "coverage_base", "coverage", "d_coverage", "status", "reasons",
             "sample_data"]
-    base_groups = {k: g for k, g in baseline.groupby(CELL, sort=False, dropna=False)}
+    base_groups = {k: g for k, g in baseline.groupby(CELL_COLS, sort=False, dropna=False)}
     rows, used = [], set()
     for _, cand in candidate.iterrows():
-        cell = tuple(cand[c] for c in CELL)
+        cell = tuple(cand[c] for c in CELL_COLS)
         g = base_groups.get(cell)
         if g is not None and len(g) > 1:
             g = g[g["recipe"] == cand["recipe"]]
@@ -153,7 +146,7 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, limits: Limits, see
         )
         rows.append(row)
     for _, base in baseline.iterrows():  # baseline rows no candidate was compared with
-        if (tuple(base[c] for c in CELL), base["recipe"]) in used:
+        if (tuple(base[c] for c in CELL_COLS), base["recipe"]) in used:
             continue
         row = {c: base[c] for c in KEY_COLS}
         row.update(baseline_recipe=base["recipe"], acc_base=float(base["acc"]), set_size_base=float(base["set_size"]),

@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import io
 import json
 import pickle
@@ -25,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from cpbench.stamps import sha256_file, utc_now
 from cpbench import __version__
 from cpbench.artifact import LogitsArtifact
 from cpbench.errors import CpbenchError
 
-YE2024_LETTERS = ["A", "B", "C", "D", "E", "F"]
 # Their file names: {model}_{data}_{prompt}_icl{shots}[_cot].pkl; data names map to cpbench task names.
 YE2024_TASKS = {
     "mmlu_10k": "qa",
@@ -45,15 +43,7 @@ _YE_NAME = re.compile(
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "sha256:" + sha256_file(path)
 
 
 def _require_file(path: Path, what: str) -> None:
@@ -83,7 +73,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _letters(k: int) -> list[str]:
-    return YE2024_LETTERS[:k] if k <= len(YE2024_LETTERS) else [chr(65 + j) for j in range(k)]
+    """A, B, C, ... for K options (the first six are Ye et al.'s A-F)."""
+    return [chr(65 + j) for j in range(k)]
 
 
 def _load_pickle(path: Path) -> Any:
@@ -145,18 +136,20 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
 
     m = _YE_NAME.match(lp.stem)
     notes = ["imported from LLM-Uncertainty-Bench (Ye et al. 2024) outputs"]
+    sha = {"logits": _sha256(lp), "labels": _sha256(dp)}
+    data_key = "file:" + sha["labels"].split(":")[1][:12]
     if m:
         run_key = {
             "model": m["model"],
             "task": YE2024_TASKS[m["data"]],
             "prompt": m["prompt"],
             "shots": int(m["shots"]),
-            "data": "file:" + _sha256(dp).split(":")[1][:12],
+            "data": data_key,
         }
         if m["cot"]:
             notes.append("chain-of-thought prompt (_cot)")
     else:
-        run_key = {"model": lp.stem, "task": dp.stem, "data": "file:" + _sha256(dp).split(":")[1][:12]}
+        run_key = {"model": lp.stem, "task": dp.stem, "data": data_key}
         notes.append(
             "file name does not follow {model}_{data}_{prompt}_icl{shots}.pkl; model/task taken from file names"
         )
@@ -165,8 +158,8 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
         "model_id": run_key["model"],
         "source_format": "llm-uncertainty-bench",
         "source_files": {"logits": str(lp), "labels": str(dp)},
-        "source_sha256": {"logits": _sha256(lp), "labels": _sha256(dp)},
-        "imported_at": _now(),
+        "source_sha256": sha,
+        "imported_at": utc_now(),
         "versions": {"cpbench": __version__},
         "notes": notes,
     }
@@ -207,7 +200,7 @@ def _gold(target: Any, choices: list[str] | None, k: int) -> int:
         stripped = [c.strip() for c in choices]
         if text in stripped:
             return stripped.index(text)
-    letters = [chr(65 + j) for j in range(k)]
+    letters = _letters(k)
     if text in letters:
         return letters.index(text)
     raise ValueError(f"target {target!r} is not an index, a choice text or a letter")
@@ -278,15 +271,16 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
     ]
     if lm_eval_acc:
         notes.append(f"lm-eval's own acc over these samples: {np.mean(lm_eval_acc):.6f}")
+    sha = _sha256(p)
     provenance = {
         "run_key": {"model": model or "unknown", "task": task_name, "scoring": "cloze",
-                    "data": "file:" + _sha256(p).split(":")[1][:12]},
+                    "data": "file:" + sha.split(":")[1][:12]},
         "model_id": model or "unknown",
         "source_format": "lm-evaluation-harness-samples",
         "source_files": {"samples": str(p)},
-        "source_sha256": {"samples": _sha256(p)},
+        "source_sha256": {"samples": sha},
         "lm_eval_filters": sorted(filters),
-        "imported_at": _now(),
+        "imported_at": utc_now(),
         "versions": {"cpbench": __version__},
         "notes": notes,
     }
@@ -294,7 +288,7 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
         ids=ids,
         labels=np.asarray(labels, dtype=np.int64),
         logits=lg.astype(np.float32),
-        letters=[chr(65 + j) for j in range(k)],
+        letters=_letters(k),
         provenance=provenance,
         source=str(p),
     )

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cpbench.stamps import sha256_file
 from cpbench.config import first_error, read_yaml_mapping, reject_unknown_keys
 from cpbench.errors import CpbenchError
 from cpbench.paths import cache_dir, data_dir
@@ -393,7 +394,6 @@ def converted_dir(entry: ModelEntry) -> Path:
 def _convert_gguf(entry: ModelEntry, src: Path, out: Path) -> Path:
     """Dequantize the GGUF once (slow: 20-70 s, 1-3 GB RSS) and save fp32 safetensors + tokenizer atomically.
     fp32 keeps the dequantized 4-bit values exact (scale * q + min is exact in fp32, not in bf16)."""
-    import hashlib
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -411,15 +411,11 @@ def _convert_gguf(entry: ModelEntry, src: Path, out: Path) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        digest = hashlib.sha256()
-        with src.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
         import transformers
 
         meta = {
             "package": entry.pypi.package, "revision": pypi_revision(entry.pypi), "file": entry.pypi.file,
-            "gguf_sha256": digest.hexdigest(), "gguf_quant": entry.pypi.quant, "hub_id": entry.hf_id,
+            "gguf_sha256": sha256_file(src), "gguf_quant": entry.pypi.quant, "hub_id": entry.hf_id,
             "saved_dtype": "float32", "transformers": transformers.__version__,
             "conversion_seconds": round(time.perf_counter() - t0, 1),
         }  # fmt: skip

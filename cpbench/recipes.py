@@ -10,7 +10,6 @@ This module imports no torch: listing and validating recipes must stay cheap.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -21,7 +20,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cpbench.config import first_error, read_yaml_mapping, reject_unknown_keys, require_mapping_of_mappings
+from cpbench.config import (
+    did_you_mean,
+    first_error,
+    read_yaml_mapping,
+    reject_unknown_keys,
+    require_mapping_of_mappings,
+)
 from cpbench.errors import CpbenchError
 from cpbench.paths import data_dir
 
@@ -117,8 +122,7 @@ class Recipe(BaseModel):
                 if self.scheme is None and self.bits is None:
                     raise ValueError(f"{where}: quantize: {self.quantize} needs bits or a preset scheme")
                 if self.scheme is not None and self.scheme not in PRESET_SCHEMES:
-                    close = difflib.get_close_matches(self.scheme, PRESET_SCHEMES, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(PRESET_SCHEMES)}"
+                    hint = did_you_mean(self.scheme, PRESET_SCHEMES) or f"; known: {', '.join(PRESET_SCHEMES)}"
                     raise ValueError(f"{where}: unknown scheme {self.scheme!r}{hint}")
                 if self.prune is not None and self.quantize != "rtn":
                     raise ValueError(
@@ -283,8 +287,7 @@ def resolve(name: str | Recipe) -> Recipe:
         members = ", ".join(sweep_members(key))
         raise CpbenchError(f"{key!r} is a sweep, not a recipe: use one of {members} (or expand_recipes({key!r}))")
     candidates = list(reg.recipes) + list(reg.sweeps)
-    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(key, candidates, n=3, cutoff=0.5)
     raise CpbenchError(f"unknown recipe {key!r}{hint} (see benchmark/recipes.yaml or docs/models-and-recipes.md)")
 
 
@@ -307,9 +310,7 @@ def with_group_size(recipe: Recipe, group_size: int) -> Recipe:
 def sweep_members(sweep_name: str) -> list[str]:
     reg = load_registry()
     if sweep_name not in reg.sweeps:
-        close = difflib.get_close_matches(sweep_name, list(reg.sweeps), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise CpbenchError(f"unknown sweep {sweep_name!r}{hint}")
+        raise CpbenchError(f"unknown sweep {sweep_name!r}{did_you_mean(sweep_name, reg.sweeps)}")
     s = reg.sweeps[sweep_name]
     return [s.pattern.replace("{level}", str(level)) for level in s.levels]
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+def safe_part(part: str) -> str:
+    """A model / recipe / slug component made filesystem-safe (HF ids contain '/', recipes like '2:4' contain ':')."""
+    return str(part).replace("/", "--").replace(":", "-")
 
 
 class ScoreKey(BaseModel):
@@ -30,7 +36,11 @@ class ScoreKey(BaseModel):
             parts.append(self.scoring)
         if self.data:
             parts.append(self.data)
-        return "__".join(p.replace("/", "--").replace(":", "-") for p in parts)
+        return "__".join(safe_part(p) for p in parts)
+
+    def cell_dir(self, root: str | Path) -> Path:
+        """`root/<model>/<recipe>`: where this cell's result records (and `artifacts/`) live."""
+        return Path(root) / safe_part(self.model) / safe_part(self.recipe)
 
 
 class AnalysisKey(BaseModel):

@@ -31,10 +31,6 @@ from cpbench.runkey import AnalysisKey, ScoreKey
 BASELINE = "fp16"
 
 
-def _safe(part: str) -> str:
-    return str(part).replace("/", "--").replace(":", "-")
-
-
 @dataclass
 class RunPlan:
     """Everything one `cpbench run` does (resolved from a suite and/or command-line options)."""
@@ -151,15 +147,13 @@ def plan_from_options(
 
 def _normalise(plan: RunPlan) -> None:
     from cpbench import recipes
+    from cpbench.config import did_you_mean
     from cpbench.tasks import list_tasks
 
     known = list_tasks()
     for t in plan.tasks:
         if t not in known:
-            import difflib
-
-            close = difflib.get_close_matches(t, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(known)})"
+            hint = did_you_mean(t, known) or f" (known: {', '.join(known)})"
             raise CpbenchError(f"unknown task {t!r}{hint}")
     for p in plan.prompts:
         if p not in ("base", "shared", "task"):
@@ -191,26 +185,29 @@ def _normalise(plan: RunPlan) -> None:
 
 # ------------------------------------------------------------------------------------------------- running
 def artifact_path(results: Path, key: ScoreKey) -> Path:
-    return Path(results) / _safe(key.model) / _safe(key.recipe) / "artifacts" / f"{key.slug()}.parquet"
+    return key.cell_dir(results) / "artifacts" / f"{key.slug()}.parquet"
 
 
-def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, device: str) -> bool:
-    """A stored artifact is reused only when it was produced for exactly this cell, inputs and weights, on the same
-    kind of device (which fixes the dtype: fp32 on CPU, the model's bf16/fp16 on GPU)."""
+def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, device: str) -> Any:
+    """The stored artifact (a LogitsArtifact), or None. It is reused only when it was produced for exactly this cell,
+    inputs and weights, on the same kind of device (which fixes the dtype: fp32 on CPU, the model's bf16/fp16 on
+    GPU). Returned loaded, so that the caller does not read it a second time."""
     from cpbench.artifact import LogitsArtifact
 
     if not path.is_file():
-        return False
+        return None
     try:
-        prov = LogitsArtifact.load(path).provenance
+        artifact = LogitsArtifact.load(path)
     except CpbenchError:
-        return False
-    return (
+        return None
+    prov = artifact.provenance
+    ok = (
         prov.get("run_key") == key.model_dump()
         and prov.get("prompts_hash") == p_hash
         and prov.get("weights_id") == weights_id
         and str(prov.get("device", "")).split(":")[0] == device.split(":")[0]
     )
+    return artifact if ok else None
 
 
 def _weights_id(entry: Any, recipe: Any, ckpt: Any) -> str:
@@ -297,6 +294,7 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
                                     tokenizer=tokenizer if plan.chat == "v1" else None)  # fmt: skip
             jobs.append((task, method, prompts[: plan.limit] if plan.limit else prompts))  # --limit: evaluated items
     _check_enough_items(jobs, plan.analysis)
+    job_hashes = [prompts_hash(prompts) for _, _, prompts in jobs]  # once per job, not once per recipe
 
     cells: list[Cell] = []
     skipped: list[tuple[str, str]] = []
@@ -319,14 +317,14 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
                  f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
         weights_id = _weights_id(entry, recipe, ckpt)
         todo = []
-        for task, method, prompts in jobs:
+        for (task, method, prompts), p_hash in zip(jobs, job_hashes):
             key = ScoreKey(model=entry.key, recipe=recipe.name, task=task, prompt=method, shots=shots, chat=plan.chat,
                            scoring=plan.scoring, data=tag)  # fmt: skip
             path = artifact_path(plan.results, key)
-            reuse = not plan.force and _reusable(path, key, prompts_hash(prompts), weights_id, device)
-            todo.append((key, path, prompts, reuse))
+            stored = None if plan.force else _reusable(path, key, p_hash, weights_id, device)
+            todo.append((key, path, prompts, stored))
         model = tok = model_hash = None
-        if not all(reuse for *_, reuse in todo):
+        if any(stored is None for *_, stored in todo):
             tl = time.perf_counter()
             model, tok = ckpt.load(device)
             model_hash = model_fingerprint(model)  # once per model, not per cell
@@ -341,7 +339,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
             "suite": plan.suite,
         }
         provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + notes))
-        for key, path, prompts, reuse in todo:
+        for key, path, prompts, stored in todo:
+            reuse = stored is not None
             if reuse:
                 echo(f"[{recipe.name}] {key.task}/{key.prompt}: artifact reused ({path})")
             else:
@@ -349,7 +348,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
                 score_prompts(model, tok, prompts, key, batch_size=plan.batch_size, chunk_size=plan.chunk_size,
                               provenance=cell_prov, model_hash=model_hash, out_path=path,
                               progress=progress)  # fmt: skip
-            artifact = LogitsArtifact.load(path)  # reload: verifies the content hash and sets the source path
+            # a fresh artifact is reloaded: that verifies the content hash and sets the source path
+            artifact = stored if reuse else LogitsArtifact.load(path)
             record = analyze_artifact(artifact, plan.analysis, input_path=str(path))
             result_path = store.write_result(record, plan.results)
             detail = artifact.provenance.get("scoring_detail") or {}

@@ -43,17 +43,15 @@ class Skipped:
     reason: str
 
 
-def _safe(part: str) -> str:
-    return str(part).replace("/", "--").replace(":", "-")
-
-
 def result_path(run_key: RunKey, root: str | os.PathLike) -> Path:
-    s = run_key.score
-    return Path(root) / _safe(s.model) / _safe(s.recipe) / f"{run_key.slug()}.json"
+    return run_key.score.cell_dir(root) / f"{run_key.slug()}.json"
 
 
-def _check_record(record: Any) -> RunKey:
-    """Validate the parts of a record the store relies on; raise CpbenchError naming the first problem."""
+def _check_record(record: Any) -> tuple[RunKey, dict[str, np.ndarray | None]]:
+    """Validate the parts of a record the store relies on; raise CpbenchError naming the first problem.
+
+    Returns the run key and the per-split arrays (parsed once here, then reused for the DataFrame rows).
+    """
     if not isinstance(record, dict):
         raise CpbenchError(f"not a cpbench result record (top level is {type(record).__name__}, not an object)")
     schema = record.get("schema")
@@ -78,8 +76,7 @@ def _check_record(record: Any) -> RunKey:
         for m in METRICS:
             if not _is_number(record[name].get(m)):
                 raise CpbenchError(f"'{name}.{m}' is missing or not a number")
-    _per_split(record, scores)  # raises on malformed per-split arrays
-    return key
+    return key, _per_split(record, scores)  # raises on malformed per-split arrays
 
 
 def _is_number(x: Any) -> bool:
@@ -129,7 +126,7 @@ def _per_split(record: dict, scores: Iterable[str]) -> dict[str, np.ndarray | No
 def write_result(record: dict, root: str | os.PathLike) -> Path:
     """Write one result record to `root/<model>/<recipe>/<RunKey.slug()>.json` atomically and return the path."""
     try:
-        key = _check_record(record)
+        key, _ = _check_record(record)
     except CpbenchError as exc:
         raise CpbenchError(f"refusing to store an invalid result record: {exc}") from None
     path = result_path(key, root)
@@ -174,10 +171,9 @@ def _notes(prov: dict) -> str:
     return merge_notes([" ".join(str(n).split()) for n in notes])
 
 
-def _rows(record: dict, key: RunKey, rel: str) -> list[dict[str, Any]]:
+def _rows(record: dict, key: RunKey, ps: dict[str, np.ndarray | None], rel: str) -> list[dict[str, Any]]:
     prov = record.get("provenance") or {}
     scores = score_names(record)
-    ps = _per_split(record, scores)
     calib = record.get("calibration") or {}
     recipe_prov = prov.get("recipe")
     base: dict[str, Any] = {
@@ -291,7 +287,7 @@ def load_results(root: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple
                 items = [(f"{shown}#{i}", f"{rel}#{i}", x) for i, x in enumerate(record)]
             for where, rel_where, rec in items:
                 try:
-                    key = _check_record(rec)
+                    key, ps = _check_record(rec)
                 except CpbenchError as exc:
                     skipped.append(Skipped(where, str(exc)))
                     continue
@@ -301,7 +297,7 @@ def load_results(root: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple
                     skipped.append(Skipped(where, why))
                     continue
                 seen[ident] = where
-                rows.extend(_rows(rec, key, rel_where))
+                rows.extend(_rows(rec, key, ps, rel_where))
     df = pd.DataFrame(rows, columns=_columns())
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")

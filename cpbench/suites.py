@@ -4,14 +4,19 @@ and the model spec against the registries; it imports no torch."""
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cpbench.compress.calibration import CalibrationSpec
-from cpbench.config import first_error, read_yaml_mapping, reject_unknown_keys, require_mapping_of_mappings
+from cpbench.config import (
+    did_you_mean,
+    first_error,
+    read_yaml_mapping,
+    reject_unknown_keys,
+    require_mapping_of_mappings,
+)
 from cpbench.errors import CpbenchError
 from cpbench.paths import data_dir
 
@@ -53,8 +58,7 @@ def load_suite(name: str = "default", path: str | Path | None = None) -> Suite:
 
     suites = _raw(path)
     if name not in suites:
-        close = difflib.get_close_matches(name, list(suites), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(suites)})"
+        hint = did_you_mean(name, suites) or f" (known: {', '.join(suites)})"
         raise CpbenchError(f"unknown suite {name!r}{hint}")
     fields = dict(suites[name] or {})
     allowed = [f for f in Suite.model_fields if f != "name"]

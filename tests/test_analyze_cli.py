@@ -79,8 +79,9 @@ def test_out_one_object_or_a_list(art_path, tmp_path, capsys):
     assert code == 0 and len(out.strip().splitlines()) == 2
     both = json.loads(out2.read_text())
     assert isinstance(both, list) and [r["input"] for r in both] == [str(art_path), str(other)]
-    # paired splits: the same items and key give the same calibration/test splits, hence the same n_cal per split
-    assert both[0]["n_cal"] == both[1]["n_cal"]
+    # each record is its own input's analysis (b has other labels and logits), with the default 0.5 calibration ratio
+    assert both[0]["per_split"] == one["per_split"] and both[1]["per_split"] != one["per_split"]
+    assert [(r["n_cal"], r["n_test"]) for r in both] == [(200, 200)] * 2
 
 
 def test_table_output(art_path, capsys):
@@ -190,11 +191,6 @@ def test_subprocess_and_no_heavy_imports(tmp_path, art_path):
 
 def test_items_hash_pairs_records_of_the_same_items_only():
     """Same ids+labels -> same items_hash whatever the logits (recipes differ); other labels -> another hash."""
-    import numpy as np
-
-    from cpbench.analyze import analyze_artifact, preset
-    from cpbench.artifact import LogitsArtifact
-
     rng = np.random.default_rng(0)
     ids, labels = [f"q{i}" for i in range(40)], rng.integers(0, 4, 40)
     mk = lambda lab: LogitsArtifact(ids=ids, labels=lab, logits=rng.normal(size=(40, 6)), letters=list("ABCDEF"))

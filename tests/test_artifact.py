@@ -124,9 +124,17 @@ def test_load_errors(tmp_path):
         with pytest.raises(CpbenchError, match=message):
             LogitsArtifact.load(path)
     corrupt = tmp_path / "corrupt_header.parquet"
-    pq.write_table(_table(art, None).replace_schema_metadata({b"cpbench": b"{not json"}), corrupt)
-    with pytest.raises(CpbenchError, match="corrupt cpbench header"):
-        LogitsArtifact.load(corrupt)
+    bad_headers = {
+        b"{not json": "corrupt cpbench header",
+        b"\xff\xfe": "corrupt cpbench header",
+        b"[1, 2]": "a JSON list, not an object",
+        json.dumps(_header(art, provenance=["x"])).encode(): "'provenance' must be an object",
+        json.dumps(_header(art, letters="ABCDEF")).encode(): "'letters' a list",
+    }
+    for raw, message in bad_headers.items():
+        pq.write_table(_table(art, None).replace_schema_metadata({b"cpbench": raw}), corrupt)
+        with pytest.raises(CpbenchError, match=message):
+            LogitsArtifact.load(corrupt)
 
 
 def test_validation_applies_on_load(tmp_path):

@@ -6,6 +6,7 @@ A word-level tokenizer (one token per whitespace-separated word) makes the budge
 from __future__ import annotations
 
 import hashlib
+import re
 
 import pytest
 from hypothesis import given, settings
@@ -183,7 +184,7 @@ def test_truncation_is_minimal(ctx_words, demo_words, budget, method):
     head = spec.prompts.shared.few_shot + "\n\n" if method == "shared" else ""
     tail = "\n" + spec.prompts.closing + "\n\n" if method == "shared" else ""
     demos = [format_item(it, "Context", with_answer=True) for it in items[1:]]
-    starts = [m.start() for m in __import__("re").finditer(r"\S+", context)] + [len(context)]
+    starts = [m.start() for m in re.finditer(r"\S+", context)] + [len(context)]
     candidates = [head + "".join(demos[k:]) + tail + item_text(context) for k in range(6)]
     candidates += [head + tail + item_text(context[s:]) for s in starts[1:]]
     expected = next((c for c in candidates if words(c) <= budget), None)

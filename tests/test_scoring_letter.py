@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scoring_fixtures import ForwardCounter, make_prompts, reference_letter_logits, tiny
 
+from cpbench.scoring.kv import common_prefix_len
 from cpbench.scoring.letter import LetterScorer, plan_prefix
 from cpbench.scoring.tokens import form_for, resolve_option_tokens
 
@@ -49,6 +50,14 @@ def test_plan_prefix_caches_only_shared_tokens_and_saves_the_most(prefix, tails)
 
     best = max([0] + [saving(k) for k in range(1, len(prefix) + 1)])
     assert m * len(plan.members) == best
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.lists(st.integers(0, 3), max_size=40), b=st.lists(st.integers(0, 3), max_size=40))
+def test_common_prefix_len_matches_an_element_by_element_scan(a, b):
+    shared = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    assert common_prefix_len(a, b) == common_prefix_len(tuple(b), a) == shared
+    assert common_prefix_len(a + b, a) == len(a)
 
 
 def test_plan_prefix_falls_back_for_prompts_that_diverge_early():

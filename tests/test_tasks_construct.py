@@ -7,6 +7,7 @@ exports) and loads it through the same `datasets.load_dataset` call the hub path
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
 from pathlib import Path
@@ -268,7 +269,7 @@ def test_answer_letters_close_to_uniform_at_benchmark_size():
     items, report = construct_items(_spec("qa"), columns, [("test", i) for i in range(n)])
     assert report.letters == {"A": 2500, "B": 2500, "C": 2500, "D": 2500, "E": 0, "F": 0}
     # and the letters are not laid out in a pattern: no long runs of one letter
-    runs = max(len(list(g)) for _, g in __import__("itertools").groupby(it.answer for it in items))
+    runs = max(len(list(g)) for _, g in itertools.groupby(it.answer for it in items))
     assert runs < 15
 
 

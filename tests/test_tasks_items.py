@@ -131,8 +131,10 @@ def test_bad_files_are_one_line_errors(tmp_path):
     (tmp_path / "x.csv").write_text("a,b")
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "bad.jsonl").write_text(json.dumps(record(0)) + "\n{oops\n")
+    latin1 = json.dumps([record(0, question="Caf\u00e9?")], ensure_ascii=False).encode("latin-1")
+    (tmp_path / "latin1.json").write_bytes(latin1)
     for name, needle in (("x.csv", "unknown item file type"), ("bad.json", "malformed JSON"),
-                         ("bad.jsonl", "line 2"), ("missing.json", "not found")):
+                         ("bad.jsonl", "line 2"), ("missing.json", "not found"), ("latin1.json", "not a UTF-8")):
         with pytest.raises(CpbenchError, match=needle):
             read_items(tmp_path / name)
 

@@ -12,6 +12,12 @@ from cpbench.store import KEY_COLS, METRICS, merge_notes
 AVG = "avg"
 
 
+def task_order(results: pd.DataFrame) -> list[str]:
+    """The frame's tasks sorted, with the task average last when there is one."""
+    real = sorted(t for t in results["task"].unique() if t != AVG)
+    return real + ([AVG] if (results["task"] == AVG).any() else [])
+
+
 def _mean_arrays(arrays: pd.Series) -> np.ndarray | None:
     # Split r of every task comes from the same analysis key, so averaging split-by-split keeps the pairing.
     if any(a is None for a in arrays) or len({len(a) for a in arrays}) != 1:

@@ -31,7 +31,9 @@ from cpbench.store import ANALYSIS_KEY_COLS, KEY_COLS, METRICS, merge_notes
 ITEMS_UNVERIFIED = "items matched on n and analysis key only (no items_hash in a record)"
 CATEGORIES = ("unaffected", "hidden-risk", "accuracy-only", "coupled", "unpaired")
 CELL_COLS = [c for c in KEY_COLS if c != "recipe"]  # what must match between a candidate and its baseline
-_EDGE_TOL = 1e-9  # far below any real difference (1 / n_test), far above float rounding of deltas
+# Deltas are differences of floats (0.80 - 0.81 = -0.010000000000000009): a delta exactly at a tolerance or limit
+# must land on the documented side. 1e-9 is far below any real difference (1 / n_test), far above float rounding.
+EDGE_TOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ def categorize(d_acc: float, d_set_size: float, epsilon: float, delta: float) ->
         return "unpaired"
     # Deltas are differences of floats (0.80 - 0.81 = -0.010000000000000009): without a tolerance a drop of
     # exactly epsilon, or an increase of exactly delta, would fall on the wrong side of the documented "<=".
-    acc_kept = -d_acc <= epsilon + _EDGE_TOL
-    size_holds = d_set_size <= delta + _EDGE_TOL
+    acc_kept = -d_acc <= epsilon + EDGE_TOL
+    size_holds = d_set_size <= delta + EDGE_TOL
     if acc_kept:
         return "unaffected" if size_holds else "hidden-risk"
     return "accuracy-only" if size_holds else "coupled"
@@ -133,10 +135,10 @@ def decoupling_table(df: pd.DataFrame, cfg: DecouplingConfig = DecouplingConfig(
     if df.empty:
         return pd.DataFrame(columns=columns)
     base_rows = df[df["recipe"] == cfg.baseline]
-    base_by_cell = {tuple(r[c] for c in CELL_COLS): r for _, r in base_rows.iterrows()}
     score_cols = [c for c in CELL_COLS if c not in ANALYSIS_KEY_COLS]
-    base_by_score = {}
+    base_by_cell, base_by_score = {}, {}  # the latter only names why a cell has no baseline under its analysis key
     for _, r in base_rows.iterrows():
+        base_by_cell[tuple(r[c] for c in CELL_COLS)] = r
         base_by_score.setdefault(tuple(r[c] for c in score_cols), r)
     out = []
     for _, cand in df[df["recipe"] != cfg.baseline].iterrows():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,18 +30,27 @@ class Knob:
     family: str  # recipe name with the knob value replaced by {bits} / {sparsity}
 
 
-def _walk(obj: Any, keys: tuple[str, ...]) -> Any:
-    """First value under any of `keys`, searching nested dicts breadth-first (specs nest modifier configs)."""
-    queue = [obj]
+def _dicts(obj: Any) -> Iterator[dict]:
+    """Every dict nested in `obj` (dicts and lists), breadth-first: specs nest modifier configs."""
+    queue = deque([obj])
     while queue:
-        cur = queue.pop(0)
+        cur = queue.popleft()
         if isinstance(cur, dict):
-            for k in keys:
-                if k in cur and isinstance(cur[k], (int, float)) and not isinstance(cur[k], bool):
-                    return float(cur[k])
-            queue.extend(v for v in cur.values() if isinstance(v, (dict, list)))
+            yield cur
+            children = cur.values()
         elif isinstance(cur, list):
-            queue.extend(v for v in cur if isinstance(v, (dict, list)))
+            children = cur
+        else:
+            continue
+        queue.extend(v for v in children if isinstance(v, (dict, list)))
+
+
+def _walk(obj: Any, keys: tuple[str, ...]) -> float | None:
+    """First number under any of `keys`, searching nested dicts breadth-first."""
+    for cur in _dicts(obj):
+        for k in keys:
+            if k in cur and isinstance(cur[k], (int, float)) and not isinstance(cur[k], bool):
+                return float(cur[k])
     return None
 
 
@@ -100,16 +111,7 @@ def recipe_variant(name: str, spec: dict | None = None) -> dict[str, Any]:
 
 def _find_dict(obj: Any, key: str) -> dict | None:
     """The first dict stored under `key` anywhere in a nested spec (provenance may wrap the recipe spec)."""
-    queue = [obj]
-    while queue:
-        cur = queue.pop(0)
-        if isinstance(cur, dict):
-            if isinstance(cur.get(key), dict):
-                return cur[key]
-            queue.extend(v for v in cur.values() if isinstance(v, (dict, list)))
-        elif isinstance(cur, list):
-            queue.extend(v for v in cur if isinstance(v, (dict, list)))
-    return None
+    return next((cur[key] for cur in _dicts(obj) if isinstance(cur.get(key), dict)), None)
 
 
 def _registry_spec(name: str) -> dict:

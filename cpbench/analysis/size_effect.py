@@ -50,15 +50,15 @@ def size_effect_table(
         mask = np.isfinite(known)
         x = np.log10(np.asarray(known, dtype=float)[mask])
         y = g["d_set_size"].to_numpy(dtype=float)[mask]
-        fit = fit_line(x, y, level) if len(x) >= 2 else None
+        fit = fit_line(x, y, level)  # all NaN with fewer than 2 models, no interval with fewer than 3
         rows.append({
             **dict(zip(GROUP_COLS, key)),
             "n_models": int(mask.sum()),
-            "slope": fit.slope if fit else math.nan,
-            "slope_lo": fit.slope_lo if fit else math.nan,
-            "slope_hi": fit.slope_hi if fit else math.nan,
-            "intercept": fit.intercept if fit else math.nan,
-            "r2": fit.r2 if fit else math.nan,
+            "slope": fit.slope,
+            "slope_lo": fit.slope_lo,
+            "slope_hi": fit.slope_hi,
+            "intercept": fit.intercept,
+            "r2": fit.r2,
             "models": " ".join(f"{m}({sizes[m][0]:.3g},{sizes[m][1]})" for m in g["model"][mask]),
             "left_out": " ".join(f"{m}(size unknown)" for m in g["model"][~mask]),
             "sample_data": bool(g["sample_data"].any()),

@@ -191,16 +191,18 @@ def _split_variants(comp: pd.DataFrame) -> list[str]:
         (r, sp): recipe_variant(r, json.loads(sp) if sp else None)
         for r, sp in comp[["recipe", "recipe_spec"]].drop_duplicates().itertuples(index=False)
     }
-    names = []
     by_family: dict[str, list[dict]] = {}
     for fam, r, sp in zip(comp["family"], comp["recipe"], comp["recipe_spec"]):
         by_family.setdefault(fam, []).append(variants[(r, sp)])
-    for fam, r, sp in zip(comp["family"], comp["recipe"], comp["recipe_spec"]):
-        members = by_family[fam]
+    differ: dict[str, list[str]] = {}  # per family, the settings its members disagree on (once, not once per row)
+    for fam, members in by_family.items():
         keys = sorted({k for v in members for k in v})
-        differ = [k for k in keys if len({json.dumps(v.get(k), sort_keys=True) for v in members}) > 1]
+        differ[fam] = [k for k in keys if len({json.dumps(v.get(k), sort_keys=True) for v in members}) > 1]
+    names = []
+    for fam, r, sp in zip(comp["family"], comp["recipe"], comp["recipe_spec"]):
         mine = variants[(r, sp)]
-        names.append(fam if not differ else fam + " [" + ", ".join(f"{k}={mine.get(k)}" for k in differ) + "]")
+        names.append(fam if not differ[fam] else fam + " [" + ", ".join(f"{k}={mine.get(k)}" for k in differ[fam])
+                     + "]")
     return names
 
 

@@ -85,15 +85,14 @@ def register(app: typer.Typer) -> None:
         from cpbench.importers import load_any
 
         key = preset(protocol, alpha=alpha, splits=splits, seed=seed, cal_ratio=cal_ratio, stratify=stratify or None)
-        names = [s.strip().lower() for s in scores.split(",") if s.strip()]
         records = []
         for path in logits:
             artifact = load_any(path, labels)
-            records.append(analyze_artifact(artifact, key, names, input_path=str(path)))
+            records.append(analyze_artifact(artifact, key, scores.split(","), input_path=str(path)))
         if out is not None:
             write_json_atomic(out, records[0] if len(records) == 1 else records)
         if as_json:
             for r in records:
                 typer.echo(json.dumps(summary_line(r), sort_keys=True, allow_nan=False))
         else:
-            _print_table(records, list(dict.fromkeys(names)))
+            _print_table(records, list(records[0]["protocol"]["scores"]))  # the names analyze_artifact normalised

@@ -6,11 +6,11 @@ Only typer and cpbench.tasks (pydantic, PyYAML) at import time; transformers is 
 
 from __future__ import annotations
 
-import datetime as _dt
 import sys
 
 import typer
 
+from cpbench.stamps import utc_now
 from cpbench.errors import CpbenchError
 
 SOURCES_HELP = "samples (offline smoke-test items), prepared (Ye et al.'s files), original (built), or a file path"
@@ -121,7 +121,7 @@ def register(app: typer.Typer) -> None:
         letters = letter_distribution(items)
         provenance = source_provenance(spec, source) | {
             "items": len(items), "answer_letters": letters, "cpbench_version": __version__,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_at": utc_now(),
         }
         if original_path:
             provenance["original_path"] = original_path

@@ -52,18 +52,10 @@ class CompressedCheckpoint:
 
 
 def versions() -> dict[str, str]:
-    """Library versions for provenance (the keys the artifact's `versions` uses)."""
-    import importlib.metadata as md
-    import platform
+    """Library versions for provenance: the artifact's `versions`, with "not-installed" for a missing package."""
+    from cpbench.scoring.score import versions as artifact_versions
 
-    out = {"python": platform.python_version()}
-    for key, dist in (("torch", "torch"), ("transformers", "transformers"), ("llmcompressor", "llmcompressor"),
-                      ("compressed_tensors", "compressed-tensors"), ("cpbench", "cpbench")):  # fmt: skip
-        try:
-            out[key] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[key] = "not-installed"
-    return out
+    return {k: v or "not-installed" for k, v in artifact_versions().items()}
 
 
 def _base_report(entry: ModelEntry, recipe: Recipe, device: str) -> dict[str, Any]:

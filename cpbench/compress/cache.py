@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from cpbench.atomic import write_json_atomic
 from cpbench.errors import CpbenchError
 from cpbench.paths import cache_dir
+from cpbench.runkey import safe_part
 
 if TYPE_CHECKING:  # pragma: no cover
     from cpbench.compress.calibration import CalibrationSet
@@ -87,7 +88,7 @@ def cache_key(
         "compute_dtype": compute_dtype,
     }
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-    label = f"{entry.key}--{recipe.name}".replace("/", "--").replace(":", "-")
+    label = safe_part(f"{entry.key}--{recipe.name}")
     return CacheKey(digest=digest, label=label, material=material)
 
 

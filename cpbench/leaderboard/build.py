@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cpbench.analysis.aggregate import AVG, add_task_average
+from cpbench.analysis.aggregate import AVG, add_task_average, task_order
 from cpbench.analysis.decoupling import (
     CATEGORIES,
     ITEMS_UNVERIFIED,
@@ -76,16 +76,11 @@ def analyze_tree(root: str | os.PathLike, cfg: LeaderboardConfig = LeaderboardCo
     )
 
 
-def _tasks(results: pd.DataFrame) -> list[str]:
-    real = sorted(t for t in results["task"].unique() if t != AVG)
-    return real + ([AVG] if (results["task"] == AVG).any() else [])
-
-
 def main_table(a: Analysis, score: str, prov: Provenance, baseline: str) -> Table:
     """Accuracy, coverage, set size and UAcc per task (and the task average) for one conformal score."""
     res = a.results[a.results["score"] == score]
     varying, settings = varying_settings(a.results)
-    tasks = _tasks(res)
+    tasks = task_order(res)
     row_cols = ["model", "recipe", *varying]
     disp_rows, data_rows = [], []
     for key, g in res.groupby(row_cols, sort=False, dropna=False):

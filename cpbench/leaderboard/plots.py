@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from cpbench.analysis.aggregate import AVG
+from cpbench.analysis.aggregate import AVG, task_order
 from cpbench.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _acc_vs_size(results: pd.DataFrame, score: str, baseline: str) -> dict[str, 
     import matplotlib.pyplot as plt
 
     res = results[results["score"] == score]
-    tasks = sorted(t for t in res["task"].unique() if t != AVG) + ([AVG] if (res["task"] == AVG).any() else [])
+    tasks = task_order(res)
     if not tasks:
         return {}
     recipes = sorted(r for r in res["recipe"].unique() if r != baseline)

@@ -103,12 +103,12 @@ class Provenance:
         self.root = root_label
         real = results[results["task"] != AVG]
         self.n_records = int(real["path"].nunique())
-        self.notes = sorted({n for cell in real["notes"] for n in _split_notes(cell)})
+        self.notes = sorted({n for cell in real["notes"] for n in split_notes(cell)})
         self.any_sample = bool(real["sample_data"].any())
 
     def flags(self, sample: bool, notes: str) -> str:
         marks = ["sample"] if sample else []
-        marks += [f"n{i + 1}" for i in sorted(self.notes.index(n) for n in _split_notes(notes) if n in self.notes)]
+        marks += [f"n{i + 1}" for i in sorted(self.notes.index(n) for n in split_notes(notes) if n in self.notes)]
         return " ".join(marks)
 
     def line(self, frame: pd.DataFrame) -> str:
@@ -125,10 +125,6 @@ class Provenance:
 
     def legend(self) -> list[str]:
         return [f"n{i + 1}: {n}" for i, n in enumerate(self.notes)]
-
-
-def _split_notes(cell: str) -> list[str]:
-    return split_notes(cell)
 
 
 def varying_settings(results: pd.DataFrame) -> tuple[list[str], str]:

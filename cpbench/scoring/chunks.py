@@ -42,9 +42,6 @@ class ChunkStore:
     def path(self, index: int) -> Path:
         return self.dir / f"chunk-{index:05d}.npz"
 
-    def finished(self) -> list[int]:
-        return sorted(int(p.stem.split("-")[1]) for p in self.dir.glob("chunk-*.npz"))
-
     def load(self, index: int, ids: Sequence[str]) -> np.ndarray | None:
         """The chunk's logits if present and for exactly these item ids; None means compute it."""
         p = self.path(index)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cpbench.errors import CpbenchError
-from cpbench.scoring.kv import accepts_logits_to_keep, pad_token_id
+from cpbench.scoring.kv import accepts_logits_to_keep, forward, left_pad, pad_token_id
 
 DELIMITER = " "  # lm-eval's default target_delimiter between context and choice
 
@@ -115,24 +115,9 @@ class ClozeScorer:
         b, k = len(items), len(items[0].conts)
         dev = self.device
         # Step 1: contexts, left-padded, cache kept.
-        lc = max(len(it.ctx) for it in items)
-        ids = torch.full((b, lc), self.pad_id, dtype=torch.long)
-        cmask = torch.zeros((b, lc), dtype=torch.long)
-        pos = torch.zeros((b, lc), dtype=torch.long)
-        for r, it in enumerate(items):
-            n = len(it.ctx)
-            ids[r, lc - n :] = torch.tensor(it.ctx)
-            cmask[r, lc - n :] = 1
-            pos[r, lc - n :] = torch.arange(n)
+        ids, cmask, pos = left_pad([it.ctx for it in items], self.pad_id)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=ids.to(dev),
-            attention_mask=cmask.to(dev),
-            position_ids=pos.to(dev),
-            past_key_values=cache,
-            use_cache=True,
-            **self._keep,
-        )
+        out = forward(self.model, ids, cmask, pos, dev, past_key_values=cache, use_cache=True, **self._keep)
         first = out.logits[:, -1].float()
         first_lp = first - torch.logsumexp(first, dim=-1, keepdim=True)  # [b, V]
         conts = [c for it in items for c in it.conts]  # row r*k + j
@@ -173,13 +158,7 @@ class ClozeScorer:
             mask[r, lc : lc + n] = 1
             target[r, :n] = torch.tensor(c[1:])
             valid[r, :n] = True
-        logits = self.model(
-            input_ids=ids.to(dev),
-            attention_mask=mask.to(dev),
-            position_ids=pos.to(dev),
-            past_key_values=cache,
-            use_cache=True,
-        ).logits.float()  # [rows, t, V]
+        logits = forward(self.model, ids, mask, pos, dev, past_key_values=cache, use_cache=True).logits.float()
         lp = logits.gather(2, target.to(dev)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
         return torch.where(valid.to(dev), lp, torch.zeros_like(lp)).sum(dim=1)
 

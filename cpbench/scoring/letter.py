@@ -19,7 +19,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from cpbench.scoring.kv import PrefixKV, accepts_logits_to_keep, cache_supported, common_prefix_len, pad_token_id
+from cpbench.scoring.kv import (
+    PrefixKV,
+    accepts_logits_to_keep,
+    cache_supported,
+    common_prefix_len,
+    forward,
+    left_pad,
+    pad_token_id,
+)
 
 
 @dataclass
@@ -164,28 +172,14 @@ class LetterScorer:
     @torch.inference_mode()
     def _batch(self, idx: np.ndarray, g: int) -> np.ndarray:
         m = len(self.work.prefixes[g]) if g >= 0 else 0
-        rows = [self.work.full_ids[i][m:] for i in idx]
-        width = max(len(r) for r in rows)
-        b = len(rows)
-        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, m + width), dtype=torch.long)
-        pos = torch.zeros((b, width), dtype=torch.long)
-        mask[:, :m] = 1
-        for r, row in enumerate(rows):  # left padding: every row's last token sits at the last position
-            n = len(row)
-            ids[r, width - n :] = torch.tensor(row, dtype=torch.long)
-            mask[r, m + width - n :] = 1
-            pos[r, width - n :] = torch.arange(m, m + n)
+        ids, mask, pos = left_pad([self.work.full_ids[i][m:] for i in idx], self.pad_id, start=m)
+        b = len(idx)
+        mask = torch.cat([torch.ones((b, m), dtype=torch.long), mask], dim=1)  # the cached prefix is attended
         kwargs: dict[str, Any] = dict(self._keep)
         if g >= 0:
             kwargs.update(past_key_values=self._prefix(g).expand(b), use_cache=True)
         else:
             kwargs.update(use_cache=False)
-        logits = self.model(
-            input_ids=ids.to(self.device),
-            attention_mask=mask.to(self.device),
-            position_ids=pos.to(self.device),
-            **kwargs,
-        ).logits[:, -1]
+        logits = forward(self.model, ids, mask, pos, self.device, **kwargs).logits[:, -1]
         return logits.index_select(-1, self.option_ids).float().cpu().numpy()
 

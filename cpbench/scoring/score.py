@@ -11,13 +11,13 @@ import hashlib
 import json
 import platform
 import time
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from cpbench.stamps import utc_now
 from cpbench.artifact import LogitsArtifact
 from cpbench.errors import CpbenchError
 from cpbench.runkey import ScoreKey
@@ -191,11 +191,12 @@ def score_prompts(
     inputs_hash = scoring_inputs_hash(prompts)
     m_hash = model_hash or model_fingerprint(model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    tok_info = tokenizer_info(tokenizer)
     job = {
         "score_key": key.model_dump(),
         "inputs_hash": inputs_hash,
         "model_hash": m_hash,
-        "tokenizer": tokenizer_info(tokenizer),
+        "tokenizer": tok_info,
         "option_token_ids": option_ids,
         "dtype": dtype,
         "device_type": device.split(":")[0],
@@ -244,7 +245,7 @@ def score_prompts(
     prov["notes"] = list(prov.get("notes") or []) + notes
     prov.update(
         {
-            "tokenizer": tokenizer_info(tokenizer),
+            "tokenizer": tok_info,
             "option_token_ids": option_ids,
             "dtype": dtype,
             "device": device,
@@ -255,7 +256,7 @@ def score_prompts(
             "prompts_hash": p_hash,
             "model_hash": m_hash,
             "versions": versions(),
-            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_at": utc_now(),
             "host": platform.platform(),
         }
     )

@@ -115,7 +115,7 @@ def _assemble(spec: TaskSpec, rng: np.random.Generator, rows: list[dict[str, Any
     wrong_order = np.argsort(rng.random((n, len(CONTENT_LETTERS) - 1)), axis=1)
     items = []
     for i, (row, opts) in enumerate(zip(rows, contents)):
-        wrong = [opts[1:][j] for j in wrong_order[i]]
+        wrong = [opts[1 + j] for j in wrong_order[i]]
         ordered = wrong[: targets[i]] + [opts[0]] + wrong[targets[i]:]
         choices = dict(zip(CONTENT_LETTERS, ordered)) | FIXED_OPTIONS
         items.append(Item(id=i, source=spec.source_label, context=row["context"], question=row["question"],

@@ -14,6 +14,12 @@ from cpbench.errors import CpbenchError
 from cpbench.tasks.schema import LETTERS, Item, explain_validation_error
 
 ITEM_KEYS = ("id", "source", "context", "question", "choices", "answer", "meta")
+ITEM_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+def _check_suffix(path: Path, suffix: str) -> None:
+    if suffix not in ITEM_SUFFIXES:
+        raise CpbenchError(f"{path}: unknown item file type {suffix!r} (use .json, .jsonl or .parquet)")
 
 
 def items_from_records(records: Iterable[Any], where: str, extra_to_meta: bool = False) -> list[Item]:
@@ -47,6 +53,7 @@ def items_from_records(records: Iterable[Any], where: str, extra_to_meta: bool =
 def read_records(path: Path) -> list[Any]:
     """Raw records of a JSON (a list, or an object with `items`), JSONL or Parquet file."""
     suffix = path.suffix.lower()
+    _check_suffix(path, suffix)
     try:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -59,6 +66,8 @@ def read_records(path: Path) -> list[Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CpbenchError(f"{path}: cannot read item file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise CpbenchError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
     except Exception as exc:  # noqa: BLE001 - pyarrow raises its own types for corrupt files
         raise CpbenchError(f"{path}: not a readable Parquet file ({exc})") from None
     if suffix == ".jsonl":
@@ -70,17 +79,15 @@ def read_records(path: Path) -> list[Any]:
                 except json.JSONDecodeError as exc:
                     raise CpbenchError(f"{path}: line {n}: malformed JSON ({exc.msg})") from None
         return records
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CpbenchError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from None
-        if isinstance(data, dict) and "items" in data:
-            data = data["items"]
-        if not isinstance(data, list):
-            raise CpbenchError(f"{path}: expected a JSON list of items or an object with 'items'")
-        return data
-    raise CpbenchError(f"{path}: unknown item file type {suffix!r} (use .json, .jsonl or .parquet)")
+    try:  # .json
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CpbenchError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})") from None
+    if isinstance(data, dict) and "items" in data:
+        data = data["items"]
+    if not isinstance(data, list):
+        raise CpbenchError(f"{path}: expected a JSON list of items or an object with 'items'")
+    return data
 
 
 def read_items(path: str | Path, extra_to_meta: bool = False) -> list[Item]:
@@ -103,8 +110,7 @@ def write_items(items: Sequence[Item], path: str | Path, provenance: dict[str, A
     path = Path(path)
     suffix = path.suffix.lower()
     records = [_record(it) for it in items]
-    if suffix not in (".json", ".jsonl", ".parquet"):
-        raise CpbenchError(f"{path}: unknown item file type {suffix!r} (use .json, .jsonl or .parquet)")
+    _check_suffix(path, suffix)
     with atomic_path(path) as tmp:
         if suffix == ".json":
             tmp.write_text(json.dumps({"provenance": provenance or {}, "items": records}, indent=1,

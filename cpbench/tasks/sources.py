@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from cpbench.stamps import sha256_file
 from cpbench.errors import CpbenchError
 from cpbench.tasks.construct import BuildReport, construct_items
 from cpbench.tasks.itemfile import items_from_records, read_items
@@ -108,8 +108,6 @@ def load_original(spec: TaskSpec, original_path: str | None = None,
     for split in src.splits:
         try:
             ds = _load_split(path, src.config, split, src.revision, cache_dir)
-        except CpbenchError:
-            raise
         except Exception as exc:  # noqa: BLE001 - any load failure becomes one line
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CpbenchError(f"cannot load original dataset {path!r} (config {src.config!r}, split {split!r}): "
@@ -129,15 +127,12 @@ def data_tag(source: str | Path) -> str:
     """The `data` field of a run key: samples / prepared / original, or file:<sha256 prefix> of a local file."""
     if str(source) in NAMED_SOURCES:
         return str(source)
-    h = hashlib.sha256()
     try:
-        with open(source, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        digest = sha256_file(source)
     except OSError as exc:
         raise CpbenchError(f"unknown item source {str(source)!r}: not one of {', '.join(NAMED_SOURCES)} and "
                            f"not a readable file ({exc.strerror or exc})") from None
-    return f"file:{h.hexdigest()[:12]}"
+    return f"file:{digest[:12]}"
 
 
 def source_provenance(spec: TaskSpec, source: str | Path) -> dict[str, Any]:

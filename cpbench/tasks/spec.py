@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
+from cpbench.config import did_you_mean
 from cpbench.errors import CpbenchError
 from cpbench.paths import data_dir
 from cpbench.tasks.schema import TaskSpec, explain_validation_error
@@ -60,9 +60,7 @@ def load_task(name: str, root: Path | None = None) -> TaskSpec:
     path = root / f"{name}.yaml"
     if not path.is_file():
         known = list_tasks(root)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise CpbenchError(f"unknown task {name!r} (known: {', '.join(known)}){hint}")
+        raise CpbenchError(f"unknown task {name!r} (known: {', '.join(known)}){did_you_mean(name, known)}")
     return load_task_file(path)
 
 
