@@ -2,7 +2,7 @@
 
 Matching: a candidate row (model, task, prompt, shots, chat, scoring, data, analysis key, conformal score) is compared
 with the baseline side's row for the same cell. When the baseline side holds one recipe for that cell (typically the
-fp16 results, or the previous version of a recipe) that row is the baseline whatever the candidate's recipe; when it
+base results, or the previous version of a recipe) that row is the baseline whatever the candidate's recipe; when it
 holds several, the recipe must match too (a results tree from main against a PR's results tree).
 
 Verdicts per matched cell, on point estimates (the paired interval is shown beside them):

@@ -271,6 +271,8 @@ def resolve(name: str | Recipe) -> Recipe:
         return name
     reg = load_registry()
     key = name.strip()
+    if key == "fp16" and "fp16" not in reg.recipes:  # the baseline's name before it was renamed `base`
+        key = "base"
     if key in reg.recipes:
         return reg.recipes[key]
     lowered = {n.lower(): r for n, r in reg.recipes.items()}

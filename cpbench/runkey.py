@@ -19,16 +19,20 @@ class ScoreKey(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str = Field(description="registry alias, HF id or local path as resolved")
-    recipe: str = Field(default="fp16", description="compression recipe name; 'fp16' is the uncompressed baseline")
+    recipe: str = Field(default="base", description="compression recipe name; 'base' is the reference weights")
     task: str = Field(description="task name, e.g. qa, rc, ci, drs, ds")
     prompt: str = Field(default="base", description="prompt method: base, shared or task")
     shots: int = Field(default=0, ge=0)
     chat: Literal["none", "v1", "v2"] = "none"
     scoring: Literal["letter", "cloze"] = "letter"
     data: str = Field(default="", description="data source tag (prepared, original, samples, file:<sha>)")
+    limit: int | None = Field(default=None, ge=1, description="first N evaluated items only (None = all)")
+    dtype: str = Field(default="auto", description="requested compute dtype (auto = fp32 on CPU, the model's on GPU)")
+    scorer: Literal["hf", "vllm"] = Field(default="hf", description="backend that produced the option logits")
 
     def slug(self) -> str:
-        """Filesystem-safe, human-readable name of the cell."""
+        """Filesystem-safe, human-readable name of the cell. Defaults are left out, so that adding a field to the key
+        does not rename existing cells."""
         parts = [self.model, self.recipe, self.task, self.prompt, f"{self.shots}shot"]
         if self.chat != "none":
             parts.append(f"chat-{self.chat}")
@@ -36,6 +40,12 @@ class ScoreKey(BaseModel):
             parts.append(self.scoring)
         if self.data:
             parts.append(self.data)
+        if self.limit is not None:
+            parts.append(f"limit{self.limit}")
+        if self.dtype != "auto":
+            parts.append(self.dtype)
+        if self.scorer != "hf":
+            parts.append(self.scorer)
         return "__".join(safe_part(p) for p in parts)
 
     def cell_dir(self, root: str | Path) -> Path:

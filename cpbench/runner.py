@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from cpbench.errors import CpbenchError
 from cpbench.runkey import AnalysisKey, ScoreKey
 
-BASELINE = "fp16"
+BASELINE = "base"
 
 
 @dataclass
@@ -104,7 +104,7 @@ def plan_from_options(
     every value not given on the command line. With --model and no suite: all tasks, base prompts, 0 shots, letter
     scoring (Ye et al.'s protocol) on the `prepared` data, the baseline plus --quant."""
     from cpbench import models, recipes
-    from cpbench.analyze import preset
+    from cpbench.conformal.protocols import preset
     from cpbench.compress import CalibrationSpec
     from cpbench.tasks import list_tasks
 
@@ -251,7 +251,7 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     import torch
 
     from cpbench import models, recipes, store
-    from cpbench.analyze import analyze_artifact
+    from cpbench.conformal.protocols import analyze_artifact
     from cpbench.artifact import LogitsArtifact
     from cpbench.compress import compress
     from cpbench.scoring.score import model_fingerprint, score_prompts
@@ -319,7 +319,7 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
         todo = []
         for (task, method, prompts), p_hash in zip(jobs, job_hashes):
             key = ScoreKey(model=entry.key, recipe=recipe.name, task=task, prompt=method, shots=shots, chat=plan.chat,
-                           scoring=plan.scoring, data=tag)  # fmt: skip
+                           scoring=plan.scoring, data=tag, limit=plan.limit)  # fmt: skip
             path = artifact_path(plan.results, key)
             stored = None if plan.force else _reusable(path, key, p_hash, weights_id, device)
             todo.append((key, path, prompts, stored))

@@ -27,7 +27,7 @@ from cpbench.runkey import RunKey
 SCHEMA = "cpbench.result/1"
 METRICS = ("coverage", "set_size", "uacc")  # per conformal score; accuracy is score-independent
 CALIBRATION = ("ece", "brier", "nll", "entropy", "idk_rate", "nota_rate")
-SCORE_KEY_COLS = ("model", "recipe", "task", "prompt", "shots", "chat", "scoring", "data")
+SCORE_KEY_COLS = ("model", "recipe", "task", "prompt", "shots", "chat", "scoring", "data", "limit", "dtype", "scorer")
 ANALYSIS_KEY_COLS = ("protocol", "alpha", "splits", "seed", "cal_ratio", "stratify")
 # One DataFrame row per (run key, conformal score). `score` is the conformal score (lac, aps, raps); `scoring` is the
 # ScoreKey's option-scoring mode (letter, cloze).
@@ -47,6 +47,17 @@ def result_path(run_key: RunKey, root: str | os.PathLike) -> Path:
     return run_key.score.cell_dir(root) / f"{run_key.slug()}.json"
 
 
+LEGACY_BASELINE = "fp16"  # the baseline recipe's name before schema 2 ("base" now: it is not always fp16)
+
+
+def migrate_run_key(run_key: Any) -> Any:
+    """A stored run key in today's vocabulary: the old baseline name `fp16` reads as `base`."""
+    score = run_key.get("score") if isinstance(run_key, dict) else None
+    if isinstance(score, dict) and score.get("recipe") == LEGACY_BASELINE:
+        return {**run_key, "score": {**score, "recipe": "base"}}
+    return run_key
+
+
 def _check_record(record: Any) -> tuple[RunKey, dict[str, np.ndarray | None]]:
     """Validate the parts of a record the store relies on; raise CpbenchError naming the first problem.
 
@@ -62,7 +73,7 @@ def _check_record(record: Any) -> tuple[RunKey, dict[str, np.ndarray | None]]:
     if "run_key" not in record:
         raise CpbenchError("result record has no 'run_key'")
     try:
-        key = RunKey.model_validate(record["run_key"])
+        key = RunKey.model_validate(migrate_run_key(record["run_key"]))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -178,6 +189,7 @@ def _rows(record: dict, key: RunKey, ps: dict[str, np.ndarray | None], rel: str)
     recipe_prov = prov.get("recipe")
     base: dict[str, Any] = {
         **key.score.model_dump(),
+        "limit": key.score.limit or 0,  # 0 = all items (None would make the column float and break grouping)
         **key.analysis.model_dump(),
         "n": record.get("n"),
         "n_cal": record.get("n_cal"),

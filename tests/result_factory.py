@@ -37,7 +37,7 @@ def items_hash(n: int, tag: str = "") -> str:
 
 def make_record(
     model: str = "tiny",
-    recipe: str = "fp16",
+    recipe: str = "base",
     task: str = "qa",
     *,
     acc: float | Sequence[float] = 0.6,
@@ -133,7 +133,7 @@ def synthetic_tree(root, *, order: str = "forward") -> list[dict[str, Any]]:
         small = model.startswith("smol")
         for t_i, task in enumerate(("qa", "rc")):
             for r_i, (recipe, bits) in enumerate(
-                (("fp16", 16), ("gptq-8bit", 8), ("gptq-6bit", 6), ("gptq-4bit", 4), ("gptq-3bit", 3),
+                (("base", 16), ("gptq-8bit", 8), ("gptq-6bit", 6), ("gptq-4bit", 4), ("gptq-3bit", 3),
                  ("gptq-2bit", 2), ("w8a8", None))
             ):
                 knob = bits if bits is not None else 8

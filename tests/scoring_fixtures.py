@@ -44,11 +44,11 @@ def make_prompts(n: int = 24, method: str = "task", shots: int = 3, chat: str = 
 
 @lru_cache(maxsize=2)
 def tiny(seed: int = 0):
-    """(model, tokenizer) of cpbench.testing's tiny random Llama, fp32, eval mode."""
+    """(model, tokenizer) of tests/tiny_model.py's tiny random Llama, fp32, eval mode."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cpbench.testing import tiny_model_dir
+    from tiny_model import tiny_model_dir
 
     path = tiny_model_dir(seed)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()

@@ -12,14 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpbench.analyze import analyze_artifact, preset
+from cpbench.conformal.protocols import analyze_artifact, preset
 from cpbench.artifact import FORMAT, LogitsArtifact
 from cpbench.cli import main
 
 LETTERS = ["A", "B", "C", "D", "E", "F"]
 
 
-def synthetic_artifact(n=400, seed=0, model="m", recipe="fp16") -> LogitsArtifact:
+def synthetic_artifact(n=400, seed=0, model="m", recipe="base") -> LogitsArtifact:
     rng = np.random.default_rng(seed)
     logits = (rng.normal(size=(n, 6)) * 2).astype(np.float32)
     p = np.exp(logits - logits.max(1, keepdims=True))

@@ -91,8 +91,8 @@ def fx(tmp_path_factory) -> Path:
 
     from cpbench.store import write_result
 
-    write_result(make_record(recipe="fp16", set_size=2.0), d / "res_base")
-    write_result(make_record(recipe="fp16", set_size=3.5), d / "res_cand")
+    write_result(make_record(recipe="base", set_size=2.0), d / "res_base")
+    write_result(make_record(recipe="base", set_size=3.5), d / "res_cand")
     (d / "items_bad.json").write_text("[{")
     return d
 
@@ -233,12 +233,12 @@ def test_help_and_version_render(capsys, args):
 
 
 def test_interrupt_is_one_line_exit_130(monkeypatch, capsys):
-    import cpbench.analyze
+    import cpbench.conformal.protocols
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cpbench.analyze, "preset", interrupted)
+    monkeypatch.setattr(cpbench.conformal.protocols, "preset", interrupted)
     assert main(["analyze", "whatever.parquet"]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err

@@ -17,7 +17,7 @@ from cpbench.errors import CpbenchError
 from cpbench.models import load, resolve
 from cpbench.recipes import list_recipes
 from cpbench.recipes import resolve as resolve_recipe
-from cpbench.testing import tiny_model_dir
+from tiny_model import tiny_model_dir
 
 HAS_CUDA = torch.cuda.is_available()
 CALIB = CalibrationSpec(n=8, seq_len=64, seed=0)
@@ -139,7 +139,7 @@ def test_gpu_recipes_refuse_cpu(tiny):
 
 def test_baseline_writes_nothing(tiny):
     entry, base, _ = tiny
-    ck = compress(entry, "fp16", CALIB, "cpu")
+    ck = compress(entry, "base", CALIB, "cpu")
     assert ck.path is None and ck.report["kind"] == "baseline"
     model, _ = ck.load("cpu")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), base.state_dict().values()))

@@ -17,7 +17,7 @@ from cpbench.compress.magnitude import magnitude_prune, prune_nm_, prune_unstruc
 from cpbench.compress.verify import failed_checks, max_distinct_per_group, nm_fraction
 from cpbench.errors import CpbenchError
 from cpbench.recipes import resolve
-from cpbench.testing import tiny_model_dir
+from tiny_model import tiny_model_dir
 
 
 @pytest.fixture(scope="module")

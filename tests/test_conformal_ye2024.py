@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.analyze import analyze_artifact, preset
+from cpbench.conformal.protocols import analyze_artifact, preset
 from cpbench.cli import main
 from cpbench.conformal import SplitConformal, softmax
 from cpbench.errors import CpbenchError

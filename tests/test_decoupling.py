@@ -56,7 +56,7 @@ def test_every_category_from_records(tmp_path: Path) -> None:
         "accd": (-0.08, 0.02),
         "both": (-0.08, 0.60),
     }
-    recs = [make_record("m", "fp16", "qa", acc=base_acc, set_size=base_ss, splits=R)]
+    recs = [make_record("m", "base", "qa", acc=base_acc, set_size=base_ss, splits=R)]
     for name, (da, ds) in cells.items():
         recs.append(make_record("m", name, "qa", acc=base_acc + da, set_size=base_ss + ds, splits=R))
     dec = decoupling_table(_frame(tmp_path, recs), DecouplingConfig(epsilon=0.01, delta=0.10))
@@ -77,7 +77,7 @@ def test_every_category_from_records(tmp_path: Path) -> None:
 
 def test_epsilon_and_delta_are_configurable(tmp_path: Path) -> None:
     df = _frame(tmp_path, [
-        make_record("m", "fp16", "qa", acc=0.60, set_size=2.0),
+        make_record("m", "base", "qa", acc=0.60, set_size=2.0),
         make_record("m", "q", "qa", acc=0.58, set_size=2.3),
     ])
 
@@ -97,7 +97,7 @@ def test_baseline_recipe_is_configurable(tmp_path: Path) -> None:
         make_record("m", "bf16", "qa", set_size=2.0),
         make_record("m", "q", "qa", set_size=2.5),
     ])
-    assert (decoupling_table(df)["category"] == "unpaired").all()  # no fp16 here
+    assert (decoupling_table(df)["category"] == "unpaired").all()  # no base here
     dec = decoupling_table(df, DecouplingConfig(baseline="bf16"))
     assert set(dec["recipe"]) == {"q"} and (dec["category"] == "hidden-risk").all()
 
@@ -107,7 +107,7 @@ def test_paired_interval_is_narrower_than_the_split_spread(tmp_path: Path) -> No
     shared = 0.3 * rng.standard_normal(100)  # large split noise, common to both records
     own = 0.02 * rng.standard_normal(100)
     df = _frame(tmp_path, [
-        make_record("m", "fp16", "qa", set_size=2.0 + shared, splits=100),
+        make_record("m", "base", "qa", set_size=2.0 + shared, splits=100),
         make_record("m", "q", "qa", set_size=2.2 + shared + own, splits=100),
     ])
     row = decoupling_table(df).query("score == 'lac'").iloc[0]
@@ -131,10 +131,10 @@ def test_bootstrap_interval_contains_the_mean_difference(shift: float, seed: int
 
 def test_refuses_to_pair_different_items_or_analysis(tmp_path: Path) -> None:
     df = _frame(tmp_path, [
-        make_record("m", "fp16", "qa", n=1000),
+        make_record("m", "base", "qa", n=1000),
         make_record("m", "fewer", "qa", n=800),
         make_record("m", "other", "qa", items_tag="another draw"),
-        make_record("m", "fp16", "rc", analysis_seed=0),
+        make_record("m", "base", "rc", analysis_seed=0),
         make_record("m", "seed1", "rc", analysis_seed=1),
         make_record("m", "orphan", "ci"),
     ])
@@ -143,15 +143,15 @@ def test_refuses_to_pair_different_items_or_analysis(tmp_path: Path) -> None:
     assert "item sets differ (n 1000 in the baseline vs 800)" in dec.loc[("fewer", "qa"), "note"]
     assert "items_hash" in dec.loc[("other", "qa"), "note"]
     assert "analysis keys differ" in dec.loc[("seed1", "rc"), "note"] and "seed" in dec.loc[("seed1", "rc"), "note"]
-    assert "no 'fp16' result" in dec.loc[("orphan", "ci"), "note"]
+    assert "no 'base' result" in dec.loc[("orphan", "ci"), "note"]
     assert dec["d_set_size"].isna().all()
 
 
 def test_records_without_items_hash_or_per_split_are_compared_with_a_note(tmp_path: Path) -> None:
     df = _frame(tmp_path, [
-        make_record("m", "fp16", "qa", set_size=2.0, with_items_hash=False),
+        make_record("m", "base", "qa", set_size=2.0, with_items_hash=False),
         make_record("m", "q", "qa", set_size=2.4, with_items_hash=False),
-        make_record("m", "fp16", "rc", set_size=2.0, with_per_split=False),
+        make_record("m", "base", "rc", set_size=2.0, with_per_split=False),
         make_record("m", "q", "rc", set_size=2.4, with_per_split=False),
     ])
     dec = decoupling_table(df).query("score == 'lac'").set_index("task")
@@ -164,13 +164,13 @@ def test_records_without_items_hash_or_per_split_are_compared_with_a_note(tmp_pa
 
 def test_task_average_pairs_split_by_split(tmp_path: Path) -> None:
     df = _frame(tmp_path, [
-        make_record("m", "fp16", "qa", set_size=2.0), make_record("m", "fp16", "rc", set_size=3.0),
+        make_record("m", "base", "qa", set_size=2.0), make_record("m", "base", "rc", set_size=3.0),
         make_record("m", "q", "qa", set_size=2.2), make_record("m", "q", "rc", set_size=3.6),
         make_record("m", "partial", "qa", set_size=2.2),  # no rc: no average row
     ])
     full = add_task_average(df)
     avg = full[(full["task"] == "avg") & (full["score"] == "lac")].set_index("recipe")
-    assert set(avg.index) == {"fp16", "q"}
+    assert set(avg.index) == {"base", "q"}
     assert avg.loc["q", "set_size"] == pytest.approx(2.9)
     dec = decoupling_table(full).query("score == 'lac' and task == 'avg'")
     assert dec["d_set_size"].item() == pytest.approx(0.4)
@@ -187,23 +187,23 @@ def test_kendall_tau_matches_scipy() -> None:
 
 
 def test_rank_agreement_and_uacc_flips(tmp_path: Path) -> None:
-    # accuracy order fp16 > a > b > c; set size order fp16 < a < b < c (agree: tau = +1)
+    # accuracy order base > a > b > c; set size order base < a < b < c (agree: tau = +1)
     # UAcc = acc*sqrt(6)/ss: d has high accuracy but huge sets, so UAcc ranks it last while accuracy ranks it first
     recs = [
-        make_record("m", "fp16", "qa", acc=0.60, set_size=2.0),
+        make_record("m", "base", "qa", acc=0.60, set_size=2.0),
         make_record("m", "a", "qa", acc=0.55, set_size=2.2),
         make_record("m", "b", "qa", acc=0.50, set_size=2.4),
         make_record("m", "c", "qa", acc=0.45, set_size=2.6),
-        make_record("m", "fp16", "rc", acc=0.60, set_size=2.0),
+        make_record("m", "base", "rc", acc=0.60, set_size=2.0),
         make_record("m", "a", "rc", acc=0.55, set_size=1.9),
         make_record("m", "b", "rc", acc=0.50, set_size=1.8),
-        make_record("m", "fp16", "ci", acc=0.50, set_size=2.0),
+        make_record("m", "base", "ci", acc=0.50, set_size=2.0),
         make_record("m", "d", "ci", acc=0.55, set_size=4.0),
     ]
     rk = rank_agreement(_frame(tmp_path, recs)).query("score == 'lac'").set_index("task")
     assert rk.loc["qa", "tau_acc_size"] == pytest.approx(1.0)
     assert rk.loc["qa", "uacc_flips"] == 0
-    assert rk.loc["qa", "acc_order"] == "fp16 > a > b > c"
+    assert rk.loc["qa", "acc_order"] == "base > a > b > c"
     assert rk.loc["rc", "tau_acc_size"] == pytest.approx(-1.0)
     assert rk.loc["ci", "uacc_flips"] == 1
-    assert rk.loc["ci", "flips"] == "d>fp16"
+    assert rk.loc["ci", "flips"] == "d>base"

@@ -28,14 +28,14 @@ def tree(tmp_path: Path) -> Path:
     root = tmp_path / "results"
     for task in ("qa", "rc"):
         _write(root,
-               make_record("tiny", "fp16", task, acc=0.60, set_size=2.0, coverage=0.90, noise=0.01, seed=1),
+               make_record("tiny", "base", task, acc=0.60, set_size=2.0, coverage=0.90, noise=0.01, seed=1),
                make_record("tiny", "mild", task, acc=0.595, set_size=2.1, coverage=0.90, noise=0.01, seed=2),
                make_record("tiny", "bad", task, acc=0.59, set_size=2.6, coverage=0.88, noise=0.01, seed=3))
     return root
 
 
 def _check(tree: Path, candidate: str, *extra: str) -> int:
-    return main(["check", "--baseline", str(tree / "tiny" / "fp16"), "--candidate", str(tree / "tiny" / candidate),
+    return main(["check", "--baseline", str(tree / "tiny" / "base"), "--candidate", str(tree / "tiny" / candidate),
                  *extra])
 
 
@@ -45,7 +45,7 @@ def test_pass_exits_0_and_prints_the_diff(tree: Path, capsys: pytest.CaptureFixt
     assert out.startswith("cpbench check: PASS (pass 4, fail 0, missing 0, new 0)")
     assert "set-size increase <= 0.25 options" in out
     line = next(ln for ln in out.splitlines() if ln.startswith("tiny") and " qa " in ln and " lac " in ln)
-    assert "mild" in line and "fp16" in line and "+0.1" in line and line.rstrip().endswith("pass")
+    assert "mild" in line and "base" in line and "+0.1" in line and line.rstrip().endswith("pass")
 
 
 def test_set_size_regression_exits_1(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,7 +69,7 @@ def test_summary_and_junit(tree: Path, tmp_path: Path) -> None:
     assert _check(tree, "bad", "--summary", str(summary), "--junit", str(junit)) == 1
     md = summary.read_text()
     assert md.startswith("### ❌ cpbench check: FAIL")
-    assert md.count("| tiny | bad | fp16 |") == 4
+    assert md.count("| tiny | bad | base |") == 4
     suite = ET.parse(junit).getroot().find("testsuite")
     assert suite is not None and suite.get("tests") == "4" and suite.get("failures") == "4"
     failures = suite.findall("testcase/failure")
@@ -83,7 +83,7 @@ def test_summary_and_junit(tree: Path, tmp_path: Path) -> None:
 
 def test_missing_candidate_cell_fails_unless_allowed(tree: Path, tmp_path: Path) -> None:
     cand = _write(tmp_path / "cand", make_record("tiny", "mild", "qa", acc=0.595, set_size=2.1))
-    args = ["check", "--baseline", str(tree / "tiny" / "fp16"), "--candidate", str(cand)]
+    args = ["check", "--baseline", str(tree / "tiny" / "base"), "--candidate", str(cand)]
     assert main(args) == 1
     assert main([*args, "--allow-missing"]) == 0
 
@@ -92,7 +92,7 @@ def test_matching_by_recipe_when_baseline_holds_several(tree: Path, tmp_path: Pa
     """main-branch tree vs a PR tree: each recipe is compared with itself."""
     pr = _write(tmp_path / "pr",
                 *(make_record("tiny", r, t, acc=0.6, set_size=ss, coverage=0.9, noise=0.01, seed=s)
-                  for t in ("qa", "rc") for r, ss, s in (("fp16", 2.0, 1), ("mild", 2.1, 2), ("bad", 2.6, 3))))
+                  for t in ("qa", "rc") for r, ss, s in (("base", 2.0, 1), ("mild", 2.1, 2), ("bad", 2.6, 3))))
     report = run_gate(tree, pr, Limits())
     compared = report.rows[report.rows["status"].isin(["pass", "fail"])]
     assert len(compared) == 12 and (compared["recipe"] == compared["baseline_recipe"]).all()
@@ -103,7 +103,7 @@ def test_matching_by_recipe_when_baseline_holds_several(tree: Path, tmp_path: Pa
 
 
 def test_bad_input_exits_2(tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = str(tree / "tiny" / "fp16")
+    base = str(tree / "tiny" / "base")
     assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "absent")]) == 2
     assert "no such file" in capsys.readouterr().err
     junk = tmp_path / "junk"
@@ -124,7 +124,7 @@ def test_bad_input_exits_2(tree: Path, tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_sample_data_is_labelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    b = _write(tmp_path / "b", make_record("tiny", "fp16", "qa", sample_data=True))
+    b = _write(tmp_path / "b", make_record("tiny", "base", "qa", sample_data=True))
     c = _write(tmp_path / "c", make_record("tiny", "q", "qa", sample_data=True))
     assert main(["check", "--baseline", str(b), "--candidate", str(c)]) == 0
     assert "sample data" in capsys.readouterr().out
@@ -133,7 +133,7 @@ def test_sample_data_is_labelled(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_console_script_exit_codes(tree: Path) -> None:
     """The installed `cpbench` entry point maps the outcome to the process exit status."""
     exe = [sys.executable, "-m", "cpbench"]
-    base = ["check", "--baseline", str(tree / "tiny" / "fp16")]
+    base = ["check", "--baseline", str(tree / "tiny" / "base")]
     runs = {
         0: [*base, "--candidate", str(tree / "tiny" / "mild")],
         1: [*base, "--candidate", str(tree / "tiny" / "bad")],
@@ -148,7 +148,7 @@ def test_gate_on_records_from_cpbench_analyze(tmp_path: Path, capsys: pytest.Cap
     """Real records: the same items scored by a baseline and by a noisier 'compressed' model, analysed and gated."""
     import numpy as np
 
-    analyze = pytest.importorskip("cpbench.analyze")
+    analyze = pytest.importorskip("cpbench.conformal.protocols")
     from cpbench.artifact import LogitsArtifact
     from cpbench.runkey import AnalysisKey, ScoreKey
 
@@ -157,13 +157,13 @@ def test_gate_on_records_from_cpbench_analyze(tmp_path: Path, capsys: pytest.Cap
     labels = rng.integers(0, 6, n)
     signal = rng.normal(0, 1, (n, 6))
     signal[np.arange(n), labels] += 2.0
-    for recipe, noise in (("fp16", 0.0), ("gptq-8bit", 0.05), ("gptq-2bit", 2.5)):
+    for recipe, noise in (("base", 0.0), ("gptq-8bit", 0.05), ("gptq-2bit", 2.5)):
         key = ScoreKey(model="tiny", recipe=recipe, task="qa")
         art = LogitsArtifact(ids=[f"q{i}" for i in range(n)], labels=labels,
                              logits=(signal + noise * rng.normal(0, 1, (n, 6))).astype(np.float32),
                              letters=list("ABCDEF"), provenance={"run_key": key.model_dump()})
         write_result(analyze.analyze_artifact(art, AnalysisKey(splits=20), ["lac", "aps"]), tmp_path / "results")
-    base = str(tmp_path / "results" / "tiny" / "fp16")
+    base = str(tmp_path / "results" / "tiny" / "base")
     assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "results" / "tiny" / "gptq-8bit")]) == 0
     assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "results" / "tiny" / "gptq-2bit")]) == 1
     out = capsys.readouterr().out
@@ -175,13 +175,13 @@ def test_change_exactly_at_each_limit_passes(tmp_path: Path, capsys: pytest.Capt
     exactly at a limit passes, one just beyond fails."""
     root = tmp_path / "results"
     _write(root,
-           make_record("tiny", "fp16", "qa", acc=0.81, set_size=2.0, coverage=0.90),
+           make_record("tiny", "base", "qa", acc=0.81, set_size=2.0, coverage=0.90),
            make_record("tiny", "edge", "qa", acc=0.80, set_size=2.1, coverage=0.90),
            make_record("tiny", "over", "qa", acc=0.7999, set_size=2.1001, coverage=0.8999))
     limits = ["--max-set-size-increase", "0.1", "--max-accuracy-drop", "0.01", "--min-coverage", "0.9"]
-    assert main(["check", "--baseline", str(root / "tiny" / "fp16"), "--candidate", str(root / "tiny" / "edge"),
+    assert main(["check", "--baseline", str(root / "tiny" / "base"), "--candidate", str(root / "tiny" / "edge"),
                  *limits]) == 0
-    assert main(["check", "--baseline", str(root / "tiny" / "fp16"), "--candidate", str(root / "tiny" / "over"),
+    assert main(["check", "--baseline", str(root / "tiny" / "base"), "--candidate", str(root / "tiny" / "over"),
                  *limits]) == 1
     out = capsys.readouterr().out
     assert "set size +0.100 > 0.1" in out and "accuracy drop 0.0101 > 0.01" in out and "coverage 0.8999 < 0.9" in out

@@ -50,7 +50,7 @@ def test_main_table_rows_columns_and_values(board: tuple[Path, Path]) -> None:
     lac = pd.read_csv(out / "csv" / "leaderboard_lac.csv")
     # baseline first within each model, models sorted, then recipes sorted
     assert list(lac["model"]) == ["big-8b"] * 7 + ["smol-135m"] * 7
-    assert list(lac["recipe"])[:7] == ["fp16", "gptq-2bit", "gptq-3bit", "gptq-4bit", "gptq-6bit", "gptq-8bit", "w8a8"]
+    assert list(lac["recipe"])[:7] == ["base", "gptq-2bit", "gptq-3bit", "gptq-4bit", "gptq-6bit", "gptq-8bit", "w8a8"]
     for col in ("qa acc", "qa coverage", "qa set_size", "qa uacc", "rc set_size", "avg acc", "avg set_size"):
         assert col in lac.columns
     row = lac[(lac["model"] == "big-8b") & (lac["recipe"] == "gptq-2bit")].iloc[0]
@@ -59,7 +59,7 @@ def test_main_table_rows_columns_and_values(board: tuple[Path, Path]) -> None:
     md = (out / "leaderboard.md").read_text()
     assert "## LAC: accuracy, coverage, set size and UAcc per task" in md
     assert "## APS: accuracy, coverage, set size and UAcc per task" in md
-    assert "| big-8b | fp16 |" in md
+    assert "| big-8b | base |" in md
 
 
 def test_every_table_states_provenance_and_labels_sample_data(board: tuple[Path, Path]) -> None:
@@ -76,7 +76,7 @@ def test_every_table_states_provenance_and_labels_sample_data(board: tuple[Path,
     assert set(lac.loc[lac["model"] == "smol-135m", "sample_data"]) == {True}
     assert set(lac.loc[lac["model"] == "big-8b", "sample_data"]) == {False}
     assert lac["records"].str.contains(".json").all()
-    smol_line = next(line for line in md.splitlines() if line.startswith("| smol-135m | fp16 |"))
+    smol_line = next(line for line in md.splitlines() if line.startswith("| smol-135m | base |"))
     assert smol_line.rstrip(" |").endswith("sample n1")
     prov = pd.read_csv(out / "csv" / "provenance.csv")
     assert len(prov) == 28 and prov["path"].is_unique
@@ -107,7 +107,7 @@ def test_latex_is_escaped_and_balanced(board: tuple[Path, Path]) -> None:
     tex = (out / "leaderboard.tex").read_text()
     assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 7
     assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 7
-    assert "gptq-bits" in tex and "fp16" in tex
+    assert "gptq-bits" in tex and "base" in tex
     bodies = [chunk.split("\\bottomrule")[0] for chunk in tex.split("\\midrule")[1:]]
     assert len(bodies) == 7
     for body in bodies:
@@ -173,7 +173,7 @@ from cpbench.cli import main
 rc = main(["leaderboard", {str(tmp_path / 'results')!r}, "--out", {str(tmp_path / 'lb')!r}, "--no-plots"])
 assert rc == 0, rc
 assert "matplotlib" not in sys.modules, "matplotlib imported without plots"
-rc = main(["check", "--baseline", {str(tmp_path / 'results' / 'big-8b' / 'fp16')!r},
+rc = main(["check", "--baseline", {str(tmp_path / 'results' / 'big-8b' / 'base')!r},
            "--candidate", {str(tmp_path / 'results' / 'big-8b' / 'gptq-8bit')!r}])
 assert rc == 0, rc
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "llmcompressor"))

@@ -12,7 +12,7 @@ import torch
 from cpbench import models
 from cpbench.errors import CpbenchError
 from cpbench.models import load, resolve, resolve_device, resolve_dtype
-from cpbench.testing import LETTERS, tiny_model_dir
+from tiny_model import LETTERS, tiny_model_dir
 
 HAS_CUDA = torch.cuda.is_available()
 

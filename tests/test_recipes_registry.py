@@ -13,7 +13,7 @@ from cpbench.errors import CpbenchError
 from cpbench.recipes import Recipe, expand, load_registry, resolve
 
 ISSUE_NAMES = [
-    "fp16", "gptq-8bit", "gptq-4bit", "gptq-3bit", "gptq-2bit", "awq-4bit", "rtn-4bit", "w8a8", "w4a4", "fp8",
+    "base", "gptq-8bit", "gptq-4bit", "gptq-3bit", "gptq-2bit", "awq-4bit", "rtn-4bit", "w8a8", "w4a4", "fp8",
     "sparsegpt-50", "sparsegpt-2:4", "wanda-50", "wanda-2:4", "magnitude-50", "bnb-nf4", "bnb-int8",
 ]  # fmt: skip
 
@@ -43,7 +43,7 @@ def test_knobs_of_named_recipes():
     assert s.mask_nm == (2, 4) and s.target_sparsity == 0.5 and s.quantize is None
     m = resolve("magnitude-70")
     assert m.kind == "magnitude" and m.sparsity == pytest.approx(0.7) and m.sweep.level == 70
-    assert resolve("fp16").is_baseline and resolve("bnb-nf4").load_time
+    assert resolve("base").is_baseline and resolve("bnb-nf4").load_time
 
 
 def test_sweep_levels_outside_the_registered_ones_resolve():
@@ -78,8 +78,8 @@ def test_expand_brace_and_sweeps():
     assert expand("gptq-{8,6,4,3,2}bit") == ["gptq-8bit", "gptq-6bit", "gptq-4bit", "gptq-3bit", "gptq-2bit"]
     assert expand("sparsegpt-{10..90}") == [f"sparsegpt-{v}" for v in range(10, 100, 10)]
     assert expand("wanda-{20..80..30}") == ["wanda-20", "wanda-50", "wanda-80"]
-    assert expand("fp16,gptq-bits") == ["fp16"] + [f"gptq-{b}bit" for b in (8, 6, 4, 3, 2)]
-    assert expand("fp16, fp16 ,rtn-4bit") == ["fp16", "rtn-4bit"]
+    assert expand("base,gptq-bits") == ["base"] + [f"gptq-{b}bit" for b in (8, 6, 4, 3, 2)]
+    assert expand("base, base ,rtn-4bit") == ["base", "rtn-4bit"]
     assert [r.name for r in recipes.expand_recipes("magnitude-{90..70..10}")] == [
         "magnitude-90", "magnitude-80", "magnitude-70"
     ]  # fmt: skip

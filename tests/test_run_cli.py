@@ -30,7 +30,7 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def tiny_dir():
-    from cpbench.testing import tiny_model_dir
+    from tiny_model import tiny_model_dir
 
     return str(tiny_model_dir())
 
@@ -89,11 +89,11 @@ def test_plan_defaults_come_from_the_suite():
     suite = load_suite("default")
     plan = plan_from_options()
     assert plan.suite == "default" and plan.model == suite.model and plan.tasks == list(suite.tasks)
-    assert plan.recipes[0] == "fp16" and plan.recipes == list(dict.fromkeys(suite.recipes))
+    assert plan.recipes[0] == "base" and plan.recipes == list(dict.fromkeys(suite.recipes))
     assert not plan.strict_recipes
     # --quant replaces the suite's recipes (baseline kept first), other options override single fields.
     plan = plan_from_options(quant=["rtn-4bit"], limit=20, scoring="letter")
-    assert plan.recipes == ["fp16", "rtn-4bit"] and plan.limit == 20 and plan.scoring == "letter"
+    assert plan.recipes == ["base", "rtn-4bit"] and plan.limit == 20 and plan.scoring == "letter"
     assert plan.model == suite.model and plan.strict_recipes
 
 
@@ -104,7 +104,7 @@ def test_plan_with_model_uses_benchmark_defaults(tiny_dir):
     plan = plan_from_options(model=tiny_dir, quant=["gptq-{8,4}bit"], prompts=["base", "task"])
     assert plan.suite is None and plan.data == "prepared" and plan.scoring == "letter"
     assert plan.tasks == list_tasks() and plan.prompts == ["base", "task"]
-    assert plan.recipes == ["fp16", "gptq-8bit", "gptq-4bit"]
+    assert plan.recipes == ["base", "gptq-8bit", "gptq-4bit"]
 
 
 # --------------------------------------------------------------------------------------------- end to end (tiny)
@@ -122,13 +122,13 @@ def test_run_end_to_end_on_the_tiny_model(tmp_path, cache, tiny_dir, capsys):
     df, skipped = load_results(results)
     records = df[df["score"] == "lac"]
     assert sorted(set(zip(records["recipe"], records["task"]))) == [
-        ("fp16", "qa"), ("fp16", "rc"), ("magnitude-50", "qa"), ("magnitude-50", "rc")
+        ("base", "qa"), ("base", "rc"), ("magnitude-50", "qa"), ("magnitude-50", "rc")
     ]  # fmt: skip
     assert all("not a .json file" in s.reason for s in skipped)  # only the artifacts beside the records
     arts = {p.parent.parent.name + "/" + p.name.split("__")[2]: LogitsArtifact.load(p)
             for p in results.rglob("artifacts/*.parquet")}  # fmt: skip
-    assert set(arts) == {"fp16/qa", "fp16/rc", "magnitude-50/qa", "magnitude-50/rc"}
-    base, pruned = arts["fp16/qa"], arts["magnitude-50/qa"]
+    assert set(arts) == {"base/qa", "base/rc", "magnitude-50/qa", "magnitude-50/rc"}
+    base, pruned = arts["base/qa"], arts["magnitude-50/qa"]
     assert base.n == 18 and base.ids == pruned.ids
     assert np.abs(base.logits - pruned.logits).max() > 1e-3  # the compressed model really is another model
     prov = pruned.provenance
@@ -154,7 +154,7 @@ def test_run_end_to_end_on_the_tiny_model(tmp_path, cache, tiny_dir, capsys):
     assert out.count("artifact reused") == 4 and "model loaded" not in out
     assert {p: p.stat().st_mtime_ns for p in results.rglob("*.parquet")} == stamps
     assert main(args + ["--force"]) == 0
-    again = LogitsArtifact.load(next(results.rglob("artifacts/*fp16__qa*.parquet")))
+    again = LogitsArtifact.load(next(results.rglob("artifacts/*base__qa*.parquet")))
     assert np.abs(again.logits - base.logits).max() < 1e-5
 
 
@@ -178,7 +178,7 @@ def test_killed_run_recomputes_only_the_unfinished_chunks(tmp_path, cache, tiny_
     from cpbench.scoring import letter
 
     results = tmp_path / "results"
-    args = ["run", "--model", tiny_dir, "--quant", "fp16", "--tasks", "qa", "--data", "samples", "--limit", "20",
+    args = ["run", "--model", tiny_dir, "--quant", "base", "--tasks", "qa", "--data", "samples", "--limit", "20",
             "--batch-size", "2", "--chunk-size", "4", "--results", str(results)]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CPBENCH_CACHE=str(cache))
     child = subprocess.Popen([sys.executable, "-c", _CHILD, *args], env=env, stdout=subprocess.DEVNULL,
@@ -226,7 +226,7 @@ def test_first_run_of_a_hub_model_pins_the_commit_and_is_reused(tmp_path, monkey
 
     from cpbench import models
     from cpbench.artifact import LogitsArtifact
-    from cpbench.testing import tiny_model_dir
+    from tiny_model import tiny_model_dir
 
     hub, sha = tmp_path / "hub", "d" * 40
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(hub))

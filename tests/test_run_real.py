@@ -46,8 +46,8 @@ def test_default_suite_end_to_end(tmp_path, capsys):
         prov = a.provenance
         assert prov["scoring"] == suite.scoring == "letter" and prov["model_source"] == "pypi-gguf" and prov["sample_data"] is True
         assert any("GGUF Q4_1" in n for n in prov["notes"])
-        if recipe != "fp16":
-            base = arts[("fp16", task)]
+        if recipe != "base":
+            base = arts[("base", task)]
             assert a.ids == base.ids
             assert np.abs(a.logits - base.logits).max() > 1e-2  # the reloaded compressed model scores differently
             assert prov["weights_id"].startswith("checkpoint:") and prov["checkpoint_path"]

@@ -52,7 +52,7 @@ def _tree(tmp_path: Path, slope: float, noise: float, seed: int = 0) -> None:
     for i, p in enumerate(SIZES):
         name = f"model{i}"
         d = 0.4 + slope * (math.log10(p) - 9) + rng.normal(0, noise)
-        write_result(make_record(name, "fp16", "qa", set_size=2.0, params=p), tmp_path)
+        write_result(make_record(name, "base", "qa", set_size=2.0, params=p), tmp_path)
         write_result(make_record(name, "gptq-4bit", "qa", set_size=2.0 + d, params=p), tmp_path)
 
 
@@ -79,7 +79,7 @@ def test_noise_free_slope_is_exact(tmp_path: Path) -> None:
 
 def test_unknown_sizes_are_left_out_and_named(tmp_path: Path) -> None:
     for name, delta in (("alpha-1b", 0.5), ("beta-8b", 0.3), ("gamma-70b", 0.1), ("mystery", 0.9)):
-        write_result(make_record(name, "fp16", "qa", set_size=2.0), tmp_path)
+        write_result(make_record(name, "base", "qa", set_size=2.0), tmp_path)
         write_result(make_record(name, "q", "qa", set_size=2.0 + delta), tmp_path)
     df, _ = load_results(tmp_path)
     row = size_effect_table(decoupling_table(df), df[["model", "params", "model_name"]]).query(
@@ -92,7 +92,7 @@ def test_unknown_sizes_are_left_out_and_named(tmp_path: Path) -> None:
 
 def test_too_few_models_gives_no_interval(tmp_path: Path) -> None:
     for name in ("a-1b", "b-8b"):
-        write_result(make_record(name, "fp16", "qa", set_size=2.0), tmp_path)
+        write_result(make_record(name, "base", "qa", set_size=2.0), tmp_path)
         write_result(make_record(name, "q", "qa", set_size=2.5), tmp_path)
     df, _ = load_results(tmp_path)
     row = size_effect_table(decoupling_table(df), df[["model", "params", "model_name"]]).query(

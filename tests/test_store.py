@@ -50,7 +50,7 @@ def test_invalid_record_is_refused_and_nothing_written(tmp_path: Path) -> None:
 def test_load_one_row_per_score_with_per_split_arrays(tmp_path: Path) -> None:
     ps_acc = np.linspace(0.5, 0.7, 20)
     ps_ss = np.linspace(2.0, 3.0, 20)
-    write_result(make_record("m", "fp16", "qa", acc=ps_acc, set_size=ps_ss, aps_set_size=2.5), tmp_path)
+    write_result(make_record("m", "base", "qa", acc=ps_acc, set_size=ps_ss, aps_set_size=2.5), tmp_path)
     df, skipped = load_results(tmp_path)
     assert skipped == []
     assert list(df["score"]) == ["aps", "lac"]
@@ -66,18 +66,18 @@ def test_load_one_row_per_score_with_per_split_arrays(tmp_path: Path) -> None:
 
 
 def test_loader_reports_every_bad_file_and_merges_none(tmp_path: Path) -> None:
-    good = write_result(make_record("m", "fp16", "qa"), tmp_path)
+    good = write_result(make_record("m", "base", "qa"), tmp_path)
     d = good.parent
     (d / "half.json").write_text(good.read_text()[:200])  # a write cut off mid-way
     (d / "foreign.json").write_text(json.dumps({"name": "package.json-like", "version": 1}))
     (d / "list.json").write_text("[1, 2, 3]")
-    other = make_record("m", "fp16", "rc")
+    other = make_record("m", "base", "rc")
     other["schema"] = "cpbench.result/0"
     (d / "old.json").write_text(json.dumps(other))
-    badkey = make_record("m", "fp16", "ci")
+    badkey = make_record("m", "base", "ci")
     badkey["run_key"]["score"]["shots"] = -1
     (d / "badkey.json").write_text(json.dumps(badkey))
-    ragged = make_record("m", "fp16", "drs")
+    ragged = make_record("m", "base", "drs")
     ragged["per_split"]["lac"]["set_size"] = ragged["per_split"]["lac"]["set_size"][:-1]
     (d / "ragged.json").write_text(json.dumps(ragged))
     (d / f".{good.name}.abc123.tmp").write_text("{")
@@ -104,7 +104,7 @@ def test_loader_reports_every_bad_file_and_merges_none(tmp_path: Path) -> None:
 
 def test_loader_order_is_independent_of_write_order(tmp_path: Path) -> None:
     recs = [make_record(m, r, t, seed=i) for i, (m, r, t) in enumerate(
-        [(m, r, t) for m in ("b", "a") for r in ("gptq-4bit", "fp16") for t in ("rc", "qa")])]
+        [(m, r, t) for m in ("b", "a") for r in ("gptq-4bit", "base") for t in ("rc", "qa")])]
     for rec in recs:
         write_result(rec, tmp_path / "one")
     for rec in reversed(recs):
@@ -143,18 +143,18 @@ def test_per_split_values_round_trip_exactly(tmp_path: Path, values: list[float]
 
 def test_json_list_of_records_loads_each(tmp_path: Path) -> None:
     """`cpbench analyze A B --out f.json` writes a list; every element is a record, bad elements are reported."""
-    bad = make_record("m", "fp16", "ci")
+    bad = make_record("m", "base", "ci")
     bad["schema"] = "cpbench.result/9"
-    (tmp_path / "many.json").write_text(json.dumps([make_record("m", "fp16", "qa"), make_record("m", "q", "qa"), bad]))
+    (tmp_path / "many.json").write_text(json.dumps([make_record("m", "base", "qa"), make_record("m", "q", "qa"), bad]))
     df, skipped = load_results(tmp_path)
-    assert sorted(set(df["recipe"])) == ["fp16", "q"] and len(df) == 4
+    assert sorted(set(df["recipe"])) == ["base", "q"] and len(df) == 4
     assert [Path(s.path).name for s in skipped] == ["many.json#2"]
     assert set(df["path"]) == {"many.json#0", "many.json#1"}
 
 
 def test_records_from_cpbench_analyze_load(tmp_path: Path) -> None:
-    """Real records: a synthetic artifact analysed by `cpbench.analyze`, stored and loaded back."""
-    analyze = pytest.importorskip("cpbench.analyze")
+    """Real records: a synthetic artifact analysed by `cpbench.conformal.protocols`, stored and loaded back."""
+    analyze = pytest.importorskip("cpbench.conformal.protocols")
     from cpbench.artifact import LogitsArtifact
     from cpbench.runkey import AnalysisKey, ScoreKey
 
@@ -162,12 +162,12 @@ def test_records_from_cpbench_analyze_load(tmp_path: Path) -> None:
     labels = rng.integers(0, 6, 300)
     logits = rng.normal(0, 1, (300, 6)).astype(np.float32)
     logits[np.arange(300), labels] += 1.5
-    key = ScoreKey(model="tiny", recipe="fp16", task="qa", data="samples")
+    key = ScoreKey(model="tiny", recipe="base", task="qa", data="samples")
     art = LogitsArtifact(ids=[f"q{i}" for i in range(300)], labels=labels, logits=logits, letters=list("ABCDEF"),
                          provenance={"run_key": key.model_dump(), "sample_data": True})
     record = analyze.analyze_artifact(art, AnalysisKey(splits=10), ["lac", "aps"])
     path = write_result(record, tmp_path)
-    assert path.parent == tmp_path / "tiny" / "fp16"
+    assert path.parent == tmp_path / "tiny" / "base"
     df, skipped = load_results(tmp_path)
     assert skipped == [] and sorted(df["score"]) == ["aps", "lac"]
     lac = df[df["score"] == "lac"].iloc[0]

@@ -105,16 +105,16 @@ def test_recipe_knobs_from_names_and_specs() -> None:
     spec = {"name": "my-prune", "sweep": {"name": "mine", "knob": "sparsity", "level": 35}}
     knob = recipe_knob("my-prune", spec)
     assert (knob.kind, knob.value, knob.family) == ("sparsity", 35.0, "mine")
-    assert recipe_knob("fp16") is None and recipe_knob("sparsegpt-2:4") is None and recipe_knob("w8a8") is None
+    assert recipe_knob("base") is None and recipe_knob("sparsegpt-2:4") is None and recipe_knob("w8a8") is None
     assert recipe_knob("foo-5bit").family == recipe_knob("foo-2bit").family
 
 
 def test_threshold_table_from_records(tmp_path: Path) -> None:
-    """A model's gptq sweep (with the fp16 anchor at 16 bits) bends at 4 bits; another model's is linear."""
+    """A model's gptq sweep (with the base anchor at 16 bits) bends at 4 bits; another model's is linear."""
     rng = np.random.default_rng(5)
     for model, curve in (("bend", lambda b: 1.6 + 0.6 * max(0.0, 4 - b)), ("line", lambda b: 1.6 + 0.1 * (16 - b))):
         for b in BITS:
-            recipe = "fp16" if b == 16 else f"gptq-{int(b)}bit"
+            recipe = "base" if b == 16 else f"gptq-{int(b)}bit"
             write_result(make_record(model, recipe, "qa", set_size=curve(b) + rng.normal(0, 0.02), seed=int(b)),
                          tmp_path)
     write_result(make_record("bend", "w8a8", "qa", set_size=9.0), tmp_path)  # not on a sweep: ignored
@@ -137,7 +137,7 @@ def test_sweep_mixing_recipe_variants_is_split(tmp_path: Path) -> None:
     write_result(make_record("m", "rtn-4bit-g64", "qa", set_size=1.6, recipe_spec={
         **spec, "group_size": 64, "name": "rtn-4bit-g64", "bits": 4,
         "sweep": {"name": "rtn-bits", "knob": "bits", "level": 4}}), tmp_path)
-    write_result(make_record("m", "fp16", "qa", set_size=1.6), tmp_path)
+    write_result(make_record("m", "base", "qa", set_size=1.6), tmp_path)
     df, _ = load_results(tmp_path)
     th = threshold_table(df).query("score == 'lac'").set_index("family")
     assert sorted(th.index) == ["rtn-bits [group_size=128]", "rtn-bits [group_size=64]"]

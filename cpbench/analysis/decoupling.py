@@ -38,7 +38,7 @@ EDGE_TOL = 1e-9
 
 @dataclass(frozen=True)
 class DecouplingConfig:
-    baseline: str = "fp16"
+    baseline: str = "base"
     epsilon: float = 0.01  # largest accuracy drop (absolute, 0-1 scale) that still counts as "accuracy kept"
     delta: float = 0.10  # largest mean set-size increase (options) that still counts as "set size holds"
     n_boot: int = 2000

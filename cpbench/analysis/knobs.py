@@ -19,7 +19,7 @@ from cpbench.errors import CpbenchError
 
 KnobKind = Literal["bits", "sparsity"]
 BASELINE_BITS = 16.0
-BASELINE_NAMES = frozenset({"fp16", "bf16", "fp32", "none", "baseline", "uncompressed"})
+BASELINE_NAMES = frozenset({"base", "fp16", "bf16", "fp32", "none", "baseline", "uncompressed"})
 _PRUNERS = ("sparsegpt", "wanda", "magnitude", "prune", "pruned", "sparse", "sparsity")
 
 

@@ -161,7 +161,7 @@ def fit_threshold(
 SWEEP_COLS = [c for c in KEY_COLS if c != "recipe"]
 
 
-def sweep_points(df: pd.DataFrame, baseline: str = "fp16") -> pd.DataFrame:
+def sweep_points(df: pd.DataFrame, baseline: str = "base") -> pd.DataFrame:
     """Rows of `df` that lie on a sweep, with columns family, kind and level; the baseline joins every sweep."""
     extra = {"family": pd.Series(dtype=str), "kind": pd.Series(dtype=str), "level": pd.Series(dtype=float)}
     knobs = {
@@ -209,7 +209,7 @@ def _split_variants(comp: pd.DataFrame) -> list[str]:
 def threshold_table(
     df: pd.DataFrame,
     *,
-    baseline: str = "fp16",
+    baseline: str = "base",
     criterion: Criterion = "permutation",
     alpha: float = 0.05,
     min_levels: int = MIN_LEVELS,

@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Split conformal prediction (LAC, APS) over option logits: accuracy, coverage, set size, UAcc."""
-        from cpbench.analyze import analyze_artifact, preset, summary_line
+        from cpbench.conformal.protocols import analyze_artifact, preset, summary_line
         from cpbench.atomic import write_json_atomic
         from cpbench.importers import load_any
 

@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     def leaderboard(
         results_dir: Path = typer.Argument(Path("results"), help="Results tree written by `cpbench run`/`analyze`."),
         out: Path = typer.Option(Path("leaderboards"), "--out", "-o", help="Output directory."),
-        baseline: str = typer.Option("fp16", help="Baseline recipe each compressed result is compared with."),
+        baseline: str = typer.Option("base", help="Baseline recipe each compressed result is compared with."),
         epsilon: float = typer.Option(0.01, help="Accuracy drop (0-1 scale) still counted as 'accuracy kept'."),
         delta: float = typer.Option(0.10, help="Set-size increase (options) still counted as 'set size holds'."),
         criterion: str = typer.Option("permutation", help="Threshold criterion: permutation (5% test) or bic."),
@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         from cpbench.errors import CpbenchError
         from cpbench.leaderboard.build import LeaderboardConfig, build_tables, write_leaderboard
 
+        if baseline == "fp16":  # the baseline's name before it was renamed `base`
+            typer.echo("note: --baseline fp16 is now called 'base'; using 'base'", err=True)
+            baseline = "base"
         if criterion not in ("permutation", "bic"):
             raise CpbenchError(f"--criterion must be 'permutation' or 'bic', got {criterion!r}")
         if not (epsilon >= 0 and delta >= 0):  # written so that NaN fails too (it would compare False everywhere)

@@ -6,7 +6,7 @@ model, tokenizer = ckpt.load("cpu")       # compressed weights (or, for bnb-*, q
 ckpt.report                               # what was done and measured, for artifact provenance
 ```
 
-- baseline (`fp16`): nothing is written; `path` is None and `load()` loads the model itself.
+- baseline (`base`): nothing is written; `path` is None and `load()` loads the model itself.
 - llmcompressor / magnitude: the checkpoint is written to a temporary directory under the cache, reloaded with
   `AutoModelForCausalLM` and verified (zeros per layer, N:M pattern, bits/group in config.json, distinct values per
   quantization group, a forward pass), then renamed into place. A later call with the same key reuses it.

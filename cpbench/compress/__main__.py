@@ -10,13 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from cpbench.errors import CpbenchError
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cpbench.compress", description=__doc__.splitlines()[0])
-    ap.add_argument("model", help="registry name, HF id, NAME@pypi, or a local directory ('tiny' = cpbench.testing)")
+    ap.add_argument("model", help="registry name, HF id, NAME@pypi, or a local directory ('tiny' = the test suite's tiny random Llama, from a checkout)")
     ap.add_argument("recipes", help="recipe spec, e.g. rtn-4bit-g64,magnitude-50,wanda-50")
     ap.add_argument("--source", default="builtin", help="calibration source (builtin | hf:NAME | file)")
     ap.add_argument("--n", type=int, default=8, help="calibration sequences")
@@ -30,7 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = args.model
         if spec == "tiny":
-            from cpbench.testing import tiny_model_dir
+            # The tiny model's builder is a test helper (tests/tiny_model.py), not part of the wheel.
+            tests_dir = Path(__file__).resolve().parents[2] / "tests"
+            if not (tests_dir / "tiny_model.py").is_file():
+                raise CpbenchError("'tiny' needs a cpbench checkout (tests/tiny_model.py); pass a model directory instead")
+            sys.path.insert(0, str(tests_dir))
+            from tiny_model import tiny_model_dir
 
             spec = str(tiny_model_dir())
         entry = models.resolve(spec)

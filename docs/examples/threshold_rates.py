@@ -1,7 +1,7 @@
 """Measure the threshold detector's false-alarm and detection rates on synthetic sweeps (docs/leaderboards.md).
 
 Run: OMP_NUM_THREADS=1 python docs/examples/threshold_rates.py [REPS]
-Sweeps: bits 16/8/6/4/3/2 (the fp16 anchor plus the registry's GPTQ sweep) and sparsity 0-90 % in steps of 10.
+Sweeps: bits 16/8/6/4/3/2 (the base anchor plus the registry's GPTQ sweep) and sparsity 0-90 % in steps of 10.
 Linear: set size rises steadily with compression. Hinge: flat-ish, then steep past the breakpoint.
 Noise: Gaussian on each level's mean set size (sd 0.05 options; a 100-split mean on ~5k test items varies less).
 """

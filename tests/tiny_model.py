@@ -1,7 +1,7 @@
 """Test helpers: a tiny random Llama model with a locally built tokenizer (no hub, deterministic, ~1 s).
 
 ```python
-from cpbench.testing import tiny_model_dir
+from tiny_model import tiny_model_dir
 path = tiny_model_dir()                       # built once per process (and reused across processes)
 model = AutoModelForCausalLM.from_pretrained(path); tok = AutoTokenizer.from_pretrained(path)
 ```
