@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -38,6 +37,8 @@ from cpbench.stamps import sha256_file
 from cpbench.config import first_error, read_yaml_mapping, reject_unknown_keys
 from cpbench.errors import CpbenchError
 from cpbench.paths import cache_dir, data_dir
+from cpbench.weights import WeightsIdentity, local_fingerprint, pypi_revision
+from cpbench import weights as _weights
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -45,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from cpbench.recipes import Recipe
 
-Source = Literal["hub", "local", "pypi-gguf"]
+Source = Literal["hub", "local", "pypi-gguf", "memory"]
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 # bump when the GGUF -> safetensors conversion changes (invalidates converted caches)
 GGUF_CONVERSION_VERSION = "1"
@@ -111,13 +112,15 @@ class ModelEntry(BaseModel):
             "notes": list(self.source_notes()),
         }
         if self.source == "hub":  # the commit `revision` resolved to (local HF cache lookup, no network)
-            from cpbench.compress.cache import hub_commit
-
-            out["model_commit"] = hub_commit(self)
+            out["model_commit"] = self.weights().commit
         if self.source == "pypi-gguf" and self.pypi is not None:
             out["model_revision"] = pypi_revision(self.pypi)
             out["pypi"] = self.pypi.model_dump()
         return out
+
+    def weights(self) -> WeightsIdentity:
+        """The identity of this entry's own (base) weights (cpbench.weights owns the rules)."""
+        return _weights.of_entry(self)
 
     def source_notes(self) -> tuple[str, ...]:
         notes = list(self.notes)
@@ -205,14 +208,6 @@ def pypi_installed(pypi: PypiGGUF) -> bool:
     return importlib.util.find_spec(pypi.module) is not None
 
 
-def pypi_revision(pypi: PypiGGUF) -> str:
-    try:
-        version = importlib.metadata.version(pypi.package)
-    except importlib.metadata.PackageNotFoundError:
-        version = "not-installed"
-    return f"pypi:{pypi.package}=={version}:{pypi.file}"
-
-
 def _hub_cached(entry: ModelEntry) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -236,7 +231,7 @@ def _local_entry(path: Path) -> ModelEntry:
     d = path.expanduser().resolve()
     if d.is_file() and d.suffix == ".gguf":
         return ModelEntry(name=d.stem, hf_id=str(d.parent), family="unknown", source="local", gguf_file=d.name,
-                          dtype="float32", revision=_dir_fingerprint(d.parent))  # fmt: skip
+                          dtype="float32", revision=local_fingerprint(d.parent))  # fmt: skip
     if not d.is_dir():
         raise CpbenchError(f"{path}: no such model directory")
     cfg = d / "config.json"
@@ -249,26 +244,12 @@ def _local_entry(path: Path) -> ModelEntry:
         return ModelEntry(
             name=d.name, hf_id=str(d), family=str(config.get("model_type", "unknown")), source="local",
             dtype=dtype if dtype in ("bfloat16", "float16", "float32") else "float32",
-            revision=_dir_fingerprint(d),
+            revision=local_fingerprint(d),
         )  # fmt: skip
     ggufs = sorted(d.glob("*.gguf"))
     if len(ggufs) == 1:
         return _local_entry(ggufs[0])
     raise CpbenchError(f"{d}: not a model directory (no config.json and not exactly one .gguf file)")
-
-
-def _dir_fingerprint(d: Path) -> str:
-    """Cheap content address of a local model directory: config bytes + (name, size, mtime) of every file.
-    Changing any weight file changes it; hashing tens of GB of weights on every run would not be cheap."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in sorted(p for p in d.iterdir() if p.is_file()):
-        st = f.stat()
-        h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        if f.name == "config.json":
-            h.update(f.read_bytes())
-    return "local:" + h.hexdigest()[:16]
 
 
 def resolve(spec: str | Path | ModelEntry) -> ModelEntry:
@@ -312,7 +293,11 @@ def resolve(spec: str | Path | ModelEntry) -> ModelEntry:
 # ---------------------------------------------------------------------------------------------------- loading
 def configure_threads() -> int:
     """Set torch's CPU threads from OMP_NUM_THREADS / CPBENCH_THREADS (default: min(2, cpus)); returns the count.
-    Shared 2-core machines make default threading several times slower, so never take more than asked."""
+    Shared 2-core machines make default threading several times slower, so never take more than asked.
+
+    Process-wide state: only the command line calls this (`cpbench run`, `python -m cpbench.compress`). Library
+    calls (`cpbench.evaluate`, `models.load`, scoring) use whatever the caller's process has set: a notebook on a
+    64-core machine is not pinned to 2 threads by importing cpbench."""
     import torch
 
     env = os.environ.get("CPBENCH_THREADS") or os.environ.get("OMP_NUM_THREADS")
@@ -324,6 +309,13 @@ def configure_threads() -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+def current_threads() -> int:
+    """torch's intra-op thread count as the process has it (recorded in provenance; never changed here)."""
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def resolve_device(device: str | None = "auto") -> str:
@@ -399,7 +391,6 @@ def _convert_gguf(entry: ModelEntry, src: Path, out: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     assert entry.pypi is not None
-    configure_threads()
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
@@ -505,7 +496,6 @@ def load(
     are loaded by passing their directory. The tokenizer gets a pad token (eos) when it has none."""
     from transformers import AutoModelForCausalLM
 
-    configure_threads()
     entry = resolve(entry_or_path)
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev, entry)

@@ -210,17 +210,6 @@ def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, device: s
     return artifact if ok else None
 
 
-def _weights_id(entry: Any, recipe: Any, ckpt: Any) -> str:
-    """What pins the scored weights: the checkpoint's content address, or the base model's identity (+ recipe)."""
-    from cpbench.compress.cache import model_identity
-
-    if ckpt is not None and ckpt.report.get("cache_key"):
-        return f"checkpoint:{ckpt.report['cache_key']}"
-    ident = model_identity(entry)
-    base = f"{ident['source']}:{ident['id']}@{ident['revision']}"
-    return base if recipe.is_baseline else f"{base}+{recipe.name}:{recipe.spec_hash()[:16]}"
-
-
 def _check_enough_items(jobs: Sequence[tuple[str, str, list[Any]]], analysis: AnalysisKey) -> None:
     """Fail before compressing or scoring anything when a cell has too few items for the conformal analysis."""
     import math
@@ -250,18 +239,18 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     """Execute the plan; returns every cell's record and where it was written."""
     import torch
 
-    from cpbench import models, recipes, store
+    from cpbench import models, recipes, store, weights
     from cpbench.conformal.protocols import analyze_artifact
     from cpbench.artifact import LogitsArtifact
     from cpbench.compress import compress
-    from cpbench.scoring.score import model_fingerprint, score_prompts
+    from cpbench.scoring.score import score_prompts
     from cpbench.tasks import build_prompts, data_tag, load_items, load_task, prompts_hash, source_provenance
 
     t0 = time.perf_counter()
     entry = models.resolve(plan.model)
     device = models.resolve_device(plan.device)
     dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
-    threads = models.configure_threads()
+    threads = models.current_threads()
     notes = list(entry.source_notes())
     if plan.data == "samples":
         notes.append("items are the tasks' offline smoke-test samples, not benchmark data")
@@ -315,7 +304,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
         if ckpt.path is not None:
             echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
                  f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
-        weights_id = _weights_id(entry, recipe, ckpt)
+        identity = weights.of_recipe(entry, recipe, ckpt.report.get("cache_key") if ckpt.path is not None else None)
+        weights_id = identity.weights_id
         todo = []
         for (task, method, prompts), p_hash in zip(jobs, job_hashes):
             key = ScoreKey(model=entry.key, recipe=recipe.name, task=task, prompt=method, shots=shots, chat=plan.chat,
@@ -327,14 +317,14 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
         if any(stored is None for *_, stored in todo):
             tl = time.perf_counter()
             model, tok = ckpt.load(device)
-            model_hash = model_fingerprint(model)  # once per model, not per cell
+            model_hash = weights.fingerprint(model)  # once per model, not per cell
             echo(f"[{recipe.name}] model loaded ({time.perf_counter() - tl:.1f} s)")
         provenance = {
             **entry.provenance(),
             "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
             "compression_report": ckpt.report,
             "checkpoint_path": str(ckpt.path) if ckpt.path is not None else None,
-            "weights_id": weights_id,
+            **identity.provenance(),
             "sample_data": plan.data == "samples",
             "suite": plan.suite,
         }

@@ -39,9 +39,10 @@ def register(app: typer.Typer) -> None:
             raise CpbenchError(f"--out {out}: is a file, expected a directory")
         if plots:
             try:
-                import matplotlib  # noqa: F401
+                import matplotlib
             except ModuleNotFoundError:
                 raise CpbenchError("plots need matplotlib (pip install 'cpbench[plots]'), or pass --no-plots") from None
+            matplotlib.use("Agg", force=True)  # process-wide, so the CLI decides it (library code never does)
         cfg = LeaderboardConfig(
             decoupling=DecouplingConfig(baseline=baseline, epsilon=epsilon, delta=delta),
             criterion=criterion,  # type: ignore[arg-type]

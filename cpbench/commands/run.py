@@ -64,8 +64,9 @@ def register(app: typer.Typer) -> None:
         """Compress, score and analyse one model: coverage, set size and accuracy vs the uncompressed baseline."""
         from rich.console import Console
 
-        from cpbench import runner
+        from cpbench import models, runner
 
+        models.configure_threads()  # process-wide: the CLI's decision (OMP_NUM_THREADS / CPBENCH_THREADS)
         plan = runner.plan_from_options(
             suite=suite, model=model, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
             chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,

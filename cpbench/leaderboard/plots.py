@@ -44,9 +44,8 @@ def _panels(n: int):
 
 def write_plots(a: "Analysis", out: Path, baseline: str) -> dict[str, bytes]:
     """Write every plot under `out`; return {file name: PNG bytes} for embedding."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
+    # No matplotlib.use() here: the backend is process-wide state (a notebook's inline backend must survive a library
+    # call). `cpbench leaderboard` selects Agg; figures are rendered with savefig, which works on any backend.
     import matplotlib.pyplot as plt
 
     images: dict[str, bytes] = {}

@@ -44,30 +44,10 @@ def scoring_inputs_hash(prompts: Sequence[Any]) -> str:
 
 
 def model_fingerprint(model: Any) -> str:
-    """Cheap content hash of a loaded model: config, every tensor's name/shape/dtype, its sum and a strided sample.
+    """The loaded weights' content hash (`model_hash`); cpbench.weights.fingerprint owns the definition."""
+    from cpbench.weights import fingerprint
 
-    Two different weight sets (baseline vs compressed, or two random inits) differ here; hashing every byte of a 70B
-    model would cost minutes, this costs one reduction per tensor on the model's own device.
-    """
-    import torch
-
-    h = hashlib.sha256()
-    h.update(type(model).__name__.encode())
-    cfg = model.config.to_dict()
-    cfg.pop("_name_or_path", None)
-    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
-    with torch.inference_mode():
-        tensors = list(model.named_parameters()) + list(model.named_buffers())
-        for name, t in tensors:
-            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-            if t.is_meta or t.numel() == 0:
-                continue
-            flat = t.detach().reshape(-1)
-            stride = max(1, flat.numel() // 64)
-            sample = flat[::stride][:64].to(torch.float64).cpu().numpy()
-            h.update(np.float64(torch.sum(flat, dtype=torch.float64).item()).tobytes())
-            h.update(sample.tobytes())
-    return "sha256:" + h.hexdigest()
+    return fingerprint(model)
 
 
 def tokenizer_info(tokenizer: Any) -> dict[str, Any]:
@@ -145,12 +125,12 @@ def score_prompts(
     """
     import torch
 
-    from cpbench.models import configure_threads
+    from cpbench.models import current_threads
     from cpbench.scoring.chunks import ChunkStore, run_chunked
     from cpbench.tasks.prompts import prompts_hash
 
     letters = _validate(prompts, key)
-    threads = configure_threads()
+    threads = current_threads()
     model.eval()
     device = str(next(model.parameters()).device)
     batch_size = int(batch_size or default_batch_size(device))
