@@ -188,10 +188,11 @@ def artifact_path(results: Path, key: ScoreKey) -> Path:
     return key.cell_dir(results) / "artifacts" / f"{key.slug()}.parquet"
 
 
-def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, device: str) -> Any:
+def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, device: str | None) -> Any:
     """The stored artifact (a LogitsArtifact), or None. It is reused only when it was produced for exactly this cell,
     inputs and weights, on the same kind of device (which fixes the dtype: fp32 on CPU, the model's bf16/fp16 on
-    GPU). Returned loaded, so that the caller does not read it a second time."""
+    GPU). `device=None` accepts any device type (the weights id already names the compute dtype of a checkpoint).
+    Returned loaded, so that the caller does not read it a second time."""
     from cpbench.artifact import LogitsArtifact
 
     if not path.is_file():
@@ -205,62 +206,31 @@ def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, device: s
         prov.get("run_key") == key.model_dump()
         and prov.get("prompts_hash") == p_hash
         and prov.get("weights_id") == weights_id
-        and str(prov.get("device", "")).split(":")[0] == device.split(":")[0]
+        and (device is None or str(prov.get("device", "")).split(":")[0] == device.split(":")[0])
     )
     return artifact if ok else None
 
 
-def _check_enough_items(jobs: Sequence[tuple[str, str, list[Any]]], analysis: AnalysisKey) -> None:
-    """Fail before compressing or scoring anything when a cell has too few items for the conformal analysis."""
-    import math
+def _weights(entry: Any, recipe: Any, ckpt: Any) -> Any:
+    """The WeightsIdentity of what a unit scores (cpbench.weights owns the rules): the checkpoint's content
+    address once one exists, or the base model's identity (+ recipe)."""
+    from cpbench import weights
 
-    from cpbench.conformal.quantile import min_calibration_size
-
-    need = min_calibration_size(analysis.alpha)
-    for task, _, prompts in jobs:
-        n = len(prompts)
-        if math.floor(analysis.cal_ratio * n) < need:
-            n_min = math.ceil(need / analysis.cal_ratio)
-            raise CpbenchError(
-                f"task {task}: {n} evaluated items leave {math.floor(analysis.cal_ratio * n)} for calibration; "
-                f"alpha {analysis.alpha:g} needs at least {need} (use --limit {n_min} or more, or a larger --alpha)"
-            )
-
-
-def _device_problem(recipe: Any, device: str) -> str | None:
-    if device.startswith("cuda"):
-        return None
-    if recipe.load_time or recipe.requires == "cuda":
-        return recipe.requires_reason or f"recipe {recipe.name!r} needs a CUDA GPU"
-    return None
+    return weights.of_recipe(entry, recipe, ckpt.report.get("cache_key") if ckpt.path is not None else None)
 
 
 def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = True) -> RunOutcome:
     """Execute the plan; returns every cell's record and where it was written."""
-    import torch
-
-    from cpbench import models, recipes, store, weights
-    from cpbench.conformal.protocols import analyze_artifact
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.compress import compress
-    from cpbench.scoring.score import score_prompts
-    from cpbench.tasks import build_prompts, data_tag, load_items, load_task, prompts_hash, source_provenance
+    from cpbench import models
+    from cpbench.unit import build_inputs, check_enough_items, device_problem, units_from_plan
 
     t0 = time.perf_counter()
-    entry = models.resolve(plan.model)
+    units = units_from_plan(plan)  # model, recipes and cells resolved once
+    entry = units[0].model
     device = models.resolve_device(plan.device)
     dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
     threads = models.current_threads()
-    notes = list(entry.source_notes())
-    if plan.data == "samples":
-        notes.append("items are the tasks' offline smoke-test samples, not benchmark data")
-    scoring_prompts, shots = plan.prompts, plan.shots
-    if plan.scoring == "cloze" and (len(plan.prompts) > 1 or plan.prompts != ["base"] or plan.shots):
-        # Cloze reads Prompt.cloze_context: the item alone, without instruction or demonstrations.
-        scoring_prompts, shots = ["base"], 0
-        notes.append(
-            "cloze scoring reads the item alone (no instruction, no demonstrations): scored prompt 'base', 0 shots"
-        )
+    notes = list(units[0].notes)
     echo(f"cpbench run: model {entry.name} ({entry.source}), device {device} ({dtype}, {threads} thread(s)), "
          f"recipes {', '.join(plan.recipes)}, tasks {', '.join(plan.tasks)}, {plan.scoring} scoring, "
          f"data {plan.data}" + (f", limit {plan.limit}" if plan.limit else ""))  # fmt: skip
@@ -271,89 +241,110 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     tokenizer = None
     if plan.chat == "v1" or entry.source == "hub":
         tokenizer = models.load_tokenizer(entry)  # revision, trust_remote_code and gguf_file passed through
-    tag = data_tag(plan.data)
-    jobs: list[tuple[str, str, list[Any]]] = []
-    data_prov: dict[str, dict[str, Any]] = {}
-    for task in plan.tasks:
-        spec = load_task(task)
-        data_prov[task] = source_provenance(spec, plan.data)
-        items = load_items(spec, plan.data)  # all of them: the demonstrations must be there even with --limit
-        for method in scoring_prompts:
-            prompts = build_prompts(spec, items, method=method, shots=shots, chat=plan.chat,
-                                    tokenizer=tokenizer if plan.chat == "v1" else None)  # fmt: skip
-            jobs.append((task, method, prompts[: plan.limit] if plan.limit else prompts))  # --limit: evaluated items
-    _check_enough_items(jobs, plan.analysis)
-    job_hashes = [prompts_hash(prompts) for _, _, prompts in jobs]  # once per job, not once per recipe
+    inputs = build_inputs(units[0].options, tokenizer)
+    check_enough_items(inputs, plan.analysis)
 
     cells: list[Cell] = []
     skipped: list[tuple[str, str]] = []
     runnable = []
-    for recipe_name in plan.recipes:  # decided before any work: a named recipe that cannot run fails at once
-        recipe = recipes.resolve(recipe_name)
-        problem = _device_problem(recipe, device)
+    for unit in units:  # decided before any work: a named recipe that cannot run fails at once
+        problem = device_problem(unit.recipe, device)
         if problem and plan.strict_recipes:
-            raise CpbenchError(f"recipe {recipe.name!r} cannot run on {device}: {problem}")
+            raise CpbenchError(f"recipe {unit.recipe.name!r} cannot run on {device}: {problem}")
         if problem:
-            skipped.append((recipe.name, problem))
-            echo(f"[{recipe.name}] skipped on {device}: {problem}")
+            skipped.append((unit.recipe.name, problem))
+            echo(f"[{unit.recipe.name}] skipped on {device}: {problem}")
         else:
-            runnable.append(recipe)
-    for recipe in runnable:
-        tr = time.perf_counter()
-        ckpt = compress(entry, recipe, plan.calibration, device)
-        if ckpt.path is not None:
-            echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
-                 f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
-        identity = weights.of_recipe(entry, recipe, ckpt.report.get("cache_key") if ckpt.path is not None else None)
-        weights_id = identity.weights_id
-        todo = []
-        for (task, method, prompts), p_hash in zip(jobs, job_hashes):
-            key = ScoreKey(model=entry.key, recipe=recipe.name, task=task, prompt=method, shots=shots, chat=plan.chat,
-                           scoring=plan.scoring, data=tag, limit=plan.limit)  # fmt: skip
-            path = artifact_path(plan.results, key)
-            stored = None if plan.force else _reusable(path, key, p_hash, weights_id, device)
-            todo.append((key, path, prompts, stored))
-        model = tok = model_hash = None
-        if any(stored is None for *_, stored in todo):
-            tl = time.perf_counter()
-            model, tok = ckpt.load(device)
-            model_hash = weights.fingerprint(model)  # once per model, not per cell
-            echo(f"[{recipe.name}] model loaded ({time.perf_counter() - tl:.1f} s)")
-        provenance = {
-            **entry.provenance(),
-            "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
-            "compression_report": ckpt.report,
-            "checkpoint_path": str(ckpt.path) if ckpt.path is not None else None,
-            **identity.provenance(),
-            "sample_data": plan.data == "samples",
-            "suite": plan.suite,
-        }
-        provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + notes))
-        for key, path, prompts, stored in todo:
+            runnable.append(unit)
+    for unit in runnable:
+        cells.extend(run_unit(unit, inputs, device, plan.results, echo=echo, progress=progress, force=plan.force))
+    return RunOutcome(plan, entry.key, cells, skipped, notes, time.perf_counter() - t0)
+
+
+def run_unit(
+    unit: Any,
+    inputs: dict[tuple[str, str], Any],
+    device: str,
+    results: Path,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    force: bool = False,
+    analyze: bool = True,
+) -> list[Cell]:
+    """Compress (cached) and score every cell of one WorkUnit on `device`, writing artifacts (and, with `analyze`,
+    result records) under `results`. `inputs` are the cells' prompts (`cpbench.unit.build_inputs`). Shared by
+    `cpbench run` and every `cpbench sweep` executor."""
+    import torch
+
+    from cpbench import store
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.compress import compress
+    from cpbench.conformal.protocols import analyze_artifact
+    from cpbench.scoring.score import score_prompts
+    from cpbench.weights import fingerprint
+
+    entry, recipe, opts = unit.model, unit.recipe, unit.options
+    cells: list[Cell] = []
+    tr = time.perf_counter()
+    ckpt = compress(entry, recipe, opts.calibration, device)
+    if ckpt.path is not None:
+        echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
+             f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
+    identity = _weights(entry, recipe, ckpt)
+    weights_id = identity.weights_id
+    todo = []
+    for key in unit.cells:
+        cell_in = inputs[(key.task, key.prompt)]
+        path = artifact_path(results, key)
+        stored = None if force else _reusable(path, key, cell_in.prompts_hash, weights_id, device)
+        todo.append((key, path, cell_in, stored))
+    model = tok = model_hash = None
+    if any(stored is None for *_, stored in todo):
+        tl = time.perf_counter()
+        model, tok = ckpt.load(device)
+        model_hash = fingerprint(model)  # once per model, not per cell
+        echo(f"[{recipe.name}] model loaded ({time.perf_counter() - tl:.1f} s)")
+    provenance = {
+        **entry.provenance(),
+        "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
+        "compression_report": ckpt.report,
+        "checkpoint_path": str(ckpt.path) if ckpt.path is not None else None,
+        **identity.provenance(),
+        "sample_data": opts.data == "samples",
+        "suite": opts.suite,
+    }
+    provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + list(unit.notes)))
+    try:
+        for key, path, cell_in, stored in todo:
             reuse = stored is not None
             if reuse:
                 echo(f"[{recipe.name}] {key.task}/{key.prompt}: artifact reused ({path})")
             else:
-                cell_prov = {**provenance, "data_source": data_prov[key.task], "limit": plan.limit}
-                score_prompts(model, tok, prompts, key, batch_size=plan.batch_size, chunk_size=plan.chunk_size,
-                              provenance=cell_prov, model_hash=model_hash, out_path=path,
+                cell_prov = {**provenance, "data_source": cell_in.data_source, "limit": opts.limit}
+                score_prompts(model, tok, cell_in.prompts, key, batch_size=opts.batch_size,
+                              chunk_size=opts.chunk_size, provenance=cell_prov, model_hash=model_hash, out_path=path,
                               progress=progress)  # fmt: skip
             # a fresh artifact is reloaded: that verifies the content hash and sets the source path
             artifact = stored if reuse else LogitsArtifact.load(path)
-            record = analyze_artifact(artifact, plan.analysis, input_path=str(path))
-            result_path = store.write_result(record, plan.results)
             detail = artifact.provenance.get("scoring_detail") or {}
-            cells.append(Cell(recipe.name, key.task, key.prompt, key, path, result_path, record, reuse,
-                              None if reuse else detail.get("s_per_item")))  # fmt: skip
+            s_per_item = None if reuse else detail.get("s_per_item")
+            if not analyze:
+                cells.append(Cell(recipe.name, key.task, key.prompt, key, path, path, {}, reuse, s_per_item))
+                continue
+            record = analyze_artifact(artifact, opts.analysis, input_path=str(path))
+            result_path = store.write_result(record, results)
+            cells.append(Cell(recipe.name, key.task, key.prompt, key, path, result_path, record, reuse, s_per_item))
             if not reuse:
                 echo(f"[{recipe.name}] {key.task}/{key.prompt}: {artifact.n} items, "
                      f"{detail.get('wall_s', 0):.1f} s ({detail.get('s_per_item') or 0:.3f} s/item), "
                      f"acc {record['acc']:.3f}")  # fmt: skip
+    finally:
         del model, tok
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return RunOutcome(plan, entry.key, cells, skipped, notes, time.perf_counter() - t0)
+    return cells
 
 
 # ------------------------------------------------------------------------------------------------- reporting

@@ -29,7 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from cpbench.models import ModelEntry
     from cpbench.recipes import Recipe
 
-__all__ = ["CalibrationSet", "CalibrationSpec", "CompressedCheckpoint", "compress", "sample", "versions"]
+__all__ = [
+    "CalibrationSet", "CalibrationSpec", "CompressedCheckpoint", "checkpoint_key", "compress", "sample", "versions",
+]
 
 
 @dataclass
@@ -102,17 +104,8 @@ def compress(
     if recipe.requires == "cuda" and not dev.startswith("cuda"):
         raise CpbenchError(f"recipe {recipe.name!r} needs a CUDA GPU: {recipe.requires_reason}")
 
-    from cpbench.compress.llmc import needs_calibration
-
     threads = models.current_threads()
-    # Load the tokenizer first, always: for a hub model it fetches config.json, so the cache key below pins the
-    # commit `revision` resolves to (not "main") on the very first run too, and gated/offline errors come early.
-    tokenizer = models.load_tokenizer(entry)
-    calib: CalibrationSet | None = None
-    if needs_calibration(recipe):
-        calib = sample(calibration or CalibrationSpec(), tokenizer)
-    compute_dtype = str(models.resolve_dtype(None, dev, entry)).removeprefix("torch.")
-    key = cache.cache_key(entry, recipe, calib, compute_dtype)
+    key, calib, compute_dtype = _checkpoint_key(entry, recipe, calibration, dev)
     hit = None if force else cache.lookup(key)
     if hit is not None:
         return CompressedCheckpoint(entry, recipe, hit, cache.read_report(hit), cached=True)
@@ -138,6 +131,40 @@ def compress(
         cache.write_report(tmp, report)
     path = cache.commit(key)
     return CompressedCheckpoint(entry, recipe, path, cache.read_report(path))
+
+
+def _checkpoint_key(
+    entry: ModelEntry, recipe: Recipe, calibration: CalibrationSpec | None, device: str
+) -> tuple[Any, CalibrationSet | None, str]:
+    """(cache key, calibration sample, compute dtype) of the checkpoint `recipe` writes for `entry` on `device`."""
+    from cpbench import models
+    from cpbench.compress import cache
+    from cpbench.compress.llmc import needs_calibration
+
+    # Load the tokenizer first, always: for a hub model it fetches config.json, so the cache key below pins the
+    # commit `revision` resolves to (not "main") on the very first run too, and gated/offline errors come early.
+    tokenizer = models.load_tokenizer(entry)
+    calib: CalibrationSet | None = None
+    if needs_calibration(recipe):
+        calib = sample(calibration or CalibrationSpec(), tokenizer)
+    compute_dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
+    return cache.cache_key(entry, recipe, calib, compute_dtype), calib, compute_dtype
+
+
+def checkpoint_key(
+    entry: ModelEntry | str, recipe: Recipe | str, calibration: CalibrationSpec | None = None, device: str = "cpu"
+) -> Any:
+    """The cache key (`cpbench.compress.cache.CacheKey`) of the checkpoint `compress` writes for these inputs on a
+    device of type `device` (cpu / cuda: the compute dtype differs), without compressing anything; None for the
+    baseline and load-time recipes, which write no checkpoint. Needs the tokenizer (calibration sample)."""
+    from cpbench import models
+    from cpbench.recipes import resolve as resolve_recipe
+
+    entry, recipe = models.resolve(entry), resolve_recipe(recipe)
+    if recipe.is_baseline or recipe.load_time:
+        return None
+    dev = "cuda" if str(device).startswith("cuda") else "cpu"  # a device type: no GPU needed to name GPU weights
+    return _checkpoint_key(entry, recipe, calibration, dev)[0]
 
 
 def _run_recipe(
