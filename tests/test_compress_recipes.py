@@ -14,6 +14,7 @@ from cpbench import compress as compress_pkg
 from cpbench.compress import CalibrationSpec, compress
 from cpbench.compress import cache as cache_mod
 from cpbench.errors import CpbenchError
+from cpbench.locks import MARKER
 from cpbench.models import load, resolve
 from cpbench.recipes import list_recipes
 from cpbench.recipes import resolve as resolve_recipe
@@ -69,7 +70,7 @@ def test_cpu_recipe_effect_and_reload(name, tiny):
     assert report["recipe"]["name"] == name and report["recipe"]["spec"] == recipe.spec()
     assert report["verification"]["ok"] is True
     assert report["checkpoint_bytes"] == sum(f.stat().st_size for f in ck.path.rglob("*") if f.is_file()
-                                              if f.name != cache_mod.REPORT_NAME)  # fmt: skip
+                                              if f.name not in (cache_mod.REPORT_NAME, MARKER))  # fmt: skip
     assert set(report["versions"]) >= {"torch", "transformers", "llmcompressor", "compressed_tensors"}
     assert report["wall_seconds"]["compress"] >= 0
 
@@ -236,3 +237,20 @@ def test_first_compression_of_a_hub_model_is_keyed_by_its_commit(tmp_path, monke
     monkeypatch.setattr(models, "load_tokenizer", real)
     again = compress(resolve("cpbtest/tiny"), "magnitude-50", CALIB, "cpu")
     assert again.cached and again.path == first.path
+
+
+def test_checkpoint_without_marker_is_not_trusted_and_is_rebuilt(tiny):
+    """The issue's broken cache: a committed directory holding only its report made every later run fail. Lookups
+    trust only the completion marker (written last, listing every file and size); a broken directory is rebuilt."""
+    from cpbench.locks import is_complete
+
+    entry, _, _ = tiny
+    first = compress(entry, "magnitude-50", CALIB, "cpu")
+    assert is_complete(first.path) and (first.path / MARKER).is_file()
+    for f in first.path.iterdir():  # keep only the report, as the interrupted run of the issue did
+        if f.name != cache_mod.REPORT_NAME:
+            f.unlink()
+    again = compress(entry, "magnitude-50", CALIB, "cpu")
+    assert not again.cached and again.path == first.path and is_complete(again.path)
+    model, _ = again.load("cpu")  # and it loads
+    assert not [p for p in cache_mod.root().iterdir() if p.name.startswith(".")]  # no staging, no lock file left

@@ -17,10 +17,11 @@ A checkpoint whose verification fails is not cached: `compress` raises CpbenchEr
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from cpbench.compress.calibration import CalibrationSet, CalibrationSpec, sample
 from cpbench.errors import CpbenchError
@@ -28,6 +29,8 @@ from cpbench.errors import CpbenchError
 if TYPE_CHECKING:  # pragma: no cover
     from cpbench.models import ModelEntry
     from cpbench.recipes import Recipe
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CalibrationSet", "CalibrationSpec", "CompressedCheckpoint", "checkpoint_key", "compress", "sample", "versions",
@@ -78,10 +81,13 @@ def compress(
     device: str = "auto",
     *,
     force: bool = False,
+    on_wait: Callable[[str], None] | None = None,
 ) -> CompressedCheckpoint:
     """Compress `entry` with `recipe` (cached, content-addressed). `calibration` defaults to CalibrationSpec()
     (builtin text, 128 x 512, seed 0); it is ignored by recipes that need no data (RTN weight-only, magnitude, FP8
-    dynamic), so their cache key does not depend on it. `force` recompresses even when a cached copy exists."""
+    dynamic), so their cache key does not depend on it. `force` recompresses even when a cached copy exists.
+    Concurrent calls for one key (other processes, other hosts on a shared cache) compress once: the others wait
+    (`on_wait` gets one line saying for whom) and reuse the checkpoint."""
     from cpbench import models
     from cpbench.compress import cache
     from cpbench.recipes import resolve as resolve_recipe
@@ -116,7 +122,11 @@ def compress(
     report["threads"] = threads
     report["compute_dtype"] = compute_dtype
     report["calibration"] = calib.report() if calib is not None else None
-    with cache.staging(key) as tmp:
+    # One process builds a key; another one asking for it meanwhile waits here, then reuses the result.
+    with cache.building(key, rebuild=force, on_wait=on_wait) as st:
+        if st.done:
+            return CompressedCheckpoint(entry, recipe, st.final, cache.read_report(st.final), cached=True)
+        tmp = st.tmp
         t0 = time.perf_counter()
         base_zeros = _run_recipe(entry, recipe, calib, dev, tmp)
         t1 = time.perf_counter()
@@ -129,7 +139,8 @@ def compress(
         report["wall_seconds"] = {"compress": round(t1 - t0, 2), "verify": round(t2 - t1, 2)}
         require_ok(verification, recipe)
         cache.write_report(tmp, report)
-    path = cache.commit(key)
+        path = st.commit({"cache_key": key.digest})  # the completion marker is the last file written
+    log.info("compressed %s with %s: %s", entry.key, recipe.name, path)
     return CompressedCheckpoint(entry, recipe, path, cache.read_report(path))
 
 

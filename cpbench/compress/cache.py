@@ -1,9 +1,12 @@
 """Content-addressed checkpoint cache under `cache_dir()/checkpoints`.
 
 Key = sha256 of (model id + resolved revision/source fingerprint, recipe spec, calibration content hash, cache
-format version). A checkpoint is built in a temporary sibling directory and renamed into place only after it was
-saved, reloaded and verified, so a directory with the final name is always complete; an interrupted compression
-leaves a `.tmp-*` directory that the next `staging` of the same key removes.
+format version). One process builds a key at a time (`cpbench.locks.staged_dir`: an flock on `.<dir>.lock`); a second
+process asking for the same key waits and then reuses the first one's checkpoint, and never touches its staging
+folder. The checkpoint is built in a private staging folder (`.tmp-<dir>.<pid>-<rand>`) and renamed into place only
+after it was saved, reloaded and verified and a marker listing every file and its size was written last; `lookup`
+trusts nothing without a valid marker. Staging folders of dead processes are removed by the next build of the same key
+and by `sweep()` (called at the start of `cpbench run`).
 """
 
 from __future__ import annotations
@@ -71,44 +74,42 @@ def cache_key(
 
 
 def lookup(key: CacheKey) -> Path | None:
+    """The committed checkpoint of `key`, or None. A directory without a valid completion marker is not trusted."""
+    from cpbench.locks import is_complete
+
     path = root() / key.dirname
-    return path if (path / REPORT_NAME).is_file() else None
+    return path if is_complete(path) and (path / REPORT_NAME).is_file() else None
 
 
 @contextmanager
-def staging(key: CacheKey) -> Iterator[Path]:
-    """A fresh temporary directory for building the checkpoint of `key`; removed unless committed."""
-    base = root()
-    for stale in base.glob(f".tmp-{key.dirname}-*"):
-        # leftovers of an interrupted run of the same key (a concurrent run would use another pid suffix and is
-        # only affected if it is still writing; compressions of one key are not meant to run concurrently)
-        if not stale.name.endswith(f"-{os.getpid()}"):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = base / f".tmp-{key.dirname}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def building(key: CacheKey, *, rebuild: bool = False, on_wait: Any = None) -> Iterator[Any]:
+    """`cpbench.locks.Staged` for `key`, under its lock: `.done` when the checkpoint is there (maybe built by another
+    process while this one waited; `rebuild` ignores it), else `.tmp` to build in and `.commit()` to publish."""
+    from cpbench.locks import Staged, staged_dir
+
+    with staged_dir(root() / key.dirname, what=f"compressing {key.label}", on_wait=on_wait) as st:
+        if st.done and rebuild:
+            import uuid
+
+            from cpbench.locks import STAGING_PREFIX
+
+            tmp = st.final.with_name(f"{STAGING_PREFIX}{st.final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            tmp.mkdir()
+            st = Staged(st.final, tmp, False)
+            try:
+                yield st
+            finally:
+                if st.tmp is not None:
+                    shutil.rmtree(st.tmp, ignore_errors=True)
+            return
+        yield st
 
 
-def commit(key: CacheKey) -> Path:
-    """Rename the staged directory into place (atomic on one filesystem) and return the final path."""
-    base = root()
-    tmp = base / f".tmp-{key.dirname}-{os.getpid()}"
-    final = base / key.dirname
-    if not (tmp / REPORT_NAME).is_file():
-        raise CpbenchError(f"{tmp}: staged checkpoint has no {REPORT_NAME}; not committing")
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        if (final / REPORT_NAME).is_file():  # someone else committed the same key first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            raise
-    return final
+def sweep() -> list[Path]:
+    """Remove staging folders and lock files that dead processes left in the checkpoint cache."""
+    from cpbench.locks import sweep as sweep_dir
+
+    return sweep_dir(root())
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
@@ -123,4 +124,6 @@ def read_report(path: Path) -> dict[str, Any]:
 
 
 def list_checkpoints() -> list[Path]:
-    return sorted(p for p in root().iterdir() if (p / REPORT_NAME).is_file())
+    from cpbench.locks import is_complete
+
+    return sorted(p for p in root().iterdir() if is_complete(p) and (p / REPORT_NAME).is_file())
