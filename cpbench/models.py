@@ -465,6 +465,8 @@ def load_tokenizer(entry_or_path: ModelEntry | str | Path, *, revision: str | No
     from transformers import AutoTokenizer
 
     entry = resolve(entry_or_path)
+    if entry.source == "memory":
+        raise CpbenchError(f"in-memory model {entry.name!r} cannot be loaded from disk; pass its (model, tokenizer)")
     kwargs: dict[str, Any] = {"trust_remote_code": entry.trust_remote_code}
     if entry.source == "hub":
         kwargs["revision"] = revision or entry.revision
@@ -525,6 +527,8 @@ def load(
     from transformers import AutoModelForCausalLM
 
     entry = resolve(entry_or_path)
+    if entry.source == "memory":
+        raise CpbenchError(f"in-memory model {entry.name!r} cannot be loaded from disk; pass its (model, tokenizer)")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev, entry)
     where = model_dir(entry)
@@ -558,3 +562,126 @@ def load(
         model.to(torch_dtype)
     model.eval()
     return model, tokenizer
+
+
+# ------------------------------------------------------------------------------------------------- candidates
+_CANDIDATE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,99}$")
+RESERVED_NAMES = frozenset({"base", "fp16", "artifacts"})  # the baseline's names, and the artifacts folder
+# Quantization formats transformers loads through an optional package: quant_method -> (import names, pip names).
+QUANT_LOADERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "gptq": (("optimum", "gptqmodel"), "pip install optimum gptqmodel   (CPU and CUDA kernels)"),
+    "awq": (("gptqmodel",), "pip install gptqmodel   (transformers 5 loads AWQ through gptqmodel)"),
+    "bitsandbytes": (("bitsandbytes",), "pip install bitsandbytes"),
+    "compressed-tensors": (("compressed_tensors",), "pip install compressed-tensors"),
+}
+
+
+class Candidate(BaseModel):
+    """Weights someone else compressed, judged against a base model: `--model BASE --candidate PATH_OR_HF_ID`.
+
+    A candidate takes the recipe slot of the run key (its `name`), so its results land beside the base's
+    (`results/<base key>/<name>/`) and pair with them by items like any recipe's. `entry` says where its weights come
+    from (a checkpoint directory, an HF id, a .gguf file, or an in-memory model with `loaded` set)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    entry: ModelEntry
+    loaded: Any = Field(default=None, exclude=True, repr=False, description="(model, tokenizer) when in memory")
+
+    def weights(self) -> WeightsIdentity:
+        return _weights.of_candidate(self)
+
+    def tokenizer(self) -> Any:
+        return self.loaded[1] if self.loaded is not None else load_tokenizer(self.entry)
+
+    def config(self) -> dict[str, Any]:
+        """The model config (architecture, vocab, quantization_config) without loading weights."""
+        if self.loaded is not None:
+            return self.loaded[0].config.to_dict()
+        return model_config(self.entry)
+
+    def load(self, device: str = "auto", dtype: Any = None) -> tuple[Any, Any]:
+        if self.loaded is not None:
+            return self.loaded
+        require_quant_loader(self.config().get("quantization_config"), self.name)
+        return load(self.entry, device, dtype)
+
+
+def model_config(entry: ModelEntry) -> dict[str, Any]:
+    """config.json of an entry as a dict (AutoConfig: hub cache, local directory or GGUF metadata); no weights."""
+    from transformers import AutoConfig
+
+    kwargs: dict[str, Any] = {"trust_remote_code": entry.trust_remote_code}
+    if entry.source == "hub":
+        kwargs["revision"] = entry.revision
+    if entry.gguf_file:
+        kwargs["gguf_file"] = entry.gguf_file
+    if entry.source == "memory":
+        raise CpbenchError(f"in-memory model {entry.name!r} has no config on disk")
+    try:
+        return AutoConfig.from_pretrained(model_dir(entry), **kwargs).to_dict()
+    except (OSError, ValueError) as exc:
+        raise CpbenchError(f"cannot read the config of {entry.name!r}: {str(exc).splitlines()[0]}") from None
+
+
+def require_quant_loader(qc: Any, name: str) -> None:
+    """Fail with the pip command when a checkpoint's quantization format needs a package that is not installed."""
+    method = str((qc or {}).get("quant_method") or "") if isinstance(qc, dict) else ""
+    need = QUANT_LOADERS.get(method)
+    if need is None:
+        return
+    missing = [m for m in need[0] if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CpbenchError(f"candidate {name!r} is a {method} checkpoint; loading it needs {', '.join(missing)}: "
+                           f"{need[1]}")  # fmt: skip
+
+
+def _default_candidate_name(entry: ModelEntry) -> str:
+    if entry.source == "local":
+        raw = Path(entry.gguf_file).stem if entry.gguf_file else Path(entry.hf_id).name
+    else:
+        raw = entry.name.rsplit("/", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.+\-]+", "-", raw).strip("-.") or "candidate"
+
+
+def check_candidate_name(name: str) -> str:
+    if not _CANDIDATE_NAME.match(name):
+        raise CpbenchError(f"candidate name {name!r}: use letters, digits and . _ + - (at most 100 characters)")
+    if name.lower() in RESERVED_NAMES:
+        raise CpbenchError(f"candidate name {name!r} is reserved for the base model's results; pick another name")
+    return name
+
+
+def from_loaded(model: Any, tokenizer: Any, name: str | None = None) -> ModelEntry:
+    """A ModelEntry for an in-memory (model, tokenizer): source `memory`, pinned by the weights' content fingerprint."""
+    if not hasattr(model, "config") or not callable(getattr(tokenizer, "__call__", None)):
+        raise CpbenchError("an in-memory model is given as (model, tokenizer): a transformers model and its tokenizer")
+    fp = _weights.fingerprint(model)
+    raw = name or str(getattr(model, "name_or_path", "") or "").rstrip("/").rsplit("/", 1)[-1]
+    label = re.sub(r"[^A-Za-z0-9_.+\-]+", "-", raw).strip("-.") or "in-memory"
+    dtype = str(getattr(model, "dtype", "float32")).removeprefix("torch.")
+    return ModelEntry(name=label, hf_id=label, family=str(getattr(model.config, "model_type", "unknown")),
+                      source="memory", revision="memory:" + fp.split(":")[-1][:16],
+                      dtype=dtype if dtype in ("bfloat16", "float16", "float32") else "float32")  # fmt: skip
+
+
+def resolve_candidate(spec: Any, name: str | None = None) -> Candidate:
+    """`--candidate` value -> Candidate: a checkpoint directory, a .gguf file, an HF id, or (Python API) a
+    `(model, tokenizer)` pair. Registry aliases are not candidates (use --quant for cpbench's own recipes)."""
+    if isinstance(spec, Candidate):
+        return spec.model_copy(update={"name": check_candidate_name(name)}) if name else spec
+    if isinstance(spec, tuple) and len(spec) == 2:
+        entry = from_loaded(spec[0], spec[1], name)
+        return Candidate(name=check_candidate_name(name or entry.name), entry=entry, loaded=spec)
+    text = str(spec).strip()
+    local = Path(text).expanduser()
+    if local.exists():
+        entry = _local_entry(local)
+    else:
+        hf_id, _, rev = text.partition("@")  # owner/name or owner/name@revision
+        if text.startswith((".", "/", "~")) or not _HF_ID.match(hf_id) or (_ and not rev):
+            raise CpbenchError(f"--candidate {text}: no such checkpoint directory or file, and not an HF id "
+                               "(owner/name[@revision])")  # fmt: skip
+        entry = ModelEntry(name=hf_id, hf_id=hf_id, family="unknown", source="hub", revision=rev or "main")
+    return Candidate(name=check_candidate_name(name or _default_candidate_name(entry)), entry=entry)

@@ -35,7 +35,12 @@ def checkpoint_bytes(path: Path) -> int:
 def config_quantization(path: Path) -> dict[str, Any] | None:
     """bits / group size / strategy / format as saved in config.json (None when the checkpoint is not quantized)."""
     cfg = json.loads((Path(path) / "config.json").read_text())
-    qc = cfg.get("quantization_config")
+    return quantization_summary(cfg.get("quantization_config"))
+
+
+def quantization_summary(qc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A compressed-tensors `quantization_config` (as in config.json) -> method, format, ignore list and, per config
+    group, bits / type / group size / strategy / symmetry / activation bits. None when there is none."""
     if not qc:
         return None
     groups = qc.get("config_groups") or {}
