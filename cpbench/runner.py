@@ -35,7 +35,7 @@ BASELINE = "base"
 class RunPlan:
     """Everything one `cpbench run` does (resolved from a suite and/or command-line options)."""
 
-    model: str
+    model: Any  # what --model said (str), or a ModelEntry (an in-memory base from the Python API)
     recipes: list[str]
     tasks: list[str]
     prompts: list[str] = field(default_factory=lambda: ["base"])
@@ -47,12 +47,14 @@ class RunPlan:
     device: str = "auto"
     batch_size: int | None = None
     chunk_size: int = 256  # items per resumable chunk
-    results: Path = Path("results")
+    results: Path | None = Path("results")  # None: nothing written (Python API without a results directory)
     calibration: Any = None  # cpbench.compress.CalibrationSpec; None = its defaults
     analysis: AnalysisKey = field(default_factory=AnalysisKey)
     suite: str | None = None
     strict_recipes: bool = True  # False for suites: skip recipes the device cannot run instead of failing
     force: bool = False  # rescore even when a matching artifact exists
+    candidates: list[Any] = field(default_factory=list)  # cpbench.models.Candidate: others' weights vs this base
+    loaded: Any = None  # (model, tokenizer) of an in-memory base (Python API); None: load plan.model
 
 
 @dataclass
@@ -63,8 +65,8 @@ class Cell:
     task: str
     prompt: str
     key: ScoreKey
-    artifact_path: Path
-    result_path: Path
+    artifact_path: Path | None  # None: kept in memory (Python API without a results directory)
+    result_path: Path | None
     record: dict[str, Any]
     reused: bool
     s_per_item: float | None
@@ -99,6 +101,8 @@ def plan_from_options(
     results: str | Path | None = None,
     alpha: float | None = None,
     force: bool = False,
+    candidates: Sequence[Any] | None = None,
+    candidate_names: Sequence[str] | None = None,
 ) -> RunPlan:
     """Options -> RunPlan. With --suite, or with neither --model nor --suite, the suite (default: `default`) gives
     every value not given on the command line. With --model and no suite: all tasks, base prompts, 0 shots, letter
@@ -140,9 +144,31 @@ def plan_from_options(
     if results is not None:
         plan.results = Path(results)
     plan.force = force
+    if candidates:
+        if model is None:
+            raise CpbenchError("--candidate needs --model BASE: the model the candidate was compressed from")
+        plan.candidates = resolve_candidates(candidates, candidate_names)
+    elif candidate_names:
+        raise CpbenchError("--candidate-name names a --candidate; none was given")
     plan.analysis = preset("default", alpha=alpha)
     _normalise(plan)
     return plan
+
+
+def resolve_candidates(specs: Sequence[Any], names: Sequence[str] | None = None) -> list[Any]:
+    """--candidate values (+ --candidate-name, in the same order) -> Candidates with distinct names."""
+    from cpbench import models
+
+    names = list(names or [])
+    if len(names) > len(specs):
+        raise CpbenchError(f"{len(names)} --candidate-name values for {len(specs)} --candidate values")
+    out = [models.resolve_candidate(spec, names[i] if i < len(names) else None) for i, spec in enumerate(specs)]
+    seen: set[str] = set()
+    for c in out:
+        if c.name.lower() in seen:
+            raise CpbenchError(f"two candidates are named {c.name!r}; give each a --candidate-name")
+        seen.add(c.name.lower())
+    return out
 
 
 def _normalise(plan: RunPlan) -> None:
@@ -166,7 +192,7 @@ def _normalise(plan: RunPlan) -> None:
         raise CpbenchError(f"unknown chat mode {plan.chat!r} (use none, v1 or v2)")
     if plan.limit is not None and plan.limit < 1:  # 0 would mean "all items" and -1 "all but one" in a slice
         raise CpbenchError(f"--limit must be >= 1, got {plan.limit}")
-    if plan.results.exists() and not plan.results.is_dir():
+    if plan.results is not None and plan.results.exists() and not plan.results.is_dir():
         raise CpbenchError(f"--results {plan.results}: is a file, expected a directory")
     from cpbench.tasks import data_tag
 
@@ -179,6 +205,10 @@ def _normalise(plan: RunPlan) -> None:
     resolved = [recipes.resolve(r) for r in plan.recipes]
     base = next((r.name for r in resolved if r.is_baseline), BASELINE)
     plan.recipes = [base] + [r.name for r in resolved if not r.is_baseline]
+    taken = {r.lower() for r in plan.recipes}
+    for c in plan.candidates:  # a candidate's results take a recipe's place in the results tree
+        if c.name.lower() in taken:
+            raise CpbenchError(f"candidate name {c.name!r} is also a recipe of this run; give it a --candidate-name")
     plan.tasks = list(dict.fromkeys(plan.tasks))
     plan.prompts = list(dict.fromkeys(plan.prompts))
 
@@ -243,6 +273,13 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
         tokenizer = models.load_tokenizer(entry)  # revision, trust_remote_code and gguf_file passed through
     inputs = build_inputs(units[0].options, tokenizer)
     check_enough_items(inputs, plan.analysis)
+    if plan.candidates:  # refused before any weights load: other token ids make option logits incomparable
+        from cpbench.candidates import require_pairable
+
+        base_tok = plan.loaded[1] if plan.loaded is not None else (tokenizer or models.load_tokenizer(entry))
+        base_cfg = plan.loaded[0].config.to_dict() if plan.loaded is not None else models.model_config(entry)
+        for cand in plan.candidates:
+            require_pairable(base_tok, base_cfg, cand, entry.name)
 
     cells: list[Cell] = []
     skipped: list[tuple[str, str]] = []
@@ -256,8 +293,16 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
             echo(f"[{unit.recipe.name}] skipped on {device}: {problem}")
         else:
             runnable.append(unit)
+    if plan.loaded is not None and len(runnable) > 1:
+        raise CpbenchError("an in-memory base model cannot be compressed by cpbench recipes (it has no files to "
+                           "reload); pass compressed models as candidates")  # fmt: skip
     for unit in runnable:
-        cells.extend(run_unit(unit, inputs, device, plan.results, echo=echo, progress=progress, force=plan.force))
+        cells.extend(run_unit(unit, inputs, device, plan.results, echo=echo, progress=progress, force=plan.force,
+                              loaded=plan.loaded if unit.recipe.is_baseline else None))  # fmt: skip
+    base_unit = units[0]
+    for cand in plan.candidates:
+        cells.extend(run_candidate(cand, base_unit, inputs, device, plan.results, echo=echo, progress=progress,
+                                   force=plan.force))  # fmt: skip
     return RunOutcome(plan, entry.key, cells, skipped, notes, time.perf_counter() - t0)
 
 
@@ -271,40 +316,20 @@ def run_unit(
     progress: bool = True,
     force: bool = False,
     analyze: bool = True,
+    loaded: Any = None,
 ) -> list[Cell]:
     """Compress (cached) and score every cell of one WorkUnit on `device`, writing artifacts (and, with `analyze`,
     result records) under `results`. `inputs` are the cells' prompts (`cpbench.unit.build_inputs`). Shared by
-    `cpbench run` and every `cpbench sweep` executor."""
-    import torch
-
-    from cpbench import store
-    from cpbench.artifact import LogitsArtifact
+    `cpbench run` and every `cpbench sweep` executor. `loaded`: the (model, tokenizer) of an in-memory base."""
     from cpbench.compress import compress
-    from cpbench.conformal.protocols import analyze_artifact
-    from cpbench.scoring.score import score_prompts
-    from cpbench.weights import fingerprint
 
     entry, recipe, opts = unit.model, unit.recipe, unit.options
-    cells: list[Cell] = []
     tr = time.perf_counter()
     ckpt = compress(entry, recipe, opts.calibration, device)
     if ckpt.path is not None:
         echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
              f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
     identity = _weights(entry, recipe, ckpt)
-    weights_id = identity.weights_id
-    todo = []
-    for key in unit.cells:
-        cell_in = inputs[(key.task, key.prompt)]
-        path = artifact_path(results, key)
-        stored = None if force else _reusable(path, key, cell_in.prompts_hash, weights_id, device)
-        todo.append((key, path, cell_in, stored))
-    model = tok = model_hash = None
-    if any(stored is None for *_, stored in todo):
-        tl = time.perf_counter()
-        model, tok = ckpt.load(device)
-        model_hash = fingerprint(model)  # once per model, not per cell
-        echo(f"[{recipe.name}] model loaded ({time.perf_counter() - tl:.1f} s)")
     provenance = {
         **entry.provenance(),
         "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
@@ -315,28 +340,119 @@ def run_unit(
         "suite": opts.suite,
     }
     provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + list(unit.notes)))
+    # an in-memory base (Python API) is scored as given; its identity is its content fingerprint (entry.revision)
+    load = (lambda: loaded) if loaded is not None else (lambda: ckpt.load(device))
+    return score_cells(recipe.name, unit.cells, identity.weights_id, load, provenance, opts, inputs, device, results,
+                       echo=echo, progress=progress, force=force, analyze=analyze)
+
+
+def run_candidate(
+    candidate: Any,
+    base_unit: Any,
+    inputs: dict[tuple[str, str], Any],
+    device: str,
+    results: Path,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    force: bool = False,
+) -> list[Cell]:
+    """Score a candidate (cpbench.models.Candidate) on the base unit's cells, its name in the recipe slot: the
+    results land beside the base's and pair with them by items. Its recipe spec is what cpbench reads of it without
+    loading; what it measures on the loaded weights goes into `compression_report`."""
+    from cpbench import candidates
+
+    identity = candidate.weights()
+    spec = candidates.describe(candidate)
+    cells = [key.model_copy(update={"recipe": candidate.name}) for key in base_unit.cells]
+    base = base_unit.model
+    provenance = {
+        **base.provenance(),  # the model the candidate is judged against (model_id, model_name, model_key, ...)
+        "recipe": {"name": candidate.name, "kind": "candidate", "spec": spec,
+                   "description": f"candidate {identity.id} judged against {base.name}"},
+        "candidate": candidate.entry.provenance(),
+        "compression_report": None,  # filled from the loaded weights below
+        "checkpoint_path": str(candidates.local_path(candidate) or "") or None,
+        **identity.provenance(),
+        "sample_data": base_unit.options.data == "samples",
+        "suite": base_unit.options.suite,
+    }
+    provenance.pop("model_commit", None)
+    if base.source == "hub":
+        provenance["model_commit"] = base.weights().commit
+    provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + list(base_unit.notes)))
+
+    def load() -> tuple[Any, Any]:
+        model, tok = candidate.load(device)
+        provenance["compression_report"] = candidates.measure(model, candidate)
+        return model, tok
+
+    return score_cells(candidate.name, cells, identity.weights_id, load, provenance, base_unit.options, inputs,
+                       device, results, echo=echo, progress=progress, force=force)
+
+
+def score_cells(
+    label: str,
+    keys: Sequence[ScoreKey],
+    weights_id: str,
+    load: Callable[[], tuple[Any, Any]],
+    provenance: dict[str, Any],
+    opts: Any,
+    inputs: dict[tuple[str, str], Any],
+    device: str,
+    results: Path | None,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    force: bool = False,
+    analyze: bool = True,
+) -> list[Cell]:
+    """Score (or reuse) every cell of one set of weights: `load()` is called only when some cell must be scored.
+    `provenance` is read after loading (a loader may add what it measured). `results=None` keeps everything in
+    memory (Python API without a results directory): nothing is written, nothing is reused or resumed."""
+    import torch
+
+    from cpbench import store
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.conformal.protocols import analyze_artifact
+    from cpbench.scoring.score import score_prompts
+    from cpbench.weights import fingerprint
+
+    cells: list[Cell] = []
+    todo = []
+    for key in keys:
+        cell_in = inputs[(key.task, key.prompt)]
+        path = artifact_path(results, key) if results is not None else None
+        stored = None if force or path is None else _reusable(path, key, cell_in.prompts_hash, weights_id, device)
+        todo.append((key, path, cell_in, stored))
+    model = tok = model_hash = None
+    if any(stored is None for *_, stored in todo):
+        tl = time.perf_counter()
+        model, tok = load()
+        model_hash = fingerprint(model)  # once per model, not per cell
+        echo(f"[{label}] model loaded ({time.perf_counter() - tl:.1f} s)")
     try:
         for key, path, cell_in, stored in todo:
             reuse = stored is not None
             if reuse:
-                echo(f"[{recipe.name}] {key.task}/{key.prompt}: artifact reused ({path})")
+                echo(f"[{label}] {key.task}/{key.prompt}: artifact reused ({path})")
             else:
                 cell_prov = {**provenance, "data_source": cell_in.data_source, "limit": opts.limit}
-                score_prompts(model, tok, cell_in.prompts, key, batch_size=opts.batch_size,
-                              chunk_size=opts.chunk_size, provenance=cell_prov, model_hash=model_hash, out_path=path,
-                              progress=progress)  # fmt: skip
+                fresh = score_prompts(model, tok, cell_in.prompts, key, batch_size=opts.batch_size,
+                                      chunk_size=opts.chunk_size, provenance=cell_prov, model_hash=model_hash,
+                                      out_path=path, progress=progress, resume=path is not None)  # fmt: skip
             # a fresh artifact is reloaded: that verifies the content hash and sets the source path
-            artifact = stored if reuse else LogitsArtifact.load(path)
+            artifact = stored if reuse else (LogitsArtifact.load(path) if path is not None else fresh)
             detail = artifact.provenance.get("scoring_detail") or {}
             s_per_item = None if reuse else detail.get("s_per_item")
             if not analyze:
-                cells.append(Cell(recipe.name, key.task, key.prompt, key, path, path, {}, reuse, s_per_item))
+                cells.append(Cell(label, key.task, key.prompt, key, path, path, {}, reuse, s_per_item))
                 continue
-            record = analyze_artifact(artifact, opts.analysis, input_path=str(path))
-            result_path = store.write_result(record, results)
-            cells.append(Cell(recipe.name, key.task, key.prompt, key, path, result_path, record, reuse, s_per_item))
+            record = analyze_artifact(artifact, opts.analysis, input_path=str(path) if path is not None else None)
+            result_path = store.write_result(record, results) if results is not None else None
+            cells.append(Cell(label, key.task, key.prompt, key, path, result_path, record, reuse, s_per_item))
             if not reuse:
-                echo(f"[{recipe.name}] {key.task}/{key.prompt}: {artifact.n} items, "
+                echo(f"[{label}] {key.task}/{key.prompt}: {artifact.n} items, "
                      f"{detail.get('wall_s', 0):.1f} s ({detail.get('s_per_item') or 0:.3f} s/item), "
                      f"acc {record['acc']:.3f}")  # fmt: skip
     finally:
@@ -373,8 +489,9 @@ def summary_table(outcome: RunOutcome) -> Any:
                           ("APS cov", "right"), ("APS size", "right"), ("Δsize", "right")):  # fmt: skip
         table.add_column(name, justify=justify, no_wrap=True)
     base = {(c.task, c.prompt): c.record for c in outcome.cells if c.recipe == outcome.plan.recipes[0]}
+    order = list(outcome.plan.recipes) + [c.name for c in outcome.plan.candidates]
     for c in sorted(outcome.cells, key=lambda c: (outcome.plan.tasks.index(c.task), c.prompt,
-                                                  outcome.plan.recipes.index(c.recipe))):  # fmt: skip
+                                                  order.index(c.recipe))):  # fmt: skip
         r, b = c.record, base.get((c.task, c.prompt))
         is_base = c.recipe == outcome.plan.recipes[0]
         ref = None if is_base else b

@@ -6,7 +6,7 @@ Heavy libraries (torch, transformers, llm-compressor) are imported inside the co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -30,6 +30,16 @@ def register(app: typer.Typer) -> None:
             None, "--quant", "-q", metavar="Q",
             help="Recipe(s): a name (gptq-4bit, sparsegpt-2:4, ...), a sweep (gptq-bits) or a brace spec "
             "(gptq-{8,4}bit); comma-separated. The uncompressed baseline is always run too.",
+        ),
+        candidate: Optional[List[str]] = typer.Option(
+            None, "--candidate", metavar="PATH_OR_HF_ID",
+            help="Someone else's compressed model, judged against --model: a checkpoint directory (llm-compressor / "
+            "compressed-tensors, GPTQ, AWQ, bitsandbytes), a .gguf file or an HF id[@revision]. Repeatable. Results "
+            "land beside the base's under <results>/<base>/<name>/.",
+        ),
+        candidate_name: Optional[List[str]] = typer.Option(
+            None, "--candidate-name", metavar="NAME",
+            help="Name of the --candidate in the same position (default: its directory, file or repo name).",
         ),
         tasks: Optional[str] = typer.Option(None, "--tasks", metavar="qa,rc,...", help="Tasks (default: all five)."),
         prompts: Optional[str] = typer.Option(None, "--prompts", metavar="base,shared,task", help="Prompt methods."),
@@ -70,7 +80,8 @@ def register(app: typer.Typer) -> None:
         plan = runner.plan_from_options(
             suite=suite, model=model, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
             chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,
-            chunk_size=chunk_size, results=results, alpha=alpha, force=force,
+            chunk_size=chunk_size, results=results, alpha=alpha, force=force, candidates=candidate,
+            candidate_names=candidate_name,
         )  # fmt: skip
         console = Console(width=max(120, Console().width))
         outcome = runner.run(plan, echo=lambda s: console.print(s, markup=False, highlight=False))

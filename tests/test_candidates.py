@@ -1,0 +1,189 @@
+"""`cpbench run --model BASE --candidate PATH`: someone else's compressed checkpoint judged against its base.
+
+The end-to-end test compresses the tiny model with llm-compressor *outside* cpbench (a plain `oneshot`, as a user
+would), passes the saved directory as --candidate, and checks that the results pair with the base's: a decoupling
+row and a `cpbench check` verdict, with the candidate's quantization config and measured weights in provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cpbench.cli import main
+from cpbench.errors import CpbenchError
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("CPBENCH_CACHE", str(root))
+    monkeypatch.chdir(tmp_path)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_dir():
+    from tiny_model import tiny_model_dir
+
+    return str(tiny_model_dir())
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer_dir():
+    """The tiny model built from another seed: the same architecture, a tokenizer trained on other text."""
+    from tiny_model import tiny_model_dir
+
+    return str(tiny_model_dir(seed=1))
+
+
+@pytest.fixture(scope="module")
+def w4a16_dir(tiny_dir, tmp_path_factory):
+    """The tiny model compressed by a plain llm-compressor `oneshot` (W4A16 RTN, group 128 divides 128 and 256),
+    outside cpbench, saved compressed (compressed-tensors pack-quantized) with its tokenizer."""
+    from llmcompressor import oneshot
+    from llmcompressor.modifiers.quantization import QuantizationModifier
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("cand") / "tiny-w4a16"
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    oneshot(model=model, recipe=[QuantizationModifier(targets="Linear", scheme="W4A16", ignore=["lm_head"])],
+            pipeline="datafree")  # fmt: skip
+    model.save_pretrained(out, save_compressed=True)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ------------------------------------------------------------------------------------------------ refusals
+def test_candidate_with_another_tokenizer_is_refused_with_one_line(tiny_dir, other_tokenizer_dir, capsys, tmp_path):
+    capsys.readouterr()
+    rc = main(["run", "--model", tiny_dir, "--candidate", other_tokenizer_dir, "--candidate-name", "other",
+               "--tasks", "qa", "--data", "samples", "--results", str(tmp_path / "res")])  # fmt: skip
+    assert rc == 2
+    line = _err_line(capsys)
+    assert "candidate 'other' cannot be compared" in line and "tokenizer differs" in line
+    assert not list((tmp_path / "res").rglob("*.json"))  # refused before anything was scored
+
+
+def test_candidate_with_another_architecture_is_refused(tiny_dir, tmp_path, capsys):
+    from cpbench.candidates import require_pairable
+    from cpbench.models import load_tokenizer, model_config, resolve, resolve_candidate
+
+    other = tmp_path / "wider"
+    shutil.copytree(tiny_dir, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["num_hidden_layers"] = 3
+    (other / "config.json").write_text(json.dumps(cfg))
+    base = resolve(tiny_dir)
+    with pytest.raises(CpbenchError, match="architecture differs from the base: num_hidden_layers is 3, base has 2"):
+        require_pairable(load_tokenizer(base), model_config(base), resolve_candidate(str(other)), base.name)
+    same = resolve_candidate(tiny_dir, "copy")
+    require_pairable(load_tokenizer(base), model_config(base), same, base.name)  # the base itself pairs
+
+
+def test_candidate_names(tiny_dir, capsys):
+    from cpbench.models import resolve_candidate
+    from cpbench.runner import plan_from_options
+
+    c = resolve_candidate(tiny_dir)
+    assert c.name == Path(tiny_dir).name and c.weights().kind == "candidate"
+    assert c.weights().weights_id.startswith("candidate:local:")
+    assert resolve_candidate("someorg/model-GPTQ@abc").entry.revision == "abc"
+    assert resolve_candidate("someorg/model-GPTQ").name == "model-GPTQ"
+    for bad, msg in (("base", "reserved"), ("a/b", "use letters")):
+        with pytest.raises(CpbenchError, match=msg):
+            resolve_candidate(tiny_dir, bad)
+    with pytest.raises(CpbenchError, match="no such checkpoint"):
+        resolve_candidate("./missing-dir")
+    kw = dict(model=tiny_dir, tasks=["qa"], data="samples")
+    with pytest.raises(CpbenchError, match="two candidates are named"):
+        plan_from_options(candidates=[tiny_dir, tiny_dir], **kw)
+    with pytest.raises(CpbenchError, match="also a recipe of this run"):
+        plan_from_options(candidates=[tiny_dir], candidate_names=["gptq-4bit"], quant=["gptq-4bit"], **kw)
+    with pytest.raises(CpbenchError, match="--candidate-name values"):
+        plan_from_options(candidates=[tiny_dir], candidate_names=["a", "b"], **kw)
+    plan = plan_from_options(candidates=[tiny_dir, tiny_dir], candidate_names=["a", "b"], **kw)
+    assert [c.name for c in plan.candidates] == ["a", "b"] and plan.recipes == ["base"]
+
+
+def test_quantized_checkpoint_needs_its_loader(tmp_path):
+    from cpbench.models import require_quant_loader
+
+    require_quant_loader({"quant_method": "compressed-tensors"}, "x")  # installed with llm-compressor
+    require_quant_loader(None, "x")
+    import importlib.util
+
+    if importlib.util.find_spec("gptqmodel") is None:
+        with pytest.raises(CpbenchError, match="gptq checkpoint; loading it needs .*gptqmodel"):
+            require_quant_loader({"quant_method": "gptq", "bits": 4}, "x")
+
+
+def test_description_reads_gptq_awq_and_bnb_configs():
+    from cpbench.candidates import quantization
+
+    assert quantization({"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True,
+                         "tokenizer": None, "dataset": ["x"]}) == {
+        "quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True}  # fmt: skip
+    assert quantization({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}) == {
+        "quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
+    assert quantization(None) is None
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_llmcompressor_checkpoint_as_candidate_pairs_with_the_base(tiny_dir, w4a16_dir, tmp_path, capsys):
+    from cpbench.analysis.decoupling import DecouplingConfig, decoupling_table
+    from cpbench.models import resolve
+    from cpbench.store import load_results
+
+    res = tmp_path / "res"
+    args = ["run", "--model", tiny_dir, "--candidate", w4a16_dir, "--candidate-name", "w4a16-rtn", "--tasks", "qa",
+            "--data", "samples", "--results", str(res)]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "w4a16-rtn" in out
+    model_key = resolve(tiny_dir).key
+    base_dir, cand_dir = res / model_key / "base", res / model_key / "w4a16-rtn"
+    (cand_rec,) = [json.loads(p.read_text()) for p in cand_dir.glob("*.json")]
+    (base_rec,) = [json.loads(p.read_text()) for p in base_dir.glob("*.json")]
+    assert cand_rec["items_hash"] == base_rec["items_hash"]
+    assert cand_rec["run_key"]["score"]["model"] == model_key and cand_rec["run_key"]["score"]["recipe"] == "w4a16-rtn"
+    prov = cand_rec["provenance"]
+    spec = prov["recipe"]["spec"]
+    assert prov["recipe"]["kind"] == "candidate" and spec["id"] == str(Path(w4a16_dir).resolve())
+    group = spec["quantization"]["groups"][0]
+    assert (group["bits"], group["group_size"], spec["quantization"]["format"]) == (4, 128, "pack-quantized")
+    report = prov["compression_report"]
+    assert report["summary"]["distinct_max"] <= 16  # really 4-bit: at most 2^4 values per group of 128
+    assert report["summary"]["pattern_2_4"] is False
+    assert report["checkpoint_bytes"] == sum(f.stat().st_size for f in Path(w4a16_dir).iterdir())
+    assert report["fingerprint"] == prov["model_hash"] != base_rec["provenance"]["model_hash"]
+    assert prov["weights"]["kind"] == "candidate" and prov["weights_id"].startswith("candidate:local:")
+
+    df, skipped = load_results(res)
+    assert not skipped
+    dec = decoupling_table(df, DecouplingConfig())
+    row = dec[(dec["recipe"] == "w4a16-rtn") & (dec["score"] == "lac")]
+    assert len(row) == 1 and row.iloc[0]["category"] != "unpaired"
+
+    junit = tmp_path / "junit.xml"
+    rc = main(["check", "--baseline", str(base_dir), "--candidate", str(cand_dir), "--junit", str(junit)])
+    assert rc in (0, 1)
+    text = capsys.readouterr().out
+    assert "w4a16-rtn" in text and ("PASS" in text or "FAIL" in text)
+    assert "w4a16-rtn" in junit.read_text()
+
+    # a rerun reuses both sides' artifacts (same weights id): nothing is loaded or scored again
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "model loaded" not in out and out.count("artifact reused") == 2
