@@ -615,11 +615,9 @@ def model_config(entry: ModelEntry) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"trust_remote_code": entry.trust_remote_code}
     if entry.source == "hub":
         kwargs["revision"] = entry.revision
-    if entry.gguf_file:
-        kwargs["gguf_file"] = entry.gguf_file
     if entry.source == "memory":
         raise CpbenchError(f"in-memory model {entry.name!r} has no config on disk")
-    try:
+    try:  # GGUF: model_dir is the converted copy (converted once; scoring needs it anyway)
         return AutoConfig.from_pretrained(model_dir(entry), **kwargs).to_dict()
     except (OSError, ValueError) as exc:
         raise CpbenchError(f"cannot read the config of {entry.name!r}: {str(exc).splitlines()[0]}") from None
