@@ -187,3 +187,20 @@ def test_llmcompressor_checkpoint_as_candidate_pairs_with_the_base(tiny_dir, w4a
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "model loaded" not in out and out.count("artifact reused") == 2
+
+
+def test_check_accepts_the_old_baseline_folder_name(tmp_path, capsys):
+    """`--baseline results/<model>/fp16` (the folder's name before `base`) maps to `.../base` with a note."""
+    from result_factory import make_record
+
+    from cpbench.store import write_result
+
+    root = tmp_path / "res"
+    write_result(make_record(recipe="base"), root)
+    write_result(make_record(recipe="gptq-4bit"), root)
+    capsys.readouterr()
+    rc = main(["check", "--baseline", str(root / "tiny" / "fp16"), "--candidate", str(root / "tiny" / "gptq-4bit")])
+    cap = capsys.readouterr()
+    assert rc == 0 and "now called 'base'" in cap.err and "PASS" in cap.out
+    rc = main(["check", "--baseline", str(root / "tiny" / "nothing"), "--candidate", str(root / "tiny" / "gptq-4bit")])
+    assert rc == 2 and "no such file or directory" in _err_line(capsys)

@@ -8,6 +8,15 @@ from typing import Optional
 import typer
 
 
+def _legacy_baseline(path: Path) -> Path:
+    """`--baseline results/<model>/fp16` (the baseline's folder before it was renamed `base`) -> `.../base`, with a
+    note, when only the new folder exists. Old records inside any folder read as `base` anyway (cpbench.store)."""
+    if path.name == "fp16" and not path.exists() and path.with_name("base").is_dir():
+        typer.echo(f"note: the baseline recipe 'fp16' is now called 'base'; using {path.with_name('base')}", err=True)
+        return path.with_name("base")
+    return path
+
+
 def register(app: typer.Typer) -> None:
     @app.command("check")
     def check(
@@ -31,6 +40,7 @@ def register(app: typer.Typer) -> None:
         from cpbench.gate import Limits, junit_xml, markdown_summary, run_gate, text_table
 
         limits = Limits(max_set_size_increase, min_coverage, max_accuracy_drop, allow_missing)
+        baseline = _legacy_baseline(baseline)
         report = run_gate(baseline, candidate, limits)
         typer.echo(text_table(report), nl=False)
         if summary is not None:  # overwritten, not appended: in CI `cat` it into $GITHUB_STEP_SUMMARY
