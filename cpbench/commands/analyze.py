@@ -56,7 +56,18 @@ def register(app: typer.Typer) -> None:
     def analyze(
         logits: List[Path] = typer.Argument(
             ..., metavar="LOGITS...", help="cpbench artifacts (.parquet), LLM-Uncertainty-Bench pickles (.pkl, with "
-            "--labels) or lm-evaluation-harness --log_samples files (.jsonl)."
+            "--labels), lm-evaluation-harness --log_samples files (.jsonl), or directories holding them."
+        ),
+        model: Optional[str] = typer.Option(
+            None, "--model", metavar="NAME", help="Model name for the run key (lm-eval: default from the results_*.json "
+            "beside the samples). Give the base and the compressed run the same --model so they pair.",
+        ),
+        recipe: Optional[str] = typer.Option(
+            None, "--recipe", metavar="NAME", help="Recipe name for the run key (default base): the compressed run's name.",
+        ),
+        results: Optional[Path] = typer.Option(
+            None, "--results", metavar="DIR", help="Also store the records in this results tree (<model>/<recipe>/), "
+            "for cpbench check, leaderboard and decoupling.",
         ),
         labels: Optional[Path] = typer.Option(
             None, "--labels", metavar="DATA.json",
@@ -82,13 +93,18 @@ def register(app: typer.Typer) -> None:
         """Split conformal prediction (LAC, APS) over option logits: accuracy, coverage, set size, UAcc."""
         from cpbench.conformal.protocols import analyze_artifact, preset, summary_line
         from cpbench.atomic import write_json_atomic
-        from cpbench.importers import load_any
+        from cpbench.importers_lmeval import expand, import_named
 
         key = preset(protocol, alpha=alpha, splits=splits, seed=seed, cal_ratio=cal_ratio, stratify=stratify or None)
         records = []
-        for path in logits:
-            artifact = load_any(path, labels)
+        for path in expand(logits):
+            artifact = import_named(path, labels, model=model, recipe=recipe)
             records.append(analyze_artifact(artifact, key, scores.split(","), input_path=str(path)))
+        if results is not None:
+            from cpbench.store import write_result
+
+            for r in records:
+                write_result(r, results)
         if out is not None:
             write_json_atomic(out, records[0] if len(records) == 1 else records)
         if as_json:
