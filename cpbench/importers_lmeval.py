@@ -189,7 +189,7 @@ def expand(paths: list[Path]) -> list[Path]:
     artifacts `*.parquet`, pickles), sorted. A directory with none of them is an error."""
     out: list[Path] = []
     for p in paths:
-        if not p.is_dir():
+        if not p.is_dir() or p.suffix.lower() in INPUT_SUFFIXES:  # x.parquet/ is a bad file, not a folder of inputs
             out.append(p)
             continue
         found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in INPUT_SUFFIXES
