@@ -55,6 +55,7 @@ class RunPlan:
     force: bool = False  # rescore even when a matching artifact exists
     candidates: list[Any] = field(default_factory=list)  # cpbench.models.Candidate: others' weights vs this base
     loaded: Any = None  # (model, tokenizer) of an in-memory base (Python API); None: load plan.model
+    scorer: str = "hf"  # hf (transformers, the reference) | vllm (GPU throughput; cpbench.scoring.vllm)
 
 
 @dataclass
@@ -103,6 +104,7 @@ def plan_from_options(
     force: bool = False,
     candidates: Sequence[Any] | None = None,
     candidate_names: Sequence[str] | None = None,
+    scorer: str | None = None,
 ) -> RunPlan:
     """Options -> RunPlan. With --suite, or with neither --model nor --suite, the suite (default: `default`) gives
     every value not given on the command line. With --model and no suite: all tasks, base prompts, 0 shots, letter
@@ -137,7 +139,7 @@ def plan_from_options(
     if model is not None:
         plan.model = model
     overrides = dict(tasks=tasks, prompts=prompts, shots=shots, chat=chat, scoring=scoring, data=data, limit=limit,
-                     device=device, batch_size=batch_size, chunk_size=chunk_size)  # fmt: skip
+                     device=device, batch_size=batch_size, chunk_size=chunk_size, scorer=scorer)  # fmt: skip
     for name, value in overrides.items():
         if value is not None:
             setattr(plan, name, list(value) if isinstance(value, (list, tuple)) else value)
@@ -184,6 +186,10 @@ def _normalise(plan: RunPlan) -> None:
     for p in plan.prompts:
         if p not in ("base", "shared", "task"):
             raise CpbenchError(f"unknown prompt method {p!r} (use base, shared or task)")
+    if plan.scorer not in ("hf", "vllm"):
+        raise CpbenchError(f"unknown scorer {plan.scorer!r} (use hf or vllm)")
+    if plan.scorer == "vllm" and plan.scoring != "letter":
+        raise CpbenchError("--scorer vllm scores letters only (cloze needs per-token log-likelihoods: use --scorer hf)")
     if plan.scoring not in ("letter", "cloze"):
         raise CpbenchError(f"unknown scoring {plan.scoring!r} (use letter or cloze)")
     if plan.shots < 0:

@@ -156,16 +156,24 @@ class CellInputs:
     data_source: dict[str, Any]
 
 
-def build_inputs(options: UnitOptions, tokenizer: Any = None) -> dict[tuple[str, str], CellInputs]:
-    """Items and prompts of every (task, method) cell. `tokenizer` is the base model's (needed for chat v1 only)."""
+def build_inputs(
+    options: UnitOptions, tokenizer: Any = None, cells: Sequence[ScoreKey] | None = None
+) -> dict[tuple[str, str], CellInputs]:
+    """Items and prompts of every (task, method) cell (only those of `cells` when given). `tokenizer` is the base
+    model's (needed for chat v1 only)."""
     from cpbench.tasks import build_prompts, load_items, load_task, prompts_hash, source_provenance
 
+    wanted = None if cells is None else {(k.task, k.prompt) for k in cells}
     out: dict[tuple[str, str], CellInputs] = {}
     for task in options.tasks:
+        if wanted is not None and not any(t == task for t, _ in wanted):
+            continue
         spec = load_task(task)
         prov = source_provenance(spec, options.data)
         items = load_items(spec, options.data)  # all of them: the demonstrations must be there even with --limit
         for method in options.prompts:
+            if wanted is not None and (task, method) not in wanted:
+                continue
             prompts = build_prompts(spec, items, method=method, shots=options.shots, chat=options.chat,
                                     tokenizer=tokenizer if options.chat == "v1" else None)  # fmt: skip
             prompts = prompts[: options.limit] if options.limit else prompts  # --limit: evaluated items

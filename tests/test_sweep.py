@@ -1,0 +1,225 @@
+"""`cpbench sweep` against real engines on CPU: a local Ray cluster started once per session (fake GPUs) and
+submitit's local executor. A tiny grid (tiny random model, qa, 18 items, base + magnitude-50) must give artifacts
+numerically identical to the local executor; a worker that dies once is rerun; a second identical sweep submits
+nothing; a driver killed mid-sweep loses nothing on rerun; two drivers never run one unit twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cpbench.cli import main
+
+TINY_GRID = ["--quant", "magnitude-50", "--tasks", "qa", "--data", "samples", "--limit", "18", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir():
+    from tiny_model import tiny_model_dir
+
+    return str(tiny_model_dir())
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One compression/score cache for the module (workers get it through the forwarded environment)."""
+    root = tmp_path_factory.mktemp("sweep-cache")
+    old = os.environ.get("CPBENCH_CACHE")
+    os.environ["CPBENCH_CACHE"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("CPBENCH_CACHE", None)
+    else:
+        os.environ["CPBENCH_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster (Ray 2.60 has no local mode): 2 CPUs, 2 fake GPUs, small object store."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, object_store_memory=200 * 2**20, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_results(tmp_path_factory, tiny_dir, cache):
+    out = tmp_path_factory.mktemp("local") / "results"
+    assert main(["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(out)]) == 0
+    return out
+
+
+def _unit_uid(tiny_dir: str, recipe: str) -> str:
+    from cpbench.sweep.grid import grid_units
+
+    _, units = grid_units([tiny_dir], quant=["magnitude-50"], tasks=["qa"], data="samples", limit=18, batch_size=4)
+    return next(u.uid for u in units if u.recipe.name == recipe)
+
+
+def _same_results(a: Path, b: Path) -> None:
+    from cpbench.artifact import LogitsArtifact
+
+    arts = sorted(p.relative_to(a) for p in a.rglob("artifacts/*.parquet"))
+    assert len(arts) == 2 and arts == sorted(p.relative_to(b) for p in b.rglob("artifacts/*.parquet"))
+    for rel in arts:
+        x, y = LogitsArtifact.load(a / rel), LogitsArtifact.load(b / rel)
+        assert x.ids == y.ids and np.array_equal(x.labels, y.labels)
+        assert np.array_equal(x.logits, y.logits), rel  # bit-identical, not merely close
+        assert x.provenance["weights_id"] == y.provenance["weights_id"]
+    recs = sorted(p.relative_to(a) for p in a.rglob("*.json") if ".cpbench" not in p.parts)
+    assert len(recs) == 2 and recs == sorted(p.relative_to(b) for p in b.rglob("*.json") if ".cpbench" not in p.parts)
+    for rel in recs:
+        x, y = json.loads((a / rel).read_text()), json.loads((b / rel).read_text())
+        assert x["acc"] == y["acc"] and x["lac"] == y["lac"] and x["aps"] == y["aps"]
+        assert x["input"] == str(a / rel.parent / "artifacts" / (rel.name.rsplit("__", 1)[0] + ".parquet"))
+    assert not [p for p in b.rglob("*") if p.name.startswith(".tmp")]  # nothing half-written
+
+
+def _submitted(out: str) -> int:
+    line = next(ln for ln in out.splitlines() if ln.startswith("sweep finished"))
+    return int(line.split(" submitted")[0].rsplit(" ", 1)[-1])
+
+
+# ------------------------------------------------------------------------------------------------- planning
+def test_dry_run_lists_units_cache_state_and_estimates(tmp_path, tiny_dir, cache, local_results, capsys):
+    capsys.readouterr()
+    assert main(["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(local_results), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("│ done ") == 2 and "GPU-hours" in out  # both units cached in the local results
+    assert main(["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(tmp_path / "empty"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("│ todo ") == 2 and not (tmp_path / "empty").exists()  # nothing run, nothing written
+
+
+def test_estimates_scale_with_model_size():
+    from cpbench import models, recipes
+    from cpbench.sweep.estimate import estimate_unit
+
+    big, small = models.resolve("llama-3.1-70b"), models.resolve("llama-3.1-8b")
+    base, q4 = recipes.resolve("base"), recipes.resolve("gptq-4bit")
+    e70 = estimate_unit(big, base, 10_000, 4_000_000, gpu_memory_gb=80)
+    e8 = estimate_unit(small, base, 10_000, 4_000_000, gpu_memory_gb=80)
+    assert e70.gpus >= 2 and e8.gpus == 1 and e70.gpu_mem_gb > 140  # 70B bf16 does not fit one 80 GB GPU
+    assert estimate_unit(big, q4, 10_000, 4_000_000).gpu_mem_gb < e70.gpu_mem_gb / 2
+    assert e70.gpu_hours > 5 * e8.gpu_hours
+
+
+def test_unknown_executor_is_one_line_error(tiny_dir, capsys):
+    assert main(["sweep", "--models", tiny_dir, *TINY_GRID, "--executor", "k8s", "--dry-run"]) == 2
+    assert "unknown executor 'k8s'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------- Ray
+@pytest.mark.slow
+def test_ray_sweep_matches_local_retries_a_dead_worker_and_resumes(tmp_path, tiny_dir, cache, local_results,
+                                                                   ray_cluster, monkeypatch, capsys):  # fmt: skip
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    marker = faults / f"{_unit_uid(tiny_dir, 'magnitude-50')}.die-once"
+    marker.write_text("")
+    monkeypatch.setenv("CPBENCH_SWEEP_FAULT_DIR", str(faults))
+    out_dir = tmp_path / "ray"
+    args = ["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(out_dir), "--executor", "ray",
+            "--address", ray_cluster, "--max-parallel", "2"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert not marker.exists()  # the first attempt of magnitude-50 died (os._exit) and Ray reran it
+    assert _submitted(out) == 2 and "0 failed" in out
+    _same_results(local_results, out_dir)
+
+    stamps = {p: p.stat().st_mtime_ns for p in out_dir.rglob("*") if p.is_file()}
+    assert main(args) == 0  # a second identical sweep submits nothing and rewrites nothing
+    assert _submitted(capsys.readouterr().out) == 0
+    assert {p: p.stat().st_mtime_ns for p in out_dir.rglob("*") if p.is_file()} == stamps
+
+
+@pytest.mark.slow
+def test_killed_ray_driver_loses_nothing(tmp_path, tiny_dir, cache, local_results, ray_cluster, capsys):
+    out_dir = tmp_path / "ray-killed"
+    args = ["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(out_dir), "--executor", "ray",
+            "--address", ray_cluster, "--max-parallel", "1"]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    child = subprocess.Popen([sys.executable, "-m", "cpbench", *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    seen: list[str] = []
+    deadline = time.monotonic() + 240
+    try:
+        for line in child.stdout:  # kill as soon as the first unit is written and the second is in flight
+            seen.append(line)
+            if "/magnitude-50] submitted" in line and any("/base] done" in ln for ln in seen):
+                break
+            assert time.monotonic() < deadline, "".join(seen[-20:])
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=60)
+        child.stdout.close()
+    assert any("/base] done" in ln for ln in seen), "".join(seen[-20:])
+    assert len(list(out_dir.rglob("artifacts/*.parquet"))) == 1  # the killed driver wrote only the finished unit
+    capsys.readouterr()
+    assert main(args) == 0
+    assert _submitted(capsys.readouterr().out) == 1  # only the unit that was in flight
+    _same_results(local_results, out_dir)
+
+
+def test_a_unit_claimed_by_another_driver_is_not_run_twice(tmp_path, tiny_dir, cache, local_results, capsys):
+    """Two drivers on one results tree: while another holds a unit's claim, this one waits instead of running it,
+    then finds the unit done by the other. (Claims are flocks: a killed driver's claim vanishes with it.)"""
+    import shutil
+
+    from cpbench.sweep.claims import Claims
+
+    out_dir = tmp_path / "shared"
+    shutil.copytree(local_results, out_dir, ignore=shutil.ignore_patterns("magnitude-50"))
+    (mag,) = [p for p in local_results.rglob("magnitude-50") if p.is_dir()]
+    uid = _unit_uid(tiny_dir, "magnitude-50")
+    other_driver = (  # holds the claim, "works" 3 s, writes the unit's results, lets go
+        "import shutil, sys, time; from cpbench.sweep.claims import Claims; c = Claims(sys.argv[1]); "
+        "assert c.take(sys.argv[2]); print('held', flush=True); time.sleep(3); "
+        "shutil.copytree(sys.argv[3], sys.argv[4]); c.release_all()"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", other_driver, str(out_dir), uid, str(mag),
+                               str(out_dir / mag.relative_to(local_results))], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not Claims(out_dir).take(uid)
+        capsys.readouterr()
+        assert main(["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(out_dir)]) == 0
+    finally:
+        holder.wait(timeout=60)
+        holder.stdout.close()
+    out = capsys.readouterr().out
+    assert _submitted(out) == 0 and "claimed by another sweep" in out and "done by another sweep" in out
+    assert not list((out_dir / ".cpbench" / "claims").glob("*.lock"))
+
+
+# ------------------------------------------------------------------------------------------------- submitit
+@pytest.mark.slow
+def test_submitit_local_executor_matches_local_and_retries(tmp_path, tiny_dir, cache, local_results, monkeypatch,
+                                                           capsys):  # fmt: skip
+    pytest.importorskip("submitit")
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    marker = faults / f"{_unit_uid(tiny_dir, 'base')}.die-once"
+    marker.write_text("")
+    monkeypatch.setenv("CPBENCH_SWEEP_FAULT_DIR", str(faults))
+    out_dir = tmp_path / "slurm"
+    args = ["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(out_dir), "--executor", "slurm",
+            "--slurm-cluster", "local", "--slurm-folder", str(tmp_path / "submitit"), "--max-parallel", "2"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert not marker.exists() and "died" in out and "resubmitting" in out
+    assert _submitted(out) == 3  # two units + one resubmission of the job that died
+    _same_results(local_results, out_dir)
+    assert main(args) == 0
+    assert _submitted(capsys.readouterr().out) == 0
