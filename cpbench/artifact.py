@@ -6,7 +6,14 @@ provenance header) and readable by pandas, polars, DuckDB and Arrow in any langu
 
 Layout: columns `id` (string), `label` (int32, gold option index in [0, K)),
 `logits` (fixed_size_list<float32>[K]), optional `prompt_hash` (string). Schema metadata key `cpbench` holds a JSON header:
-`{"format": "cpbench.logits/1", "letters": [...], "provenance": {...}, "content_hash": "sha256:..."}`.
+`{"format": "cpbench.logits/2", "letters": [...], "provenance": {...}, "content_hash": "sha256:..."}`.
+
+Format 2 (`content_hash`): sha256 over the arrays (letters, ids, labels, logits, as in format 1) followed by the
+canonical JSON (sorted keys, no whitespace) of `{"letters", "provenance", "prompt_hashes"}`, so a changed byte in the
+run key, the sample-data flag, the notes or the prompt hashes is detected like a changed logit. The provenance is
+validated as `cpbench.records.ArtifactProvenance` when saved and loaded (unknown keys refused).
+Format 1 (read, never written): the hash covers the arrays only; such files still load (their provenance is mapped
+to today's vocabulary by `cpbench.records.migrate_provenance_v1`), and re-saving writes format 2.
 """
 
 from __future__ import annotations
@@ -20,21 +27,52 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cpbench import jsonsafe
 from cpbench.atomic import atomic_path
 from cpbench.errors import CpbenchError
 
-FORMAT = "cpbench.logits/1"
+FORMAT = "cpbench.logits/2"
+FORMAT_V1 = "cpbench.logits/1"
 _META_KEY = b"cpbench"
+_HEADER_KEYS = {"format", "letters", "provenance", "content_hash"}
 
 
-def content_hash(ids: Sequence[str], labels: np.ndarray, logits: np.ndarray, letters: Sequence[str]) -> str:
-    """sha256 over everything the analysis reads, so a result can name exactly the numbers it came from."""
+def _arrays_hash(ids: Sequence[str], labels: np.ndarray, logits: np.ndarray, letters: Sequence[str]) -> Any:
     h = hashlib.sha256()
     h.update(json.dumps(list(letters)).encode())
     h.update(json.dumps([str(i) for i in ids]).encode())
     h.update(np.ascontiguousarray(labels, dtype="<i8").tobytes())
     h.update(np.ascontiguousarray(logits, dtype="<f4").tobytes())
+    return h
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one byte form of a JSON value that the hash covers (sorted keys, no whitespace, ASCII, no NaN)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def content_hash(
+    ids: Sequence[str],
+    labels: np.ndarray,
+    logits: np.ndarray,
+    letters: Sequence[str],
+    provenance: dict[str, Any] | None = None,
+    prompt_hashes: Sequence[str] | None = None,
+) -> str:
+    """sha256 over everything the analysis reads and every provenance claim (format 2), so a result names exactly
+    the numbers and the header it came from."""
+    h = _arrays_hash(ids, labels, logits, letters)
+    try:
+        h.update(canonical_json({"letters": list(letters), "provenance": provenance or {},
+                                 "prompt_hashes": None if prompt_hashes is None else list(prompt_hashes)}))
+    except (TypeError, ValueError) as exc:
+        raise CpbenchError(f"artifact provenance is not plain JSON ({exc})") from None
     return "sha256:" + h.hexdigest()
+
+
+def content_hash_v1(ids: Sequence[str], labels: np.ndarray, logits: np.ndarray, letters: Sequence[str]) -> str:
+    """Format 1's hash (arrays only); used to verify format-1 files."""
+    return "sha256:" + _arrays_hash(ids, labels, logits, letters).hexdigest()
 
 
 @dataclass
@@ -65,7 +103,7 @@ class LogitsArtifact:
 
     @property
     def content_hash(self) -> str:
-        return content_hash(self.ids, self.labels, self.logits, self.letters)
+        return content_hash(self.ids, self.labels, self.logits, self.letters, self.provenance, self.prompt_hashes)
 
     def validate(self) -> None:
         where = f"{self.source}: " if self.source else ""
@@ -127,7 +165,10 @@ class LogitsArtifact:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        from cpbench.records import check_provenance
+
         self.validate()
+        self.provenance = check_provenance(self.provenance, f"{path}: refusing to write an artifact with")
         header = {
             "format": FORMAT,
             "letters": list(self.letters),
@@ -165,34 +206,64 @@ class LogitsArtifact:
         if _META_KEY not in meta:
             raise CpbenchError(f"{p}: not a cpbench logits artifact (no 'cpbench' header in the Parquet metadata)")
         try:
-            header = json.loads(meta[_META_KEY])
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise CpbenchError(f"{p}: corrupt cpbench header") from None
+            header = jsonsafe.loads(meta[_META_KEY], "header")
+        except CpbenchError as exc:
+            raise CpbenchError(f"{p}: corrupt cpbench header ({str(exc).removeprefix('header: ')})") from None
         if not isinstance(header, dict):
             raise CpbenchError(f"{p}: corrupt cpbench header (a JSON {type(header).__name__}, not an object)")
         if not isinstance(header.get("provenance", {}), dict) or not isinstance(header.get("letters", []), list):
             raise CpbenchError(f"{p}: corrupt cpbench header ('provenance' must be an object, 'letters' a list)")
-        if header.get("format") != FORMAT:
-            raise CpbenchError(f"{p}: unsupported artifact format {header.get('format')!r} (expected {FORMAT})")
+        fmt = header.get("format")
+        if fmt not in (FORMAT, FORMAT_V1):
+            raise CpbenchError(f"{p}: unsupported artifact format {fmt!r} (expected {FORMAT} or {FORMAT_V1})")
+        if set(header) - _HEADER_KEYS:
+            raise CpbenchError(f"{p}: corrupt cpbench header (unknown keys {sorted(set(header) - _HEADER_KEYS)})")
         missing = {"id", "label", "logits"} - set(table.column_names)
         if missing:
             raise CpbenchError(f"{p}: missing column(s) {sorted(missing)}")
-        col = table.column("logits").combine_chunks()
-        if not pa.types.is_fixed_size_list(col.type) or not pa.types.is_float32(col.type.value_type):
-            raise CpbenchError(f"{p}: column 'logits' must be fixed_size_list<float32>, got {col.type}")
-        k = col.type.list_size
-        values = col.flatten().to_numpy(zero_copy_only=False)
-        logits = values.reshape(-1, k) if k else values.reshape(0, 0)
+        try:
+            col = table.column("logits").combine_chunks()
+            if not pa.types.is_fixed_size_list(col.type) or not pa.types.is_float32(col.type.value_type):
+                raise CpbenchError(f"{p}: column 'logits' must be fixed_size_list<float32>, got {col.type}")
+            k = col.type.list_size
+            values = col.flatten().to_numpy(zero_copy_only=False)
+            logits = values.reshape(-1, k) if k else values.reshape(0, 0)
+            ids = table.column("id").to_pylist()
+            labels = table.column("label").to_numpy()
+            prompt_hashes = table.column("prompt_hash").to_pylist() if "prompt_hash" in table.column_names else None
+        except CpbenchError:
+            raise
+        except (UnicodeDecodeError, pa.ArrowException, ValueError, TypeError, OSError) as exc:
+            # invalid UTF-8 in ids, damaged pages, wrong types: the file is not usable, whatever the detail
+            raise CpbenchError(f"{p}: unreadable artifact columns ({type(exc).__name__}: {exc})") from None
+        if not all(isinstance(i, str) for i in ids):
+            raise CpbenchError(f"{p}: column 'id' must hold strings (no nulls)")
+        if prompt_hashes is not None and not all(isinstance(h, str) for h in prompt_hashes):
+            raise CpbenchError(f"{p}: column 'prompt_hash' must hold strings (no nulls)")
+        provenance = header.get("provenance", {})
+        if fmt == FORMAT_V1:
+            from cpbench.records import migrate_provenance_v1
+
+            provenance = migrate_provenance_v1(provenance)
         art = cls(
-            ids=table.column("id").to_pylist(),
-            labels=table.column("label").to_numpy(),
+            ids=ids,
+            labels=labels,
             logits=logits,
-            letters=list(header.get("letters", [])),
-            provenance=header.get("provenance", {}),
-            prompt_hashes=table.column("prompt_hash").to_pylist() if "prompt_hash" in table.column_names else None,
+            letters=[str(x) for x in header.get("letters", [])],
+            provenance=provenance,
+            prompt_hashes=prompt_hashes,
             source=str(p),
         )
         stored = header.get("content_hash")
-        if stored and stored != art.content_hash:
-            raise CpbenchError(f"{p}: content hash mismatch (file altered or corrupt)")
+        if fmt == FORMAT_V1:
+            actual = content_hash_v1(art.ids, art.labels, art.logits, art.letters)
+        else:
+            actual = content_hash(ids, art.labels, art.logits, header.get("letters", []), header.get("provenance"),
+                                  prompt_hashes)
+        if stored != actual:
+            what = "no content hash" if not stored else "content hash mismatch"
+            raise CpbenchError(f"{p}: {what} (file altered or corrupt; re-create it with `cpbench run`)")
+        from cpbench.records import check_provenance
+
+        art.provenance = check_provenance(art.provenance, str(p))
         return art

@@ -82,7 +82,7 @@ def _load(path: str | os.PathLike, side: str) -> tuple[pd.DataFrame, list[Skippe
     p = Path(path)
     if not p.exists():
         raise CpbenchError(f"--{side} {p}: no such file or directory")
-    df, skipped = load_results(p)
+    df, skipped = load_results(p, strict=True)  # a damaged or impossible record is bad input (exit 2), not a skip
     if df.empty:
         why = f" ({skipped[0].path}: {skipped[0].reason})" if skipped else ""
         raise CpbenchError(f"--{side} {p}: no cpbench result records{why}")

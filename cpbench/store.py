@@ -1,8 +1,10 @@
 """The results tree: one JSON record per run cell, written atomically, loaded into one pandas DataFrame.
 
 Layout: `root/<model>/<recipe>/<RunKey.slug()>.json` (model and recipe made filesystem-safe as in `ScoreKey.slug`).
-The loader walks the whole tree and reports every file it does not merge (half-written temporaries, foreign JSON,
-other schemas, duplicates of a run key already loaded) in `skipped` as (path, reason): nothing is merged silently.
+Records are validated through the typed model of `cpbench.records` when written and when loaded (schema 1 records
+are migrated on load). The loader walks the whole tree and reports every file it does not merge (foreign JSON,
+unknown schemas, invalid or impossible records) in `skipped` as (path, reason): nothing is merged silently. Two
+files with one run key are an error naming both.
 The one exception is logits artifacts (`*.parquet`, which `cpbench run` keeps in `<model>/<recipe>/artifacts/`): they
 are the records' inputs, not records, and are passed over without a report.
 """
@@ -18,13 +20,13 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
-from cpbench.atomic import write_json_atomic
+from cpbench import jsonsafe
+from cpbench.atomic import clean_stale_temporaries, is_temporary, write_json_atomic
 from cpbench.errors import CpbenchError
+from cpbench.records import SCHEMA, SCORE_FIELDS, load_record
 from cpbench.runkey import RunKey
 
-SCHEMA = "cpbench.result/1"
 METRICS = ("coverage", "set_size", "uacc")  # per conformal score; accuracy is score-independent
 CALIBRATION = ("ece", "brier", "nll", "entropy", "idk_rate", "nota_rate")
 SCORE_KEY_COLS = ("model", "recipe", "task", "prompt", "shots", "chat", "scoring", "data", "limit", "dtype", "scorer")
@@ -47,47 +49,12 @@ def result_path(run_key: RunKey, root: str | os.PathLike) -> Path:
     return run_key.score.cell_dir(root) / f"{run_key.slug()}.json"
 
 
-LEGACY_BASELINE = "fp16"  # the baseline recipe's name before schema 2 ("base" now: it is not always fp16)
-
-
-def migrate_run_key(run_key: Any) -> Any:
-    """A stored run key in today's vocabulary: the old baseline name `fp16` reads as `base`."""
-    score = run_key.get("score") if isinstance(run_key, dict) else None
-    if isinstance(score, dict) and score.get("recipe") == LEGACY_BASELINE:
-        return {**run_key, "score": {**score, "recipe": "base"}}
-    return run_key
-
-
-def _check_record(record: Any) -> tuple[RunKey, dict[str, np.ndarray | None]]:
-    """Validate the parts of a record the store relies on; raise CpbenchError naming the first problem.
-
-    Returns the run key and the per-split arrays (parsed once here, then reused for the DataFrame rows).
-    """
-    if not isinstance(record, dict):
-        raise CpbenchError(f"not a cpbench result record (top level is {type(record).__name__}, not an object)")
-    schema = record.get("schema")
-    if schema is None:
-        raise CpbenchError("not a cpbench result record (no 'schema' key)")
-    if schema != SCHEMA:
-        raise CpbenchError(f"schema {schema!r} is not {SCHEMA}")
-    if "run_key" not in record:
-        raise CpbenchError("result record has no 'run_key'")
-    try:
-        key = RunKey.model_validate(migrate_run_key(record["run_key"]))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise CpbenchError(f"bad run_key ({where}: {first.get('msg')})") from None
-    if not _is_number(record.get("acc")):
-        raise CpbenchError("result record has no numeric 'acc'")
-    scores = score_names(record)
-    if not scores:
-        raise CpbenchError("result record has no conformal score block (e.g. 'lac' with coverage/set_size/uacc)")
-    for name in scores:
-        for m in METRICS:
-            if not _is_number(record[name].get(m)):
-                raise CpbenchError(f"'{name}.{m}' is missing or not a number")
-    return key, _per_split(record, scores)  # raises on malformed per-split arrays
+def _check_record(record: Any) -> tuple[RunKey, dict[str, Any], dict[str, np.ndarray | None]]:
+    """Validate a parsed record through the typed model (cpbench.records; schema 1 is migrated); raise CpbenchError
+    naming the first problem. Returns the run key, the record as a schema-2 JSON object, and the per-split arrays."""
+    rec = load_record(record)
+    data = rec.to_json()
+    return rec.run_key, data, _per_split(data, score_names(data))
 
 
 def _is_number(x: Any) -> bool:
@@ -95,55 +62,41 @@ def _is_number(x: Any) -> bool:
 
 
 def score_names(record: dict) -> list[str]:
-    """Conformal score blocks in a record: top-level objects that carry coverage and set_size."""
-    return sorted(
-        k for k, v in record.items() if isinstance(v, dict) and "coverage" in v and "set_size" in v and k != "per_split"
-    )
+    """Conformal score blocks in a record (lac, aps, ...)."""
+    return sorted(s for s in SCORE_FIELDS if isinstance(record.get(s), dict))
 
 
 def _per_split(record: dict, scores: Iterable[str]) -> dict[str, np.ndarray | None]:
-    """Per-split arrays keyed 'acc' and '<score>.<metric>'; None where the record has none. All must share a length."""
-    ps = record.get("per_split")
-    out: dict[str, np.ndarray | None] = {}
-    if ps is None:
-        return {"acc": None, **{f"{s}.{m}": None for s in scores for m in METRICS}}
-    if not isinstance(ps, dict):
-        raise CpbenchError("'per_split' is not an object")
+    """Per-split arrays keyed 'acc' and '<score>.<metric>'; None where the record has none (validated upstream)."""
+    ps = record.get("per_split") or {}
 
-    def arr(value: Any, name: str) -> np.ndarray | None:
-        if value is None or (isinstance(value, list) and not value):
-            return None
-        try:
-            a = np.asarray(value, dtype=np.float64) if isinstance(value, list) else None
-        except (TypeError, ValueError):
-            a = None
-        if a is None or a.ndim != 1 or not np.isfinite(a).all():
-            raise CpbenchError(f"per_split.{name} is not a list of finite numbers")
-        return a
+    def arr(value: Any) -> np.ndarray | None:
+        return np.asarray(value, dtype=np.float64) if value else None
 
-    out["acc"] = arr(ps.get("acc"), "acc")
+    out: dict[str, np.ndarray | None] = {"acc": arr(ps.get("acc"))}
     for s in scores:
         block = ps.get(s) or {}
-        if not isinstance(block, dict):
-            raise CpbenchError(f"per_split.{s} is not an object")
         for m in METRICS:
-            out[f"{s}.{m}"] = arr(block.get(m), f"{s}.{m}")
-    lengths = {name: len(a) for name, a in out.items() if a is not None}
-    if len(set(lengths.values())) > 1:
-        raise CpbenchError(f"per-split arrays have different lengths: {dict(sorted(lengths.items()))}")
+            out[f"{s}.{m}"] = arr(block.get(m))
     return out
 
 
 def write_result(record: dict, root: str | os.PathLike) -> Path:
-    """Write one result record to `root/<model>/<recipe>/<RunKey.slug()>.json` atomically and return the path."""
+    """Write one result record to `root/<model>/<recipe>/<RunKey.slug()>.json` atomically and return the path.
+
+    The record is validated through `cpbench.records.ResultRecord` first (range and consistency checks), so the
+    store never holds a record its own loader would refuse."""
+    if isinstance(record, dict) and record.get("schema") not in (None, SCHEMA):
+        raise CpbenchError(f"refusing to store a record of schema {record.get('schema')!r}: this cpbench writes "
+                           f"{SCHEMA}")
     try:
-        key, _ = _check_record(record)
+        key, data, _ = _check_record(record)
     except CpbenchError as exc:
         raise CpbenchError(f"refusing to store an invalid result record: {exc}") from None
     path = result_path(key, root)
     try:
-        write_json_atomic(path, record)
-    except ValueError as exc:  # NaN/inf: JSON has no such numbers and the loader would reject the file
+        write_json_atomic(path, data)
+    except ValueError as exc:  # NaN/inf inside a free-form field: JSON has no such numbers
         raise CpbenchError(f"result record for {key.slug()} is not valid JSON: {exc}") from None
     return path
 
@@ -258,13 +211,18 @@ def _files(root: Path) -> list[Path]:
     return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
 
 
-def load_results(root: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple[pd.DataFrame, list[Skipped]]:
+def load_results(
+    root: str | os.PathLike | Iterable[str | os.PathLike], *, strict: bool = False
+) -> tuple[pd.DataFrame, list[Skipped]]:
     """Load every result record under `root` (a directory, one file, or several of either).
 
     Returns (DataFrame with one row per run key and conformal score, sorted by key; list of Skipped).
     Per-split values stay in the `ps_*` columns as float64 arrays (None when the record has none), so that two
-    rows on the same splits can be paired. A run key seen twice keeps the first file in path order and reports the
-    second, so that a copied or stale file cannot silently double a cell.
+    rows on the same splits can be paired. Files that are not valid records (foreign JSON, damaged or impossible
+    records, invalid UTF-8, JSON nested too deep) are reported in `skipped` and never merged; with `strict=True`
+    (the CI gate) a file that claims to be a cpbench result record but is invalid raises CpbenchError instead.
+    A run key stored in two files is always an error naming both (which one is right cannot be guessed).
+    Temporary files of interrupted writes are removed when their writer process is gone (cpbench.atomic).
     """
     roots = [Path(root)] if isinstance(root, (str, os.PathLike)) else [Path(r) for r in root]
     rows: list[dict[str, Any]] = []
@@ -273,24 +231,24 @@ def load_results(root: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple
     for r in roots:
         if not r.exists():
             raise CpbenchError(f"{r}: no such file or directory")
+        if r.is_dir():
+            clean_stale_temporaries(r)
         for path in _files(r):
             rel = path.name if r.is_file() else path.relative_to(r).as_posix()
             shown = str(path)
             if path.suffix == ".parquet":  # logits artifacts beside their records (cpbench run): inputs, not records
                 continue
-            if path.suffix == ".tmp":
-                skipped.append(Skipped(shown, "leftover temporary file of an interrupted write"))
+            if is_temporary(path):  # a write in progress in another process (stale ones were removed above)
                 continue
             if path.suffix != ".json":
                 skipped.append(Skipped(shown, "not a .json file"))
                 continue
             try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                skipped.append(Skipped(shown, f"not valid JSON (half-written or foreign file): {exc}"))
-                continue
-            except OSError as exc:
-                skipped.append(Skipped(shown, f"unreadable: {exc}"))
+                record = jsonsafe.load_file(path)
+            except CpbenchError as exc:
+                if strict:
+                    raise
+                skipped.append(Skipped(shown, str(exc).removeprefix(f"{path}: ")))
                 continue
             # `cpbench analyze --out` writes a JSON list when given several inputs: each element is a record
             many = isinstance(record, list) and record and all(isinstance(x, dict) and "schema" in x for x in record)
@@ -299,17 +257,20 @@ def load_results(root: str | os.PathLike | Iterable[str | os.PathLike]) -> tuple
                 items = [(f"{shown}#{i}", f"{rel}#{i}", x) for i, x in enumerate(record)]
             for where, rel_where, rec in items:
                 try:
-                    key, ps = _check_record(rec)
+                    key, data, ps = _check_record(rec)
                 except CpbenchError as exc:
+                    claims = isinstance(rec, dict) and str(rec.get("schema", "")).startswith("cpbench.result/")
+                    if strict and claims:
+                        raise CpbenchError(f"{where}: {exc}") from None
                     skipped.append(Skipped(where, str(exc)))
                     continue
                 ident = key.model_dump_json()
                 if ident in seen:
-                    why = f"duplicate run key {key.slug()} (already loaded from {seen[ident]})"
-                    skipped.append(Skipped(where, why))
-                    continue
+                    raise CpbenchError(
+                        f"duplicate run key {key.slug()} in {seen[ident]} and {where}: remove the stale copy"
+                    )
                 seen[ident] = where
-                rows.extend(_rows(rec, key, ps, rel_where))
+                rows.extend(_rows(data, key, ps, rel_where))
     df = pd.DataFrame(rows, columns=_columns())
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")

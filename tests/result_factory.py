@@ -1,7 +1,9 @@
-"""Synthetic result records in the documented `cpbench.result/1` format, with chosen per-split values.
+"""Synthetic result records in the documented format, with chosen per-split values.
 
 Tests state the numbers they want per split (or a mean plus seeded noise) and get a record whose means, std and ci95
-are computed from those splits exactly as docs/design.md defines them, so analyses have known answers.
+are computed from those splits exactly as docs/design.md defines them, so analyses have known answers. Records are
+built through `cpbench.records.build_record`, the typed model the writer and the store use, so a factory record is
+exactly what production would write (schema `cpbench.records.SCHEMA`, range and consistency checks included).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import hashlib
 from typing import Any, Sequence
 
 import numpy as np
+
+from cpbench.records import SCHEMA, build_record
 
 K = 6
 LETTERS = ["A", "B", "C", "D", "E", "F"]
@@ -29,6 +33,19 @@ def _summary(a: np.ndarray) -> dict[str, Any]:
         "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
         "ci95": [float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5))],
     }
+
+
+def _size_hist(mean_size: float) -> list[float]:
+    """A set-size histogram over 0..K whose mean is `mean_size` (mass on the two sizes around it)."""
+    s = min(max(float(mean_size), 0.0), float(K))
+    lo = int(np.floor(s))
+    hist = [0.0] * (K + 1)
+    if lo >= K:
+        hist[K] = 1.0
+        return hist
+    frac = s - lo
+    hist[lo], hist[lo + 1] = 1.0 - frac, frac
+    return hist
 
 
 def items_hash(n: int, tag: str = "") -> str:
@@ -76,7 +93,7 @@ def make_record(
         ss = _arr(ss_value, splits, noise, rng)
         cov = _arr(cov_value, splits, noise * 0.1, rng)
         uacc = ps_acc * np.sqrt(K) / ss
-        block: dict[str, Any] = {"qhat": 0.8, "size_hist": [0.0] * (K + 1), "coverage_by_size": {},
+        block: dict[str, Any] = {"qhat": 0.8, "size_hist": _size_hist(float(ss.mean())), "coverage_by_size": {},
                                  "coverage_by_class": {}}
         for name, a in (("coverage", cov), ("set_size", ss), ("uacc", uacc)):
             sm = _summary(a)
@@ -97,9 +114,9 @@ def make_record(
         "prompts_hash": "sha256:prompts-" + task + prompt + str(shots),
     }
     if params is not None:
-        prov["model_params"] = params
+        prov["n_params"] = float(params)
     record: dict[str, Any] = {
-        "schema": "cpbench.result/1",
+        "schema": SCHEMA,
         "run_key": {
             "score": {"model": model, "recipe": recipe, "task": task, "prompt": prompt, "shots": shots,
                       "chat": "none", "scoring": scoring, "data": data},
@@ -112,12 +129,15 @@ def make_record(
         "acc": acc_sm["mean"], "acc_std": acc_sm["std"], "acc_ci95": acc_sm["ci95"],
         "calibration": {"ece": 0.05, "brier": 0.5, "nll": 1.1, "entropy": 1.2, "idk_rate": 0.01, "nota_rate": 0.0},
         **blocks,
+        "protocol": {"name": protocol, "quantile": "textbook", "empty": "allow", "softmax_dtype": "float64",
+                     "split": f"{splits} synthetic splits (tests/result_factory.py)", "excluded_ids": [],
+                     "scores": {s: s for s in scores}, "ece_bins": 15},
     }
     if with_items_hash:
         record["items_hash"] = items_hash(n, items_tag)
     if with_per_split:
         record["per_split"] = per_split
-    return record
+    return build_record(record)
 
 
 def synthetic_tree(root, *, order: str = "forward") -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpbench.conformal.protocols import analyze_artifact, preset
-from cpbench.artifact import FORMAT, LogitsArtifact
+from cpbench.artifact import FORMAT, LogitsArtifact, content_hash
 from cpbench.cli import main
 
 LETTERS = ["A", "B", "C", "D", "E", "F"]
@@ -52,7 +52,7 @@ def test_json_lines_and_record(art_path, tmp_path, capsys):
     full = analyze_artifact(LogitsArtifact.load(art_path), preset(splits=20))
     for key in ("n", "k", "n_cal", "n_test", "acc", "acc_std", "acc_ci95", "calibration", "lac", "aps", "letters"):
         assert rec[key] == full[key], key
-    assert rec["input"] == str(art_path) and rec["schema"] == "cpbench.result/1"
+    assert rec["input"] == str(art_path) and rec["schema"] == "cpbench.result/2"
     assert rec["run_key"]["score"]["model"] == "m" and rec["run_key"]["analysis"]["splits"] == 20
     assert rec["provenance"]["artifact_hash"] == LogitsArtifact.load(art_path).content_hash
     for s in ("lac", "aps"):
@@ -125,7 +125,9 @@ def _write_raw(path, ids, labels, logits, letters=LETTERS):
     flat = pa.array(np.asarray(logits, dtype=np.float32).reshape(-1), type=pa.float32())
     t = pa.table({"id": pa.array(ids), "label": pa.array(np.asarray(labels, dtype=np.int32)),
                   "logits": pa.FixedSizeListArray.from_arrays(flat, len(letters))})
-    header = {"format": FORMAT, "letters": letters, "provenance": {}}
+    header = {"format": FORMAT, "letters": letters, "provenance": {},
+              "content_hash": content_hash([str(i) for i in ids], np.asarray(labels), np.asarray(logits, np.float32),
+                                           letters, {}, None)}
     pq.write_table(t.replace_schema_metadata({b"cpbench": json.dumps(header).encode()}), path)
     return path
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpbench.artifact import FORMAT, LogitsArtifact
+from cpbench.artifact import FORMAT, FORMAT_V1, LogitsArtifact, content_hash_v1
 from cpbench.errors import CpbenchError
 
 LETTERS = ["A", "B", "C", "D", "E", "F"]
@@ -22,7 +22,7 @@ def make(n=20, k=6, **kw):
         labels=rng.integers(0, k, n),
         logits=rng.normal(size=(n, k)).astype(np.float32),
         letters=LETTERS[:k] if k <= 6 else [chr(65 + j) for j in range(k)],
-        provenance={"run_key": {"model": "m", "task": "qa"}, "notes": ["x"], "nested": {"a": [1, 2.5, None]}},
+        provenance={"run_key": {"model": "m", "task": "qa"}, "notes": ["x"], "extra": {"nested": {"a": [1, 2.5, None]}}},
         prompt_hashes=[f"h{i}" for i in range(n)],
     )
     args.update(kw)
@@ -167,3 +167,101 @@ def test_truncated_file(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CpbenchError, match="not a readable Parquet file"):
         LogitsArtifact.load(path)
+
+
+def _rewrite_header(path, edit):
+    """Change the stored header (keeping its content hash) as a bit flip or a hand edit would."""
+    table = pq.read_table(path)
+    header = json.loads(table.schema.metadata[b"cpbench"])
+    edit(header)
+    pq.write_table(table.replace_schema_metadata({b"cpbench": json.dumps(header).encode()}), path)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda h: h["provenance"]["run_key"].update(model="other-model"),
+        lambda h: h["provenance"]["run_key"].update(task="rc"),
+        lambda h: h["provenance"].update(sample_data=False),
+        lambda h: h["provenance"].update(notes=[]),
+        lambda h: h.update(letters=list("ABCDEZ")),
+    ],
+)
+def test_header_is_covered_by_the_content_hash(tmp_path, edit):
+    art = make(provenance={"run_key": {"model": "m", "task": "qa"}, "sample_data": True, "notes": ["sample data"]})
+    path = art.save(tmp_path / "a.parquet")
+    assert LogitsArtifact.load(path).provenance["sample_data"] is True
+    _rewrite_header(path, edit)
+    with pytest.raises(CpbenchError, match="content hash mismatch"):
+        LogitsArtifact.load(path)
+
+
+def test_prompt_hashes_are_covered(tmp_path):
+    art = make()
+    path = art.save(tmp_path / "a.parquet")
+    table = pq.read_table(path)
+    hashes = art.prompt_hashes.copy()
+    hashes[0] = "tampered"
+    pq.write_table(table.set_column(3, "prompt_hash", pa.array(hashes, type=pa.string())), path)
+    with pytest.raises(CpbenchError, match="content hash mismatch"):
+        LogitsArtifact.load(path)
+
+
+def test_single_bit_flips_in_the_header_never_load_silently(tmp_path):
+    """Every single-bit flip of the stored header bytes is refused with one line or loads the identical artifact."""
+    art = make(n=8, provenance={"run_key": {"model": "m", "task": "qa"}, "sample_data": True, "notes": ["n"]})
+    path = art.save(tmp_path / "a.parquet")
+    table = pq.read_table(path)
+    raw = table.schema.metadata[b"cpbench"]
+    rng = np.random.default_rng(0)
+    positions = rng.choice(len(raw) * 8, size=min(300, len(raw) * 8), replace=False)
+    for bit in positions:
+        flipped = bytearray(raw)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        pq.write_table(table.replace_schema_metadata({b"cpbench": bytes(flipped)}), path)
+        try:
+            back = LogitsArtifact.load(path)
+        except CpbenchError as exc:
+            assert "\n" not in str(exc)
+            continue
+        # JSON allows a few harmless flips (e.g. whitespace); the loaded artifact must then be the same
+        assert back.provenance == art.provenance and back.letters == art.letters
+
+
+def test_unknown_provenance_key_refused_on_save(tmp_path):
+    art = make(provenance={"run_key": {"model": "m", "task": "qa"}, "sampel_data": True})
+    with pytest.raises(CpbenchError, match="sampel_data"):
+        art.save(tmp_path / "a.parquet")
+    assert not any(tmp_path.iterdir())
+
+
+def test_format_1_artifacts_still_load(tmp_path):
+    """Format 1 (hash over the arrays only): still read, with the old rule; provenance mapped to today's names."""
+    art = make(provenance={})
+    prov = {"run_key": {"model": "m", "recipe": "fp16", "task": "qa"}, "old_detail": 1, "sample_data": True}
+    header = {"format": FORMAT_V1, "letters": art.letters, "provenance": prov,
+              "content_hash": content_hash_v1(art.ids, art.labels, art.logits, art.letters)}
+    path = tmp_path / "v1.parquet"
+    pq.write_table(_table(art, header), path)
+    back = LogitsArtifact.load(path)
+    assert back.provenance["run_key"]["recipe"] == "base" and back.provenance["extra"] == {"old_detail": 1}
+    np.testing.assert_array_equal(back.logits, art.logits)
+    header["content_hash"] = "sha256:" + "1" * 64
+    pq.write_table(_table(art, header), path)
+    with pytest.raises(CpbenchError, match="content hash mismatch"):
+        LogitsArtifact.load(path)
+    # re-saving writes format 2
+    again = LogitsArtifact.load(back.save(tmp_path / "v2.parquet"))
+    assert json.loads(pq.read_schema(tmp_path / "v2.parquet").metadata[b"cpbench"])["format"] == FORMAT
+    assert again.provenance == back.provenance
+
+
+def test_committed_artifacts_load():
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "results"
+    paths = sorted(root.rglob("*.parquet"))[:3]
+    if not paths:
+        pytest.skip("no committed artifacts")
+    for p in paths:
+        assert LogitsArtifact.load(p).n > 0

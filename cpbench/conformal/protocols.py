@@ -30,9 +30,9 @@ from cpbench.conformal.quantile import check_alpha
 from cpbench.conformal.scores import RAPS_DEFAULTS, SCORES, build, softmax
 from cpbench.conformal.splits import calibration_size, canonical_order, random_splits, sklearn_split, split_matrix
 from cpbench.errors import CpbenchError
+from cpbench.records import SCHEMA, build_record
 from cpbench.runkey import AnalysisKey, ScoreKey
 
-SCHEMA = "cpbench.result/1"
 PROTOCOLS = ("default", "ye2024")
 YE2024_EXCLUDED_IDS = ("1", "3", "5", "7", "9")
 YE2024_SCORES = {"lac": "lac_ye2024", "aps": "aps_ye2024"}
@@ -238,7 +238,10 @@ def analyze_artifact(
         }
     record["per_split"] = per_split
     record["protocol"] = protocol_info
-    return record
+    try:
+        return build_record(record)  # the typed record (cpbench.records): range and consistency checks
+    except CpbenchError as exc:
+        raise CpbenchError(f"{artifact.source or 'artifact'}: {exc}") from None
 
 
 def summary_line(record: dict) -> dict:

@@ -1,0 +1,75 @@
+"""Bounded JSON reading for files cpbench did not necessarily write (result records, importer inputs, headers).
+
+`json.loads` alone turns hostile or damaged input into tracebacks or unbounded work: deeply nested arrays raise
+RecursionError, invalid UTF-8 raises UnicodeDecodeError, a 5,000-digit integer raises ValueError, and `NaN` /
+`Infinity` literals load as non-finite floats that JSON itself cannot represent. `loads` checks all of these first and
+raises one CpbenchError line naming the file (and line, for JSONL) and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from cpbench.errors import CpbenchError
+
+MAX_DEPTH = 64  # records nest ~5 levels, importer inputs ~4; 64 leaves room and stays far from Python's recursion limit
+MAX_BYTES = 256 * 2**20  # one result record is ~50 KB, an LLM-Uncertainty-Bench dataset JSON ~10 MB
+
+# Strings (with escapes) are matched whole so that brackets inside them are not counted.
+_TOKENS = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')  # possessive: no backtracking on unterminated strings
+
+
+def nesting_depth(data: bytes, limit: int = MAX_DEPTH) -> int:
+    """Maximum bracket depth of JSON text, stopping as soon as it exceeds `limit` (linear time, no recursion)."""
+    depth = deepest = 0
+    for m in _TOKENS.finditer(data):
+        tok = m.group()
+        if tok in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif tok in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(data: bytes | str, where: str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse JSON text; raise CpbenchError('<where>: not valid JSON (...)') for anything a strict reader refuses."""
+    if isinstance(data, str):
+        raw = data.encode("utf-8", "surrogatepass")
+    else:
+        raw = bytes(data)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CpbenchError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
+    if nesting_depth(raw, max_depth) > max_depth:
+        raise CpbenchError(f"{where}: JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise CpbenchError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # huge integers, NaN/Infinity literals, ...
+        raise CpbenchError(f"{where}: not valid JSON ({str(exc) or type(exc).__name__})") from None
+
+
+def load_file(path: str | Path, *, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
+    """`loads` of a file, refusing files larger than `max_bytes` before reading them."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > max_bytes:
+            raise CpbenchError(f"{p}: {size} bytes is larger than the {max_bytes} accepted for a JSON file")
+        data = p.read_bytes()
+    except OSError as exc:
+        raise CpbenchError(f"{p}: unreadable ({exc.strerror or exc})") from None
+    return loads(data, str(p), max_depth=max_depth)
