@@ -64,15 +64,17 @@ class _Model(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------------- provenance
-class CandidateInfo(_Model):
-    """Which weights were scored when they were not built by cpbench (a user's compressed checkpoint)."""
+class ModelInfo(_Model):
+    """A model entry's provenance (cpbench.models.ModelEntry.provenance): the `candidate` block of a candidate run."""
 
-    name: str | None = None
-    source: str | None = Field(default=None, description="local path or hub id (with revision) of the checkpoint")
-    quantization_config: dict[str, Any] | None = Field(default=None, description="summary of its config.json entry")
-    sparsity: Prob | None = Field(default=None, description="measured fraction of zero weights in linear layers")
-    size_bytes: Count | None = Field(default=None, description="size on disk of the weight files")
-    weights_fingerprint: str | None = Field(default=None, description="sha256 over the weight files")
+    model_id: str | None = None
+    model_revision: str | None = None
+    model_commit: str | None = None
+    model_source: str | None = None
+    model_name: str | None = None
+    model_key: str | None = None
+    pypi: dict[str, Any] | None = None
+    notes: list[str] = Field(default_factory=list)
 
 
 class ArtifactProvenance(_Model):
@@ -90,7 +92,10 @@ class ArtifactProvenance(_Model):
     n_params: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)] | None = Field(
         default=None, description="parameter count of the base model (size-effect analysis reads it from here)"
     )
-    candidate: CandidateInfo | None = None
+    candidate: ModelInfo | None = Field(
+        default=None, description="the candidate's own model entry (a user's compressed checkpoint judged against "
+        "the base model above); what was measured on it is in `compression_report`, its config in `recipe.spec`"
+    )
     # the compression
     recipe: dict[str, Any] | None = None
     knob: dict[str, Finite | None] | None = Field(
@@ -98,6 +103,7 @@ class ArtifactProvenance(_Model):
     )
     compression_report: dict[str, Any] | None = None
     checkpoint_path: str | None = None
+    weights: dict[str, Any] | None = Field(default=None, description="cpbench.weights.WeightsIdentity as a dict")
     weights_id: str | None = None
     # the items and prompts
     task: str | None = None

@@ -245,9 +245,7 @@ def load_results(
                 continue
             try:
                 record = jsonsafe.load_file(path)
-            except CpbenchError as exc:
-                if strict:
-                    raise
+            except CpbenchError as exc:  # not JSON at all: cannot claim to be a record, reported in both modes
                 skipped.append(Skipped(shown, str(exc).removeprefix(f"{path}: ")))
                 continue
             # `cpbench analyze --out` writes a JSON list when given several inputs: each element is a record

@@ -57,12 +57,11 @@ def test_writer_refuses_impossible_provenance() -> None:
 def test_optional_fields_other_helpers_add() -> None:
     prov = ArtifactProvenance.model_validate({
         "n_params": 1.35e8, "knob": {"bits": 4.0, "sparsity": None}, "scorer": "vllm", "dtype": "bfloat16",
-        "candidate": {"name": "my-awq", "source": "/ckpt", "quantization_config": {"quant_method": "awq"},
-                      "sparsity": 0.0, "size_bytes": 123, "weights_fingerprint": "sha256:ab"},
+        "candidate": {"model_id": "/ckpt/my-awq", "model_source": "local", "model_name": "my-awq", "notes": []},
     })
-    assert prov.candidate is not None and prov.candidate.size_bytes == 123
-    with pytest.raises(Exception, match="sparsity"):
-        ArtifactProvenance.model_validate({"candidate": {"sparsity": 1.5}})
+    assert prov.candidate is not None and prov.candidate.model_name == "my-awq"
+    with pytest.raises(Exception, match="candidate.model_nmae"):
+        ArtifactProvenance.model_validate({"candidate": {"model_nmae": "x"}})
     # unset fields are not written: adding an optional field changes no existing file
     assert set(prov.to_json()) == {"n_params", "knob", "scorer", "dtype", "candidate"}
 
