@@ -86,6 +86,7 @@ class LogitsArtifact:
     provenance: dict[str, Any] = field(default_factory=dict)
     prompt_hashes: list[str] | None = None  # per-item sha256 of the exact prompt text (optional column)
     source: str = ""  # where it was loaded from (not stored)
+    file_hash: str | None = None  # the verified content hash of the file it was loaded from (not stored)
 
     def __post_init__(self) -> None:
         self.ids = [str(i) for i in self.ids]
@@ -266,4 +267,5 @@ class LogitsArtifact:
         from cpbench.records import check_provenance
 
         art.provenance = check_provenance(art.provenance, str(p))
+        art.file_hash = stored
         return art

@@ -133,6 +133,8 @@ class ArtifactProvenance(_Model):
     source_sha256: dict[str, str] | None = None
     imported_at: str | None = None
     lm_eval_filters: list[str] | None = None
+    lm_eval: dict[str, Any] | None = Field(default=None, description="the lm-eval run behind imported samples "
+                                           "(cpbench.importers_lmeval.LmEvalRun.provenance)")
     # always last
     notes: list[str] = Field(default_factory=list)
     migrated_from: str | None = Field(default=None, description="schema a migrated record was read from")

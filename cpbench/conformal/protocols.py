@@ -198,7 +198,8 @@ def analyze_artifact(
         "run_key": {"score": score_key.model_dump(), "analysis": key.model_dump()},
         "provenance": {
             **artifact.provenance,
-            "artifact_hash": artifact.content_hash,
+            # the file's verified hash when loaded (callers may add notes or a run key to the provenance in memory)
+            "artifact_hash": artifact.file_hash or artifact.content_hash,
             "artifact_path": artifact.source,
             "cpbench_version": __version__,
             "analyzed_at": utc_now(),
