@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from result_factory import make_record
 
 from cpbench.analysis import DecouplingConfig, add_task_average, categorize, decoupling_table, rank_agreement
+
+POINT = DecouplingConfig(decision="point")  # these records have no artifacts: the point-estimate mode
 from cpbench.analysis.stats import kendall_tau_b, paired_bootstrap
 from cpbench.store import load_results, write_result
 
@@ -59,7 +61,7 @@ def test_every_category_from_records(tmp_path: Path) -> None:
     recs = [make_record("m", "base", "qa", acc=base_acc, set_size=base_ss, splits=R)]
     for name, (da, ds) in cells.items():
         recs.append(make_record("m", name, "qa", acc=base_acc + da, set_size=base_ss + ds, splits=R))
-    dec = decoupling_table(_frame(tmp_path, recs), DecouplingConfig(epsilon=0.01, delta=0.10))
+    dec = decoupling_table(_frame(tmp_path, recs), DecouplingConfig(decision="point", epsilon=0.01, delta=0.10))
     lac = dec[dec["score"] == "lac"].set_index("recipe")
     assert lac.loc["keep", "category"] == "unaffected"
     assert lac.loc["hide", "category"] == "hidden-risk"
@@ -84,11 +86,11 @@ def test_epsilon_and_delta_are_configurable(tmp_path: Path) -> None:
     def cat(cfg: DecouplingConfig) -> str:
         return decoupling_table(df, cfg).query("score == 'lac'")["category"].item()
 
-    assert cat(DecouplingConfig(epsilon=0.01, delta=0.1)) == "coupled"
-    assert cat(DecouplingConfig(epsilon=0.05, delta=0.1)) == "hidden-risk"
-    assert cat(DecouplingConfig(epsilon=0.01, delta=0.5)) == "accuracy-only"
-    assert cat(DecouplingConfig(epsilon=0.05, delta=0.5)) == "unaffected"
-    assert "epsilon = 0.05" in DecouplingConfig(epsilon=0.05).describe()
+    assert cat(DecouplingConfig(decision="point", epsilon=0.01, delta=0.1)) == "coupled"
+    assert cat(DecouplingConfig(decision="point", epsilon=0.05, delta=0.1)) == "hidden-risk"
+    assert cat(DecouplingConfig(decision="point", epsilon=0.01, delta=0.5)) == "accuracy-only"
+    assert cat(DecouplingConfig(decision="point", epsilon=0.05, delta=0.5)) == "unaffected"
+    assert "epsilon = 0.05" in DecouplingConfig(decision="point", epsilon=0.05).describe()
     assert "delta = 0.5" in DecouplingConfig(delta=0.5).describe()
 
 
@@ -97,8 +99,8 @@ def test_baseline_recipe_is_configurable(tmp_path: Path) -> None:
         make_record("m", "bf16", "qa", set_size=2.0),
         make_record("m", "q", "qa", set_size=2.5),
     ])
-    assert (decoupling_table(df)["category"] == "unpaired").all()  # no base here
-    dec = decoupling_table(df, DecouplingConfig(baseline="bf16"))
+    assert (decoupling_table(df, POINT)["category"] == "unpaired").all()  # no base here
+    dec = decoupling_table(df, DecouplingConfig(decision="point", baseline="bf16"))
     assert set(dec["recipe"]) == {"q"} and (dec["category"] == "hidden-risk").all()
 
 
@@ -110,7 +112,7 @@ def test_paired_interval_is_narrower_than_the_split_spread(tmp_path: Path) -> No
         make_record("m", "base", "qa", set_size=2.0 + shared, splits=100),
         make_record("m", "q", "qa", set_size=2.2 + shared + own, splits=100),
     ])
-    row = decoupling_table(df).query("score == 'lac'").iloc[0]
+    row = decoupling_table(df, POINT).query("score == 'lac'").iloc[0]
     true = 0.2 + own.mean()
     assert row["d_set_size_lo"] <= true <= row["d_set_size_hi"]
     width = row["d_set_size_hi"] - row["d_set_size_lo"]
@@ -138,7 +140,7 @@ def test_refuses_to_pair_different_items_or_analysis(tmp_path: Path) -> None:
         make_record("m", "seed1", "rc", analysis_seed=1),
         make_record("m", "orphan", "ci"),
     ])
-    dec = decoupling_table(df).query("score == 'lac'").set_index(["recipe", "task"])
+    dec = decoupling_table(df, POINT).query("score == 'lac'").set_index(["recipe", "task"])
     assert (dec["category"] != "unpaired").sum() == 0
     assert "item sets differ (n 1000 in the baseline vs 800)" in dec.loc[("fewer", "qa"), "note"]
     assert "items_hash" in dec.loc[("other", "qa"), "note"]
@@ -154,7 +156,7 @@ def test_records_without_items_hash_or_per_split_are_compared_with_a_note(tmp_pa
         make_record("m", "base", "rc", set_size=2.0, with_per_split=False),
         make_record("m", "q", "rc", set_size=2.4, with_per_split=False),
     ])
-    dec = decoupling_table(df).query("score == 'lac'").set_index("task")
+    dec = decoupling_table(df, POINT).query("score == 'lac'").set_index("task")
     assert dec.loc["qa", "category"] == "hidden-risk" and dec.loc["qa", "paired"]
     assert "no items_hash" in dec.loc["qa", "note"]
     assert dec.loc["rc", "d_set_size"] == pytest.approx(0.4)
@@ -172,7 +174,7 @@ def test_task_average_pairs_split_by_split(tmp_path: Path) -> None:
     avg = full[(full["task"] == "avg") & (full["score"] == "lac")].set_index("recipe")
     assert set(avg.index) == {"base", "q"}
     assert avg.loc["q", "set_size"] == pytest.approx(2.9)
-    dec = decoupling_table(full).query("score == 'lac' and task == 'avg'")
+    dec = decoupling_table(full, POINT).query("score == 'lac' and task == 'avg'")
     assert dec["d_set_size"].item() == pytest.approx(0.4)
     assert dec["d_set_size_lo"].item() == pytest.approx(0.4)
 

@@ -13,7 +13,7 @@ from result_factory import make_record
 
 from cpbench.cli import main
 from cpbench.errors import CpbenchError
-from cpbench.gate import Limits, run_gate
+from cpbench.gate import Decision, Limits, run_gate
 from cpbench.store import write_result
 
 
@@ -34,9 +34,12 @@ def tree(tmp_path: Path) -> Path:
     return root
 
 
+POINT = ["--decision", "point"]  # these synthetic records have no logits artifacts: the point-estimate mode
+
+
 def _check(tree: Path, candidate: str, *extra: str) -> int:
     return main(["check", "--baseline", str(tree / "tiny" / "base"), "--candidate", str(tree / "tiny" / candidate),
-                 *extra])
+                 *POINT, *extra])
 
 
 def test_pass_exits_0_and_prints_the_diff(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,7 +86,7 @@ def test_summary_and_junit(tree: Path, tmp_path: Path) -> None:
 
 def test_missing_candidate_cell_fails_unless_allowed(tree: Path, tmp_path: Path) -> None:
     cand = _write(tmp_path / "cand", make_record("tiny", "mild", "qa", acc=0.595, set_size=2.1))
-    args = ["check", "--baseline", str(tree / "tiny" / "base"), "--candidate", str(cand)]
+    args = ["check", "--baseline", str(tree / "tiny" / "base"), "--candidate", str(cand), *POINT]
     assert main(args) == 1
     assert main([*args, "--allow-missing"]) == 0
 
@@ -93,12 +96,12 @@ def test_matching_by_recipe_when_baseline_holds_several(tree: Path, tmp_path: Pa
     pr = _write(tmp_path / "pr",
                 *(make_record("tiny", r, t, acc=0.6, set_size=ss, coverage=0.9, noise=0.01, seed=s)
                   for t in ("qa", "rc") for r, ss, s in (("base", 2.0, 1), ("mild", 2.1, 2), ("bad", 2.6, 3))))
-    report = run_gate(tree, pr, Limits())
+    report = run_gate(tree, pr, Limits(), Decision(mode="point"))
     compared = report.rows[report.rows["status"].isin(["pass", "fail"])]
     assert len(compared) == 12 and (compared["recipe"] == compared["baseline_recipe"]).all()
     assert report.exit_code == 0
     worse = _write(tmp_path / "worse", *(make_record("tiny", "mild", t, set_size=2.5) for t in ("qa", "rc")))
-    report = run_gate(tree, worse, Limits(allow_missing=True))
+    report = run_gate(tree, worse, Limits(allow_missing=True), Decision(mode="point"))
     assert set(report.rows.query("status == 'fail'")["recipe"]) == {"mild"} and report.exit_code == 1
 
 
@@ -126,7 +129,7 @@ def test_bad_input_exits_2(tree: Path, tmp_path: Path, capsys: pytest.CaptureFix
 def test_sample_data_is_labelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     b = _write(tmp_path / "b", make_record("tiny", "base", "qa", sample_data=True))
     c = _write(tmp_path / "c", make_record("tiny", "q", "qa", sample_data=True))
-    assert main(["check", "--baseline", str(b), "--candidate", str(c)]) == 0
+    assert main(["check", "--baseline", str(b), "--candidate", str(c), *POINT]) == 0
     assert "sample data" in capsys.readouterr().out
 
 
@@ -135,8 +138,8 @@ def test_console_script_exit_codes(tree: Path) -> None:
     exe = [sys.executable, "-m", "cpbench"]
     base = ["check", "--baseline", str(tree / "tiny" / "base")]
     runs = {
-        0: [*base, "--candidate", str(tree / "tiny" / "mild")],
-        1: [*base, "--candidate", str(tree / "tiny" / "bad")],
+        0: [*base, "--candidate", str(tree / "tiny" / "mild"), *POINT],
+        1: [*base, "--candidate", str(tree / "tiny" / "bad"), *POINT],
         2: [*base, "--candidate", str(tree / "nowhere")],
     }
     for expected, args in runs.items():
@@ -164,8 +167,10 @@ def test_gate_on_records_from_cpbench_analyze(tmp_path: Path, capsys: pytest.Cap
                              letters=list("ABCDEF"), provenance={"run_key": key.model_dump()})
         write_result(analyze.analyze_artifact(art, AnalysisKey(splits=20), ["lac", "aps"]), tmp_path / "results")
     base = str(tmp_path / "results" / "tiny" / "base")
-    assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "results" / "tiny" / "gptq-8bit")]) == 0
-    assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "results" / "tiny" / "gptq-2bit")]) == 1
+    assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "results" / "tiny" / "gptq-8bit"),
+                 *POINT]) == 0
+    assert main(["check", "--baseline", base, "--candidate", str(tmp_path / "results" / "tiny" / "gptq-2bit"),
+                 *POINT]) == 1
     out = capsys.readouterr().out
     assert "FAIL (pass 0, fail 2" in out and "[+" in out  # paired interval over the 20 shared splits
 
@@ -180,8 +185,8 @@ def test_change_exactly_at_each_limit_passes(tmp_path: Path, capsys: pytest.Capt
            make_record("tiny", "over", "qa", acc=0.7999, set_size=2.1001, coverage=0.8999))
     limits = ["--max-set-size-increase", "0.1", "--max-accuracy-drop", "0.01", "--min-coverage", "0.9"]
     assert main(["check", "--baseline", str(root / "tiny" / "base"), "--candidate", str(root / "tiny" / "edge"),
-                 *limits]) == 0
+                 *limits, *POINT]) == 0
     assert main(["check", "--baseline", str(root / "tiny" / "base"), "--candidate", str(root / "tiny" / "over"),
-                 *limits]) == 1
+                 *limits, *POINT]) == 1
     out = capsys.readouterr().out
     assert "set size +0.100 > 0.1" in out and "accuracy drop 0.0101 > 0.01" in out and "coverage 0.8999 < 0.9" in out

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from result_factory import make_record
 
-from cpbench.analysis import decoupling_table, size_effect_table
+from cpbench.analysis import DecouplingConfig, decoupling_table, size_effect_table
 from cpbench.analysis.knobs import model_params, params_from_name
 from cpbench.analysis.stats import fit_line, t_ppf
 from cpbench.store import load_results, write_result
@@ -59,7 +59,7 @@ def _tree(tmp_path: Path, slope: float, noise: float, seed: int = 0) -> None:
 def test_size_effect_slope_recovered_within_its_interval(tmp_path: Path) -> None:
     _tree(tmp_path, slope=-0.25, noise=0.03)
     df, _ = load_results(tmp_path)
-    se = size_effect_table(decoupling_table(df), df[["model", "params", "model_name"]])
+    se = size_effect_table(decoupling_table(df, DecouplingConfig(decision="point")), df[["model", "params", "model_name"]])
     row = se.query("score == 'lac' and recipe == 'gptq-4bit'").iloc[0]
     assert row["n_models"] == len(SIZES)
     assert row["slope_lo"] <= -0.25 <= row["slope_hi"]
@@ -71,7 +71,7 @@ def test_size_effect_slope_recovered_within_its_interval(tmp_path: Path) -> None
 def test_noise_free_slope_is_exact(tmp_path: Path) -> None:
     _tree(tmp_path, slope=0.1, noise=0.0)
     df, _ = load_results(tmp_path)
-    row = size_effect_table(decoupling_table(df), df[["model", "params", "model_name"]]).query(
+    row = size_effect_table(decoupling_table(df, DecouplingConfig(decision="point")), df[["model", "params", "model_name"]]).query(
         "score == 'lac'").iloc[0]
     assert row["slope"] == pytest.approx(0.1, abs=1e-9)
     assert row["r2"] == pytest.approx(1.0)
@@ -82,7 +82,7 @@ def test_unknown_sizes_are_left_out_and_named(tmp_path: Path) -> None:
         write_result(make_record(name, "base", "qa", set_size=2.0), tmp_path)
         write_result(make_record(name, "q", "qa", set_size=2.0 + delta), tmp_path)
     df, _ = load_results(tmp_path)
-    row = size_effect_table(decoupling_table(df), df[["model", "params", "model_name"]]).query(
+    row = size_effect_table(decoupling_table(df, DecouplingConfig(decision="point")), df[["model", "params", "model_name"]]).query(
         "score == 'lac'").iloc[0]
     assert row["n_models"] == 3
     assert "mystery(size unknown)" in row["left_out"]
@@ -95,7 +95,7 @@ def test_too_few_models_gives_no_interval(tmp_path: Path) -> None:
         write_result(make_record(name, "base", "qa", set_size=2.0), tmp_path)
         write_result(make_record(name, "q", "qa", set_size=2.5), tmp_path)
     df, _ = load_results(tmp_path)
-    row = size_effect_table(decoupling_table(df), df[["model", "params", "model_name"]]).query(
+    row = size_effect_table(decoupling_table(df, DecouplingConfig(decision="point")), df[["model", "params", "model_name"]]).query(
         "score == 'lac'").iloc[0]
     assert row["n_models"] == 2 and row["slope"] == pytest.approx(0.0) and np.isnan(row["slope_lo"])
 

@@ -1,19 +1,32 @@
 """Decoupling: does compression move accuracy and uncertainty (conformal set size) differently?
 
 Each compressed cell (model, recipe, task, prompt, shots, ..., conformal score) is compared with the same model's
-baseline recipe under the same analysis key. Deltas are candidate minus baseline; their intervals come from a paired
-bootstrap over the calibration/test splits both records share (see `stats.paired_bootstrap`).
+baseline recipe under the same analysis key. Deltas are candidate minus baseline (the records' means over splits).
 
-Categories (point estimates against two configurable tolerances; printed with every table):
+Intervals (`d_<metric>_lo/_hi`) are item-level: they cover the population difference over item samples
+(`cpbench.analysis.paired`, docs/conformal.md), from the two records' logits artifacts. The split-to-split interval of
+earlier versions is kept as `d_<metric>_split_lo/_hi` and labelled as what it is (how much the number moves with other
+random splits of the same items). Item-by-item diagnostics (flips, agreement, KL, set churn, Jaccard, newly
+confidently wrong) come with their own intervals.
 
-| accuracy drop <= epsilon | set-size increase <= delta | category        |
-|--------------------------|----------------------------|-----------------|
-| yes                      | yes                        | `unaffected`    |
-| yes                      | no                         | `hidden-risk`   |
-| no                       | yes                        | `accuracy-only` |
-| no                       | no                         | `coupled`       |
+Categories are statements with confidence (decision="interval", the default): accuracy is *kept* when a one-sided
+test shows the drop is below epsilon (Delta acc > -epsilon; the drop side of a TOST equivalence test: a gain is not a
+loss), *dropped* when it shows the drop beyond epsilon; set size *holds* when a one-sided test shows the increase below
+delta, *grows* when it shows it beyond. The table's p-values form one family adjusted by `multiplicity` (Holm by
+default) at one-sided alpha = (1 - level) / 2 (so a lone cell decides exactly when its 95 % interval clears the
+margin).
+
+| accuracy | set size | category        |
+|----------|----------|-----------------|
+| kept     | holds    | `unaffected`    |
+| kept     | grows    | `hidden-risk`   |
+| dropped  | holds    | `accuracy-only` |
+| dropped  | grows    | `coupled`       |
+| either undecided    || `inconclusive` (the note says which, and roughly how many items would decide it) |
 
 `unpaired` marks a cell that could not be compared (no baseline, different items or analysis key); the note says why.
+With no artifact for a record the cell is `inconclusive` ("no item-level interval: artifact not found"), never decided
+on the split spread. decision="point" keeps the old rule (point estimates against the tolerances).
 """
 
 from __future__ import annotations
@@ -25,11 +38,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cpbench.analysis.compare import ArtifactIndex, RecordNumbers, compare_numbers
+from cpbench.analysis.decisions import PROCEDURE_TEXT, Directional, adjust, check_procedure, decided, fmt_items
+from cpbench.analysis.paired import LEVEL, N_BOOT, Estimate
 from cpbench.analysis.stats import kendall_tau_b, paired_bootstrap
+from cpbench.errors import CpbenchError
 from cpbench.store import ANALYSIS_KEY_COLS, KEY_COLS, METRICS, merge_notes
 
 ITEMS_UNVERIFIED = "items matched on n and analysis key only (no items_hash in a record)"
-CATEGORIES = ("unaffected", "hidden-risk", "accuracy-only", "coupled", "unpaired")
+CATEGORIES = ("unaffected", "hidden-risk", "accuracy-only", "coupled", "inconclusive", "unpaired")
+DIAGNOSTICS = ("flip_cw", "flip_wc", "agreement", "kl", "churn", "jaccard", "newly_wrong")
+CALIBRATION_DELTAS = ("ece", "brier", "nll", "entropy")
 CELL_COLS = [c for c in KEY_COLS if c != "recipe"]  # what must match between a candidate and its baseline
 # Deltas are differences of floats (0.80 - 0.81 = -0.010000000000000009): a delta exactly at a tolerance or limit
 # must land on the documented side. 1e-9 is far below any real difference (1 / n_test), far above float rounding.
@@ -41,15 +60,34 @@ class DecouplingConfig:
     baseline: str = "base"
     epsilon: float = 0.01  # largest accuracy drop (absolute, 0-1 scale) that still counts as "accuracy kept"
     delta: float = 0.10  # largest mean set-size increase (options) that still counts as "set size holds"
-    n_boot: int = 2000
-    level: float = 0.95
+    n_boot: int = 2000  # resamples of the split-to-split interval
+    level: float = LEVEL
     seed: int = 0
+    decision: str = "interval"  # "interval": categories from item-level tests; "point": point estimates
+    multiplicity: str = "holm"  # family: every (cell, accuracy/set-size) statement of the table
+    item_boot: int = N_BOOT  # item bootstrap replicates
+
+    def __post_init__(self) -> None:
+        check_procedure(self.multiplicity)
+        if self.decision not in ("interval", "point"):
+            raise CpbenchError(f"decision must be 'interval' or 'point', got {self.decision!r}")
+
+    @property
+    def alpha(self) -> float:
+        """One-sided level of each statement (before the multiplicity adjustment)."""
+        return (1.0 - self.level) / 2.0
 
     def describe(self) -> str:
-        return (
-            f"baseline recipe '{self.baseline}'; accuracy kept when the drop is <= epsilon = {self.epsilon:g}; "
-            f"set size holds when the increase is <= delta = {self.delta:g} options; "
-            f"{self.level:.0%} paired bootstrap intervals over splits ({self.n_boot} resamples, seed {self.seed})"
+        head = (f"baseline recipe '{self.baseline}'; accuracy kept when the drop is <= epsilon = {self.epsilon:g}; "
+                f"set size holds when the increase is <= delta = {self.delta:g} options; ")
+        if self.decision == "point":
+            return head + (f"categories from point estimates; {self.level:.0%} paired bootstrap intervals over "
+                           f"splits ({self.n_boot} resamples, seed {self.seed}) describe split noise only")
+        return head + (
+            f"{self.level:.0%} item-level paired intervals (item bootstrap re-running calibration, "
+            f"{self.item_boot} replicates, plus split Monte Carlo error); categories from one-sided tests at "
+            f"alpha = {self.alpha:g}, family = every accuracy and set-size statement of the table, "
+            f"{PROCEDURE_TEXT[self.multiplicity]}"
         )
 
 
@@ -93,45 +131,166 @@ def _split_note(base: pd.Series, cand: pd.Series) -> str:
     return ""
 
 
-def compare_rows(base: pd.Series, cand: pd.Series, cfg: DecouplingConfig) -> dict[str, Any]:
-    """Deltas, paired intervals and the category of one candidate row against its baseline row."""
+SPLIT_METRICS = ("acc", *METRICS)
+
+
+def _empty_fields(out: dict[str, Any]) -> None:
+    for m in (*SPLIT_METRICS, *CALIBRATION_DELTAS):
+        out.setdefault(f"d_{m}", math.nan)
+        for sfx in ("_lo", "_hi", "_se", "_split_lo", "_split_hi"):
+            out.setdefault(f"d_{m}{sfx}", math.nan)
+    for m in DIAGNOSTICS:
+        out.setdefault(m, math.nan)
+        out.setdefault(f"{m}_lo", math.nan)
+        out.setdefault(f"{m}_hi", math.nan)
+
+
+def _put(out: dict[str, Any], key: str, est: Estimate | None, point: bool = True) -> None:
+    if est is None:
+        return
+    if point:
+        out[key] = est.point
+    out[f"{key}_lo"], out[f"{key}_hi"] = est.lo, est.hi
+    if key.startswith("d_"):
+        out[f"{key}_se"] = est.se
+
+
+def item_estimates(base: pd.Series, cand: pd.Series, cfg: DecouplingConfig,
+                   artifacts: ArtifactIndex | None) -> tuple[dict[str, Estimate], str]:
+    """Item-level estimates of one cell ({} and the reason when the artifacts are missing)."""
+    if artifacts is None:
+        return {}, "no item-level interval: artifact not found (no results root to look in)"
+    (ab, why_b), (ac, why_c) = artifacts.for_row(base), artifacts.for_row(cand)
+    if ab is None or ac is None:
+        return {}, (why_b if ab is None else why_c) + f" ({'baseline' if ab is None else 'candidate'})"
+    score = str(cand["score"])
+    try:
+        est = compare_numbers(ab, ac, RecordNumbers.from_rows([base]), RecordNumbers.from_rows([cand]), (score,),
+                              n_boot=cfg.item_boot, seed=cfg.seed, level=cfg.level)
+    except CpbenchError as exc:
+        return {}, f"no item-level interval: {exc}"
+    out = {m: est[f"d_{score}.{m}"] for m in METRICS} | {"acc": est["d_acc"]}
+    out |= {m: est[f"d_{m}"] for m in CALIBRATION_DELTAS}
+    out |= {m: est[m] for m in ("flip_cw", "flip_wc", "agreement", "kl")}
+    out |= {m: est[f"{score}.{m}"] for m in ("churn", "jaccard", "newly_wrong")}
+    return out, ""
+
+
+def compare_rows(base: pd.Series, cand: pd.Series, cfg: DecouplingConfig,
+                 artifacts: ArtifactIndex | None = None) -> tuple[dict[str, Any], dict[str, Estimate]]:
+    """Deltas, intervals and (point-mode) category of one candidate row against its baseline row."""
     out: dict[str, Any] = {}
     problem = pairing_problem(base, cand)
-    metrics = ("acc", *METRICS)
-    for m in metrics:
+    for m in SPLIT_METRICS:
         out[f"{m}_base"] = float(base[m])
         out[m] = float(cand[m])
     if problem:
-        for m in metrics:
-            out[f"d_{m}"] = out[f"d_{m}_lo"] = out[f"d_{m}_hi"] = math.nan
+        _empty_fields(out)
         out.update(paired=False, category="unpaired", note=f"refused to pair: {problem}")
-        return out
+        return out, {}
     note = _split_note(base, cand)
-    for m in metrics:  # the record's means (the mean of per-split differences equals their difference)
+    for m in SPLIT_METRICS:  # the record's means (the mean of per-split differences equals their difference)
         out[f"d_{m}"] = float(cand[m]) - float(base[m])
-        out[f"d_{m}_lo"] = out[f"d_{m}_hi"] = math.nan
     if not note:
-        cand_ps = np.column_stack([cand[f"ps_{m}"] for m in metrics])
-        base_ps = np.column_stack([base[f"ps_{m}"] for m in metrics])
+        cand_ps = np.column_stack([cand[f"ps_{m}"] for m in SPLIT_METRICS])
+        base_ps = np.column_stack([base[f"ps_{m}"] for m in SPLIT_METRICS])
         _, lo, hi = paired_bootstrap(cand_ps, base_ps, n_boot=cfg.n_boot, level=cfg.level, seed=cfg.seed)
-        for i, m in enumerate(metrics):
-            out[f"d_{m}_lo"], out[f"d_{m}_hi"] = float(lo[i]), float(hi[i])
+        for i, m in enumerate(SPLIT_METRICS):
+            out[f"d_{m}_split_lo"], out[f"d_{m}_split_hi"] = float(lo[i]), float(hi[i])
+    est: dict[str, Estimate] = {}
+    why = ""
+    if cfg.decision == "interval" and str(cand["task"]) != "avg":
+        est, why = item_estimates(base, cand, cfg, artifacts)
+        for m in SPLIT_METRICS:
+            _put(out, f"d_{m}", est.get(m), point=False)
+        for m in CALIBRATION_DELTAS:
+            _put(out, f"d_{m}", est.get(m))
+        for m in DIAGNOSTICS:
+            _put(out, m, est.get(m))
+    if cfg.decision == "point":
+        for m in SPLIT_METRICS:  # point mode shows the split interval where the item-level one would be
+            out[f"d_{m}_lo"], out[f"d_{m}_hi"] = out.get(f"d_{m}_split_lo", math.nan), out.get(f"d_{m}_split_hi",
+                                                                                                math.nan)
+    _empty_fields(out)
     if not (base["items_hash"] and cand["items_hash"]):
         note = "; ".join(filter(None, [note, ITEMS_UNVERIFIED]))
+    note = "; ".join(filter(None, [why, note]))
     out.update(
-        paired=not note.startswith(("no per-split", "per-split arrays")),
+        paired=not any(p.startswith(("no per-split", "per-split arrays")) for p in note.split("; ")) or bool(est),
         category=categorize(out["d_acc"], out["d_set_size"], cfg.epsilon, cfg.delta),
         note=note,
     )
+    return out, est
+
+
+def _average(parts: list[dict[str, Estimate]]) -> dict[str, Estimate]:
+    """Estimates of the unweighted task average: tasks are independent item samples, so variances add."""
+    out: dict[str, Estimate] = {}
+    t = len(parts)
+    for key in parts[0]:
+        es = [p[key] for p in parts if key in p]
+        if len(es) != t:
+            continue
+        point = sum(e.point for e in es) / t
+        se = math.sqrt(sum(e.se**2 for e in es)) / t
+        se_item = math.sqrt(sum(e.se_item**2 for e in es)) / t
+        se_split = math.sqrt(sum(e.se_split**2 for e in es)) / t
+        out[key] = Estimate(key, point, se, se_item, se_split, sum(e.n for e in es), "normal", es[0].level,
+                            "mean over tasks")
     return out
 
 
-def decoupling_table(df: pd.DataFrame, cfg: DecouplingConfig = DecouplingConfig()) -> pd.DataFrame:
-    """One row per non-baseline row of `df` (a `load_results` frame, optionally with task averages)."""
+def _decide(table: pd.DataFrame, ests: list[dict[str, Estimate]], cfg: DecouplingConfig) -> None:
+    """Categories from one-sided tests with the table's multiplicity adjustment (in place)."""
+    tests: list[tuple[int, str, Directional]] = []
+    for i, est in enumerate(ests):
+        if table.at[i, "category"] == "unpaired":
+            continue
+        tests.append((i, "acc", Directional.test(est.get("acc"), -cfg.epsilon)))
+        tests.append((i, "set_size", Directional.test(est.get("set_size"), cfg.delta)))
+    p_adj = adjust([t[2].p for t in tests], cfg.multiplicity)
+    m = int(np.isfinite([t[2].p for t in tests]).sum()) if tests else 0
+    by_cell: dict[int, dict[str, tuple[Directional, float]]] = {}
+    for (i, what, d), pa in zip(tests, p_adj):
+        by_cell.setdefault(i, {})[what] = (d, pa)
+        table.at[i, f"p_{what}"] = pa
+    for i, parts in by_cell.items():
+        (da, pa), (ds, ps) = parts["acc"], parts["set_size"]
+        if not ests[i]:
+            table.at[i, "category"] = "inconclusive"
+            continue
+        acc = ("dropped" if da.below else "kept") if decided(pa, cfg.alpha) else ""
+        size = ("holds" if ds.below else "grows") if decided(ps, cfg.alpha) else ""
+        if acc and size:
+            table.at[i, "category"] = {("kept", "holds"): "unaffected", ("kept", "grows"): "hidden-risk",
+                                       ("dropped", "holds"): "accuracy-only",
+                                       ("dropped", "grows"): "coupled"}[(acc, size)]
+            continue
+        level = cfg.alpha / max(m, 1) if cfg.multiplicity in ("holm", "bonferroni") else cfg.alpha
+        why = []
+        if not acc:
+            why.append(f"accuracy vs epsilon undecided ({fmt_items(da.items_needed(level))} to decide)")
+        if not size:
+            why.append(f"set size vs delta undecided ({fmt_items(ds.items_needed(level))} to decide)")
+        table.at[i, "category"] = "inconclusive"
+        table.at[i, "note"] = "; ".join(filter(None, [*why, str(table.at[i, "note"] or "")]))
+
+
+def decoupling_table(df: pd.DataFrame, cfg: DecouplingConfig = DecouplingConfig(),
+                     artifacts: ArtifactIndex | None = None) -> pd.DataFrame:
+    """One row per non-baseline row of `df` (a `load_results` frame, optionally with task averages).
+
+    `artifacts` finds each record's logits artifact (item-level intervals); without it, or without an artifact,
+    interval-mode cells are `inconclusive`."""
     columns = [*KEY_COLS, "baseline"]
-    for m in ("acc", *METRICS):
-        columns += [f"{m}_base", m, f"d_{m}", f"d_{m}_lo", f"d_{m}_hi"]
-    columns += ["category", "paired", "note", "sample_data", "notes"]
+    for m in SPLIT_METRICS:
+        columns += [f"{m}_base", m, f"d_{m}", f"d_{m}_lo", f"d_{m}_hi", f"d_{m}_se", f"d_{m}_split_lo",
+                    f"d_{m}_split_hi"]
+    for m in CALIBRATION_DELTAS:
+        columns += [f"d_{m}", f"d_{m}_lo", f"d_{m}_hi", f"d_{m}_se"]
+    for m in DIAGNOSTICS:
+        columns += [m, f"{m}_lo", f"{m}_hi"]
+    columns += ["p_acc", "p_set_size", "category", "paired", "note", "sample_data", "notes"]
     if df.empty:
         return pd.DataFrame(columns=columns)
     base_rows = df[df["recipe"] == cfg.baseline]
@@ -140,11 +299,16 @@ def decoupling_table(df: pd.DataFrame, cfg: DecouplingConfig = DecouplingConfig(
     for _, r in base_rows.iterrows():
         base_by_cell[tuple(r[c] for c in CELL_COLS)] = r
         base_by_score.setdefault(tuple(r[c] for c in score_cols), r)
-    out = []
-    for _, cand in df[df["recipe"] != cfg.baseline].iterrows():
+    out, ests = [], []
+    cands = df[df["recipe"] != cfg.baseline]
+    cands = pd.concat([cands[cands["task"] != "avg"], cands[cands["task"] == "avg"]])  # averages need the parts
+    by_group: dict[tuple, list[dict[str, Estimate]]] = {}
+    group_cols = [c for c in KEY_COLS if c != "task"]
+    for _, cand in cands.iterrows():
         row: dict[str, Any] = {c: cand[c] for c in KEY_COLS}
         row["baseline"] = cfg.baseline
         base = base_by_cell.get(tuple(cand[c] for c in CELL_COLS))
+        est: dict[str, Estimate] = {}
         if base is None:
             other = base_by_score.get(tuple(cand[c] for c in score_cols))
             if other is not None:
@@ -153,17 +317,35 @@ def decoupling_table(df: pd.DataFrame, cfg: DecouplingConfig = DecouplingConfig(
                 ) + ")"
             else:
                 why = f"no '{cfg.baseline}' result for this model, task, prompt and score"
-            row.update({f"{m}": float(cand[m]) for m in ("acc", *METRICS)})
+            row.update({f"{m}": float(cand[m]) for m in SPLIT_METRICS})
             row.update(category="unpaired", paired=False, note=f"refused to pair: {why}")
         else:
-            row.update(compare_rows(base, cand, cfg))
+            fields, est = compare_rows(base, cand, cfg, artifacts)
+            row.update(fields)
+            gkey = tuple(cand[c] for c in group_cols)
+            if str(cand["task"]) == "avg" and cfg.decision == "interval":
+                parts = by_group.get(gkey, [])
+                est = _average(parts) if parts and all(parts) else {}
+                if est:
+                    for m in SPLIT_METRICS:
+                        _put(row, f"d_{m}", est.get(m), point=False)
+                    for m in (*CALIBRATION_DELTAS, *DIAGNOSTICS):
+                        _put(row, f"d_{m}" if m in CALIBRATION_DELTAS else m, est.get(m))
+                else:
+                    row["note"] = "; ".join(filter(None, ["no item-level interval: a task lacks one", row["note"]]))
+            elif str(cand["task"]) != "avg":
+                by_group.setdefault(gkey, []).append(est)
             row["sample_data"] = bool(base["sample_data"]) or bool(cand["sample_data"])
             row["notes"] = merge_notes([base["notes"], cand["notes"]])
         row.setdefault("sample_data", bool(cand["sample_data"]))
         row.setdefault("notes", cand["notes"])
         out.append(row)
+        ests.append(est)
     table = pd.DataFrame(out, columns=columns)
-    return table.sort_values(list(KEY_COLS), kind="mergesort").reset_index(drop=True)
+    if cfg.decision == "interval":
+        _decide(table, ests, cfg)
+    order = table.sort_values(list(KEY_COLS), kind="mergesort").index
+    return table.loc[order].reset_index(drop=True)
 
 
 def _order(names: list[str], values: np.ndarray, descending: bool) -> list[str]:

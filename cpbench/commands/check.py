@@ -1,4 +1,4 @@
-"""`cpbench check --baseline B --candidate C`: the CI gate (exit 0 pass, 1 regression, 2 bad input)."""
+"""`cpbench check --baseline B --candidate C`: the CI gate (exit 0 pass, 1 regression or inconclusive, 2 bad input)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,25 @@ def register(app: typer.Typer) -> None:
         max_accuracy_drop: Optional[float] = typer.Option(
             None, help="Fail when accuracy drops by more than this (0-1 scale, e.g. 0.02 = 2 points)."
         ),
+        max_flip_rate: Optional[float] = typer.Option(
+            None, help="Fail when the share of items the baseline got right and the candidate gets wrong exceeds this."
+        ),
+        decision: str = typer.Option(
+            "interval", "--decision", metavar="interval|point",
+            help="interval: pass/fail/inconclusive from item-level confidence bounds (needs the records' logits "
+            "artifacts); point: compare point estimates with the limits (the old behaviour).",
+        ),
+        on_inconclusive: str = typer.Option(
+            "fail", "--on-inconclusive", metavar="fail|warn",
+            help="What an inconclusive cell (the data cannot show the limit held or broken) does to the exit code.",
+        ),
+        multiplicity: str = typer.Option(
+            "holm", "--multiplicity", metavar="holm|bonferroni|none",
+            help="Family-wise adjustment over every (cell, limit) of the run.",
+        ),
+        level: float = typer.Option(0.95, "--level", help="One-sided confidence of each bound (before adjustment)."),
+        boot: int = typer.Option(300, "--boot", help="Item bootstrap replicates per cell."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the item bootstrap."),
         allow_missing: bool = typer.Option(
             False, "--allow-missing", help="Do not fail when a baseline cell has no candidate result."
         ),
@@ -37,11 +56,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare candidate results with baseline results; exit 1 when uncertainty regresses beyond the limits."""
         from cpbench.atomic import write_text_atomic
-        from cpbench.gate import Limits, junit_xml, markdown_summary, run_gate, text_table
+        from cpbench.errors import CpbenchError
+        from cpbench.gate import Decision, Limits, junit_xml, markdown_summary, run_gate, text_table
 
-        limits = Limits(max_set_size_increase, min_coverage, max_accuracy_drop, allow_missing)
+        if boot < 50:
+            raise CpbenchError(f"--boot must be >= 50, got {boot}")
+        limits = Limits(max_set_size_increase, min_coverage, max_accuracy_drop, allow_missing, max_flip_rate)
+        dec = Decision(mode=decision, on_inconclusive=on_inconclusive, multiplicity=multiplicity, level=level,
+                       n_boot=boot, seed=seed)
         baseline = _legacy_baseline(baseline)
-        report = run_gate(baseline, candidate, limits)
+        report = run_gate(baseline, candidate, limits, dec)
         typer.echo(text_table(report), nl=False)
         if summary is not None:  # overwritten, not appended: in CI `cat` it into $GITHUB_STEP_SUMMARY
             write_text_atomic(summary, markdown_summary(report))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from cpbench.analysis.aggregate import AVG, add_task_average, task_order
+from cpbench.analysis.compare import ArtifactIndex
 from cpbench.analysis.decoupling import (
     CATEGORIES,
     ITEMS_UNVERIFIED,
@@ -63,7 +64,7 @@ def analyze_tree(root: str | os.PathLike, cfg: LeaderboardConfig = LeaderboardCo
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
         raise CpbenchError(f"{root}: no cpbench result records found" + (f" (skipped {reasons})" if reasons else ""))
     full = add_task_average(df)
-    dec = decoupling_table(full, cfg.decoupling)
+    dec = decoupling_table(full, cfg.decoupling, ArtifactIndex(root))
     return Analysis(
         results=full,
         skipped=skipped,

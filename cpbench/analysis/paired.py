@@ -1,0 +1,469 @@
+"""Item-level paired inference between two artifacts of the same items (numpy only).
+
+What the interval covers (docs/conformal.md): the items are a sample from a population, and a record's number is the
+mean over S random calibration/test splits of that sample. For a smooth functional of the item distribution (accuracy,
+Brier, NLL, ECE, mean set size with the calibration quantile, UAcc), the mean over many random splits is, to first
+order, the full-sample plug-in estimator: every item is in calibration with probability r and in test with 1 - r, so
+its influence is its test contribution plus its effect on the quantile. Hence
+
+    Var(record delta) ~= Var_items(plug-in delta) + Var_split(per-split delta) / S
+
+The first term is estimated by a paired item bootstrap of the plug-in statistic that re-runs calibration inside every
+replicate: each replicate resamples the items with replacement (the same indices for both models), takes the
+conformal quantile of the resampled true-label scores at the level the split quantile targets,
+tau = k / (n_cal + 1) with k the finite-sample order statistic of the analysis (ceil((n_cal + 1)(1 - alpha)) for the
+textbook rule), and measures both models on the resampled items. The second term comes from the records' stored
+per-split paired differences. The interval is normal with the total standard error.
+
+Diagnostics that compare the two models item by item (flips, agreement, KL, set churn, Jaccard, newly confidently
+wrong) are measured on the full sample at the plug-in quantile and bootstrapped in the same replicate loop;
+proportions get a Wilson score interval at the bootstrap's effective sample size (p(1 - p) / se^2), which keeps its
+coverage near nominal at small n and small p where a normal interval does not.
+
+Speed: per artifact, scores, sorted true-label scores and per-item metric columns are computed once and cached
+(keyed by content hash and protocol); bootstrap counts are shared by every cell with the same n (common random
+numbers); the quantile of each replicate is found in a narrow window of the sorted order, and only the few items whose
+set changes between replicates are compared option by option (the same two tricks as `cpbench.conformal.engine`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from statistics import NormalDist
+from typing import Literal, Sequence
+
+import numpy as np
+
+from cpbench.conformal import metrics as M
+from cpbench.conformal.quantile import order_statistic
+from cpbench.conformal.scores import ScoreTable, build, softmax
+from cpbench.conformal.splits import calibration_size, canonical_order
+from cpbench.errors import CpbenchError
+
+N_BOOT = 300
+LEVEL = 0.95
+YE2024_EXCLUDED_IDS = ("1", "3", "5", "7", "9")
+YE2024_SCORES = {"lac": "lac_ye2024", "aps": "aps_ye2024"}
+
+MODEL_METRICS = ("acc", "brier", "nll", "entropy", "ece", "idk_rate", "nota_rate")  # score-independent
+SCORE_METRICS = ("coverage", "set_size", "uacc")  # per conformal score
+PAIR_METRICS = ("flip_cw", "flip_wc", "agreement", "kl")  # item by item, score-independent
+SET_PAIR_METRICS = ("churn", "jaccard", "newly_wrong")  # item by item, per conformal score
+PROPORTIONS = frozenset({"flip_cw", "flip_wc", "agreement", "churn", "newly_wrong"})
+_NORMAL = NormalDist()
+
+
+def z_of(level_one_sided: float) -> float:
+    return _NORMAL.inv_cdf(level_one_sided)
+
+
+# ------------------------------------------------------------------------------------------------ per artifact
+@dataclass
+class ItemView:
+    """One artifact's items in analysis order, with everything the bootstrap reuses (computed once, cached)."""
+
+    ids: list[str]
+    labels: np.ndarray
+    logp: np.ndarray  # float64[n, K] log-softmax
+    top: np.ndarray  # int64[n] argmax of the logits (first on ties)
+    values: np.ndarray  # float64[n, m]: M.item_values columns (acc, brier, nll, entropy, idk, nota, ECE gaps)
+    n_value_cols: int
+    letters: list[str]
+    protocol: str
+    alpha: float
+    cal_ratio: float
+    seed: int
+    probs_for_scores: np.ndarray
+    scores: dict[str, "ScorePrep"] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def k(self) -> int:
+        return self.logp.shape[1]
+
+    @property
+    def empty(self) -> str:
+        return "top1" if self.protocol == "ye2024" else "allow"
+
+    @property
+    def quantile_rule(self) -> str:
+        return "ye2024" if self.protocol == "ye2024" else "textbook"
+
+    def tau(self) -> float:
+        """The coverage level the split quantile targets: k / (n_cal + 1) (exchangeability), as a plug-in level."""
+        n_cal = calibration_size(self.n, self.cal_ratio)
+        return order_statistic(n_cal, float(self.alpha), self.quantile_rule) / (n_cal + 1)
+
+    def score(self, name: str) -> "ScorePrep":
+        if name not in self.scores:
+            u = np.random.default_rng([self.seed, 1]).random(self.n) if name.endswith("_rand") else None
+            table_name = YE2024_SCORES.get(name, name) if self.protocol == "ye2024" else name
+            if self.protocol == "ye2024" and name not in YE2024_SCORES:
+                raise CpbenchError(f"score {name!r} is not available in the ye2024 protocol")
+            self.scores[name] = ScorePrep.of(build(table_name, self.probs_for_scores, u=u), self.labels)
+        return self.scores[name]
+
+
+@dataclass
+class ScorePrep:
+    table: ScoreTable
+    cal: np.ndarray  # true-label conformity scores
+    order: np.ndarray  # argsort of cal
+    cal_sorted: np.ndarray
+    label_stat: np.ndarray
+    covers_fallback: np.ndarray  # top1 empty-set fallback is the gold option
+
+    @classmethod
+    def of(cls, table: ScoreTable, labels: np.ndarray) -> "ScorePrep":
+        cal = table.cal_scores(labels)
+        order = np.argsort(cal, kind="stable")
+        return cls(table, cal, order, cal[order], table.label_stats(labels), table.top == labels)
+
+
+def item_view(artifact, protocol: str = "default", alpha: float = 0.1, cal_ratio: float = 0.5,
+              seed: int = 0) -> ItemView:
+    """Items of `artifact` in the order and subset the protocol analyses (default: sorted by id; ye2024: stored order
+    without its demonstration ids), with per-item values precomputed."""
+    if protocol == "ye2024":
+        keep = np.array([i not in YE2024_EXCLUDED_IDS for i in artifact.ids], dtype=bool)
+        idx = np.flatnonzero(keep)
+    elif protocol == "default":
+        idx = canonical_order(artifact.ids)
+    else:
+        raise CpbenchError(f"unknown protocol {protocol!r}")
+    ids = [artifact.ids[i] for i in idx]
+    logits = np.asarray(artifact.logits)[idx]
+    labels = np.asarray(artifact.labels, dtype=np.int64)[idx]
+    calibration_size(len(ids), cal_ratio)
+    values, cols = M.item_values(logits, labels, list(artifact.letters))
+    probs = softmax(logits, np.float32 if protocol == "ye2024" else np.float64)
+    return ItemView(ids=ids, labels=labels, logp=M.log_softmax(logits), top=np.argmax(logits, axis=1),
+                    values=values, n_value_cols=len(cols), letters=list(artifact.letters), protocol=protocol,
+                    alpha=float(alpha), cal_ratio=float(cal_ratio), seed=int(seed), probs_for_scores=probs)
+
+
+_VIEWS: OrderedDict[tuple, ItemView] = OrderedDict()
+_VIEW_CACHE = 64
+
+
+def cached_view(artifact, protocol: str, alpha: float, cal_ratio: float, seed: int, key: str = "") -> ItemView:
+    """`item_view` memoised by (content hash or `key`, protocol settings): a baseline meets many candidates."""
+    ck = (key or artifact.content_hash, protocol, float(alpha), float(cal_ratio), int(seed))
+    if ck in _VIEWS:
+        _VIEWS.move_to_end(ck)
+        return _VIEWS[ck]
+    view = item_view(artifact, protocol, alpha, cal_ratio, seed)
+    _VIEWS[ck] = view
+    while len(_VIEWS) > _VIEW_CACHE:
+        _VIEWS.popitem(last=False)
+    return view
+
+
+# --------------------------------------------------------------------------------------------- bootstrap core
+@lru_cache(maxsize=8)
+def boot_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """float64[1 + n_boot, n]: row 0 all ones (the sample itself), then multinomial resampling counts.
+
+    Shared by every comparison of n items (common random numbers: a leaderboard's intervals use the same draws)."""
+    rng = np.random.default_rng([seed, n, 8])
+    idx = rng.integers(0, n, size=(n_boot, n))
+    counts = np.bincount((idx + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    out = np.vstack([np.ones((1, n)), counts.astype(np.float64)])
+    out.setflags(write=False)
+    return out
+
+
+def _quantile_positions(w: np.ndarray, order: np.ndarray, tau: float) -> np.ndarray:
+    """Per row of w, the smallest position p in the sorted order whose cumulative weight reaches tau * total."""
+    B, n = w.shape
+    target = tau * w.sum(axis=1) - 1e-9
+    centre = tau * n
+    spread = math.sqrt(max(n * tau * (1 - tau), 1.0))
+    a = max(0, int(centre - 8 * spread) - 32)
+    b = min(n, int(math.ceil(centre + 8 * spread)) + 32)
+    before = np.zeros(n)
+    before[order[:a]] = 1.0
+    below = w @ before
+    cum = np.cumsum(w[:, order[a:b]], axis=1) + below[:, None]
+    inside = (below < target) & (cum[:, -1] >= target)
+    pos = np.empty(B, dtype=np.int64)
+    pos[inside] = a + np.argmax(cum[inside] >= target[inside, None], axis=1)
+    for r in np.flatnonzero(~inside):  # rare: the quantile fell outside the window
+        pos[r] = int(np.searchsorted(np.cumsum(w[r, order]), target[r]))
+    return np.minimum(pos, n - 1)
+
+
+def _counts(sorted_stat: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    """int8[B, m]: how many options of each of m items are in the set under each of B thresholds (sets are nested:
+    an item's set is its first c options in increasing order of the membership statistic).
+
+    With the thresholds sorted, option (i, j) is in the set for a suffix of them starting at searchsorted(...):
+    one bincount of those start positions and a cumulative sum give every count (no B x m x K comparison)."""
+    B, (m, K) = len(thr), sorted_stat.shape
+    order = np.argsort(thr, kind="stable")
+    start = np.searchsorted(thr[order], sorted_stat, side="left")  # [m, K]: first sorted threshold that admits
+    flat = (start * m + np.arange(m)[:, None]).ravel()
+    counts = np.bincount(flat, minlength=(B + 1) * m)[: (B + 1) * m].reshape(B + 1, m)
+    cum = np.cumsum(counts[:B], axis=0, dtype=np.int16).astype(np.int8)
+    out = np.empty_like(cum)
+    out[order] = cum
+    return out
+
+
+def _overlaps(order_b: np.ndarray, order_c: np.ndarray) -> np.ndarray:
+    """int8[m, K+1, K+1]: |first cb options of the baseline's order  &  first cc of the candidate's| per item."""
+    m, K = order_b.shape
+    rank_b = np.empty_like(order_b)
+    np.put_along_axis(rank_b, order_b, np.arange(K)[None, :], axis=1)
+    # in_b[i, cb, k]: the candidate's k-th option is among the baseline's first cb
+    in_b = rank_b[np.arange(m)[:, None], order_c][:, None, :] < np.arange(K + 1)[None, :, None]
+    out = np.zeros((m, K + 1, K + 1), dtype=np.int8)
+    out[:, :, 1:] = np.cumsum(in_b, axis=2, dtype=np.int8)
+    return out
+
+
+def _rowdot(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", w, x, dtype=np.float64)
+
+
+@dataclass
+class Draws:
+    """Row 0: the full-sample plug-in value; rows 1..B: bootstrap replicates. Keys: metric names for the two models
+    (`base`, `cand`: {metric: array}) and pair metrics (`pair`: {metric: array})."""
+
+    base: dict[str, np.ndarray]
+    cand: dict[str, np.ndarray]
+    pair: dict[str, np.ndarray]
+    n: int
+    n_boot: int
+
+
+def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",), n_boot: int = N_BOOT,
+                 seed: int = 0, weights: np.ndarray | None = None, tau: float | None = None) -> Draws:
+    """Plug-in values and paired bootstrap replicates of every metric for both views and their pair metrics.
+
+    `weights` (rows of per-item weights) replaces the bootstrap counts, e.g. `np.ones((1, n))` for the plug-in
+    alone (the population value of a simulation); `tau` overrides the quantile level (a population's value at the
+    level a sample of another size targets)."""
+    if base.ids != cand.ids:
+        raise CpbenchError("the two artifacts hold different item ids: item-level pairing needs the same items")
+    if not np.array_equal(base.labels, cand.labels):
+        raise CpbenchError("the two artifacts disagree on gold labels: not the same items")
+    if base.k != cand.k:
+        raise CpbenchError(f"the two artifacts have different option counts ({base.k} vs {cand.k})")
+    n, K = base.n, base.k
+    w = boot_counts(n, n_boot, seed) if weights is None else np.asarray(weights, dtype=np.float64)
+    tot = w.sum(axis=1)
+    out_b: dict[str, np.ndarray] = {}
+    out_c: dict[str, np.ndarray] = {}
+    pair: dict[str, np.ndarray] = {}
+    for view, out in ((base, out_b), (cand, out_c)):
+        sums = w @ view.values  # columns: acc, brier, nll, entropy, idk, nota, then one ECE gap column per bin
+        for j, name in enumerate(("acc", "brier", "nll", "entropy", "idk_rate", "nota_rate")):
+            out[name] = sums[:, j] / tot
+        out["ece"] = np.abs(sums[:, view.n_value_cols:]).sum(axis=1) / tot
+    # pair metrics that do not depend on sets
+    pb, pc = np.exp(base.logp), cand.logp
+    kl = (pb * (base.logp - pc)).sum(axis=1)
+    cb, cc = base.top == base.labels, cand.top == cand.labels
+    pv = np.column_stack([cb & ~cc, ~cb & cc, base.top == cand.top, kl]).astype(np.float64)
+    psums = w @ pv
+    for j, name in enumerate(PAIR_METRICS):
+        pair[name] = psums[:, j] / tot
+    tau = base.tau() if tau is None else float(tau)
+    rows = np.arange(n)
+    top1 = base.empty == "top1"
+    for s in scores:
+        preps = (base.score(s), cand.score(s))
+        thr = [p.table.threshold(p.cal_sorted[_quantile_positions(w, p.order, tau)]) for p in preps]
+        # Items whose set is the same under every replicate's threshold (no statistic in (lo, hi]) count through one
+        # matrix-vector product; only the others ("active") are compared with each replicate's threshold.
+        active = np.zeros(n, dtype=bool)
+        for p, t in zip(preps, thr):
+            active |= ((p.table.stat > t.min()) & (p.table.stat <= t.max())).any(axis=1)
+        act = np.flatnonzero(active)
+        rest = (~active).astype(np.float64)
+        wa = np.ascontiguousarray(w[:, act])
+        per = []  # (const count, const covered, active counts [B, m], active covered [B, m]) per model
+        orders = []
+        for p, t in zip(preps, thr):
+            st = p.table.stat
+            order = np.argsort(st, axis=1, kind="stable")  # inclusion order (ties: option index)
+            orders.append(order)
+            sorted_stat = np.take_along_axis(st, order, axis=1)
+            c0 = (st <= t.min()).sum(axis=1)
+            v0 = p.label_stat <= t.min()
+            ca = _counts(sorted_stat[act], t)
+            va = p.label_stat[act][None, :] <= t[:, None]
+            if top1:  # an empty set falls back to the top option
+                v0 = v0 | ((c0 == 0) & p.covers_fallback)
+                c0 = np.maximum(c0, 1)
+                va = va | ((ca == 0) & p.covers_fallback[act][None, :])
+                ca = np.maximum(ca, 1)
+            per.append((c0, v0, ca, va))
+        for out, (c0, v0, ca, va) in zip((out_b, out_c), per):
+            size = (w @ (c0 * rest) + _rowdot(wa, ca)) / tot
+            out[f"{s}.set_size"] = size
+            out[f"{s}.coverage"] = (w @ (v0 * rest) + _rowdot(wa, va)) / tot
+            out[f"{s}.uacc"] = M.uacc(out["acc"], size, K)
+        (cb0, vb0, cba, vba), (cc0, vc0, cca, vca) = per
+        ov = _overlaps(orders[0], orders[1])  # [n, K+1, K+1]
+        inter0 = ov[rows, cb0, cc0].astype(np.float64)  # noqa: the active rows are overwritten per replicate
+        union0 = cb0 + cc0 - inter0
+        churn0 = ~((cb0 == cc0) & (inter0 == cb0))
+        jac0 = np.where(union0 > 0, inter0 / np.maximum(union0, 1), 1.0)
+        ncw0 = (cc0 == 1) & ~vc0 & vb0
+        csum = w @ (np.column_stack([churn0, jac0, ncw0]).astype(np.float64) * rest[:, None])
+        flat = ov[act].reshape(len(act), (K + 1) ** 2)
+        inter_a = np.take_along_axis(flat.T, cba.astype(np.int64) * (K + 1) + cca, axis=0) if len(act) else cba
+        inter_a = inter_a.astype(np.float64)
+        union_a = cba.astype(np.float64) + cca - inter_a
+        churn_a = ~((cba == cca) & (inter_a == cba))
+        jac_a = np.where(union_a > 0, inter_a / np.maximum(union_a, 1), 1.0)
+        ncw_a = (cca == 1) & ~vca & vba
+        pair[f"{s}.churn"] = (csum[:, 0] + _rowdot(wa, churn_a)) / tot
+        pair[f"{s}.jaccard"] = (csum[:, 1] + _rowdot(wa, jac_a)) / tot
+        pair[f"{s}.newly_wrong"] = (csum[:, 2] + _rowdot(wa, ncw_a)) / tot
+    return Draws(out_b, out_c, pair, n, w.shape[0] - 1)
+
+
+# ------------------------------------------------------------------------------------------------- estimates
+Method = Literal["normal", "wilson"]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its standard errors and how its interval is formed.
+
+    `se_item` is the item-sampling part (paired bootstrap), `se_split` the split Monte Carlo part (spread of the S
+    per-split paired values / sqrt(S)); `se` combines them. `split_lo`/`split_hi` keep the old split-to-split 95%
+    percentile interval, labelled as what it is (it does not cover item sampling)."""
+
+    metric: str
+    point: float
+    se: float
+    se_item: float = math.nan
+    se_split: float = 0.0
+    n: int = 0
+    method: Method = "normal"
+    level: float = LEVEL
+    note: str = ""
+    split_lo: float = math.nan
+    split_hi: float = math.nan
+
+    @property
+    def ok(self) -> bool:
+        return math.isfinite(self.point) and math.isfinite(self.se)
+
+    def _n_eff(self) -> float:
+        p = min(max(self.point, 0.0), 1.0)
+        if self.se > 0 and 0 < p < 1:
+            return min(float(self.n), p * (1 - p) / self.se**2) if self.n else p * (1 - p) / self.se**2
+        return float(self.n or 1)
+
+    def bound(self, side: Literal["lower", "upper"], level_one_sided: float) -> float:
+        if not self.ok:
+            return math.nan
+        z = z_of(level_one_sided)
+        if self.method == "wilson":
+            lo, hi = wilson(self.point, self._n_eff(), z)
+            return lo if side == "lower" else hi
+        return self.point - z * self.se if side == "lower" else self.point + z * self.se
+
+    @property
+    def lo(self) -> float:
+        return self.bound("lower", 0.5 + self.level / 2)
+
+    @property
+    def hi(self) -> float:
+        return self.bound("upper", 0.5 + self.level / 2)
+
+    def p_below(self, margin: float) -> float:
+        """One-sided p-value for H0: theta >= margin (small when the estimate is clearly below the margin)."""
+        if not self.ok:
+            return math.nan
+        if self.method == "wilson":
+            m = min(max(margin, 1e-12), 1 - 1e-12)
+            sd = math.sqrt(m * (1 - m) / self._n_eff())
+        else:
+            sd = self.se
+        if sd <= 0:
+            return 0.0 if self.point < margin else 1.0
+        return _NORMAL.cdf((self.point - margin) / sd)
+
+    def p_above(self, margin: float) -> float:
+        """One-sided p-value for H0: theta <= margin."""
+        p = self.p_below(margin)
+        return p if math.isnan(p) else 1.0 - p
+
+    def items_to_decide(self, margin: float, level_one_sided: float, power: float = 0.8) -> float:
+        """Items that would decide against `margin` with probability `power` if the estimate is the truth:
+        n * ((z_level + z_power) * se / |estimate - margin|)^2 (the standard error shrinks as 1 / sqrt(n))."""
+        gap = abs(self.point - margin)
+        if not self.ok or self.n <= 0:
+            return math.nan
+        if gap == 0 or self.se == 0:
+            return math.inf if gap == 0 else float(self.n)
+        return float(self.n) * ((z_of(level_one_sided) + z_of(power)) * self.se / gap) ** 2
+
+
+def wilson(p: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson score interval for a proportion p from n (possibly effective, non-integer) trials."""
+    p = min(max(p, 0.0), 1.0)
+    n = max(n, 1e-9)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _sd(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1)) if len(x) > 1 else math.nan
+
+
+def split_se(cand_ps: np.ndarray | None, base_ps: np.ndarray | None) -> tuple[float, float, float]:
+    """(se of the mean of S paired per-split differences, split 2.5%, 97.5% percentiles of the mean difference)."""
+    if cand_ps is None or base_ps is None or len(cand_ps) != len(base_ps) or len(cand_ps) < 2:
+        return math.nan, math.nan, math.nan
+    d = np.asarray(cand_ps, dtype=float) - np.asarray(base_ps, dtype=float)
+    lo, hi = np.percentile(d, [2.5, 97.5])
+    return _sd(d) / math.sqrt(len(d)), float(lo), float(hi)
+
+
+def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, float] | None = None,
+              split_ses: dict[str, float] | None = None) -> dict[str, Estimate]:
+    """Estimates of every delta (candidate - baseline: `d_<metric>` / `d_<score>.<metric>`) and pair metric.
+
+    `record_points` replaces the plug-in point by the record's split-averaged delta (then `split_ses` must give the
+    split Monte Carlo standard error of that mean, else the point is the plug-in and has no split term)."""
+    record_points = record_points or {}
+    split_ses = split_ses or {}
+    corr = math.sqrt(draws.n / max(draws.n - 1, 1))  # bootstrap variance is (n-1)/n of the unbiased one
+    out: dict[str, Estimate] = {}
+    for name in draws.base:
+        d = draws.cand[name] - draws.base[name]
+        se_item = _sd(d[1:]) * corr
+        key = f"d_{name}"
+        if name.endswith(".coverage"):
+            # Exchangeability: E[coverage | items] = k / (n_cal + 1) for any model, so the split-averaged coverage
+            # difference has no item-level term (the plug-in's bootstrap spread is only the discreteness of F_n).
+            se_item = 0.0
+        point, se_split, note = float(d[0]), 0.0, "plug-in (full-sample quantile)"
+        if key in record_points and math.isfinite(record_points[key]):
+            ss = split_ses.get(key, math.nan)
+            if math.isfinite(ss):
+                point, se_split, note = float(record_points[key]), ss, "record mean over splits"
+        se = math.sqrt(se_item**2 + se_split**2)
+        out[key] = Estimate(key, point, se, se_item, se_split, draws.n, "normal", level, note)
+    for name, v in draws.pair.items():
+        se_item = _sd(v[1:]) * corr
+        method: Method = "wilson" if name.split(".")[-1] in PROPORTIONS else "normal"
+        out[name] = Estimate(name, float(v[0]), se_item, se_item, 0.0, draws.n, method, level,
+                             "plug-in (full-sample quantile)" if "." in name else "all items")
+    return out
