@@ -206,9 +206,10 @@ def test_bad_input_is_one_line_exit_2(fx, capsys, args, keyword):
 def test_good_input_still_works_and_gate_regression_exits_1(fx, capsys):
     assert main(_argv(AN + [G, "--json"], fx)) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["n"] == N
-    assert main(_argv(["check", "-b", "{d}/res_base", "-c", "{d}/res_cand"], fx)) == 1
+    # synthetic records without artifacts: the point-estimate mode (item-level mode would say inconclusive)
+    assert main(_argv(["check", "-b", "{d}/res_base", "-c", "{d}/res_cand", "--decision", "point"], fx)) == 1
     assert "Traceback" not in capsys.readouterr().err
-    assert main(_argv(["check", "-b", "{d}/res_base", "-c", "{d}/res_base"], fx)) == 0
+    assert main(_argv(["check", "-b", "{d}/res_base", "-c", "{d}/res_base", "--decision", "point"], fx)) == 0
 
 
 def test_failed_write_keeps_the_finished_result(fx, capsys):
