@@ -274,8 +274,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     # Items and prompts are built once (with the base model's tokenizer, needed for chat templates only). A hub
     # model's tokenizer is loaded up front as well: it fetches config.json, so weights ids pin the resolved commit
     # (not "main") from the first run on, and a gated or offline model fails here with one line.
-    tokenizer = None
-    if plan.chat == "v1" or entry.source == "hub":
+    tokenizer = plan.loaded[1] if plan.loaded is not None else None  # an in-memory base brings its own
+    if tokenizer is None and (plan.chat == "v1" or entry.source == "hub"):
         tokenizer = models.load_tokenizer(entry)  # revision, trust_remote_code and gguf_file passed through
     inputs = build_inputs(units[0].options, tokenizer)
     check_enough_items(inputs, plan.analysis)

@@ -275,3 +275,23 @@ def load_results(
     if len(df):
         df = df.sort_values(list(KEY_COLS), kind="mergesort").reset_index(drop=True)
     return df, skipped
+
+
+def records_frame(records: Iterable[dict], where: str = "memory") -> pd.DataFrame:
+    """The DataFrame `load_results` gives, for records held in memory (the Python API without a results directory).
+    Invalid records raise CpbenchError (nothing is skipped silently); a repeated run key is an error too."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for i, rec in enumerate(records):
+        key, ps = _check_record(rec)
+        ident = key.model_dump_json()
+        if ident in seen:
+            raise CpbenchError(f"{where}#{i}: duplicate run key {key.slug()}")
+        seen.add(ident)
+        rows.extend(_rows(rec, key, ps, f"{where}#{i}"))
+    df = pd.DataFrame(rows, columns=_columns())
+    for col in _NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    if len(df):
+        df = df.sort_values(list(KEY_COLS), kind="mergesort").reset_index(drop=True)
+    return df
