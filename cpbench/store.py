@@ -283,12 +283,12 @@ def records_frame(records: Iterable[dict], where: str = "memory") -> pd.DataFram
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, rec in enumerate(records):
-        key, ps = _check_record(rec)
+        key, data, ps = _check_record(rec)
         ident = key.model_dump_json()
         if ident in seen:
             raise CpbenchError(f"{where}#{i}: duplicate run key {key.slug()}")
         seen.add(ident)
-        rows.extend(_rows(rec, key, ps, f"{where}#{i}"))
+        rows.extend(_rows(data, key, ps, f"{where}#{i}"))
     df = pd.DataFrame(rows, columns=_columns())
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
