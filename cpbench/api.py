@@ -119,26 +119,54 @@ def _limits(limits: Limits | Mapping[str, Any] | None) -> Limits:
     return Limits(**dict(limits))
 
 
-def _judge(records: list[dict], base_recipe: str, limits: Any, epsilon: float, delta: float, results_dir: Path | None,
-           notes: list[str]) -> Report:  # fmt: skip
-    """Records -> rows, decoupling table and the gate's verdict (base recipe vs every other recipe)."""
+def _memory_index(artifacts: Sequence[Any]) -> Any:
+    """cpbench.analysis.compare.ArtifactIndex over artifacts held in memory (row path `memory#i` -> artifacts[i])."""
+    from cpbench.analysis.compare import NO_ARTIFACT, ArtifactIndex
+
+    class MemoryArtifacts(ArtifactIndex):
+        def for_row(self, row: Any) -> tuple[Any, str]:
+            art = artifacts[int(str(row["path"]).rsplit("#", 1)[1])]
+            return (art, "") if art is not None else (None, NO_ARTIFACT + " (not kept in memory)")
+
+    return MemoryArtifacts(None)
+
+
+def _decision(decision: Any) -> Any:
+    from cpbench.gate import Decision
+
+    if decision is None:
+        return Decision()
+    if isinstance(decision, Decision):
+        return decision
+    if isinstance(decision, str):
+        return Decision(mode=decision)
+    return Decision(**dict(decision))
+
+
+def _judge(records: list[dict], artifacts: Sequence[Any], base_recipe: str, limits: Any, decision: Any,
+           epsilon: float, delta: float, results_dir: Path | None, notes: list[str]) -> Report:  # fmt: skip
+    """Records (+ their artifacts, for item-level intervals) -> rows, decoupling table and the gate's verdict (base
+    recipe vs every other recipe), with cpbench.analysis.decoupling and cpbench.gate's own rules."""
     from cpbench.analysis.decoupling import DecouplingConfig, decoupling_table
     from cpbench.gate import GateReport, compare
     from cpbench.store import records_frame
 
     df = records_frame(records)
+    index = _memory_index(artifacts)
     base_rows, cand_rows = df[df["recipe"] == base_recipe], df[df["recipe"] != base_recipe]
     comparison = verdict = None
     if len(cand_rows):
-        cfg = DecouplingConfig(baseline=base_recipe, epsilon=epsilon, delta=delta)
-        dec = decoupling_table(df, cfg)
+        dec_rule = _decision(decision)
+        cfg = DecouplingConfig(baseline=base_recipe, epsilon=epsilon, delta=delta, decision=dec_rule.mode)
+        dec = decoupling_table(df, cfg, artifacts=index)
         comparison = Comparison(dec[dec["recipe"] != base_recipe].reset_index(drop=True), cfg)
         lim = _limits(limits)
-        rows = compare(base_rows, cand_rows, lim)
+        rows = compare(base_rows, cand_rows, lim, seed=dec_rule.seed, decision=dec_rule, base_artifacts=index,
+                       cand_artifacts=index)  # fmt: skip
         verdict = Verdict(GateReport(
-            rows=rows, limits=lim, baseline_records=len({r["path"] for _, r in base_rows.iterrows()}),
-            candidate_records=len({r["path"] for _, r in cand_rows.iterrows()}),
-            sample_data=bool(df["sample_data"].any()),
+            rows=rows, limits=lim, baseline_records=int(base_rows["path"].nunique()),
+            candidate_records=int(cand_rows["path"].nunique()), sample_data=bool(df["sample_data"].any()),
+            decision=dec_rule,
         ))  # fmt: skip
     base = str(base_rows["model"].iloc[0]) if len(base_rows) else str(df["model"].iloc[0]) if len(df) else ""
     return Report(base, records, df, comparison, verdict, results_dir, notes)
@@ -161,6 +189,7 @@ def evaluate(
     results: str | Path | None = None,
     force: bool = False,
     limits: Limits | Mapping[str, Any] | None = None,
+    decision: Any = None,
     epsilon: float = 0.01,
     delta: float = 0.10,
     progress: bool = False,
@@ -169,7 +198,9 @@ def evaluate(
 
     `candidates`: a list (names from the directory / repo / model) or a mapping name -> model. `data` defaults to the
     tasks' prepared benchmark data ("samples" = the offline smoke-test items). `limits` are the gate's (a
-    cpbench.gate.Limits or its keyword arguments); `epsilon` / `delta` the decoupling tolerances."""
+    cpbench.gate.Limits or its keyword arguments), `decision` the gate's rule (a cpbench.gate.Decision, its keyword
+    arguments, or "interval" / "point"; default: item-level intervals, as `cpbench check`); `epsilon` / `delta` the
+    decoupling tolerances."""
     from cpbench import models, runner
 
     loaded = None
@@ -195,7 +226,9 @@ def evaluate(
     plan.loaded = loaded
     outcome = runner.run(plan, echo=log.info, progress=progress)
     records = [c.record for c in outcome.cells]
-    return _judge(records, plan.recipes[0], limits, epsilon, delta, plan.results, list(outcome.notes))
+    artifacts = [c.artifact for c in outcome.cells]
+    return _judge(records, artifacts, plan.recipes[0], limits, decision, epsilon, delta, plan.results,
+                  list(outcome.notes))  # fmt: skip
 
 
 def compare(
@@ -208,6 +241,7 @@ def compare(
     protocol: str = "default",
     alpha: float | None = None,
     limits: Limits | Mapping[str, Any] | None = None,
+    decision: Any = None,
     epsilon: float = 0.01,
     delta: float = 0.10,
 ) -> Report:
@@ -242,4 +276,4 @@ def compare(
     records = [analyze_artifact(a, key) for a in (base, cand)]
     if records[0]["items_hash"] != records[1]["items_hash"]:
         raise CpbenchError("the two artifacts hold different items (ids or gold labels differ): nothing to pair")
-    return _judge(records, base_key.recipe, limits, epsilon, delta, None, [])
+    return _judge(records, [base, cand], base_key.recipe, limits, decision, epsilon, delta, None, [])

@@ -198,3 +198,18 @@ def expand(paths: list[Path]) -> list[Path]:
             raise CpbenchError(f"{p}: no inputs in this directory (lm-eval samples_*.jsonl, .parquet artifacts, .pkl)")
         out.extend(found)
     return out
+
+
+def store_artifact(artifact: Any, results: str | Path) -> Any:
+    """Save an imported artifact in a results tree (`<model>/<recipe>/artifacts/<ScoreKey slug>.parquet`, where
+    `cpbench run` keeps its own) and return it reloaded, so that the record names it and `cpbench check` /
+    `leaderboard` find the logits for item-level intervals. An artifact already stored there is left as it is."""
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.conformal.protocols import score_key_of
+
+    key = score_key_of(artifact)
+    path = key.cell_dir(results) / "artifacts" / f"{key.slug()}.parquet"
+    if artifact.source and Path(artifact.source).resolve() == path.resolve():
+        return artifact
+    artifact.save(path)
+    return LogitsArtifact.load(path)

@@ -71,6 +71,7 @@ class Cell:
     record: dict[str, Any]
     reused: bool
     s_per_item: float | None
+    artifact: Any = None  # the LogitsArtifact (item-level comparisons need the logits; the Python API keeps it)
 
 
 @dataclass
@@ -452,11 +453,11 @@ def score_cells(
             detail = artifact.provenance.get("scoring_detail") or {}
             s_per_item = None if reuse else detail.get("s_per_item")
             if not analyze:
-                cells.append(Cell(label, key.task, key.prompt, key, path, path, {}, reuse, s_per_item))
+                cells.append(Cell(label, key.task, key.prompt, key, path, path, {}, reuse, s_per_item, artifact))
                 continue
             record = analyze_artifact(artifact, opts.analysis, input_path=str(path) if path is not None else None)
             result_path = store.write_result(record, results) if results is not None else None
-            cells.append(Cell(label, key.task, key.prompt, key, path, result_path, record, reuse, s_per_item))
+            cells.append(Cell(label, key.task, key.prompt, key, path, result_path, record, reuse, s_per_item, artifact))
             if not reuse:
                 echo(f"[{label}] {key.task}/{key.prompt}: {artifact.n} items, "
                      f"{detail.get('wall_s', 0):.1f} s ({detail.get('s_per_item') or 0:.3f} s/item), "

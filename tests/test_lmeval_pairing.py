@@ -60,6 +60,7 @@ def runs(tmp_path):
 
 
 def test_two_lm_eval_runs_pair_with_model_and_recipe_and_gate(runs, tmp_path, capsys):
+    from cpbench.analysis.compare import ArtifactIndex
     from cpbench.analysis.decoupling import DecouplingConfig, decoupling_table
     from cpbench.store import load_results
 
@@ -72,9 +73,11 @@ def test_two_lm_eval_runs_pair_with_model_and_recipe_and_gate(runs, tmp_path, ca
     df, skipped = load_results(res)
     assert not skipped and set(df["recipe"]) == {"base", "w4a16"} and set(df["model"]) == {"llama-8b"}
     assert df["items_hash"].nunique() == 1 and df["data"].nunique() == 1  # same items: same data tag, same hash
-    dec = decoupling_table(df, DecouplingConfig())
+    assert len(list(res.rglob("artifacts/*.parquet"))) == 2  # the logits are kept beside the records
+    dec = decoupling_table(df, DecouplingConfig(), artifacts=ArtifactIndex(res))
     row = dec[(dec["recipe"] == "w4a16") & (dec["score"] == "lac")].iloc[0]
-    assert row["category"] in ("hidden-risk", "coupled") and row["d_set_size"] > 0.25
+    assert row["category"] in ("hidden-risk", "coupled"), row["note"]
+    assert row["d_set_size"] > 0.25 and row["d_set_size_lo"] > 0.25  # item-level interval clears the limit
     capsys.readouterr()
     junit = tmp_path / "junit.xml"
     rc = main(["check", "--baseline", str(res / "llama-8b" / "base"), "--candidate", str(res / "llama-8b" / "w4a16"),
