@@ -267,6 +267,10 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     device = models.resolve_device(plan.device)
     dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
     threads = models.current_threads()
+    if plan.scorer == "vllm":  # before compressing anything: CUDA and the vllm package must be there
+        from cpbench.scoring.vllm import require_vllm
+
+        require_vllm(device)
     notes = list(units[0].notes)
     echo(f"cpbench run: model {entry.name} ({entry.source}), device {device} ({dtype}, {threads} thread(s)), "
          f"recipes {', '.join(plan.recipes)}, tasks {', '.join(plan.tasks)}, {plan.scoring} scoring, "
@@ -349,8 +353,22 @@ def run_unit(
     provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + list(unit.notes)))
     # an in-memory base (Python API) is scored as given; its identity is its content fingerprint (entry.revision)
     load = (lambda: loaded) if loaded is not None else (lambda: ckpt.load(device))
+    if opts.scorer == "vllm":  # the same checkpoint, served by vLLM (cpbench.scoring.vllm)
+        load = lambda: _vllm_engine(entry, recipe, ckpt, device)  # noqa: E731
     return score_cells(recipe.name, unit.cells, identity.weights_id, load, provenance, opts, inputs, device, results,
                        echo=echo, progress=progress, force=force, analyze=analyze)
+
+
+def _vllm_engine(entry: Any, recipe: Any, ckpt: Any, device: str) -> tuple[Any, Any]:
+    from cpbench import models
+    from cpbench.scoring.vllm import VllmModel
+
+    if recipe.load_time:
+        raise CpbenchError(f"recipe {recipe.name!r} quantizes while loading with bitsandbytes; use --scorer hf")
+    tok = models.load_tokenizer(ckpt.path if ckpt.path is not None else entry)
+    where = str(ckpt.path) if ckpt.path is not None else models.model_dir(entry)
+    revision = entry.revision if ckpt.path is None and entry.source == "hub" else None
+    return VllmModel(where, tok, device, revision=revision, trust_remote_code=entry.trust_remote_code), tok
 
 
 def run_candidate(
@@ -436,7 +454,8 @@ def score_cells(
     if any(stored is None for *_, stored in todo):
         tl = time.perf_counter()
         model, tok = load()
-        model_hash = fingerprint(model)  # once per model, not per cell
+        # once per model, not per cell; a vLLM engine's weights live in its workers: the weights id pins them
+        model_hash = fingerprint(model) if opts.scorer == "hf" else None
         echo(f"[{label}] model loaded ({time.perf_counter() - tl:.1f} s)")
     try:
         for key, path, cell_in, stored in todo:
@@ -445,9 +464,15 @@ def score_cells(
                 echo(f"[{label}] {key.task}/{key.prompt}: artifact reused ({path})")
             else:
                 cell_prov = {**provenance, "data_source": cell_in.data_source, "limit": opts.limit}
-                fresh = score_prompts(model, tok, cell_in.prompts, key, batch_size=opts.batch_size,
-                                      chunk_size=opts.chunk_size, provenance=cell_prov, model_hash=model_hash,
-                                      out_path=path, progress=progress, resume=path is not None)  # fmt: skip
+                if opts.scorer == "vllm":
+                    from cpbench.scoring.vllm import score_prompts_vllm
+
+                    fresh = score_prompts_vllm(model, cell_in.prompts, key, chunk_size=opts.chunk_size,
+                                               provenance=cell_prov, out_path=path, resume=path is not None)  # fmt: skip
+                else:
+                    fresh = score_prompts(model, tok, cell_in.prompts, key, batch_size=opts.batch_size,
+                                          chunk_size=opts.chunk_size, provenance=cell_prov, model_hash=model_hash,
+                                          out_path=path, progress=progress, resume=path is not None)  # fmt: skip
             # a fresh artifact is reloaded: that verifies the content hash and sets the source path
             artifact = stored if reuse else (LogitsArtifact.load(path) if path is not None else fresh)
             detail = artifact.provenance.get("scoring_detail") or {}

@@ -70,6 +70,11 @@ def register(app: typer.Typer) -> None:
         ),
         alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage level of the conformal analysis."),
         force: bool = typer.Option(False, "--force", help="Rescore even when a matching artifact exists."),
+        scorer: Optional[str] = typer.Option(
+            None, "--scorer", metavar="hf|vllm",
+            help="hf: transformers (the reference, default); vllm: vLLM's engine on CUDA (letter scoring; its own "
+            "environment, see docs/full-benchmark.md). Recorded in the run key.",
+        ),
     ) -> None:
         """Compress, score and analyse one model: coverage, set size and accuracy vs the uncompressed baseline."""
         from rich.console import Console
@@ -80,7 +85,7 @@ def register(app: typer.Typer) -> None:
         plan = runner.plan_from_options(
             suite=suite, model=model, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
             chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,
-            chunk_size=chunk_size, results=results, alpha=alpha, force=force, candidates=candidate,
+            chunk_size=chunk_size, results=results, alpha=alpha, force=force, scorer=scorer, candidates=candidate,
             candidate_names=candidate_name,
         )  # fmt: skip
         console = Console(width=max(120, Console().width))

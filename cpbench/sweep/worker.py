@@ -70,6 +70,10 @@ def _execute(unit: Any) -> dict[str, Any]:
 
     models.configure_threads()  # a worker process is ours: pin threads like the CLI does
     device = models.resolve_device(unit.options.device)
+    if unit.options.scorer == "vllm":
+        from cpbench.scoring.vllm import require_vllm
+
+        require_vllm(device)
     problem = device_problem(unit.recipe, device)
     if problem:
         raise CpbenchError(f"{unit.name}: cannot run on {device}: {problem}")
