@@ -12,6 +12,11 @@ artifact when its provenance matches the cell exactly (ScoreKey, prompts hash, w
 else is rescored. Unfinished scoring lives in chunk files under `cache_dir()/scores` until the artifact is written,
 so an interrupted run resumes where it stopped. Compressed checkpoints are cached by cpbench.compress.
 
+Nothing is lost or silently replaced (cpbench.outputs, cpbench.locks): reuse is decided before compressing (the
+weights id is known without compressing), so a rerun whose cells all exist loads and compresses nothing; a stored
+artifact or record of different content is never replaced without --force; an equal record is not rewritten; one
+process works on a cell at a time, so concurrent runs on one results tree and cache split the work.
+
 Models are loaded one at a time (baseline, then each recipe) and freed before the next. Recipes that cannot run on
 the device (bitsandbytes, or `requires: cuda`) are skipped with the reason printed when they come from a suite, and
 are an error when asked for by name with --quant.
@@ -72,6 +77,7 @@ class Cell:
     reused: bool
     s_per_item: float | None
     artifact: Any = None  # the LogitsArtifact (item-level comparisons need the logits; the Python API keeps it)
+    status: str = "written"  # record: written | unchanged (equal one kept untouched) | kept (different one kept)
 
 
 @dataclass
@@ -307,6 +313,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     if plan.loaded is not None and len(runnable) > 1:
         raise CpbenchError("an in-memory base model cannot be compressed by cpbench recipes (it has no files to "
                            "reload); pass compressed models as candidates")  # fmt: skip
+    if plan.results is not None:
+        _preflight(runnable, units[0], inputs, device, plan, echo)
     for unit in runnable:
         cells.extend(run_unit(unit, inputs, device, plan.results, echo=echo, progress=progress, force=plan.force,
                               loaded=plan.loaded if unit.recipe.is_baseline else None))  # fmt: skip
@@ -314,7 +322,61 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     for cand in plan.candidates:
         cells.extend(run_candidate(cand, base_unit, inputs, device, plan.results, echo=echo, progress=progress,
                                    force=plan.force))  # fmt: skip
+    kept = [c for c in cells if c.status == "kept"]
+    if kept:
+        from cpbench.outputs import kept_message
+
+        more = f" ({len(kept) - 1} more record(s) kept likewise)" if len(kept) > 1 else ""
+        raise CpbenchError(kept_message(kept[0].result_path, kept[0].record) + more)
     return RunOutcome(plan, entry.key, cells, skipped, notes, time.perf_counter() - t0)
+
+
+def _preflight(units: Sequence[Any], base_unit: Any, inputs: dict[tuple[str, str], Any], device: str,
+               plan: RunPlan, echo: Callable[[str], None]) -> None:  # fmt: skip
+    """Before any compression or scoring: every stored artifact checked against what this run would produce, with
+    weights ids known without compressing (a different artifact is never replaced without --force); the outputs
+    and, when there is work, the caches checked writable; leftovers of dead runs swept."""
+    from cpbench import locks
+    from cpbench.compress import cache
+    from cpbench.outputs import artifact_conflict, check_writable, refuse_overwrite
+    from cpbench.paths import cache_dir
+
+    results = Path(plan.results)
+    groups = [(unit.cells, _unit_identity(unit, device).weights_id) for unit in units]
+    groups += [([k.model_copy(update={"recipe": c.name}) for k in base_unit.cells], c.weights().weights_id)
+               for c in plan.candidates]  # fmt: skip
+    work = False
+    for keys, wid in groups:
+        for key in keys:
+            path = artifact_path(results, key)
+            if plan.force or not path.exists():
+                work = True
+                continue
+            why = artifact_conflict(path, key, inputs[(key.task, key.prompt)].prompts_hash, wid, device)
+            if why:
+                raise refuse_overwrite(path, why)
+    targets = [(results, "results")]
+    if work:
+        root = cache_dir()
+        targets += [(root / "checkpoints", "compressed checkpoints"), (root / "scores", "score chunks"),
+                    (root / "models", "converted models")]  # fmt: skip
+    check_writable(targets)
+    swept = cache.sweep() + locks.sweep(cache_dir() / "models")
+    for d in sorted({p.parent for p in results.rglob(".*.lock")}):
+        swept += locks.sweep(d)
+    if swept:
+        echo(f"removed {len(swept)} leftover(s) of interrupted runs: {', '.join(p.name for p in swept[:3])}"
+             + (" ..." if len(swept) > 3 else ""))  # fmt: skip
+
+
+def _unit_identity(unit: Any, device: str) -> Any:
+    """The WeightsIdentity a unit's artifacts carry, known before compressing (the checkpoint cache key needs no
+    weights and no calibration sample: cpbench.compress.checkpoint_key)."""
+    from cpbench import weights
+    from cpbench.compress import checkpoint_key
+
+    key = checkpoint_key(unit.model, unit.recipe, unit.options.calibration, device)
+    return weights.of_recipe(unit.model, unit.recipe, key.digest if key is not None else None)
 
 
 def run_unit(
@@ -329,32 +391,44 @@ def run_unit(
     analyze: bool = True,
     loaded: Any = None,
 ) -> list[Cell]:
-    """Compress (cached) and score every cell of one WorkUnit on `device`, writing artifacts (and, with `analyze`,
-    result records) under `results`. `inputs` are the cells' prompts (`cpbench.unit.build_inputs`). Shared by
-    `cpbench run` and every `cpbench sweep` executor. `loaded`: the (model, tokenizer) of an in-memory base."""
+    """Score every cell of one WorkUnit on `device`, compressing (cached) and loading the weights only when a cell
+    must be scored, writing artifacts (and, with `analyze`, result records) under `results`. `inputs` are the cells'
+    prompts (`cpbench.unit.build_inputs`). Shared by `cpbench run` and every `cpbench sweep` executor. `loaded`: the
+    (model, tokenizer) of an in-memory base."""
     from cpbench.compress import compress
 
     entry, recipe, opts = unit.model, unit.recipe, unit.options
-    tr = time.perf_counter()
-    ckpt = compress(entry, recipe, opts.calibration, device)
-    if ckpt.path is not None:
-        echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
-             f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
-    identity = _weights(entry, recipe, ckpt)
+    identity = _unit_identity(unit, device)  # before compressing: reuse is decided first
     provenance = {
         **entry.provenance(),
         "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
-        "compression_report": ckpt.report,
-        "checkpoint_path": str(ckpt.path) if ckpt.path is not None else None,
+        "compression_report": None,  # filled when the weights are needed (below)
+        "checkpoint_path": None,
         **identity.provenance(),
         "sample_data": opts.data == "samples",
         "suite": opts.suite,
     }
     provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + list(unit.notes)))
-    # an in-memory base (Python API) is scored as given; its identity is its content fingerprint (entry.revision)
-    load = (lambda: loaded) if loaded is not None else (lambda: ckpt.load(device))
-    if opts.scorer == "vllm":  # the same checkpoint, served by vLLM (cpbench.scoring.vllm)
-        load = lambda: _vllm_engine(entry, recipe, ckpt, device)  # noqa: E731
+
+    def load() -> tuple[Any, Any]:
+        tr = time.perf_counter()
+        ckpt = compress(entry, recipe, opts.calibration, device, on_wait=echo)
+        if ckpt.path is not None:
+            echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
+                 f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
+        actual = _weights(entry, recipe, ckpt)
+        if actual.weights_id != identity.weights_id:  # the reuse check and the provenance must agree
+            raise CpbenchError(f"internal: weights id {actual.weights_id} after compressing differs from "
+                               f"{identity.weights_id} predicted before it")  # fmt: skip
+        provenance["compression_report"] = ckpt.report
+        provenance["checkpoint_path"] = str(ckpt.path) if ckpt.path is not None else None
+        # an in-memory base (Python API) is scored as given; its identity is its content fingerprint
+        if loaded is not None:
+            return loaded
+        if opts.scorer == "vllm":  # the same checkpoint, served by vLLM (cpbench.scoring.vllm)
+            return _vllm_engine(entry, recipe, ckpt, device)
+        return ckpt.load(device)
+
     return score_cells(recipe.name, unit.cells, identity.weights_id, load, provenance, opts, inputs, device, results,
                        echo=echo, progress=progress, force=force, analyze=analyze)
 
@@ -434,65 +508,102 @@ def score_cells(
 ) -> list[Cell]:
     """Score (or reuse) every cell of one set of weights: `load()` is called only when some cell must be scored.
     `provenance` is read after loading (a loader may add what it measured). `results=None` keeps everything in
-    memory (Python API without a results directory): nothing is written, nothing is reused or resumed."""
+    memory (Python API without a results directory): nothing is written, nothing is reused or resumed.
+
+    One process works on a cell at a time (`cpbench.outputs.cell_lock`, beside the artifact): cells another process
+    holds are left for last, then waited for, and are reused when that process finished them."""
     import torch
 
-    from cpbench import store
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.conformal.protocols import analyze_artifact
-    from cpbench.scoring.score import score_prompts
+    from cpbench.outputs import cell_lock
     from cpbench.weights import fingerprint
 
-    cells: list[Cell] = []
-    todo = []
-    for key in keys:
-        cell_in = inputs[(key.task, key.prompt)]
-        path = artifact_path(results, key) if results is not None else None
-        stored = None if force or path is None else _reusable(path, key, cell_in.prompts_hash, weights_id, device)
-        todo.append((key, path, cell_in, stored))
-    model = tok = model_hash = None
-    if any(stored is None for *_, stored in todo):
-        tl = time.perf_counter()
-        model, tok = load()
-        # once per model, not per cell; a vLLM engine's weights live in its workers: the weights id pins them
-        model_hash = fingerprint(model) if opts.scorer == "hf" else None
-        echo(f"[{label}] model loaded ({time.perf_counter() - tl:.1f} s)")
-    try:
-        for key, path, cell_in, stored in todo:
-            reuse = stored is not None
-            if reuse:
-                echo(f"[{label}] {key.task}/{key.prompt}: artifact reused ({path})")
-            else:
-                cell_prov = {**provenance, "data_source": cell_in.data_source, "limit": opts.limit}
-                if opts.scorer == "vllm":
-                    from cpbench.scoring.vllm import score_prompts_vllm
+    held: dict[str, Any] = {}
 
-                    fresh = score_prompts_vllm(model, cell_in.prompts, key, chunk_size=opts.chunk_size,
-                                               provenance=cell_prov, out_path=path, resume=path is not None)  # fmt: skip
-                else:
-                    fresh = score_prompts(model, tok, cell_in.prompts, key, batch_size=opts.batch_size,
-                                          chunk_size=opts.chunk_size, provenance=cell_prov, model_hash=model_hash,
-                                          out_path=path, progress=progress, resume=path is not None)  # fmt: skip
-            # a fresh artifact is reloaded: that verifies the content hash and sets the source path
-            artifact = stored if reuse else (LogitsArtifact.load(path) if path is not None else fresh)
-            detail = artifact.provenance.get("scoring_detail") or {}
-            s_per_item = None if reuse else detail.get("s_per_item")
-            if not analyze:
-                cells.append(Cell(label, key.task, key.prompt, key, path, path, {}, reuse, s_per_item, artifact))
-                continue
-            record = analyze_artifact(artifact, opts.analysis, input_path=str(path) if path is not None else None)
-            result_path = store.write_result(record, results) if results is not None else None
-            cells.append(Cell(label, key.task, key.prompt, key, path, result_path, record, reuse, s_per_item, artifact))
-            if not reuse:
-                echo(f"[{label}] {key.task}/{key.prompt}: {artifact.n} items, "
-                     f"{detail.get('wall_s', 0):.1f} s ({detail.get('s_per_item') or 0:.3f} s/item), "
-                     f"acc {record['acc']:.3f}")  # fmt: skip
+    def weights() -> tuple[Any, Any, str]:
+        if "model" not in held:
+            tl = time.perf_counter()
+            held["model"], held["tok"] = load()
+            # once per model, not per cell; a vLLM engine's weights live in its workers: the weights id pins them
+            held["hash"] = fingerprint(held["model"]) if opts.scorer == "hf" else None
+            echo(f"[{label}] model loaded ({time.perf_counter() - tl:.1f} s)")
+        return held["model"], held["tok"], held["hash"]
+
+    def one(key: ScoreKey, path: Path | None) -> Cell:
+        return _score_cell(label, key, inputs[(key.task, key.prompt)], path, results, weights_id, weights, provenance,
+                           opts, device, force=force, analyze=analyze, echo=echo, progress=progress)  # fmt: skip
+
+    done: dict[ScoreKey, Cell] = {}
+    try:
+        if results is None:
+            for key in keys:
+                done[key] = one(key, None)
+        pending = list(keys) if results is not None else []
+        for blocking in (False, True):  # first the cells nobody else is on, then wait for the others
+            later = []
+            for key in pending:
+                path = artifact_path(results, key)
+                with cell_lock(path, blocking, on_wait=echo) as mine:
+                    if mine:
+                        done[key] = one(key, path)
+                    else:
+                        later.append(key)
+            pending = later
     finally:
-        del model, tok
+        held.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-    return cells
+    return [done[k] for k in keys]
+
+
+def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, results: Path | None, weights_id: str,
+                weights: Callable[[], tuple[Any, Any, str]], provenance: dict[str, Any], opts: Any, device: str, *,
+                force: bool, analyze: bool, echo: Callable[[str], None], progress: bool) -> Cell:  # fmt: skip
+    """One cell (its lock held when `path` is set): reuse or score the artifact, analyse it, publish the record."""
+    from cpbench import store
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.conformal.protocols import analyze_artifact
+    from cpbench.outputs import artifact_conflict, clean_cell_temps, publish_record, refuse_overwrite, remove_chunk_dir
+    from cpbench.runkey import RunKey
+    from cpbench.scoring.score import score_prompts
+
+    stored = None
+    if path is not None:
+        clean_cell_temps([path, store.result_path(RunKey(score=key, analysis=opts.analysis), results)])
+        stored = None if force else _reusable(path, key, cell_in.prompts_hash, weights_id, device)
+        if stored is None and not force and path.exists():  # e.g. written meanwhile by a run with other settings
+            why = artifact_conflict(path, key, cell_in.prompts_hash, weights_id, device) or "changed"
+            raise refuse_overwrite(path, why)
+    reuse = stored is not None
+    if reuse:
+        echo(f"[{label}] {key.task}/{key.prompt}: artifact reused ({path})")
+        remove_chunk_dir(stored.provenance)
+        artifact = stored
+    else:
+        model, tok, model_hash = weights()
+        cell_prov = {**provenance, "data_source": cell_in.data_source, "limit": opts.limit}
+        if opts.scorer == "vllm":
+            from cpbench.scoring.vllm import score_prompts_vllm
+
+            fresh = score_prompts_vllm(model, cell_in.prompts, key, chunk_size=opts.chunk_size,
+                                       provenance=cell_prov, out_path=path, resume=path is not None)  # fmt: skip
+        else:
+            fresh = score_prompts(model, tok, cell_in.prompts, key, batch_size=opts.batch_size,
+                                  chunk_size=opts.chunk_size, provenance=cell_prov, model_hash=model_hash,
+                                  out_path=path, progress=progress, resume=path is not None)  # fmt: skip
+        # a fresh artifact is reloaded: that verifies the content hash and sets the source path
+        artifact = LogitsArtifact.load(path) if path is not None else fresh
+    detail = artifact.provenance.get("scoring_detail") or {}
+    s_per_item = None if reuse else detail.get("s_per_item")
+    if not analyze:
+        return Cell(label, key.task, key.prompt, key, path, path, {}, reuse, s_per_item, artifact)
+    record = analyze_artifact(artifact, opts.analysis, input_path=str(path) if path is not None else None)
+    result_path, status = publish_record(record, results, force) if results is not None else (None, "in-memory")
+    if not reuse:
+        echo(f"[{label}] {key.task}/{key.prompt}: {artifact.n} items, "
+             f"{detail.get('wall_s', 0):.1f} s ({detail.get('s_per_item') or 0:.3f} s/item), "
+             f"acc {record['acc']:.3f}")  # fmt: skip
+    return Cell(label, key.task, key.prompt, key, path, result_path, record, reuse, s_per_item, artifact, status)
 
 
 # ------------------------------------------------------------------------------------------------- reporting

@@ -111,55 +111,76 @@ def compress(
         raise CpbenchError(f"recipe {recipe.name!r} needs a CUDA GPU: {recipe.requires_reason}")
 
     threads = models.current_threads()
-    key, calib, compute_dtype = _checkpoint_key(entry, recipe, calibration, dev)
+    key, calib_spec, compute_dtype = _checkpoint_key(entry, recipe, calibration, dev)
     hit = None if force else cache.lookup(key)
     if hit is not None:
         return CompressedCheckpoint(entry, recipe, hit, cache.read_report(hit), cached=True)
 
+    # One process builds a key; another one asking for it meanwhile waits here, then reuses the result.
+    with cache.building(key, rebuild=force, on_wait=on_wait) as st:
+        if st.done:
+            return CompressedCheckpoint(entry, recipe, st.final, cache.read_report(st.final), cached=True)
+        try:
+            path = _build(entry, recipe, key, calib_spec, dev, threads, compute_dtype, st)
+        except OSError as exc:  # full disk, read-only or foreign cache: one line, the staging folder is removed
+            from cpbench.outputs import os_error_to_cpbench
+
+            err = os_error_to_cpbench(exc, st.tmp or st.final, f"the {recipe.name} checkpoint")
+            if err is None:
+                raise
+            raise err from None
+    log.info("compressed %s with %s: %s", entry.key, recipe.name, path)
+    return CompressedCheckpoint(entry, recipe, path, cache.read_report(path))
+
+
+def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationSpec | None, dev: str, threads: int,
+           compute_dtype: str, st: Any) -> Path:  # fmt: skip
+    """Compress into the staging folder `st.tmp`, verify, write the report, commit (marker last)."""
+    from cpbench import models
+    from cpbench.compress import cache
+
+    tmp = st.tmp
+    calib: CalibrationSet | None = None
+    if calib_spec is not None:  # drawn only now that it is needed (tokenizer; a GGUF model converts here)
+        calib = sample(calib_spec, models.load_tokenizer(entry))
     report = _base_report(entry, recipe, dev)
     report["kind"] = recipe.kind
     report["cache_key"] = key.digest
     report["threads"] = threads
     report["compute_dtype"] = compute_dtype
     report["calibration"] = calib.report() if calib is not None else None
-    # One process builds a key; another one asking for it meanwhile waits here, then reuses the result.
-    with cache.building(key, rebuild=force, on_wait=on_wait) as st:
-        if st.done:
-            return CompressedCheckpoint(entry, recipe, st.final, cache.read_report(st.final), cached=True)
-        tmp = st.tmp
-        t0 = time.perf_counter()
-        base_zeros = _run_recipe(entry, recipe, calib, dev, tmp)
-        t1 = time.perf_counter()
-        from cpbench.compress.verify import require_ok, verify_checkpoint
+    t0 = time.perf_counter()
+    base_zeros = _run_recipe(entry, recipe, calib, dev, tmp)
+    t1 = time.perf_counter()
+    from cpbench.compress.verify import require_ok, verify_checkpoint
 
-        verification = verify_checkpoint(tmp, recipe, base_zeros=base_zeros)
-        t2 = time.perf_counter()
-        report["verification"] = verification
-        report["checkpoint_bytes"] = verification["checkpoint_bytes"]
-        report["wall_seconds"] = {"compress": round(t1 - t0, 2), "verify": round(t2 - t1, 2)}
-        require_ok(verification, recipe)
-        cache.write_report(tmp, report)
-        path = st.commit({"cache_key": key.digest})  # the completion marker is the last file written
-    log.info("compressed %s with %s: %s", entry.key, recipe.name, path)
-    return CompressedCheckpoint(entry, recipe, path, cache.read_report(path))
+    verification = verify_checkpoint(tmp, recipe, base_zeros=base_zeros)
+    t2 = time.perf_counter()
+    report["verification"] = verification
+    report["checkpoint_bytes"] = verification["checkpoint_bytes"]
+    report["wall_seconds"] = {"compress": round(t1 - t0, 2), "verify": round(t2 - t1, 2)}
+    require_ok(verification, recipe)
+    cache.write_report(tmp, report)
+    return st.commit({"cache_key": key.digest})  # the completion marker is the last file written
 
 
 def _checkpoint_key(
     entry: ModelEntry, recipe: Recipe, calibration: CalibrationSpec | None, device: str
-) -> tuple[Any, CalibrationSet | None, str]:
-    """(cache key, calibration sample, compute dtype) of the checkpoint `recipe` writes for `entry` on `device`."""
+) -> tuple[Any, CalibrationSpec | None, str]:
+    """(cache key, calibration spec or None when the recipe uses no data, compute dtype) of the checkpoint `recipe`
+    writes for `entry` on `device`. Loads no weights and, except for hub models, no tokenizer: a run decides what it
+    can reuse before converting or compressing anything."""
     from cpbench import models
     from cpbench.compress import cache
     from cpbench.compress.llmc import needs_calibration
 
-    # Load the tokenizer first, always: for a hub model it fetches config.json, so the cache key below pins the
-    # commit `revision` resolves to (not "main") on the very first run too, and gated/offline errors come early.
-    tokenizer = models.load_tokenizer(entry)
-    calib: CalibrationSet | None = None
-    if needs_calibration(recipe):
-        calib = sample(calibration or CalibrationSpec(), tokenizer)
+    if entry.source == "hub":
+        # For a hub model loading the tokenizer fetches config.json, so the key below pins the commit `revision`
+        # resolves to (not "main") on the very first run too, and gated/offline errors come early.
+        models.load_tokenizer(entry)
+    spec = (calibration or CalibrationSpec()) if needs_calibration(recipe) else None
     compute_dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
-    return cache.cache_key(entry, recipe, calib, compute_dtype), calib, compute_dtype
+    return cache.cache_key(entry, recipe, spec, compute_dtype), spec, compute_dtype
 
 
 def checkpoint_key(
@@ -167,7 +188,7 @@ def checkpoint_key(
 ) -> Any:
     """The cache key (`cpbench.compress.cache.CacheKey`) of the checkpoint `compress` writes for these inputs on a
     device of type `device` (cpu / cuda: the compute dtype differs), without compressing anything; None for the
-    baseline and load-time recipes, which write no checkpoint. Needs the tokenizer (calibration sample)."""
+    baseline and load-time recipes, which write no checkpoint. Cheap: no weights, no calibration sample."""
     from cpbench import models
     from cpbench.recipes import resolve as resolve_recipe
 

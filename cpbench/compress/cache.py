@@ -1,7 +1,9 @@
 """Content-addressed checkpoint cache under `cache_dir()/checkpoints`.
 
-Key = sha256 of (model id + resolved revision/source fingerprint, recipe spec, calibration content hash, cache
-format version). One process builds a key at a time (`cpbench.locks.staged_dir`: an flock on `.<dir>.lock`); a second
+Key = sha256 of (model id + resolved revision/source fingerprint, recipe spec, calibration identity (spec + text
+digest: `calibration.spec_identity`, which with the model's tokenizer fixes the sample), compute dtype, cache format
+version). It is computed without loading a model or a tokenizer, so a run can tell which checkpoints (and which
+scored artifacts) it already has before doing any work. One process builds a key at a time (`cpbench.locks.staged_dir`: an flock on `.<dir>.lock`); a second
 process asking for the same key waits and then reuses the first one's checkpoint, and never touches its staging
 folder. The checkpoint is built in a private staging folder (`.tmp-<dir>.<pid>-<rand>`) and renamed into place only
 after it was saved, reloaded and verified and a marker listing every file and its size was written last; `lookup`
@@ -27,11 +29,12 @@ from cpbench.paths import cache_dir
 from cpbench.runkey import safe_part
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cpbench.compress.calibration import CalibrationSet
+    from cpbench.compress.calibration import CalibrationSpec
     from cpbench.models import ModelEntry
     from cpbench.recipes import Recipe
 
-CACHE_FORMAT = "1"  # bump when the checkpoint layout or the verification report changes
+CACHE_FORMAT = "2"  # bump when the checkpoint layout, the verification report or the key material changes
+# 2: completion marker; calibration keyed by its spec identity instead of the sampled tokens' hash
 REPORT_NAME = "cpbench-compression.json"
 
 
@@ -58,14 +61,17 @@ def model_identity(entry: ModelEntry) -> dict[str, Any]:
 
 
 def cache_key(
-    entry: ModelEntry, recipe: Recipe, calib: CalibrationSet | None, compute_dtype: str = "float32"
+    entry: ModelEntry, recipe: Recipe, calibration: CalibrationSpec | None, compute_dtype: str = "float32"
 ) -> CacheKey:
-    """`compute_dtype` is the dtype the weights were compressed in (fp32 on CPU, bf16 on GPU): the results differ."""
+    """`calibration` is None for recipes that use no data. `compute_dtype` is the dtype the weights were compressed
+    in (fp32 on CPU, bf16 on GPU): the results differ."""
+    from cpbench.compress.calibration import spec_identity
+
     material = {
         "format": CACHE_FORMAT,
         "model": model_identity(entry),
         "recipe": recipe.spec(),
-        "calibration": calib.hash if calib is not None else None,
+        "calibration": spec_identity(calibration) if calibration is not None else None,
         "compute_dtype": compute_dtype,
     }
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

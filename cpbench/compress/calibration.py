@@ -45,6 +45,30 @@ class CalibrationSpec(BaseModel):
     column: str = "text"
 
 
+SAMPLING_VERSION = "1"  # bump when `sample` draws different windows from the same text and tokenizer
+
+
+def spec_identity(spec: CalibrationSpec) -> dict[str, Any]:
+    """What fixes the calibration sample without drawing it (no tokenizer needed): the spec, the sampling code's
+    version and the digest of the text for builtin and local-file sources. With the base model (hence its
+    tokenizer) it determines the sample, so checkpoint cache keys and weights ids can be computed before any model or
+    tokenizer is loaded. A `hf:` dataset is named, not hashed (its content is only known once downloaded)."""
+    out: dict[str, Any] = {**spec.model_dump(), "sampling": SAMPLING_VERSION}
+    if spec.source == "builtin":
+        h = hashlib.sha256()
+        for f in builtin_files():
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+        out["text_sha256"] = h.hexdigest()
+    elif not spec.source.startswith("hf:"):
+        path = Path(spec.source).expanduser()
+        if not path.is_file():
+            raise CpbenchError(f"calibration source {spec.source!r}: not 'builtin', 'hf:NAME', or an existing .txt/.jsonl file")
+        from cpbench.stamps import sha256_file
+
+        out["file_sha256"] = sha256_file(path)
+    return out
+
+
 @dataclass
 class CalibrationSet:
     spec: CalibrationSpec

@@ -190,6 +190,7 @@ def score_prompts(
 
         root = Path(cache_root) if cache_root is not None else cache_dir()
         store = ChunkStore(root / "scores", job)
+        detail["chunk_job"] = store.dir.name  # lets a later run remove chunks a kill left after the artifact was saved
 
     from tqdm.auto import tqdm
 
