@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
 import os
@@ -103,9 +102,21 @@ def refuse_overwrite(path: Path, why: str) -> CpbenchError:
 
 
 # ------------------------------------------------------------------------------------------------ records
+def _normalised(record: Any) -> Any:
+    """The record as the store writes it (validated, migrated to the current schema), or None when it is invalid."""
+    from cpbench.records import load_record
+
+    try:
+        return load_record(record).to_json()
+    except (CpbenchError, ValueError, TypeError):
+        return None
+
+
 def record_content(record: Any) -> Any:
-    """The record as stored (JSON round trip) without the fields that differ between analyses of one artifact."""
-    out = json.loads(json.dumps(record, sort_keys=True, allow_nan=False, default=str))
+    """The record as stored (normalised like the store writes it, JSON round trip) without the fields that differ
+    between analyses of one artifact."""
+    out = _normalised(record)
+    out = json.loads(json.dumps(out if out is not None else record, sort_keys=True, allow_nan=False, default=str))
     if isinstance(out, dict):
         for k in VOLATILE_TOP:
             out.pop(k, None)
@@ -151,7 +162,7 @@ def publish_record(record: dict, root: Path, force: bool) -> tuple[Path, str]:
             old = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             old = None
-        if old is not None and record_content(old) == record_content(copy.deepcopy(record)):
+        if old is not None and _normalised(old) is not None and record_content(old) == record_content(record):
             return path, "unchanged"
         if not force:
             return path, "kept"
