@@ -201,8 +201,9 @@ class LogitsArtifact:
         try:
             # ParquetFile.read avoids read_table's pandas import (~0.2 s of `cpbench analyze`'s start-up).
             table = pq.ParquetFile(p).read()
-        except (pa.ArrowException, OSError) as exc:
-            raise CpbenchError(f"{p}: not a readable Parquet file ({exc})") from None
+        except Exception as exc:  # damaged footer/pages: ArrowException, OSError, UnicodeDecodeError in names, ...
+            detail = " ".join(str(exc).split())[:200]
+            raise CpbenchError(f"{p}: not a readable Parquet file ({type(exc).__name__}: {detail})") from None
         meta = table.schema.metadata or {}
         if _META_KEY not in meta:
             raise CpbenchError(f"{p}: not a cpbench logits artifact (no 'cpbench' header in the Parquet metadata)")
@@ -234,7 +235,7 @@ class LogitsArtifact:
             prompt_hashes = table.column("prompt_hash").to_pylist() if "prompt_hash" in table.column_names else None
         except CpbenchError:
             raise
-        except (UnicodeDecodeError, pa.ArrowException, ValueError, TypeError, OSError) as exc:
+        except Exception as exc:
             # invalid UTF-8 in ids, damaged pages, wrong types: the file is not usable, whatever the detail
             raise CpbenchError(f"{p}: unreadable artifact columns ({type(exc).__name__}: {exc})") from None
         if not all(isinstance(i, str) for i in ids):

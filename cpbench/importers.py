@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import re
 from collections import Counter
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cpbench.stamps import sha256_file, utc_now
-from cpbench import __version__
+from cpbench import __version__, jsonsafe
 from cpbench.artifact import LogitsArtifact
 from cpbench.errors import CpbenchError
 
@@ -51,25 +50,128 @@ def _require_file(path: Path, what: str) -> None:
         raise CpbenchError(f"{path}: no such file ({what})")
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickling runs code named in the file; allow only what a list of dicts of numpy arrays needs."""
+MAX_PICKLE_BYTES = 512 * 2**20  # a 10k-item LLM-Uncertainty-Bench pickle is ~3 MB
+MAX_PICKLE_STACK = 10_000  # open objects on the unpickler's stack (nesting depth bound); real files need ~1,010
+MAX_PICKLE_MARKS = 64  # nested MARKs (tuples/lists/dicts being built at once); real files need 4
 
-    _ALLOWED = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),  # protocol-2 pickles store bytes through it
-    })
+
+def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's `_reconstruct`, limited to what `ndarray.__reduce__` writes: (ndarray, (0,), b'b'). The real size comes
+    from the BUILD state, whose raw bytes are in the file, so an array is never larger than the file."""
+    if subtype is not np.ndarray or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(f"refusing ndarray reconstruction with shape {shape!r}")
+    return np.ndarray.__new__(np.ndarray, (0,), dtype)
+
+
+def _np_scalar(dtype: Any, data: Any = None) -> Any:
+    if not isinstance(dtype, np.dtype) or dtype.itemsize > 64 or dtype.hasobject:
+        raise pickle.UnpicklingError("refusing a numpy scalar of an unusual dtype")
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise pickle.UnpicklingError("numpy scalar data does not match its dtype")
+    return np.frombuffer(data, dtype=dtype)[0]
+
+
+def _np_dtype(spec: Any, align: Any = False, copy: Any = False) -> Any:
+    if not isinstance(spec, str) or len(spec) > 8:
+        raise pickle.UnpicklingError(f"refusing numpy dtype {spec!r}")
+    dt = np.dtype(spec)
+    if dt.itemsize > 64 or dt.fields is not None or dt.subdtype is not None:
+        raise pickle.UnpicklingError(f"refusing numpy dtype {spec!r}")
+    return dt
+
+
+def _codecs_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    # protocol-2 pickles store bytes as _codecs.encode(str, 'latin1'); other codecs (zlib, bz2, ...) are not data
+    if encoding not in ("latin1", "latin-1") or not isinstance(obj, str):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return obj.encode("latin1")
+
+
+def _np_frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> Any:
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)  # a view: no allocation beyond the file
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickling runs code named in the file; allow only what a list of dicts of numpy arrays needs, each through a
+    wrapper that refuses arguments numpy itself would never write."""
+
+    _ALLOWED: dict[tuple[str, str], Any] = {
+        ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+        ("numpy.core.multiarray", "scalar"): _np_scalar,
+        ("numpy._core.multiarray", "scalar"): _np_scalar,
+        ("numpy.core.numeric", "_frombuffer"): _np_frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _np_frombuffer,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): _np_dtype,
+        ("_codecs", "encode"): _codecs_encode,
+    }
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
-            return super().find_class(module, name)
+        found = self._ALLOWED.get((module, name))
+        if found is not None:
+            return found
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("persistent ids are not allowed")
+
+
+def scan_pickle(data: bytes, where: str) -> None:
+    """Refuse a pickle whose opcodes would make the unpickler allocate beyond the file's size, before any object is
+    built: memo indices must be assigned in order (as every Pickler does; a single LONG_BINPUT 4e9 would otherwise
+    grow the memo table to 32 GB), memo reads must name an assigned index, frames must fit in the file, and the stack
+    and MARK nesting stay bounded. Lengths of strings and bytes are checked against the file by `genops`, which reads
+    them from it."""
+    import pickletools
+
+    def _bad(why: str) -> CpbenchError:
+        return CpbenchError(f"{where}: not a readable pickle ({why})")
+
+    memo_next = 0
+    stack = 0
+    marks: list[int] = []
+    end = len(data)
+    put_ops = {"PUT", "BINPUT", "LONG_BINPUT"}
+    get_ops = {"GET", "BINGET", "LONG_BINGET"}
+    try:
+        for op, arg, pos in pickletools.genops(io.BytesIO(data)):
+            name = op.name
+            if name in put_ops:
+                if not isinstance(arg, int) or arg < 0 or arg > memo_next:
+                    raise _bad(f"memo index {arg} out of order at byte {pos}")
+                memo_next = max(memo_next, arg + 1)
+            elif name == "MEMOIZE":
+                memo_next += 1
+            elif name in get_ops:
+                if not isinstance(arg, int) or not 0 <= arg < memo_next:
+                    raise _bad(f"reads memo index {arg} that was never written, byte {pos}")
+            elif name == "FRAME":
+                if not isinstance(arg, int) or arg > end - (pos or 0):
+                    raise _bad(f"frame of {arg} bytes is larger than the file, byte {pos}")
+            # stack bookkeeping as pickletools.dis does it, counting objects only
+            before, after = op.stack_before, op.stack_after
+            if name == "MARK":
+                marks.append(stack)
+                if len(marks) > MAX_PICKLE_MARKS:
+                    raise _bad(f"nested deeper than {MAX_PICKLE_MARKS} levels")
+                continue
+            if pickletools.markobject in before:
+                if not marks:
+                    raise _bad(f"no MARK for {name} at byte {pos}")
+                stack = marks.pop()
+                stack -= len(before) - 2  # objects below the mark the opcode also consumes
+            else:
+                stack -= len(before)
+            if stack < 0:
+                raise _bad(f"stack underflow at byte {pos}")
+            stack += len(after)
+            if stack > MAX_PICKLE_STACK:
+                raise _bad(f"stack deeper than {MAX_PICKLE_STACK} objects")
+    except CpbenchError:
+        raise
+    except Exception as exc:  # genops: unknown opcode, truncated argument, bad UTF-8, ...
+        raise CpbenchError(f"{where}: not a readable pickle ({type(exc).__name__}: {exc})") from None
 
 
 def _letters(k: int) -> list[str]:
@@ -79,10 +181,20 @@ def _letters(k: int) -> list[str]:
 
 def _load_pickle(path: Path) -> Any:
     try:
-        with open(path, "rb") as fh:
-            return _NumpyOnlyUnpickler(io.BytesIO(fh.read())).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, ValueError, TypeError) as exc:
-        raise CpbenchError(f"{path}: not a readable LLM-Uncertainty-Bench logits pickle ({exc})") from None
+        size = path.stat().st_size
+        if size > MAX_PICKLE_BYTES:
+            raise CpbenchError(f"{path}: {size} bytes is larger than the {MAX_PICKLE_BYTES} accepted for a pickle")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CpbenchError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    scan_pickle(data, str(path))
+    try:
+        return _NumpyOnlyUnpickler(io.BytesIO(data)).load()
+    except Exception as exc:  # hostile input: every decode error (Overflow, System, Recursion, Memory, ...) is one line
+        detail = " ".join(str(exc).split())[:200]
+        raise CpbenchError(
+            f"{path}: not a readable LLM-Uncertainty-Bench logits pickle ({type(exc).__name__}: {detail})"
+        ) from None
 
 
 def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArtifact:
@@ -93,10 +205,7 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
     rows = _load_pickle(lp)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise CpbenchError(f"{lp}: expected a list of {{'id', 'logits_options'}} dicts")
-    try:
-        data = json.loads(dp.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CpbenchError(f"{dp}: not valid JSON ({exc})") from None
+    data = jsonsafe.load_file(dp)  # bounded: size, nesting depth, UTF-8, no NaN literals
     if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
         raise CpbenchError(f"{dp}: expected a JSON list of items with 'id' and 'answer'")
     if len(rows) != len(data):
@@ -216,14 +325,15 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
     k = None
     filters: set[str] = set()
     lm_eval_acc: list[float] = []
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+    try:
+        fh = open(p, "rb")
+    except OSError as exc:
+        raise CpbenchError(f"{p}: unreadable ({exc.strerror or exc})") from None
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
-            try:
-                s = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CpbenchError(f"{p}:{lineno}: not a JSON object ({exc.msg})") from None
+            s = jsonsafe.loads(raw, f"{p}:{lineno}")  # one line for invalid UTF-8, deep nesting, NaN, huge ints
             if not isinstance(s, dict) or "doc_id" not in s or "target" not in s:
                 raise CpbenchError(f"{p}:{lineno}: not an lm-eval sample (needs doc_id, target, filtered_resps)")
             resps = s.get("filtered_resps", s.get("resps"))
@@ -234,14 +344,14 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
                 )
             try:
                 row = [_loglik(r) for r in resps]
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise CpbenchError(f"{p}:{lineno}: doc_id {s['doc_id']}: unreadable log-likelihood ({exc})") from None
             k = len(row) if k is None else k
             if len(row) != k:
                 raise CpbenchError(f"{p}:{lineno}: doc_id {s['doc_id']} has {len(row)} choices, earlier docs have {k}")
             try:
                 gold = _gold(s["target"], _choices(s), k)
-            except ValueError as exc:
+            except (ValueError, TypeError, OverflowError, AttributeError) as exc:
                 raise CpbenchError(f"{p}:{lineno}: doc_id {s['doc_id']}: {exc}") from None
             if not 0 <= gold < k:
                 raise CpbenchError(f"{p}:{lineno}: label {gold} of doc_id {s['doc_id']} is outside the {k} choices")
@@ -249,8 +359,9 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
             labels.append(gold)
             logits.append(row)
             filters.add(str(s.get("filter", "none")))
-            if isinstance(s.get("acc"), (int, float)):
-                lm_eval_acc.append(float(s["acc"]))
+            acc = s.get("acc")
+            if isinstance(acc, (int, float)) and -1e9 < acc < 1e9:
+                lm_eval_acc.append(float(acc))
     if not ids:
         raise CpbenchError(f"{p}: no samples")
     if len(set(ids)) != len(ids):

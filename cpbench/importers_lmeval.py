@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cpbench import jsonsafe
 from cpbench.errors import CpbenchError
 
 MAX_RESULTS_BYTES = 64 * 2**20  # a results_*.json is a few hundred kB even for hundreds of tasks
@@ -82,9 +83,7 @@ def _read_json_object(path: Path) -> dict[str, Any]:
         if size > MAX_RESULTS_BYTES:
             raise CpbenchError(f"{path}: {size} bytes, larger than an lm-eval results file can be "
                                f"({MAX_RESULTS_BYTES} bytes)")  # fmt: skip
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise CpbenchError(f"{path}: not a readable lm-eval results JSON ({type(exc).__name__})") from None
+        data = jsonsafe.loads(path.read_bytes(), str(path))  # depth-capped, strict UTF-8, no NaN or huge integers
     except OSError as exc:
         raise CpbenchError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not isinstance(data, dict):
@@ -93,7 +92,8 @@ def _read_json_object(path: Path) -> dict[str, Any]:
 
 
 def _int(x: Any) -> int | None:
-    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and float(x).is_integer() else None
+    ok = isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < 2**53 and float(x).is_integer()
+    return int(x) if ok else None
 
 
 def read_run(samples: str | Path, task: str | None = None) -> LmEvalRun:

@@ -190,7 +190,7 @@ def test_lm_eval_errors(tmp_path):
     with pytest.raises(CpbenchError, match="non-finite"):
         import_lm_eval_samples(write_jsonl(tmp_path / "nan.jsonl", bad))
     (tmp_path / "junk.jsonl").write_text("{oops\n")
-    with pytest.raises(CpbenchError, match=r"junk.jsonl:1: not a JSON object"):
+    with pytest.raises(CpbenchError, match=r"junk.jsonl:1: not valid JSON"):
         import_lm_eval_samples(tmp_path / "junk.jsonl")
 
 
