@@ -122,7 +122,7 @@ CASES = [
     (AN + ["{d}/m_mmlu_10k_base_icl0.pkl", "--labels", "{d}/labels_bad.json"], "not valid JSON"),
     (AN + ["{d}/m_mmlu_10k_base_icl0.pkl", "--labels", "{d}/missing.json"], "no such file"),
     (AN + ["{d}/evil.pkl", "--labels", "{d}/labels_G.json"], "refusing to load"),
-    (AN + ["{d}/bad.jsonl"], "not a JSON object"),
+    (AN + ["{d}/bad.jsonl"], "bad.jsonl:1: not valid JSON"),
     # cpbench analyze: option values
     (AN + ["--alpha", "0", G], "alpha"),
     (AN + ["--alpha", "1", G], "alpha"),
