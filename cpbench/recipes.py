@@ -84,10 +84,18 @@ class Recipe(BaseModel):
     sweep: Sweep | None = None
     requires: Literal["cpu", "cuda"] = Field(default="cpu", description="the least hardware the recipe runs on")
     requires_reason: str = ""
+    modifiers: str | None = Field(
+        default=None, description="an llm-compressor recipe (modifiers YAML, as oneshot(recipe=...) takes) from "
+        "--quant-file, applied as written; the knobs above are read from it for verification (cpbench.recipe_file)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:
         where = f"recipe {self.name!r}"
+        if self.modifiers is not None:  # the file decides; its knobs were read from it, not chosen
+            if self.kind != "llmcompressor":
+                raise ValueError(f"{where}: a modifiers YAML is an llmcompressor recipe")
+            return self
         knobs = {k: getattr(self, k) for k in ("prune", "sparsity", "mask", "quantize", "scheme", "bits", "act_bits")}
         set_knobs = {k for k, v in knobs.items() if v is not None}
         if self.mask is not None:
@@ -265,12 +273,19 @@ def list_sweeps() -> list[SweepSpec]:
     return list(load_registry().sweeps.values())
 
 
+# Recipes read from llm-compressor recipe files (`--quant-file`), by name, so that plans can name them like registry
+# recipes. Filled only by cpbench.recipe_file.load_recipe_file; a WorkUnit carries the Recipe itself to workers.
+FILE_RECIPES: dict[str, Recipe] = {}
+
+
 def resolve(name: str | Recipe) -> Recipe:
     """A recipe by name: registered names, sweep members at any level (`sparsegpt-35`), or did-you-mean."""
     if isinstance(name, Recipe):
         return name
-    reg = load_registry()
     key = name.strip()
+    if key in FILE_RECIPES:  # loaded from --quant-file in this process (cpbench.recipe_file)
+        return FILE_RECIPES[key]
+    reg = load_registry()
     if key == "fp16" and "fp16" not in reg.recipes:  # the baseline's name before it was renamed `base`
         key = "base"
     if key in reg.recipes:

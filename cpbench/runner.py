@@ -112,6 +112,7 @@ def plan_from_options(
     candidates: Sequence[Any] | None = None,
     candidate_names: Sequence[str] | None = None,
     scorer: str | None = None,
+    quant_files: Sequence[str | Path] | None = None,
 ) -> RunPlan:
     """Options -> RunPlan. With --suite, or with neither --model nor --suite, the suite (default: `default`) gives
     every value not given on the command line. With --model and no suite: all tasks, base prompts, 0 shots, letter
@@ -128,6 +129,10 @@ def plan_from_options(
         quant_names = []
         for spec in quant:
             quant_names.extend(r.name for r in recipes.expand_recipes(spec))
+    if quant_files:  # llm-compressor recipe files: validated now, named by their stem, run like --quant recipes
+        from cpbench.recipe_file import load_recipe_file
+
+        quant_names = (quant_names or []) + [load_recipe_file(f).name for f in quant_files]
     use_suite = suite is not None or model is None
     if use_suite:
         from cpbench.suites import load_suite

@@ -31,6 +31,11 @@ def register(app: typer.Typer) -> None:
             help="Recipe(s): a name (gptq-4bit, sparsegpt-2:4, ...), a sweep (gptq-bits) or a brace spec "
             "(gptq-{8,4}bit); comma-separated. The uncompressed baseline is always run too.",
         ),
+        quant_file: Optional[List[Path]] = typer.Option(
+            None, "--quant-file", metavar="RECIPE.yaml",
+            help="An llm-compressor recipe (modifiers YAML, as oneshot(recipe=...) takes), run with cpbench's "
+            "calibration data and verification, cached by its content; named by the file's stem. Repeatable.",
+        ),
         candidate: Optional[List[str]] = typer.Option(
             None, "--candidate", metavar="PATH_OR_HF_ID",
             help="Someone else's compressed model, judged against --model: a checkpoint directory (llm-compressor / "
@@ -86,7 +91,7 @@ def register(app: typer.Typer) -> None:
             suite=suite, model=model, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
             chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,
             chunk_size=chunk_size, results=results, alpha=alpha, force=force, scorer=scorer, candidates=candidate,
-            candidate_names=candidate_name,
+            candidate_names=candidate_name, quant_files=quant_file,
         )  # fmt: skip
         console = Console(width=max(120, Console().width))
         outcome = runner.run(plan, echo=lambda s: console.print(s, markup=False, highlight=False))

@@ -95,6 +95,10 @@ def needs_calibration(recipe: Recipe) -> bool:
     """Whether the result depends on calibration data (and so the cache key must include it)."""
     if recipe.kind != "llmcompressor":
         return False
+    if recipe.modifiers is not None:  # a recipe file: ask its modifiers
+        from cpbench.recipe_file import file_needs_calibration
+
+        return file_needs_calibration(recipe.modifiers)
     if recipe.prune is not None or recipe.smoothquant is not None or recipe.quantize in ("gptq", "awq"):
         return True
     # RTN: data matters only for static activation ranges (e.g. NVFP4's global activation scale, static FP8)
@@ -167,7 +171,8 @@ def run_oneshot(model: Any, tokenizer: Any, recipe: Recipe, calib: CalibrationSe
     from llmcompressor import oneshot
 
     check_group_divisibility(model, recipe)
-    modifiers = build_modifiers(recipe)
+    # a --quant-file recipe is passed as written (YAML text, as oneshot(recipe=...) takes it)
+    modifiers: Any = recipe.modifiers if recipe.modifiers is not None else build_modifiers(recipe)
     kwargs: dict[str, Any] = {"model": model, "recipe": modifiers, "processor": tokenizer}
     if calib is not None:
         n, seq_len = calib.input_ids.shape
