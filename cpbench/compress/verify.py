@@ -1,7 +1,9 @@
 """Verify a saved checkpoint: measure what the recipe did instead of trusting that it did it.
 
-`verify_checkpoint(path, recipe)` reloads the checkpoint with `AutoModelForCausalLM` on CPU (quantized weights
-dequantized once, so every Linear has a dense `weight`), runs a forward pass, and measures per Linear layer:
+`verify_checkpoint(path, recipe)` reads the checkpoint's safetensors shards one Linear layer at a time (quantized
+layers decompressed with compressed-tensors' own compressor, one layer in memory: a 70B checkpoint is verified without
+a second fp32 copy of the model), checks every weight is finite, runs one forward pass of the reloaded model when the
+checkpoint is small (<= FORWARD_MAX_BYTES), and measures per Linear layer:
 the fraction of exactly-zero weights, the fraction of M-blocks (along the input dimension) with at least N zeros
 when an N:M mask was asked for, and the largest number of distinct values in any quantization group (at most 2^bits
 if the weights really are `bits`-bit; counted on up to 256 evenly spaced rows per layer). It also reads bits, group size, strategy and format from config.json's
@@ -107,6 +109,74 @@ def _load_dense(path: Path):
     return AutoModelForCausalLM.from_pretrained(path, **kwargs).to(torch.float32).eval()
 
 
+FORWARD_MAX_BYTES = 2 * 2**30  # checkpoints up to this size are also reloaded whole for one forward pass
+
+
+def _layer_record(name: str, w: torch.Tensor, targets: Any, recipe: Recipe, qconf: Any, group: dict,
+                  base_zeros: dict[str, float] | None) -> dict[str, Any]:  # fmt: skip
+    rec: dict[str, Any] = {"zeros": round(float((w == 0).float().mean()), 6), "shape": list(w.shape)}
+    if base_zeros is not None and name in base_zeros:
+        rec["base_zeros"] = round(float(base_zeros[name]), 6)
+    if recipe.mask_nm is not None:
+        rec["nm_ok"] = round(nm_fraction(w, *recipe.mask_nm), 6)
+    if name in targets and qconf is not None and recipe.quantize is not None:
+        rec["distinct_max"] = max_distinct_per_group(w, group.get("group_size"), group.get("strategy"), MAX_ROWS)
+        rec["rows_checked"] = min(w.shape[0], MAX_ROWS)
+    return rec
+
+
+def _skeleton(path: Path) -> torch.nn.Module:
+    """The checkpoint's architecture on the meta device: module names and types, no memory."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(path)
+    if getattr(cfg, "quantization_config", None) is not None:
+        del cfg.quantization_config  # the skeleton needs plain Linear modules; the shards are decompressed by hand
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(cfg)
+
+
+def _decompressor(path: Path) -> Any:
+    """(compressor class, QuantizationScheme) of the checkpoint's first quantization group, or None when dense."""
+    raw = json.loads((Path(path) / "config.json").read_text()).get("quantization_config") or {}
+    groups = raw.get("config_groups") or {}
+    if not groups:
+        return None
+    from compressed_tensors.compressors import BaseCompressor
+    from compressed_tensors.quantization import QuantizationScheme
+
+    group = dict(next(iter(groups.values())))
+    fmt = group.pop("format", None) or raw.get("format")
+    scheme = QuantizationScheme.model_validate(group)
+    return BaseCompressor.get_value_from_registry(fmt), scheme
+
+
+def iter_linear_weights(path: str | Path, names: Any) -> Any:
+    """(name, dense float32 weight) for each Linear in `names`, read shard by shard from the checkpoint's
+    safetensors files and decompressed one layer at a time (compressed-tensors formats): memory is one layer, not
+    one model. Layers absent from the files (tied lm_head) yield None."""
+    from safetensors import safe_open
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    if not files:
+        raise CpbenchError(f"{path}: no .safetensors files to verify")
+    handles = [safe_open(str(f), framework="pt", device="cpu") for f in files]
+    where: dict[str, Any] = {}
+    for h in handles:
+        for k in h.keys():
+            where[k] = h
+    dec = _decompressor(Path(path))
+    for name in names:
+        local = {k[len(name) + 1 :]: where[k].get_tensor(k) for k in where
+                 if k.startswith(name + ".") and "." not in k[len(name) + 1 :]}  # fmt: skip
+        if "weight_scale" in local and dec is not None:
+            compressor, scheme = dec
+            w = compressor.decompress(local, scheme)["weight"]
+        else:
+            w = local.get("weight")
+        yield name, None if w is None else w.to(torch.float32)
+
+
 @torch.no_grad()
 def verify_checkpoint(
     path: str | Path,
@@ -114,7 +184,10 @@ def verify_checkpoint(
     model: torch.nn.Module | None = None,
     base_zeros: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Measure the saved checkpoint at `path` (reloaded unless `model` is given). `base_zeros` (zeros per Linear
+    """Measure the saved checkpoint at `path`. Without `model`, its safetensors shards are read one layer at a time
+    (decompressed per layer), so verifying a 70B checkpoint needs one layer of memory, not a second copy of the
+    model in fp32; checkpoints up to FORWARD_MAX_BYTES are also reloaded whole for one forward pass (larger ones get
+    every weight checked finite; the scorer rejects non-finite logits anyway). `base_zeros` (zeros per Linear
     before compression) lets the checks tell added zeros from zeros the base weights already had (dequantized
     4-bit GGUF weights are ~1% exact zeros). Returns a JSON-able dict."""
     import warnings
@@ -123,32 +196,38 @@ def verify_checkpoint(
 
     path = Path(path)
     qconf = config_quantization(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = model if model is not None else _load_dense(path)
     group = (qconf or {}).get("groups", [{}])[0] if qconf and qconf.get("groups") else {}
-    targets = target_linears(model, recipe.ignore)
-    nm = recipe.mask_nm
     layers: dict[str, dict[str, Any]] = {}
     ignored: dict[str, dict[str, Any]] = {}
-    for name, mod in model.named_modules():
-        if not isinstance(mod, torch.nn.Linear):
-            continue
-        w = mod.weight
-        rec: dict[str, Any] = {"zeros": round(float((w == 0).float().mean()), 6), "shape": list(w.shape)}
-        if base_zeros is not None and name in base_zeros:
-            rec["base_zeros"] = round(float(base_zeros[name]), 6)
-        if nm is not None:
-            rec["nm_ok"] = round(nm_fraction(w, *nm), 6)
-        if name in targets and qconf is not None and recipe.quantize is not None:
-            rec["distinct_max"] = max_distinct_per_group(w, group.get("group_size"), group.get("strategy"), MAX_ROWS)
-            rec["rows_checked"] = min(w.shape[0], MAX_ROWS)
-        (layers if name in targets else ignored)[name] = rec
-    ids = torch.arange(1, 9).unsqueeze(0) % int(getattr(model.config, "vocab_size", 8) or 8)
-    logits = model(input_ids=ids).logits
+    finite = True
+    forward_finite: bool | None = None
+    nbytes = checkpoint_bytes(path)
+    method = "in-memory model" if model is not None else "safetensors shards, one layer at a time"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if model is not None:
+            targets = target_linears(model, recipe.ignore)
+            weights = ((n, m.weight) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
+        else:
+            skeleton = _skeleton(path)
+            targets = target_linears(skeleton, recipe.ignore)
+            names = [n for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)]
+            weights = iter_linear_weights(path, names)
+        for name, w in weights:
+            if w is None:  # tied to the embeddings: not stored under its own name
+                ignored[name] = {"tied": True}
+                continue
+            finite = finite and bool(torch.isfinite(w).all())
+            (layers if name in targets else ignored)[name] = _layer_record(name, w, targets, recipe, qconf, group,
+                                                                           base_zeros)  # fmt: skip
+        if model is None and nbytes <= FORWARD_MAX_BYTES:
+            model = _load_dense(path)
+        if model is not None:
+            ids = torch.arange(1, 9).unsqueeze(0) % int(getattr(model.config, "vocab_size", 8) or 8)
+            forward_finite = bool(torch.isfinite(model(input_ids=ids).logits).all())
     zeros = [r["zeros"] for r in layers.values()]
     return {
-        "checkpoint_bytes": checkpoint_bytes(path),
+        "checkpoint_bytes": nbytes,
         "quantization_config": qconf,
         "layers": layers,
         "ignored_layers": ignored,
@@ -157,10 +236,12 @@ def verify_checkpoint(
             "zeros_mean": round(sum(zeros) / len(zeros), 6) if zeros else None,
             "zeros_min": min(zeros) if zeros else None,
             "zeros_max": max(zeros) if zeros else None,
-            "nm_ok_min": min((r["nm_ok"] for r in layers.values()), default=None) if nm else None,
+            "nm_ok_min": min((r["nm_ok"] for r in layers.values()), default=None) if recipe.mask_nm else None,
             "distinct_max": max((r.get("distinct_max", 0) for r in layers.values()), default=None)
             if recipe.quantize is not None else None,
-            "forward_finite": bool(torch.isfinite(logits).all()),
+            "weights_finite": finite,
+            "forward_finite": forward_finite,  # None: not run (checkpoint larger than FORWARD_MAX_BYTES)
+            "method": method,
         },
     }
 
@@ -180,8 +261,10 @@ def failed_checks(v: dict[str, Any], recipe: Recipe) -> list[str]:
     """Human-readable list of what the checkpoint does not satisfy (empty when everything holds)."""
     bad: list[str] = []
     s = v["summary"]
-    if not s["forward_finite"]:
+    if s.get("forward_finite") is False:
         bad.append("forward pass of the reloaded checkpoint gives non-finite logits")
+    if s.get("weights_finite") is False:
+        bad.append("the checkpoint holds non-finite weights")
     if not v["layers"]:
         bad.append("no target Linear layers found")
         return bad
