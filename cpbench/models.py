@@ -511,6 +511,16 @@ def _bnb_config(recipe: Recipe, dtype: torch.dtype, device: str) -> Any:
     )  # fmt: skip
 
 
+def spread_over_gpus(device: str) -> bool:
+    """True when `device` is plain `cuda` and more than one GPU is visible (CUDA_VISIBLE_DEVICES / Ray's num_gpus);
+    `cuda:N` pins one GPU."""
+    if device != "cuda":
+        return False
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.device_count() > 1
+
+
 def load(
     entry_or_path: ModelEntry | str | Path,
     device: str = "auto",
@@ -550,6 +560,10 @@ def load(
 
         kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=True)
         dequantized = True
+    if "device_map" not in kwargs and spread_over_gpus(dev):
+        # A unit given several GPUs (cpbench sweep: num_gpus from the model's size) spreads the layers over them
+        # (accelerate's device_map, pipeline style): a 70B model in bf16 on 2 x 80 GB. Inputs go to the first device.
+        kwargs["device_map"] = "auto"
     tokenizer = load_tokenizer(entry, revision=revision)
     try:
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)

@@ -118,7 +118,7 @@ class ClozeScorer:
         ids, cmask, pos = left_pad([it.ctx for it in items], self.pad_id)
         cache = DynamicCache(config=self.model.config)
         out = forward(self.model, ids, cmask, pos, dev, past_key_values=cache, use_cache=True, **self._keep)
-        first = out.logits[:, -1].float()
+        first = out.logits[:, -1].float().to(dev)  # a model spread over GPUs returns logits on its last one
         first_lp = first - torch.logsumexp(first, dim=-1, keepdim=True)  # [b, V]
         conts = [c for it in items for c in it.conts]  # row r*k + j
         first_tok = torch.tensor([c[0] for c in conts], device=dev)
@@ -158,7 +158,7 @@ class ClozeScorer:
             mask[r, lc : lc + n] = 1
             target[r, :n] = torch.tensor(c[1:])
             valid[r, :n] = True
-        logits = forward(self.model, ids, mask, pos, dev, past_key_values=cache, use_cache=True).logits.float()
+        logits = forward(self.model, ids, mask, pos, dev, past_key_values=cache, use_cache=True).logits.float().to(dev)
         lp = logits.gather(2, target.to(dev)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
         return torch.where(valid.to(dev), lp, torch.zeros_like(lp)).sum(dim=1)
 

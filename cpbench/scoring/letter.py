@@ -181,5 +181,5 @@ class LetterScorer:
         else:
             kwargs.update(use_cache=False)
         logits = forward(self.model, ids, mask, pos, self.device, **kwargs).logits[:, -1]
-        return logits.index_select(-1, self.option_ids).float().cpu().numpy()
+        return logits.index_select(-1, self.option_ids.to(logits.device)).float().cpu().numpy()
 
