@@ -1,0 +1,229 @@
+"""Fault injection for `cpbench run` (issue 10): SIGKILL at random moments, rerun, check nothing was lost or corrupted.
+
+    OMP_NUM_THREADS=1 python benchmarks/fault_injection.py [--kills 20] [--seed 0] [--keep DIR]
+
+The run: the tiny random Llama (tests/tiny_model.py), baseline + magnitude-50, tasks qa and rc, --limit 18, batch 2,
+chunks of 4 items; each scoring batch is slowed by 0.1 s so that kills land in scoring as well as in imports,
+compression and writes. First one uninterrupted run (the reference). Then, per trial, a fresh cache and results
+tree: a run killed (SIGKILL) at a uniformly random moment of the reference's wall time, sometimes killed a second
+time on the rerun, then a rerun to completion. After each trial it asserts:
+
+- no corrupt file anywhere: every artifact loads (shape, finiteness, content hash), every result record loads with
+  nothing skipped, every checkpoint in the cache carries a valid completion marker;
+- every finished cell is kept: an artifact present after a kill is reused by the rerun, byte for byte;
+- the final artifacts equal the uninterrupted run's (ids, labels, run key, weights id, prompts hash; logits within
+  1e-5) and so do the records' numbers;
+- no leftovers: no staging folders, temp files or lock files in the results tree or the cache, no chunk files.
+
+It prints one line per kill (when, what the run had printed last) and a summary; exit 1 when any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+CHILD = """
+import sys, time
+from cpbench.scoring import letter
+real = letter.LetterScorer._batch
+def slow(self, idx, g):
+    time.sleep(0.1)  # kills land inside scoring too, not only in imports
+    return real(self, idx, g)
+letter.LetterScorer._batch = slow
+from cpbench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_args(model: str, results: Path) -> list[str]:
+    return ["run", "--model", model, "--quant", "magnitude-50", "--tasks", "qa,rc", "--data", "samples",
+            "--limit", "18", "--batch-size", "2", "--chunk-size", "4", "--results", str(results)]  # fmt: skip
+
+
+def env_for(cache: Path) -> dict[str, str]:
+    return dict(os.environ, CPBENCH_CACHE=str(cache), PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO),
+                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), TOKENIZERS_PARALLELISM="false",
+                HF_HUB_OFFLINE="1")  # fmt: skip
+
+
+def start(model: str, results: Path, cache: Path, log: Path) -> subprocess.Popen:
+    fh = open(log, "w")
+    return subprocess.Popen([sys.executable, "-c", CHILD, *run_args(model, results)], env=env_for(cache),
+                            stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def finish(model: str, results: Path, cache: Path, log: Path) -> tuple[int, float]:
+    t = time.perf_counter()
+    p = start(model, results, cache, log)
+    rc = p.wait(timeout=900)
+    return rc, time.perf_counter() - t
+
+
+def kill_at(model: str, results: Path, cache: Path, log: Path, delay: float) -> tuple[bool, str]:
+    """Start a run, SIGKILL it after `delay` s. Returns (killed before it finished, last line it printed)."""
+    p = start(model, results, cache, log)
+    try:
+        p.wait(timeout=delay)
+        killed = False
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        killed = True
+    lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
+    return killed, (lines[-1][:90] if lines else "(nothing printed yet)")
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def artifacts(results: Path) -> dict[str, Path]:
+    return {p.name: p for p in results.rglob("artifacts/*.parquet")}
+
+
+def snapshot(results: Path) -> dict[str, str]:
+    return {name: sha(p) for name, p in artifacts(results).items()}
+
+
+def check_state(results: Path, cache: Path, ref: dict, kept: dict[str, str], problems: list[str]) -> None:
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.errors import CpbenchError
+    from cpbench.locks import is_complete
+    from cpbench.store import load_results
+
+    arts = artifacts(results)
+    if set(arts) != set(ref["artifacts"]):
+        problems.append(f"artifacts {sorted(arts)} != reference {sorted(ref['artifacts'])}")
+    for name, path in arts.items():
+        try:
+            a = LogitsArtifact.load(path)
+        except CpbenchError as exc:
+            problems.append(f"corrupt artifact {name}: {exc}")
+            continue
+        r = ref["artifacts"].get(name)
+        if r is None:
+            continue
+        prov = a.provenance
+        same = (a.ids == r["ids"] and a.labels.tolist() == r["labels"] and prov["run_key"] == r["run_key"]
+                and prov.get("weights_id") == r["weights_id"] and prov.get("prompts_hash") == r["prompts_hash"])  # fmt: skip
+        diff = float(np.abs(a.logits - r["logits"]).max()) if a.logits.shape == r["logits"].shape else float("inf")
+        if not same or diff > 1e-5:
+            problems.append(f"artifact {name} differs from the uninterrupted run (max |dlogit| {diff:.2g})")
+    for name, digest in kept.items():
+        if name in arts and sha(arts[name]) != digest:
+            problems.append(f"finished artifact {name} was rewritten by the rerun")
+    try:
+        df, skipped = load_results(results)
+    except CpbenchError as exc:
+        problems.append(f"results tree does not load: {exc}")
+    else:
+        if skipped:
+            problems.append(f"skipped while loading results: {[(s.path, s.reason) for s in skipped][:3]}")
+        got = {(r.recipe, r.task, r.score): (round(r.acc, 9), round(r.coverage, 9), round(r.set_size, 9))
+               for r in df.itertuples()}  # fmt: skip
+        if got != ref["records"]:
+            problems.append("records' numbers differ from the uninterrupted run")
+    for ck in (cache / "checkpoints").iterdir() if (cache / "checkpoints").is_dir() else []:
+        if not ck.name.startswith(".") and not is_complete(ck):
+            problems.append(f"incomplete checkpoint {ck.name}")
+    leftovers = [p for root in (results, cache) for p in root.rglob("*")
+                 if p.name.startswith((".tmp", ".cpbench-probe")) or p.name.endswith((".tmp", ".lock"))]  # fmt: skip
+    chunk_dirs = list((cache / "scores").iterdir()) if (cache / "scores").is_dir() else []
+    if leftovers or chunk_dirs:
+        problems.append(f"leftovers: {[str(p) for p in leftovers + chunk_dirs][:4]}")
+
+
+def reference(model: str, work: Path) -> tuple[dict, float]:
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.store import load_results
+
+    results, cache = work / "ref" / "results", work / "ref" / "cache"
+    rc, wall = finish(model, results, cache, work / "ref.log")
+    if rc != 0:
+        raise SystemExit(f"reference run failed (exit {rc}): {(work / 'ref.log').read_text()[-2000:]}")
+    ref: dict = {"artifacts": {}, "records": {}}
+    for name, path in artifacts(results).items():
+        a = LogitsArtifact.load(path)
+        ref["artifacts"][name] = {"ids": a.ids, "labels": a.labels.tolist(), "logits": a.logits,
+                                  "run_key": a.provenance["run_key"], "weights_id": a.provenance.get("weights_id"),
+                                  "prompts_hash": a.provenance.get("prompts_hash")}  # fmt: skip
+    df, _ = load_results(results)
+    ref["records"] = {(r.recipe, r.task, r.score): (round(r.acc, 9), round(r.coverage, 9), round(r.set_size, 9))
+                      for r in df.itertuples()}  # fmt: skip
+    return ref, wall
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kills", type=int, default=20, help="SIGKILLs in all (>= 20 for the issue's acceptance)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", type=Path, default=None, help="work directory to keep (default: a temp dir, removed)")
+    args = ap.parse_args(argv)
+    from tiny_model import tiny_model_dir
+
+    model = str(tiny_model_dir())
+    work = args.keep or Path(tempfile.mkdtemp(prefix="cpbench-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(args.seed)
+    t0 = time.perf_counter()
+    print(f"fault injection: tiny model, base + magnitude-50, qa+rc, limit 18; OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, seed {args.seed}, {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+    ref, wall = reference(model, work)
+    print(f"reference (uninterrupted) run: {wall:.1f} s, {len(ref['artifacts'])} artifacts")
+    kills = trials = failures = 0
+    reused_after_kill = 0
+    while kills < args.kills:
+        trials += 1
+        d = work / f"trial{trials:02d}"
+        results, cache = d / "results", d / "cache"
+        d.mkdir()
+        kept: dict[str, str] = {}
+        problems: list[str] = []
+        for attempt in range(2 if rng.random() < 0.5 else 1):  # sometimes kill the rerun as well
+            if kills >= args.kills:
+                break
+            delay = rng.uniform(0.2, wall)
+            killed, last = kill_at(model, results, cache, d / f"kill{attempt}.log", delay)
+            kills += killed
+            kept.update(snapshot(results))  # finished cells must survive, byte for byte
+            print(f"  trial {trials:2d} kill {attempt + 1}: at {delay:5.1f} s "
+                  f"{'killed' if killed else 'finished first'}; {len(kept)} artifact(s) done; last: {last}")
+        rc, _ = finish(model, results, cache, d / "final.log")
+        out = (d / "final.log").read_text(errors="replace")
+        if rc != 0:
+            problems.append(f"rerun exit {rc}: {out[-500:]}")
+        reused_after_kill += out.count("artifact reused")
+        check_state(results, cache, ref, kept, problems)
+        status = "ok" if not problems else "FAIL: " + "; ".join(problems)
+        failures += bool(problems)
+        print(f"  trial {trials:2d}: rerun {'ok' if rc == 0 else f'exit {rc}'}, "
+              f"{out.count('artifact reused')} artifact(s) reused, {out.count(' items, ')} scored; {status}")
+        if not problems and args.keep is None:
+            shutil.rmtree(d, ignore_errors=True)
+    print(f"summary: {kills} kills in {trials} trials, {failures} failed trial(s); {reused_after_kill} finished "
+          f"artifacts reused by reruns; {time.perf_counter() - t0:.0f} s")
+    if args.keep is None and not failures:
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
