@@ -31,10 +31,18 @@ def population(size: int = 200_000, seed: int = 0) -> tuple[np.ndarray, np.ndarr
     return labels.astype(np.int64), logits.astype(np.float32)
 
 
-def perturb(logits: np.ndarray, sigma: float, temperature: float = 1.0, seed: int = 1) -> np.ndarray:
-    """A 'compressed' model: logits + sigma * fixed Gaussian noise, divided by the temperature."""
-    noise = np.random.default_rng([seed, 12]).normal(0.0, 1.0, logits.shape)
-    return ((logits.astype(np.float64) + sigma * noise) / temperature).astype(np.float32)
+def perturb(logits: np.ndarray, sigma: float, temperature: float = 1.0, seed: int = 1, *,
+            signal_loss: float = 0.0, labels: np.ndarray | None = None) -> np.ndarray:
+    """A 'compressed' model: logits + sigma * fixed Gaussian noise, the gold option's logit lowered by
+    signal_loss * (0.5 + Exp(1) per item) (compression erodes what the model knows, more on some items than others),
+    all divided by the temperature."""
+    rng = np.random.default_rng([seed, 12])
+    out = logits.astype(np.float64) + sigma * rng.normal(0.0, 1.0, logits.shape)
+    if signal_loss:
+        if labels is None:
+            raise ValueError("signal_loss needs the gold labels")
+        out[np.arange(len(labels)), labels] -= signal_loss * (0.5 + rng.exponential(1.0, len(labels)))
+    return (out / temperature).astype(np.float32)
 
 
 def sample_indices(size: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -115,3 +123,61 @@ def coverage_run(labels: np.ndarray, base: np.ndarray, cand: np.ndarray, n: int,
                 split_hit[m] += lo <= truth[m] <= hi
     return CoverageRun(n, draws, truth, {m: hit[m] / draws for m in metrics},
                        {m: split_hit[m] / draws for m in metrics}, width)
+
+
+def tuned(labels: np.ndarray, base: np.ndarray, make, target: float, n: int, lo: float, hi: float, *,
+          metric: str = "d_lac.set_size", iters: int = 16) -> tuple[np.ndarray, float]:
+    """(candidate, knob) with `make(knob)`'s population `metric` equal to `target` (bisection; metric monotone in
+    the knob between lo and hi)."""
+    def value(x: float) -> float:
+        return population_values(labels, base, make(x), n)[metric] - target
+
+    a, b = lo, hi
+    fa = value(a)
+    for _ in range(iters):
+        mid = 0.5 * (a + b)
+        fm = value(mid)
+        if (fm > 0) == (fa > 0):
+            a, fa = mid, fm
+        else:
+            b = mid
+    return make(0.5 * (a + b)), 0.5 * (a + b)
+
+
+@dataclass
+class GateRun:
+    n: int
+    draws: int
+    truth: float
+    passed: float
+    failed: float
+    inconclusive: float
+    se_mean: float  # mean item-level standard error of the set-size difference
+
+
+def gate_run(labels: np.ndarray, base: np.ndarray, cand: np.ndarray, n: int, draws: int, limit: float, *,
+             splits: int = 20, n_boot: int = 300, seed: int = 0, level: float = 0.95) -> GateRun:
+    """Operating characteristics of `cpbench check --max-set-size-increase limit` on one LAC cell: the share of item
+    samples that pass, fail and stay inconclusive (the gate's own decision code on the paired estimates)."""
+    from cpbench.analysis.compare import RecordNumbers, compare_numbers
+    from cpbench.conformal.protocols import analyze_artifact, preset
+    from cpbench.gate import Decision, Limits, _cell_checks, _decide
+
+    truth = population_values(labels, base, cand, n)["d_lac.set_size"]
+    key = preset("default", splits=splits)
+    rng = np.random.default_rng([seed, n, 17])
+    limits = Limits(max_set_size_increase=limit)
+    decision = Decision(level=level, n_boot=n_boot)
+    counts = {"pass": 0, "fail": 0, "inconclusive": 0}
+    se_sum = 0.0
+    for _ in range(draws):
+        a, b = sample_pair(labels, base, cand, n, rng)
+        ra, rb = analyze_artifact(a, key, ("lac",)), analyze_artifact(b, key, ("lac",))
+        est = compare_numbers(a, b, RecordNumbers.from_record(ra), RecordNumbers.from_record(rb), ("lac",),
+                              n_boot=n_boot, seed=int(rng.integers(1 << 30)))
+        rows = [{"status": "pass", "reasons": ""}]
+        _decide(rows, _cell_checks(0, None, {"score": "lac"}, limits, est), decision)
+        counts[rows[0]["status"]] += 1
+        se_sum += est["d_lac.set_size"].se
+    return GateRun(n, draws, truth, counts["pass"] / draws, counts["fail"] / draws, counts["inconclusive"] / draws,
+                   se_sum / draws)
