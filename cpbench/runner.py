@@ -404,12 +404,15 @@ def run_unit(
 
     entry, recipe, opts = unit.model, unit.recipe, unit.options
     identity = _unit_identity(unit, device)  # before compressing: reuse is decided first
+    from cpbench.analysis.knobs import provenance_fields
+
     provenance = {
         **entry.provenance(),
         "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
         "compression_report": None,  # filled when the weights are needed (below)
         "checkpoint_path": None,
         **identity.provenance(),
+        **provenance_fields(entry.params_b, recipe.name, recipe.spec()),  # n_params, knob: analyses read these
         "sample_data": opts.data == "samples",
         "suite": opts.suite,
     }
@@ -470,6 +473,8 @@ def run_candidate(
     spec = candidates.describe(candidate)
     cells = [key.model_copy(update={"recipe": candidate.name}) for key in base_unit.cells]
     base = base_unit.model
+    from cpbench.analysis.knobs import provenance_fields
+
     provenance = {
         **base.provenance(),  # the model the candidate is judged against (model_id, model_name, model_key, ...)
         "recipe": {"name": candidate.name, "kind": "candidate", "spec": spec,
@@ -478,6 +483,7 @@ def run_candidate(
         "compression_report": None,  # filled from the loaded weights below
         "checkpoint_path": str(candidates.local_path(candidate) or "") or None,
         **identity.provenance(),
+        **provenance_fields(base.params_b, candidate.name, spec),  # n_params (of the base), knob when it has one
         "sample_data": base_unit.options.data == "samples",
         "suite": base_unit.options.suite,
     }

@@ -162,6 +162,7 @@ def _rows(record: dict, key: RunKey, ps: dict[str, np.ndarray | None], rel: str)
         "model_id": prov.get("model_id", "") or "",
         "model_name": prov.get("model_name", "") or "",
         "params": _params(prov),
+        "knob": json.dumps(prov["knob"], sort_keys=True) if isinstance(prov.get("knob"), dict) else "",
         "recipe_spec": json.dumps(recipe_prov, sort_keys=True) if isinstance(recipe_prov, dict) else "",
         "analyzed_at": prov.get("analyzed_at", "") or "",
         "path": rel,
@@ -195,7 +196,7 @@ def _columns() -> list[str]:
         cols += [m, f"{m}_std", f"{m}_lo", f"{m}_hi"]
     cols += ["qhat", *CALIBRATION, *PER_SPLIT_COLS]
     cols += ["artifact_hash", "items_hash", "prompts_hash", "sample_data", "notes", "model_id", "model_name", "params",
-             "recipe_spec", "analyzed_at", "path"]
+             "knob", "recipe_spec", "analyzed_at", "path"]
     return cols
 
 

@@ -100,15 +100,35 @@ def test_too_few_models_gives_no_interval(tmp_path: Path) -> None:
     assert row["n_models"] == 2 and row["slope"] == pytest.approx(0.0) and np.isnan(row["slope_lo"])
 
 
-def test_parameter_counts_from_names_and_registry() -> None:
+def test_parameter_counts_from_provenance_then_names_never_the_registry() -> None:
     assert params_from_name("llama-3.1-8b") == 8e9
     assert params_from_name("Qwen/Qwen2.5-0.5B") == 5e8
     assert params_from_name("smollm2-135m-gguf-q4_1") == 1.35e8
     assert math.isnan(params_from_name("phi-3.5-mini"))
     assert model_params("x", recorded=7e9) == (7e9, "record")
-    # the registry (benchmark/models.yaml) lists SmolLM2-135M; the run key's model name carries a weight-source
-    # suffix the registry does not know, so the lookup must go through the record's `model_name`
-    value, source = model_params("smollm2-135m-gguf-q4_1", registry_name="smollm2-135m")
-    assert source == "registry" and value == pytest.approx(1.35e8, rel=0.01)
+    # without a recorded count, the name is a flagged fallback: the YAML registry is never read (a registry edit must
+    # not change an old leaderboard); `model_name` from the provenance is parsed first
+    value, source = model_params("mystery-gguf-q4_1", registry_name="smollm2-135m")
+    assert source == "name" and value == pytest.approx(1.35e8)
     assert model_params("not-a-registry-model-3b") == (3e9, "name")
     assert model_params("mystery") == (pytest.approx(math.nan, nan_ok=True), "unknown")
+
+
+def test_item_level_slope_interval_from_the_deltas_standard_errors(tmp_path: Path) -> None:
+    """Two models with artifacts: the item-level slope se is sqrt(sum c_m^2 se_m^2) of the decoupling table's se."""
+    from paired_factory import write_pair
+
+    from cpbench.analysis.compare import ArtifactIndex
+
+    write_pair(tmp_path, 600, 0.9, model="tiny-1b", recipe="q", seed=1)
+    write_pair(tmp_path, 600, 0.3, model="huge-100b", recipe="q", seed=2)
+    df, _ = load_results(tmp_path)
+    dec = decoupling_table(df, DecouplingConfig(), ArtifactIndex(tmp_path))
+    row = size_effect_table(dec, df[["model", "params", "model_name"]]).iloc[0]
+    se = dec.set_index("model")["d_set_size_se"]
+    x = np.log10([1e9, 1e11])
+    c = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+    assert row["slope_item_se"] == pytest.approx(math.sqrt(c[0] ** 2 * se["tiny-1b"] ** 2 + c[1] ** 2
+                                                           * se["huge-100b"] ** 2))
+    assert row["slope_item_lo"] < row["slope"] < row["slope_item_hi"] and row["slope"] < 0
+    assert math.isnan(row["slope_lo"])  # two models: no spread across models to estimate

@@ -2,8 +2,13 @@
 
 A sweep is a family of recipes that differ only in one knob: `gptq-8bit`, `gptq-4bit`, ... share the family
 `gptq-{bits}bit`; `magnitude-10` ... `magnitude-90` share `magnitude-{sparsity}`. The uncompressed baseline anchors
-every sweep at 16 bits / 0 % sparsity. Explicit fields in the recipe spec stored in the record's provenance win over
-the name; the name is parsed only when the spec does not say.
+every sweep at 16 bits / 0 % sparsity.
+
+Where the numbers come from (a registry edit must never change an old leaderboard): the scorer writes the model's
+parameter count (`n_params`) and the recipe's knob (`knob`, {"bits": 4} or {"sparsity": 0.5}) into the artifact's
+provenance (`provenance_fields`, at scoring time); the analysis reads them from the record. Records without them fall
+back to the recipe spec stored in the record's provenance, then to the recipe or model name, and say so (source
+"name"). The YAML registries are never consulted by the analysis.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cpbench.errors import CpbenchError
 
 KnobKind = Literal["bits", "sparsity"]
 BASELINE_BITS = 16.0
@@ -59,9 +63,8 @@ def recipe_knob(name: str, spec: dict | None = None) -> Knob | None:
     low = name.lower()
     if low in BASELINE_NAMES:
         return None
-    registry = _registry_spec(name)
-    spec = spec or registry
-    sweep = _find_dict(spec, "sweep") or _find_dict(registry, "sweep")
+    spec = spec or {}
+    sweep = _find_dict(spec, "sweep")
     if sweep and sweep.get("knob") in ("bits", "sparsity"):
         # cpbench.recipes writes {name, knob, level}; level is bits or sparsity in percent
         level = sweep.get("level", sweep.get("value"))
@@ -104,7 +107,7 @@ def recipe_variant(name: str, spec: dict | None = None) -> dict[str, Any]:
     E.g. `rtn-4bit-g64` sits on the `rtn-bits` sweep at 4 bits but with group size 64 instead of 128: it is a
     different curve, not a second point at 4 bits.
     """
-    spec = spec if spec and set(spec) - {"name"} else (_registry_spec(name) or spec or {})
+    spec = spec or {}
     inner = spec.get("spec") if isinstance(spec.get("spec"), dict) else spec
     return {k: v for k, v in inner.items() if k not in _NOT_VARIANT}
 
@@ -112,16 +115,6 @@ def recipe_variant(name: str, spec: dict | None = None) -> dict[str, Any]:
 def _find_dict(obj: Any, key: str) -> dict | None:
     """The first dict stored under `key` anywhere in a nested spec (provenance may wrap the recipe spec)."""
     return next((cur[key] for cur in _dicts(obj) if isinstance(cur.get(key), dict)), None)
-
-
-def _registry_spec(name: str) -> dict:
-    """The recipe registry's spec for `name` (cpbench.recipes, when built), or {} when it does not know it."""
-    try:
-        from cpbench import recipes  # type: ignore[attr-defined]
-
-        return dict(recipes.resolve(name).spec())
-    except (ImportError, CpbenchError):  # unknown recipe name or registry absent: parse the name
-        return {}
 
 
 def _family(name: str, kind: str) -> str:
@@ -151,33 +144,48 @@ def params_from_name(model: str) -> float:
 
 
 def model_params(model: str, recorded: float = math.nan, registry_name: str = "") -> tuple[float, str]:
-    """(parameter count, where it came from): the record's provenance, the model registry, or the model name.
-
-    `registry_name` is the registry entry named in the record's provenance (`model_name`); the run key's model may
-    carry a weight-source suffix (e.g. `smollm2-135m-gguf-q4_1`) that the registry does not know.
-    """
+    """(parameter count, where it came from): the record's provenance (`n_params`), else the model name (flagged
+    "name": a fallback), else unknown. `registry_name` (the provenance's `model_name`) is parsed before the run key's
+    model, which may carry a weight-source suffix."""
     if isinstance(recorded, (int, float)) and math.isfinite(recorded) and recorded > 0:
         return float(recorded), "record"
-    registry = _registry_params(registry_name) if registry_name else math.nan
-    if not math.isfinite(registry):
-        registry = _registry_params(model)
-    if math.isfinite(registry):
-        return registry, "registry"
-    guess = params_from_name(model)
-    return guess, ("name" if math.isfinite(guess) else "unknown")
+    for name in (registry_name, model):
+        guess = params_from_name(name) if name else math.nan
+        if math.isfinite(guess):
+            return guess, "name"
+    return math.nan, "unknown"
 
 
-def _registry_params(model: str) -> float:
-    """Ask the model registry (cpbench.models, when built) without letting its absence or errors stop an analysis."""
-    try:
-        from cpbench import models  # type: ignore[attr-defined]
-    except ImportError:  # registry not built or not importable here: fall back to the name
-        return math.nan
-    try:
-        entry = models.resolve(model)
-    except (CpbenchError, OSError, ValueError):  # not a registry name (e.g. a weight-source suffix): use the name
-        return math.nan
-    billions = getattr(entry, "params_b", None)
-    if isinstance(billions, (int, float)) and billions > 0:
-        return float(billions) * 1e9
-    return math.nan
+def recorded_knob(knob_json: str, name: str, spec: dict | None) -> tuple[Knob | None, str]:
+    """(knob, source) of one record: its provenance `knob` ("record"), else its recorded recipe spec or name
+    ("name", a flagged fallback)."""
+    import json
+
+    if knob_json:
+        try:
+            k = json.loads(knob_json)
+        except ValueError:
+            k = None
+        if isinstance(k, dict):
+            parsed = recipe_knob(name, spec)
+            for kind, scale in (("bits", 1.0), ("sparsity", 100.0)):
+                v = k.get(kind)
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                    value = float(v) * scale
+                    family = parsed.family if parsed is not None and parsed.kind == kind else _family(name.lower(),
+                                                                                                        kind)
+                    return Knob(kind, value, family), "record"  # type: ignore[arg-type]
+    k = recipe_knob(name, spec)
+    return k, ("name" if k is not None else "none")
+
+
+def provenance_fields(params_b: float | None, recipe_name: str, recipe_spec: dict | None) -> dict:
+    """What the scorer writes into artifact provenance for the size-effect and threshold analyses: `n_params` (the
+    registry's params_b at scoring time) and `knob` ({"bits": b} or {"sparsity": fraction})."""
+    out: dict = {}
+    if isinstance(params_b, (int, float)) and params_b > 0:
+        out["n_params"] = float(params_b) * 1e9
+    k = recipe_knob(recipe_name, recipe_spec)
+    if k is not None:
+        out["knob"] = {"bits": k.value} if k.kind == "bits" else {"sparsity": k.value / 100.0}
+    return out

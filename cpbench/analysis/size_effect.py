@@ -2,9 +2,17 @@
 
 For each recipe (and task, prompt, shots, ..., conformal score), the delta set size against the model's baseline is
 regressed on log10(parameters) across models: a negative slope means larger models lose less uncertainty quality.
-The slope is per 10x parameters, with a t interval (n - 2 degrees of freedom, so at least 3 models). Parameter
-counts come from the record's provenance, then the model registry, then the model name (`knobs.model_params`);
-models whose size is unknown are left out and listed.
+The slope is per 10x parameters, with two intervals that cover different things:
+
+- `slope_item_lo/hi` (item-level): the slope through these models' population deltas. Each model's delta carries its
+  item-level standard error (decoupling table, `d_set_size_se`: paired item bootstrap plus split Monte Carlo); the
+  OLS slope is a fixed linear combination sum c_m delta_m of independent item samples, so its se is
+  sqrt(sum c_m^2 se_m^2) and the interval is normal. Needs 2 models with artifacts.
+- `slope_lo/hi` (across models): the t interval with n - 2 degrees of freedom from the scatter around the line,
+  which treats the models as a sample (needs at least 3 models).
+
+Parameter counts come from the record's provenance (`n_params`, written at scoring time), else the model name (source
+"name", a flagged fallback); never the YAML registry. Models whose size is unknown are left out and listed.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from cpbench.analysis.knobs import model_params
+from cpbench.analysis.paired import z_of
 from cpbench.analysis.stats import fit_line
 from cpbench.store import KEY_COLS, merge_notes
 
@@ -29,9 +38,10 @@ def size_effect_table(
     `params` (optional) has columns model, params and model_name (the results frame's): recorded counts, and the
     registry name to look up when no count is recorded (`knobs.model_params`).
     """
-    columns = [*GROUP_COLS, "n_models", "slope", "slope_lo", "slope_hi", "intercept", "r2", "models",
-               "left_out", "sample_data", "notes"]
+    columns = [*GROUP_COLS, "n_models", "slope", "slope_lo", "slope_hi", "slope_item_se", "slope_item_lo",
+               "slope_item_hi", "intercept", "r2", "models", "left_out", "sample_data", "notes"]
     ok = decoupling[decoupling["category"] != "unpaired"] if len(decoupling) else decoupling
+    ok = ok[np.isfinite(ok["d_set_size"].to_numpy(dtype=float))] if len(ok) else ok
     if ok.empty:
         return pd.DataFrame(columns=columns)
     recorded: dict[str, float] = {}
@@ -51,12 +61,22 @@ def size_effect_table(
         x = np.log10(np.asarray(known, dtype=float)[mask])
         y = g["d_set_size"].to_numpy(dtype=float)[mask]
         fit = fit_line(x, y, level)  # all NaN with fewer than 2 models, no interval with fewer than 3
+        se_m = (g["d_set_size_se"].to_numpy(dtype=float)[mask] if "d_set_size_se" in g
+                else np.full(len(x), math.nan))
+        item_se = math.nan
+        if len(x) >= 2 and np.ptp(x) > 0 and np.isfinite(se_m).all():
+            c = (x - x.mean()) / float(((x - x.mean()) ** 2).sum())
+            item_se = float(math.sqrt(float((c**2 * se_m**2).sum())))
+        z = z_of(0.5 + level / 2)
         rows.append({
             **dict(zip(GROUP_COLS, key)),
             "n_models": int(mask.sum()),
             "slope": fit.slope,
             "slope_lo": fit.slope_lo,
             "slope_hi": fit.slope_hi,
+            "slope_item_se": item_se,
+            "slope_item_lo": fit.slope - z * item_se,
+            "slope_item_hi": fit.slope + z * item_se,
             "intercept": fit.intercept,
             "r2": fit.r2,
             "models": " ".join(f"{m}({sizes[m][0]:.3g},{sizes[m][1]})" for m in g["model"][mask]),

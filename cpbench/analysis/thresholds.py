@@ -34,7 +34,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from cpbench.analysis.knobs import KnobKind, baseline_value, compression_sign, recipe_knob, recipe_variant
+from cpbench.analysis.knobs import KnobKind, baseline_value, compression_sign, recipe_variant, recorded_knob
+from cpbench.errors import CpbenchError
 from cpbench.store import KEY_COLS, merge_notes
 
 Criterion = Literal["permutation", "bic"]
@@ -163,23 +164,28 @@ SWEEP_COLS = [c for c in KEY_COLS if c != "recipe"]
 
 def sweep_points(df: pd.DataFrame, baseline: str = "base") -> pd.DataFrame:
     """Rows of `df` that lie on a sweep, with columns family, kind and level; the baseline joins every sweep."""
-    extra = {"family": pd.Series(dtype=str), "kind": pd.Series(dtype=str), "level": pd.Series(dtype=float)}
+    extra = {"family": pd.Series(dtype=str), "kind": pd.Series(dtype=str), "level": pd.Series(dtype=float),
+             "knob_source": pd.Series(dtype=str)}
+    knob_col = df["knob"] if "knob" in df else pd.Series([""] * len(df), index=df.index)
+    knob_col = knob_col.map(lambda v: v if isinstance(v, str) else "")
+    triples = pd.DataFrame({"recipe": df["recipe"], "spec": df["recipe_spec"], "knob": knob_col})
     knobs = {
-        (recipe, spec): recipe_knob(recipe, json.loads(spec) if spec else None)
-        for recipe, spec in df[["recipe", "recipe_spec"]].drop_duplicates().itertuples(index=False)
+        (recipe, spec, kj): recorded_knob(kj, recipe, json.loads(spec) if spec else None)
+        for recipe, spec, kj in triples.drop_duplicates().itertuples(index=False)
         if recipe != baseline
     }
     comp = df[df["recipe"] != baseline]
-    found = [knobs[(r, s)] for r, s in zip(comp["recipe"], comp["recipe_spec"])]
-    keep = np.array([k is not None for k in found], dtype=bool)
+    found = [knobs[(r, s, k)] for r, s, k in zip(comp["recipe"], comp["recipe_spec"], knob_col[comp.index])]
+    keep = np.array([k is not None for k, _ in found], dtype=bool)
     if not keep.any():
         return df.iloc[0:0].assign(**extra)
-    on = [k for k in found if k is not None]
-    comp = comp[keep].assign(family=[k.family for k in on], kind=[k.kind for k in on], level=[k.value for k in on])
+    on = [(k, src) for k, src in found if k is not None]
+    comp = comp[keep].assign(family=[k.family for k, _ in on], kind=[k.kind for k, _ in on],
+                             level=[k.value for k, _ in on], knob_source=[src for _, src in on])
     comp = comp.assign(family=_split_variants(comp))
     base = df[df["recipe"] == baseline]
     parts = [comp] + [
-        base.assign(family=family, kind=kind, level=baseline_value(kind))
+        base.assign(family=family, kind=kind, level=baseline_value(kind), knob_source="baseline")
         for family, kind in sorted(set(zip(comp["family"], comp["kind"])))
     ]
     return pd.concat(parts, ignore_index=True)
@@ -206,6 +212,79 @@ def _split_variants(comp: pd.DataFrame) -> list[str]:
     return names
 
 
+def _refit(t: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Best hinge breakpoint and slope change b2 for every column of ys [n_levels, B] (t sorted, compression up)."""
+    cs = _breakpoints(t)
+    _, m_hinge = _projections(t, cs)
+    rss = np.stack([_rss(m, ys) for m in m_hinge])  # [C, B]
+    best = np.argmin(rss, axis=0)
+    designs = np.stack([np.column_stack([np.ones(len(t)), t, np.maximum(0.0, t - c)]) for c in cs])
+    pinv = np.linalg.pinv(designs)  # [C, 3, n]
+    b2 = np.einsum("bn,nb->b", pinv[best, 2, :], ys)
+    return cs[best], b2
+
+
+def _deviations(g: pd.DataFrame, baseline: str, artifacts, n_boot: int, seed: int) -> tuple[np.ndarray | None, str]:
+    """[n_levels, B] item-bootstrap deviations of each level's plug-in set size from its full-sample value, the
+    same resampled items for every level (the levels are the same items), or None and why."""
+    from cpbench.analysis.compare import NO_ARTIFACT
+    from cpbench.analysis.paired import cached_view, paired_draws
+
+    if artifacts is None:
+        return None, NO_ARTIFACT + " (no results root)"
+    base_rows = g[g["recipe"] == baseline]
+    if base_rows.empty:
+        return None, "no baseline row"
+    b0 = base_rows.iloc[0]
+    ab, why = artifacts.for_row(b0)
+    if ab is None:
+        return None, why
+    key = (str(b0["protocol"]), float(b0["alpha"]), float(b0["cal_ratio"]), int(b0["seed"]))
+    try:
+        vb = cached_view(ab, *key)
+        score = str(b0["score"])
+        out = []
+        for _, r in g.iterrows():
+            art, why = (ab, "") if r["recipe"] == baseline else artifacts.for_row(r)
+            if art is None:
+                return None, why
+            d = paired_draws(vb, cached_view(art, *key), (score,), n_boot=n_boot, seed=seed)
+            v = d.cand[f"{score}.set_size"]
+            out.append(v[1:] - v[0])
+    except CpbenchError as exc:
+        return None, f"no item-level check: {exc}"
+    return np.array(out), ""
+
+
+def _item_fields(fit: ThresholdFit, g: pd.DataFrame, dev: np.ndarray | None, why: str,
+                 level: float) -> dict[str, object]:
+    nan = math.nan
+    out: dict[str, object] = dict(threshold_lo=nan, threshold_hi=nan, jump_lo=nan, jump_hi=nan, slope_change=nan,
+                                  slope_change_lo=nan, slope_change_hi=nan, item_check="")
+    if fit.verdict == "too-few-levels":
+        return out
+    if dev is None:
+        out["item_check"] = why
+        return out
+    sign = compression_sign(g["kind"].iloc[0])
+    t = sign * g["level"].to_numpy(dtype=float)
+    order = np.argsort(t, kind="mergesort")
+    t, y, dev = t[order], g["set_size"].to_numpy(dtype=float)[order], dev[order]
+    c_b, b2_b = _refit(t, y[:, None] + dev)
+    c_hat, b2_hat = _refit(t, y[:, None])
+    tail = (1 - level) / 2 * 100
+    lo_c, hi_c = np.percentile(sign * c_b, [tail, 100 - tail])
+    jump_b = b2_b * (t[-1] - c_b)
+    out.update(threshold_lo=float(min(lo_c, hi_c)), threshold_hi=float(max(lo_c, hi_c)),
+               jump_lo=float(np.percentile(jump_b, tail)), jump_hi=float(np.percentile(jump_b, 100 - tail)),
+               slope_change=float(b2_hat[0]), slope_change_lo=float(np.percentile(b2_b, tail)),
+               slope_change_hi=float(np.percentile(b2_b, 100 - tail)))
+    # one-sided: the slope change is shown positive when its (1 - level) lower percentile is above zero
+    shown = float(np.percentile(b2_b, (1 - level) * 100)) > 0
+    out["item_check"] = "distinguishable from item noise" if shown else "not distinguishable from item noise"
+    return out
+
+
 def threshold_table(
     df: pd.DataFrame,
     *,
@@ -214,24 +293,60 @@ def threshold_table(
     alpha: float = 0.05,
     min_levels: int = MIN_LEVELS,
     seed: int = 0,
+    artifacts=None,
+    n_boot: int = 300,
+    level: float = 0.95,
 ) -> pd.DataFrame:
-    """One threshold fit per (model, sweep family, task, prompt, shots, ..., conformal score)."""
+    """One threshold fit per (model, sweep family, task, prompt, shots, ..., conformal score).
+
+    Item-level check (docs/conformal.md): every level's set size is re-measured on the same bootstrap resamples of
+    the items (calibration re-run inside), the hinge re-fitted per replicate; the breakpoint, jump and slope-change
+    intervals are percentiles of the refits. A `threshold` is reported only when the slope change is shown positive
+    (its one-sided lower percentile above zero); otherwise the verdict is `gradual` (not distinguishable from item
+    noise), or `inconclusive` when the artifacts are missing (`artifacts`: a compare.ArtifactIndex)."""
     fields = list(ThresholdFit.__dataclass_fields__)
-    columns = [*SWEEP_COLS, "family", *fields, "levels", "set_sizes", "sample_data", "notes"]
+    item_cols = ["threshold_lo", "threshold_hi", "jump_lo", "jump_hi", "slope_change", "slope_change_lo",
+                 "slope_change_hi", "item_check"]
+    columns = [*SWEEP_COLS, "family", *fields, *item_cols, "levels", "set_sizes", "knob_source", "sample_data",
+               "notes"]
     pts = sweep_points(df, baseline)
     rows = []
     if pts.empty:
         return pd.DataFrame(columns=columns)
-    for key, g in pts.groupby([*SWEEP_COLS, "family", "kind"], sort=True, dropna=False):
+    devs: dict[tuple, tuple[np.ndarray | None, str]] = {}
+    groups = list(pts.groupby([*SWEEP_COLS, "family", "kind"], sort=True, dropna=False))
+    task_i = SWEEP_COLS.index("task")
+    for key, g in sorted(groups, key=lambda kg: str(kg[0][task_i]) == "avg"):  # averages after their tasks
         g = g.sort_values("level")
         fit = fit_threshold(g["level"].to_numpy(), g["set_size"].to_numpy(), g["kind"].iloc[0],
                             criterion=criterion, alpha=alpha, min_levels=min_levels, seed=seed)
+        if str(key[task_i]) == "avg":
+            parts = [v for k, v in devs.items() if k[:task_i] + k[task_i + 1:] == key[:task_i] + key[task_i + 1:]]
+            ok = [d for d, _ in parts if d is not None and d.shape == (len(g), n_boot)]
+            dev, why = (np.mean(ok, axis=0), "") if parts and len(ok) == len(parts) else (
+                None, "no item-level check: a task lacks one")
+        else:
+            dev, why = (None, "") if fit.verdict == "too-few-levels" else _deviations(g, baseline, artifacts,
+                                                                                         n_boot, seed)
+            devs[key] = (dev, why)
+        item = _item_fields(fit, g, dev, why, level)
+        fitd = asdict(fit)
+        if fit.verdict == "threshold" and item["item_check"] != "distinguishable from item noise":
+            if dev is None:
+                fitd.update(verdict="inconclusive", note="; ".join(filter(None, [fit.note, str(item["item_check"])])))
+            else:
+                fitd.update(verdict="gradual", threshold=math.nan, note="; ".join(filter(None, [
+                    fit.note, "the breakpoint's slope change is not distinguishable from item noise"])))
+        sources = sorted(set(g["knob_source"]) - {"baseline"})
         rows.append({
             **dict(zip([*SWEEP_COLS, "family"], key[:-1])),
-            **asdict(fit),
+            **fitd,
+            **item,
             "levels": " ".join(f"{v:g}" for v in g["level"]),
             "set_sizes": " ".join(f"{v:.4f}" for v in g["set_size"]),
+            "knob_source": ",".join(sources),
             "sample_data": bool(g["sample_data"].any()),
             "notes": merge_notes(g["notes"]),
         })
-    return pd.DataFrame(rows, columns=columns)
+    out = pd.DataFrame(rows, columns=columns)
+    return out.sort_values([*SWEEP_COLS, "family"], kind="mergesort").reset_index(drop=True)

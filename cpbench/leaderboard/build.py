@@ -64,14 +64,16 @@ def analyze_tree(root: str | os.PathLike, cfg: LeaderboardConfig = LeaderboardCo
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:3])
         raise CpbenchError(f"{root}: no cpbench result records found" + (f" (skipped {reasons})" if reasons else ""))
     full = add_task_average(df)
-    dec = decoupling_table(full, cfg.decoupling, ArtifactIndex(root))
+    index = ArtifactIndex(root)
+    dec = decoupling_table(full, cfg.decoupling, index)
     return Analysis(
         results=full,
         skipped=skipped,
         decoupling=dec,
         rankings=rank_agreement(full),
         thresholds=threshold_table(full, baseline=cfg.decoupling.baseline, criterion=cfg.criterion,
-                                   alpha=cfg.threshold_alpha, seed=cfg.decoupling.seed),
+                                   alpha=cfg.threshold_alpha, seed=cfg.decoupling.seed, artifacts=index,
+                                   n_boot=cfg.decoupling.item_boot, level=cfg.decoupling.level),
         size_effect=size_effect_table(dec, df[["model", "params", "model_name"]]),
         root_label=Path(root).name or str(root),
     )
