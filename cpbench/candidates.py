@@ -192,3 +192,14 @@ def measure(model: Any, candidate: Candidate) -> dict[str, Any]:
             "distinct_max": max((r.get("distinct_max", 0) for r in layers.values()), default=None) if q else None,
         },
     }
+
+
+def result_dirs(base: str, candidate: str, name: str | None, results: str | Path) -> tuple[Path, Path]:
+    """Where `cpbench run --model BASE --candidate C [--candidate-name NAME] --results R` puts the base's and the
+    candidate's records: `R/<base key>/base` and `R/<base key>/<name>` (CI scripts pass them to `cpbench check`).
+    Cheap: resolves names only, loads nothing."""
+    from cpbench.models import resolve, resolve_candidate
+    from cpbench.runkey import safe_part
+
+    model_dir = Path(results) / safe_part(resolve(base).key)
+    return model_dir / "base", model_dir / safe_part(resolve_candidate(candidate, name or None).name)
