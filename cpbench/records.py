@@ -74,6 +74,7 @@ class ModelInfo(_Model):
     model_name: str | None = None
     model_key: str | None = None
     pypi: dict[str, Any] | None = None
+    model_args: dict[str, Any] | None = None
     notes: list[str] = Field(default_factory=list)
 
 
@@ -89,6 +90,7 @@ class ArtifactProvenance(_Model):
     model_name: str | None = None
     model_key: str | None = None
     pypi: dict[str, Any] | None = None
+    model_args: dict[str, Any] | None = Field(default=None, description="extra from_pretrained kwargs (--model-args)")
     n_params: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)] | None = Field(
         default=None, description="parameter count of the base model (size-effect analysis reads it from here)"
     )

@@ -61,6 +61,16 @@ class RunPlan:
     candidates: list[Any] = field(default_factory=list)  # cpbench.models.Candidate: others' weights vs this base
     loaded: Any = None  # (model, tokenizer) of an in-memory base (Python API); None: load plan.model
     scorer: str = "hf"  # hf (transformers, the reference) | vllm (GPU throughput; cpbench.scoring.vllm)
+    # lm-eval-style options (cpbench.runopts): compute dtype, hub revision, from_pretrained kwargs, conformal
+    # scores, and per-task item sources (`--data drs=PATH,qa=samples`; tasks not named use `data`)
+    dtype: str = "auto"
+    revision: str | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+    scores: tuple[str, ...] = ("lac", "aps")
+    task_data: dict[str, str] = field(default_factory=dict)
+
+    def data_for(self, task: str) -> str:
+        return self.task_data.get(task, self.data)
 
 
 @dataclass
@@ -113,6 +123,15 @@ def plan_from_options(
     candidate_names: Sequence[str] | None = None,
     scorer: str | None = None,
     quant_files: Sequence[str | Path] | None = None,
+    dtype: str | None = None,
+    revision: str | None = None,
+    model_args: str | dict[str, Any] | None = None,
+    seed: int | None = None,
+    splits: int | None = None,
+    scores: Sequence[str] | None = None,
+    calibration_data: str | None = None,
+    calibration_samples: int | None = None,
+    calibration_seq_len: int | None = None,
 ) -> RunPlan:
     """Options -> RunPlan. With --suite, or with neither --model nor --suite, the suite (default: `default`) gives
     every value not given on the command line. With --model and no suite: all tasks, base prompts, 0 shots, letter
@@ -150,6 +169,16 @@ def plan_from_options(
                        calibration=CalibrationSpec())  # fmt: skip
     if model is not None:
         plan.model = model
+    from cpbench import runopts
+
+    data, task_data = runopts.parse_task_data(data)
+    plan.task_data = task_data
+    plan.dtype = runopts.parse_dtype(dtype)
+    plan.revision = revision
+    plan.model_args = runopts.parse_model_args(model_args) if isinstance(model_args, str) else dict(model_args or {})
+    plan.scores = runopts.parse_scores(list(scores) if scores else None) or plan.scores
+    plan.calibration = runopts.calibration_spec(plan.calibration, calibration_data, calibration_samples,
+                                                calibration_seq_len)  # fmt: skip
     overrides = dict(tasks=tasks, prompts=prompts, shots=shots, chat=chat, scoring=scoring, data=data, limit=limit,
                      device=device, batch_size=batch_size, chunk_size=chunk_size, scorer=scorer)  # fmt: skip
     for name, value in overrides.items():
@@ -164,7 +193,7 @@ def plan_from_options(
         plan.candidates = resolve_candidates(candidates, candidate_names)
     elif candidate_names:
         raise CpbenchError("--candidate-name names a --candidate; none was given")
-    plan.analysis = preset("default", alpha=alpha)
+    plan.analysis = preset("default", alpha=alpha, seed=seed, splits=splits)
     _normalise(plan)
     return plan
 
@@ -214,7 +243,12 @@ def _normalise(plan: RunPlan) -> None:
         raise CpbenchError(f"--results {plan.results}: is a file, expected a directory")
     from cpbench.tasks import data_tag
 
-    data_tag(plan.data)  # a missing --data file fails now, not after the model is loaded
+    if plan.task_data:
+        from cpbench.runopts import parse_task_data
+
+        parse_task_data(",".join(f"{t}={s}" for t, s in plan.task_data.items()), plan.tasks)  # unknown task names
+    for source in {plan.data, *plan.task_data.values()}:
+        data_tag(source)  # a missing --data file fails now, not after the model is loaded
     if plan.batch_size is not None and plan.batch_size < 1:
         raise CpbenchError(f"--batch-size must be >= 1, got {plan.batch_size}")
     if plan.chunk_size < 1:
@@ -269,14 +303,21 @@ def _weights(entry: Any, recipe: Any, ckpt: Any) -> Any:
 
 def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = True) -> RunOutcome:
     """Execute the plan; returns every cell's record and where it was written."""
-    from cpbench import models
-    from cpbench.unit import build_inputs, check_enough_items, device_problem, units_from_plan
+    from cpbench import failfast, models
+    from cpbench.unit import build_inputs, check_enough_items, units_from_plan
 
     t0 = time.perf_counter()
     units = units_from_plan(plan)  # model, recipes and cells resolved once
     entry = units[0].model
     device = models.resolve_device(plan.device)
-    dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
+    dtype = str(models.resolve_dtype(None if plan.dtype == "auto" else plan.dtype, device, entry))
+    dtype = dtype.removeprefix("torch.")
+    # Every cheap check (writable outputs, offline state, recipe x model, GPU-only recipes) before the first
+    # expensive step: tokenizer download, GGUF conversion, compression, scoring.
+    ok, skipped, warnings = failfast.preflight(
+        entry, [u.recipe for u in units], device, results=plan.results, strict_recipes=plan.strict_recipes,
+        calibration=plan.calibration,
+    )  # fmt: skip
     threads = models.current_threads()
     if plan.scorer == "vllm":  # before compressing anything: CUDA and the vllm package must be there
         from cpbench.scoring.vllm import require_vllm
@@ -285,7 +326,10 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     notes = list(units[0].notes)
     echo(f"cpbench run: model {entry.name} ({entry.source}), device {device} ({dtype}, {threads} thread(s)), "
          f"recipes {', '.join(plan.recipes)}, tasks {', '.join(plan.tasks)}, {plan.scoring} scoring, "
-         f"data {plan.data}" + (f", limit {plan.limit}" if plan.limit else ""))  # fmt: skip
+         f"data {plan.data}" + "".join(f", {t}={s}" for t, s in plan.task_data.items())
+         + (f", limit {plan.limit}" if plan.limit else ""))  # fmt: skip
+    for w in warnings:
+        echo(f"warning: {w}")
 
     # Items and prompts are built once (with the base model's tokenizer, needed for chat templates only). A hub
     # model's tokenizer is loaded up front as well: it fetches config.json, so weights ids pin the resolved commit
@@ -304,17 +348,9 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
             require_pairable(base_tok, base_cfg, cand, entry.name)
 
     cells: list[Cell] = []
-    skipped: list[tuple[str, str]] = []
-    runnable = []
-    for unit in units:  # decided before any work: a named recipe that cannot run fails at once
-        problem = device_problem(unit.recipe, device)
-        if problem and plan.strict_recipes:
-            raise CpbenchError(f"recipe {unit.recipe.name!r} cannot run on {device}: {problem}")
-        if problem:
-            skipped.append((unit.recipe.name, problem))
-            echo(f"[{unit.recipe.name}] skipped on {device}: {problem}")
-        else:
-            runnable.append(unit)
+    runnable = [u for u in units if u.recipe.name in {r.name for r in ok}]  # the preflight decided
+    for name, problem in skipped:
+        echo(f"[{name}] skipped on {device}: {problem}")
     if plan.loaded is not None and len(runnable) > 1:
         raise CpbenchError("an in-memory base model cannot be compressed by cpbench recipes (it has no files to "
                            "reload); pass compressed models as candidates")  # fmt: skip
@@ -400,6 +436,7 @@ def run_unit(
     must be scored, writing artifacts (and, with `analyze`, result records) under `results`. `inputs` are the cells'
     prompts (`cpbench.unit.build_inputs`). Shared by `cpbench run` and every `cpbench sweep` executor. `loaded`: the
     (model, tokenizer) of an in-memory base."""
+    from cpbench import progress as progress_mod
     from cpbench.compress import compress
 
     entry, recipe, opts = unit.model, unit.recipe, unit.options
@@ -420,7 +457,13 @@ def run_unit(
 
     def load() -> tuple[Any, Any]:
         tr = time.perf_counter()
-        ckpt = compress(entry, recipe, opts.calibration, device, on_wait=echo)
+        if recipe.is_baseline or recipe.load_time:
+            ckpt = compress(entry, recipe, opts.calibration, device, on_wait=echo)
+        else:  # minutes when not cached: cpbench's own progress (llm-compressor's per-layer steps nest in it)
+            reporter = progress_mod.current() if progress else progress_mod.Reporter()
+            with reporter.task(f"[{recipe.name}] compress {entry.name}") as step:
+                ckpt = compress(entry, recipe, opts.calibration, device, on_wait=echo)
+                step.note("cached checkpoint" if ckpt.cached else "written and verified")
         if ckpt.path is not None:
             echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
                  f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
@@ -435,7 +478,7 @@ def run_unit(
             return loaded
         if opts.scorer == "vllm":  # the same checkpoint, served by vLLM (cpbench.scoring.vllm)
             return _vllm_engine(entry, recipe, ckpt, device)
-        return ckpt.load(device)
+        return ckpt.load(device, None if opts.dtype == "auto" else opts.dtype)
 
     return score_cells(recipe.name, unit.cells, identity.weights_id, load, provenance, opts, inputs, device, results,
                        echo=echo, progress=progress, force=force, analyze=analyze)
@@ -592,7 +635,8 @@ def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, resu
         artifact = stored
     else:
         model, tok, model_hash = weights()
-        cell_prov = {**provenance, "data_source": cell_in.data_source, "limit": opts.limit}
+        cell_prov = {**provenance, "data_source": cell_in.data_source, "limit": opts.limit,
+                     "sample_data": opts.data_for(key.task) == "samples"}  # fmt: skip
         if opts.scorer == "vllm":
             from cpbench.scoring.vllm import score_prompts_vllm
 
@@ -608,7 +652,7 @@ def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, resu
     s_per_item = None if reuse else detail.get("s_per_item")
     if not analyze:
         return Cell(label, key.task, key.prompt, key, path, path, {}, reuse, s_per_item, artifact)
-    record = analyze_artifact(artifact, opts.analysis, input_path=str(path) if path is not None else None)
+    record = analyze_artifact(artifact, opts.analysis, opts.scores, input_path=str(path) if path is not None else None)
     result_path, status = publish_record(record, results, force) if results is not None else (None, "in-memory")
     if not reuse:
         echo(f"[{label}] {key.task}/{key.prompt}: {artifact.n} items, "

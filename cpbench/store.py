@@ -249,6 +249,8 @@ def load_results(
             except CpbenchError as exc:  # not JSON at all: cannot claim to be a record, reported in both modes
                 skipped.append(Skipped(shown, str(exc).removeprefix(f"{path}: ")))
                 continue
+            if isinstance(record, dict) and record.get("schema") == "cpbench.run/1":
+                continue  # a `cpbench run` summary (run-<timestamp>.json) beside the records: not a record
             # `cpbench analyze --out` writes a JSON list when given several inputs: each element is a record
             many = isinstance(record, list) and record and all(isinstance(x, dict) and "schema" in x for x in record)
             items = [(shown, rel, record)]

@@ -54,6 +54,19 @@ class UnitOptions(BaseModel):
     calibration: CalibrationSpec = CalibrationSpec()
     analysis: AnalysisKey = AnalysisKey()
     suite: str | None = None
+    scores: tuple[str, ...] = Field(default=("lac", "aps"), description="conformal scores of the records")
+    task_data: dict[str, str] = Field(default_factory=dict, description="per-task item sources (--data qa=PATH)")
+
+    def data_for(self, task: str) -> str:
+        return self.task_data.get(task, self.data)
+
+    def tag_for(self, task: str) -> str:
+        """The run key's data field of one task (per-task sources differ from the default's tag)."""
+        if task not in self.task_data:
+            return self.data_tag
+        from cpbench.tasks import data_tag
+
+        return data_tag(self.task_data[task])
 
 
 class WorkUnit(BaseModel):
@@ -105,24 +118,30 @@ def units_from_plan(plan: RunPlan, model: ModelEntry | str | None = None) -> lis
     from cpbench.compress import CalibrationSpec as _Spec
     from cpbench.tasks import data_tag
 
+    from cpbench.runopts import apply_model_options
+
     entry = models.resolve(model if model is not None else plan.model)
+    entry = apply_model_options(entry, getattr(plan, "revision", None), getattr(plan, "model_args", None) or {})
+    task_data = dict(getattr(plan, "task_data", None) or {})
     prompts, shots, notes = scored_prompts(plan)
+    samples = any(task_data.get(t, plan.data) == "samples" for t in plan.tasks)
     notes = list(entry.source_notes()) + (
-        ["items are the tasks' offline smoke-test samples, not benchmark data"] if plan.data == "samples" else []
+        ["items are the tasks' offline smoke-test samples, not benchmark data"] if samples else []
     ) + notes
     options = UnitOptions(
         tasks=tuple(plan.tasks), prompts=tuple(prompts), shots=shots, chat=plan.chat, scoring=plan.scoring,
         data=str(plan.data), data_tag=data_tag(plan.data), limit=plan.limit, device=plan.device,
         dtype=getattr(plan, "dtype", None) or "auto", scorer=getattr(plan, "scorer", None) or "hf",
         batch_size=plan.batch_size, chunk_size=plan.chunk_size, calibration=plan.calibration or _Spec(),
-        analysis=plan.analysis, suite=plan.suite,
+        analysis=plan.analysis, suite=plan.suite, scores=tuple(getattr(plan, "scores", None) or ("lac", "aps")),
+        task_data=task_data,
     )  # fmt: skip
     units = []
     for name in plan.recipes:
         recipe = recipes.resolve(name)
         cells = tuple(
             ScoreKey(model=entry.key, recipe=recipe.name, task=task, prompt=method, shots=shots, chat=plan.chat,
-                     scoring=plan.scoring, data=options.data_tag, limit=plan.limit, dtype=options.dtype,
+                     scoring=plan.scoring, data=options.tag_for(task), limit=plan.limit, dtype=options.dtype,
                      scorer=options.scorer)  # fmt: skip
             for task in plan.tasks
             for method in prompts
@@ -169,8 +188,8 @@ def build_inputs(
         if wanted is not None and not any(t == task for t, _ in wanted):
             continue
         spec = load_task(task)
-        prov = source_provenance(spec, options.data)
-        items = load_items(spec, options.data)  # all of them: the demonstrations must be there even with --limit
+        prov = source_provenance(spec, options.data_for(task))
+        items = load_items(spec, options.data_for(task))  # all of them: the demonstrations must be there even with --limit
         for method in options.prompts:
             if wanted is not None and (task, method) not in wanted:
                 continue

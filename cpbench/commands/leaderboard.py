@@ -51,6 +51,13 @@ def register(app: typer.Typer) -> None:
         analysis, written = write_leaderboard(results_dir, out, cfg)
         for s in analysis.skipped:
             typer.echo(f"skipped {s.path}: {s.reason}", err=True)
+        known = sorted(set(analysis.results["recipe"].astype(str)))
+        if baseline not in known:  # every row would be 'unpaired' without saying why at the top
+            from cpbench.config import did_you_mean
+
+            hint = did_you_mean(baseline, known) or ""
+            typer.echo(f"warning: --baseline {baseline!r} matches no recipe in {results_dir}{hint} (recipes: "
+                       f"{', '.join(known)}); every comparison is unpaired", err=True)  # fmt: skip
         records = analysis.results.loc[analysis.results["path"] != "", "path"].nunique()
         typer.echo(f"{records} records -> {len(written)} files in {out}/")
         typer.echo(cfg.decoupling.describe())

@@ -60,8 +60,9 @@ def register(app: typer.Typer) -> None:
         ),
         data: Optional[str] = typer.Option(
             None, "--data", metavar="samples|prepared|original|PATH",
-            help="Items: offline samples, Ye et al.'s prepared files, rebuilt originals, or a local item file. "
-            "Default: the suite's; with --model, prepared.",
+            help="Items: offline samples, Ye et al.'s prepared files, rebuilt originals, or a local item file; per "
+            "task: drs=PATH,qa=samples (a bare value is the default for the rest). Default: the suite's; with "
+            "--model, prepared.",
         ),
         suite: Optional[str] = typer.Option(
             None, "--suite", metavar="NAME", help="Named suite from benchmark/suites.yaml; options override it."
@@ -80,30 +81,65 @@ def register(app: typer.Typer) -> None:
             help="hf: transformers (the reference, default); vllm: vLLM's engine on CUDA (letter scoring; its own "
             "environment, see docs/full-benchmark.md). Recorded in the run key.",
         ),
+        dtype: str = typer.Option(
+            "auto", "--dtype", metavar="auto|float32|bfloat16|float16",
+            help="Compute dtype for scoring (auto: float32 on CPU, the model's bf16/fp16 on GPU); in the run key.",
+        ),
+        revision: Optional[str] = typer.Option(None, "--revision", metavar="REV", help="Hub branch, tag or commit."),
+        model_args: Optional[str] = typer.Option(
+            None, "--model-args", metavar="k=v,...", help="Extra from_pretrained arguments (attn_implementation=sdpa)."
+        ),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the calibration/test splits (default 0)."),
+        splits: Optional[int] = typer.Option(None, "--splits", help="Calibration/test splits (default 100)."),
+        scores: Optional[str] = typer.Option(
+            None, "--scores", metavar="lac,aps,...", help="Conformal scores: lac, aps, raps, aps_rand, raps_rand."
+        ),
+        calibration_data: Optional[str] = typer.Option(
+            None, "--calibration-data", metavar="builtin|hf:NAME|PATH",
+            help="Compression calibration text: builtin, a hub dataset, or a .txt/.jsonl file.",
+        ),
+        calibration_samples: Optional[int] = typer.Option(
+            None, "--calibration-samples", metavar="N", help="Calibration sequences (default: the suite's, else 128)."
+        ),
+        calibration_seq_len: Optional[int] = typer.Option(
+            None, "--calibration-seq-len", metavar="T", help="Tokens per calibration sequence (suite's, else 512)."
+        ),
+        log: Optional[str] = typer.Option(
+            None, "--log", metavar="wandb|mlflow", help="Also log the run summary to an experiment tracker."
+        ),
+        verbose: bool = typer.Option(
+            False, "--verbose", "-v", help="Show third-party logs (llm-compressor, transformers) on the console."
+        ),
     ) -> None:
         """Compress, score and analyse one model: coverage, set size and accuracy vs the uncompressed baseline."""
-        from rich.console import Console
-
-        from cpbench import models, runner
+        from cpbench import models, progress, runner, runsummary, trackers
+        from cpbench.console import make_console, quiet_third_party
+        from cpbench.paths import cache_dir
+        from cpbench.stamps import utc_now
 
         models.configure_threads()  # process-wide: the CLI's decision (OMP_NUM_THREADS / CPBENCH_THREADS)
+        loggers = trackers.parse(log)
+        trackers.check(loggers)  # a missing tracker package fails now, not after the run
         plan = runner.plan_from_options(
             suite=suite, model=model, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
             chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,
             chunk_size=chunk_size, results=results, alpha=alpha, force=force, scorer=scorer, candidates=candidate,
-            candidate_names=candidate_name, quant_files=quant_file,
+            candidate_names=candidate_name, quant_files=quant_file, dtype=dtype, revision=revision,
+            model_args=model_args, seed=seed, splits=splits, scores=_csv(scores), calibration_data=calibration_data,
+            calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len,
         )  # fmt: skip
-        console = Console(width=max(120, Console().width))
-        outcome = runner.run(plan, echo=lambda s: console.print(s, markup=False, highlight=False))
-        console.print(runner.summary_table(outcome))
-        for recipe, reason in outcome.skipped:
-            console.print(f"skipped {recipe}: {reason}", markup=False, highlight=False)
-        for note in outcome.notes:
-            console.print(f"note: {note}", markup=False, highlight=False)
-        timed = [c.s_per_item for c in outcome.cells if c.s_per_item]
-        speed = f", scoring {sum(timed) / len(timed):.3f} s/item on average" if timed else ""
-        console.print(
-            f"{len(outcome.cells)} result(s) under {plan.results}/ (artifacts in <model>/<recipe>/artifacts/); "
-            f"wall time {outcome.wall_s:.1f} s{speed}",
-            markup=False, highlight=False,
-        )  # fmt: skip
+        console = make_console()
+
+        def echo(text: str) -> None:
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+        stamp = utc_now().replace(":", "").replace("-", "")
+        log_path = cache_dir() / "logs" / f"run-{stamp}.log"
+        with quiet_third_party(verbose, log_path) as third_party_log, progress.use(progress.for_console(console)):
+            outcome = runner.run(plan, echo=echo)
+        summary = runsummary.summarize(outcome, third_party_log)
+        runsummary.write(summary)
+        runsummary.render(summary, console)
+        if loggers:
+            for where in trackers.log_run(loggers, summary, Path(summary["files"]["summary"])):
+                echo(where)

