@@ -39,7 +39,7 @@ app = typer.Typer(
 )
 
 # Stage modules, in data-flow order. A module that is missing (not yet built) is skipped, not fatal.
-COMMAND_MODULES = ("tasks", "run", "sweep", "analyze", "leaderboard", "check")
+COMMAND_MODULES = ("tasks", "run", "sweep", "analyze", "leaderboard", "check", "registry")
 
 
 def _version(value: bool) -> None:
