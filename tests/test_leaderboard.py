@@ -67,7 +67,7 @@ def test_every_table_states_provenance_and_labels_sample_data(board: tuple[Path,
     md = (out / "leaderboard.md").read_text()
     sections = md.split("\n## ")[1:]
     assert sections[0].startswith("LAC") and sections[1].startswith("APS")
-    assert len(sections) == 7  # LAC, APS, decoupling, rankings, thresholds, size effect, provenance
+    assert len(sections) == 8  # LAC, APS, decoupling, diagnostics, rankings, thresholds, size effect, provenance
     for section in sections:
         assert "Source: 28 result records under `results`" in section, section.splitlines()[0]
     assert "⚠ **Sample data.**" in md
@@ -107,11 +107,11 @@ def test_decoupling_threshold_and_size_effect_summaries(board: tuple[Path, Path]
 def test_latex_is_escaped_and_balanced(board: tuple[Path, Path]) -> None:
     _, out = board
     tex = (out / "leaderboard.tex").read_text()
-    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 7
-    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 7
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 8
+    assert tex.count("\\begin{tabular}") == tex.count("\\end{tabular}") == 8
     assert "gptq-\\{bits\\}bit" in tex and "base" in tex
     bodies = [chunk.split("\\bottomrule")[0] for chunk in tex.split("\\midrule")[1:]]
-    assert len(bodies) == 7
+    assert len(bodies) == 8
     for body in bodies:
         assert "_" not in body.replace("\\_", "")  # every underscore in a cell is escaped
         assert "%" not in body.replace("\\%", "")
@@ -138,7 +138,7 @@ def test_html_is_self_contained(board: tuple[Path, Path]) -> None:
     html = (out / "index.html").read_text()
     for needle in ("http://", "https://", "<link", "src=\"http", "@import"):
         assert needle not in html
-    assert html.count("<table class=\"sortable\"") == 7
+    assert html.count("<table class=\"sortable\"") == 8
     assert "default-src 'none'" in html
 
 

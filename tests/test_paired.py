@@ -55,7 +55,7 @@ def test_vectorised_bootstrap_matches_the_naive_computation(score: str) -> None:
     cand = S.perturb(base, 0.8)
     a, b = S.sample_pair(labels, base, cand, 300, np.random.default_rng(3))
     va, vb = item_view(a), item_view(b)
-    d = paired_draws(va, vb, (score,), n_boot=20, seed=5)
+    d = paired_draws(va, vb, (score,), n_boot=20, seed=5, smooth=False)
     w = boot_counts(300, 20, 5)
     tau = va.tau()
     n_cal = 150
@@ -69,6 +69,24 @@ def test_vectorised_bootstrap_matches_the_naive_computation(score: str) -> None:
         for m in ("churn", "jaccard", "newly_wrong"):
             assert d.pair[f"{score}.{m}"][r] == pytest.approx(ref[m]), m
         assert d.pair["flip_cw"][r] == pytest.approx(ref["flip_cw"])
+
+
+def test_smoothed_plug_in_is_the_split_average() -> None:
+    """Averaged over many random splits, a record's set size and coverage equal the plug-in with q-hat smoothed over
+    where a random split puts it (what the bootstrap replicates then measure), far closer than the plain quantile."""
+    from cpbench.conformal.protocols import analyze_artifact, preset
+
+    labels, base = population()
+    a, _ = S.sample_pair(labels, base, base, 300, np.random.default_rng(8))
+    rec = analyze_artifact(a, preset("default", splits=2000), ("lac", "aps"))
+    va = item_view(a)
+    smooth = paired_draws(va, va, ("lac", "aps"), n_boot=1).base
+    plain = paired_draws(va, va, ("lac", "aps"), n_boot=1, smooth=False).base
+    for s in ("lac", "aps"):
+        gap_smooth = abs(smooth[f"{s}.set_size"][0] - rec[s]["set_size"])
+        assert gap_smooth < 0.03, (s, gap_smooth)
+        assert abs(smooth[f"{s}.coverage"][0] - rec[s]["coverage"]) < 0.005
+        assert gap_smooth < abs(plain[f"{s}.set_size"][0] - rec[s]["set_size"]) + 0.005
 
 
 def test_intervals_cover_the_population_difference_and_split_intervals_do_not() -> None:

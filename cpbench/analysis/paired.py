@@ -119,11 +119,51 @@ class ScorePrep:
     label_stat: np.ndarray
     covers_fallback: np.ndarray  # top1 empty-set fallback is the gold option
 
+    plans: dict = field(default_factory=dict)
+
     @classmethod
     def of(cls, table: ScoreTable, labels: np.ndarray) -> "ScorePrep":
         cal = table.cal_scores(labels)
         order = np.argsort(cal, kind="stable")
         return cls(table, cal, order, cal[order], table.label_stats(labels), table.top == labels)
+
+    def thresholds(self, what: str) -> np.ndarray:
+        """Each option's (size) or the gold option's (coverage) threshold on the calibration-score scale."""
+        shift = 1.0 if self.table.flip else 0.0  # ye2024 LAC compares -p with -(1 - q): in iff q >= stat + 1
+        return (self.table.stat if what == "size" else self.label_stat) + shift
+
+    def before(self, a: int) -> np.ndarray:
+        key = ("before", a)
+        if key not in self.plans:
+            v = np.zeros(len(self.cal))
+            v[self.order[:a]] = 1.0
+            self.plans[key] = v
+        return self.plans[key]
+
+    def smooth_plan(self, what: str, h: np.ndarray) -> tuple:
+        """Which options are always in, and the others grouped by their place in the sorted calibration scores."""
+        n = len(self.cal)
+        key = (what, id(h))
+        if key in self.plans:
+            return self.plans[key]
+        support = np.flatnonzero((h > 1e-7) & (h < 1 - 1e-7))
+        lo_pos = int(support[0]) if len(support) else int(np.searchsorted(h, 0.5))
+        hi_pos = int(support[-1]) + 1 if len(support) else lo_pos + 1
+        margin = int(6 * math.sqrt(max(hi_pos * (1 - lo_pos / n), 1.0))) + 16  # sd of a replicate's weighted count
+        a, b = max(0, lo_pos - margin), min(n, hi_pos + margin)
+        x = self.thresholds(what)
+        ins = np.searchsorted(self.cal_sorted, x, side="left")
+        if ins.ndim == 1:
+            ins = ins[:, None]
+        always = (ins <= a).sum(axis=1).astype(np.float64)
+        rows, cols = np.nonzero((ins > a) & (ins < b))
+        t = ins[rows, cols] - a
+        order = np.argsort(t, kind="stable")
+        items, t = rows[order], t[order]
+        starts = np.flatnonzero(np.diff(np.concatenate([[-1], t]))) if len(t) else np.zeros(0, dtype=np.int64)
+        plan = (always, items, starts, t[starts], a, lo_pos, hi_pos)
+        self.plans[key] = plan
+        return plan
 
 
 def item_view(artifact, protocol: str = "default", alpha: float = 0.1, cal_ratio: float = 0.5,
@@ -228,6 +268,58 @@ def _overlaps(order_b: np.ndarray, order_c: np.ndarray) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=32)
+def split_position_cdf(n: int, n_cal: int, k: int) -> np.ndarray:
+    """H[m] = P(pos <= m), m = 0..n, where pos is the rank among all n items of the k-th smallest calibration score
+    of a random calibration part of n_cal items (negative hypergeometric): where a random split puts q-hat."""
+    lf = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+
+    def log_comb(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return lf[a] - lf[b] - lf[a - b]
+
+    j = np.arange(k, n - n_cal + k + 1)
+    logp = log_comb(j - 1, np.full_like(j, k - 1)) + log_comb(n - j, np.full_like(j, n_cal - k)) - log_comb(
+        np.array([n]), np.array([n_cal]))
+    pmf = np.zeros(n + 1)
+    pmf[j] = np.exp(logp)
+    h = np.cumsum(pmf)
+    h /= h[-1]
+    h.setflags(write=False)
+    return h
+
+
+def _smoothed_sums(w: np.ndarray, prep: "ScorePrep", what: str, h: np.ndarray) -> np.ndarray:
+    """Per replicate, sum over items of w_i * sum_j P(option j of item i is in the set) with q-hat at a random split
+    position (the split average's smoothing of the quantile); `what` is "size" (every option) or "coverage" (the
+    gold option).
+
+    An option with threshold x (on the score scale) is in the set iff q-hat >= x, i.e. iff the split position
+    exceeds L = (weighted count of calibration scores below x): probability 1 - H[L]. Options far below / above the
+    positions H spreads over are in / out for every replicate (one matrix-vector product); the others are grouped by
+    their place in the sorted calibration scores (one gather and one reduceat per replicate row), and L is read from
+    the replicate's cumulative weights in that window."""
+    B, n = w.shape
+    plan = prep.smooth_plan(what, h)
+    always, items, starts, bucket, a, lo_pos, hi_pos = plan
+    below = w @ prep.before(a)
+    width = int(bucket[-1]) + 1 if len(bucket) else 1
+    cum = np.concatenate([np.zeros((B, 1)), np.cumsum(w[:, prep.order[a:a + width]], axis=1)], axis=1)
+    cum += below[:, None]
+    out = w @ always
+    if len(items):
+        grouped = np.add.reduceat(w[:, items], starts, axis=1)
+        L = np.clip(np.rint(cum[:, bucket]).astype(np.int64), 0, n)
+        out += _rowdot(grouped, 1.0 - h[L])
+    ok = (below < lo_pos + 1e-9) & (cum[:, -1] >= min(hi_pos, n) - 1e-9 - (n - a - width <= 0) * n)
+    for r in np.flatnonzero(~ok):  # rare: a replicate's positions left the window: count on the full row
+        full = np.concatenate([[0.0], np.cumsum(w[r, prep.order])])
+        x = prep.thresholds(what)
+        ins = np.searchsorted(prep.cal_sorted, x, side="left")
+        inside = 1.0 - h[np.clip(np.rint(full[ins]).astype(np.int64), 0, n)]
+        out[r] = float(w[r] @ (inside.sum(axis=1) if inside.ndim == 2 else inside))
+    return out
+
+
 def _rowdot(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", w, x, dtype=np.float64)
 
@@ -245,7 +337,8 @@ class Draws:
 
 
 def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",), n_boot: int = N_BOOT,
-                 seed: int = 0, weights: np.ndarray | None = None, tau: float | None = None) -> Draws:
+                 seed: int = 0, weights: np.ndarray | None = None, tau: float | None = None,
+                 smooth: bool = True) -> Draws:
     """Plug-in values and paired bootstrap replicates of every metric for both views and their pair metrics.
 
     `weights` (rows of per-item weights) replaces the bootstrap counts, e.g. `np.ones((1, n))` for the plug-in
@@ -276,9 +369,16 @@ def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",
     psums = w @ pv
     for j, name in enumerate(PAIR_METRICS):
         pair[name] = psums[:, j] / tot
+    population = tau is not None
     tau = base.tau() if tau is None else float(tau)
     rows = np.arange(n)
     top1 = base.empty == "top1"
+    # set size, coverage and UAcc are smoothed over where a random split puts q-hat (what the records average) for
+    # sample analyses; a population value (tau given) and the top-1 fallback protocol use the plain quantile
+    smooth_split = smooth and not population and not top1
+    if smooth_split:
+        n_cal = calibration_size(n, base.cal_ratio)
+        h = split_position_cdf(n, n_cal, order_statistic(n_cal, float(base.alpha), base.quantile_rule))
     for s in scores:
         preps = (base.score(s), cand.score(s))
         thr = [p.table.threshold(p.cal_sorted[_quantile_positions(w, p.order, tau)]) for p in preps]
@@ -307,10 +407,16 @@ def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",
                 va = va | ((ca == 0) & p.covers_fallback[act][None, :])
                 ca = np.maximum(ca, 1)
             per.append((c0, v0, ca, va))
-        for out, (c0, v0, ca, va) in zip((out_b, out_c), per):
-            size = (w @ (c0 * rest) + _rowdot(wa, ca)) / tot
+        for out, (c0, v0, ca, va), p in zip((out_b, out_c), per, preps):
+            if smooth_split:
+                # what the records average over splits: q-hat at a random split position, not one fixed quantile
+                size = _smoothed_sums(w, p, "size", h) / tot
+                cov = _smoothed_sums(w, p, "coverage", h) / tot
+            else:
+                size = (w @ (c0 * rest) + _rowdot(wa, ca)) / tot
+                cov = (w @ (v0 * rest) + _rowdot(wa, va)) / tot
             out[f"{s}.set_size"] = size
-            out[f"{s}.coverage"] = (w @ (v0 * rest) + _rowdot(wa, va)) / tot
+            out[f"{s}.coverage"] = cov
             out[f"{s}.uacc"] = M.uacc(out["acc"], size, K)
         (cb0, vb0, cba, vba), (cc0, vc0, cca, vca) = per
         ov = _overlaps(orders[0], orders[1])  # [n, K+1, K+1]

@@ -31,7 +31,7 @@ from cpbench.leaderboard.tables import (
     signed,
     varying_settings,
 )
-from cpbench.store import Skipped, load_results, merge_notes
+from cpbench.store import KEY_COLS, Skipped, load_results, merge_notes
 
 METRIC_LABELS = (("acc", "Acc"), ("coverage", "Cov"), ("set_size", "SS"), ("uacc", "UAcc"))
 
@@ -132,15 +132,17 @@ def decoupling_display(a: Analysis, prov: Provenance, cfg: DecouplingConfig) -> 
         rows.append({
             "Model": r["model"], "Recipe": r["recipe"], "Task": r["task"], "Score": r["score"],
             **{c: r[c] for c in varying},
-            "ΔAcc (pts)": signed(r["d_acc"], 2, 100), "ΔAcc CI": interval(r["d_acc_lo"], r["d_acc_hi"], 2, 100),
-            "ΔSS": signed(r["d_set_size"]), "ΔSS CI": interval(r["d_set_size_lo"], r["d_set_size_hi"]),
+            "ΔAcc (pts)": signed(r["d_acc"], 2, 100), "ΔAcc 95% CI": interval(r["d_acc_lo"], r["d_acc_hi"], 2, 100),
+            "ΔSS": signed(r["d_set_size"]), "ΔSS 95% CI": interval(r["d_set_size_lo"], r["d_set_size_hi"]),
             "ΔCov (pts)": signed(r["d_coverage"], 2, 100),
-            "ΔCov CI": interval(r["d_coverage_lo"], r["d_coverage_hi"], 2, 100),
+            "ΔCov 95% CI": interval(r["d_coverage_lo"], r["d_coverage_hi"], 2, 100),
             "ΔUAcc (pts)": signed(r["d_uacc"], 2, 100),
+            "ΔUAcc 95% CI": interval(r["d_uacc_lo"], r["d_uacc_hi"], 2, 100),
             "Category": r["category"], "Note": note, "Flags": prov.flags(r["sample_data"], r["notes"]),
         })
     counts = dec["category"].value_counts() if len(dec) else pd.Series(dtype=int)
     summary = ", ".join(f"{c} {int(counts.get(c, 0))}" for c in CATEGORIES)
+    point = cfg.decision == "point"
     return Table(
         name="decoupling",
         title=f"Decoupling against '{cfg.baseline}'",
@@ -150,13 +152,62 @@ def decoupling_display(a: Analysis, prov: Provenance, cfg: DecouplingConfig) -> 
         + (" Some records carry no items_hash: baseline and candidate were checked to have the same number of "
            "items and analysis key, not the same item ids." if unverified else ""),
         legend=[
-            "unaffected: accuracy kept (drop <= epsilon) and set size holds (increase <= delta)",
-            "hidden-risk: accuracy kept but set size grows beyond delta (uncertainty degrades unseen by accuracy)",
-            "accuracy-only: accuracy drops beyond epsilon while set size holds",
+            *(["95% CI: item-level paired interval (items resampled with calibration re-run, plus the split "
+               "Monte Carlo error); it covers the population difference over item samples. The CSV keeps the old "
+               "split-to-split interval as d_*_split_lo/hi: it only says how much a number moves with other random "
+               "splits of the same items."] if not point else
+              ["95% CI: split-to-split interval (split noise only, not item sampling): --decision point"]),
+            "unaffected: accuracy kept (drop shown < epsilon) and set size holds (increase shown < delta)",
+            "hidden-risk: accuracy kept but set size shown to grow beyond delta (uncertainty degrades unseen by "
+            "accuracy)",
+            "accuracy-only: accuracy shown to drop beyond epsilon while set size holds",
             "coupled: accuracy drops and set size grows",
+            "inconclusive: the data cannot decide (the note says which part, and roughly how many items would)",
             "unpaired: not compared; the note says why",
             *prov.legend(),
         ],
+    )
+
+
+def diagnostics_display(a: Analysis, prov: Provenance, cfg: DecouplingConfig) -> Table:
+    """Item-by-item comparisons with the baseline: flips, agreement, KL, set churn, Jaccard, newly confidently wrong,
+    and the calibration deltas, each with its 95 % item-level interval."""
+    dec = a.decoupling
+    dec = dec[dec["category"] != "unpaired"] if len(dec) else dec
+    varying, settings = varying_settings(a.results)
+    cols = ["flip_cw", "flip_wc", "agreement", "kl", "churn", "jaccard", "newly_wrong"]
+
+    def pct_iv(r, m) -> str:
+        return interval(r[f"{m}_lo"], r[f"{m}_hi"], 2, 100).replace("+", "")
+
+    rows = [{
+        "Model": r["model"], "Recipe": r["recipe"], "Task": r["task"], "Score": r["score"],
+        **{c: r[c] for c in varying},
+        "Right→wrong (%)": pct(r["flip_cw"]), "CI ": pct_iv(r, "flip_cw"),
+        "Wrong→right (%)": pct(r["flip_wc"]), "CI  ": pct_iv(r, "flip_wc"),
+        "Top-1 agree (%)": pct(r["agreement"]),
+        "KL (nats)": num(r["kl"], 4), "KL CI": interval(r["kl_lo"], r["kl_hi"], 4).replace("+", ""),
+        "Set churn (%)": pct(r["churn"]), "Mean Jaccard": num(r["jaccard"]),
+        "Newly conf. wrong (%)": pct(r["newly_wrong"]), "CI   ": pct_iv(r, "newly_wrong"),
+        "ΔECE (pts)": signed(r["d_ece"], 2, 100), "ΔECE CI": interval(r["d_ece_lo"], r["d_ece_hi"], 2, 100),
+        "ΔNLL": signed(r["d_nll"]), "ΔNLL CI": interval(r["d_nll_lo"], r["d_nll_hi"]),
+        "Flags": prov.flags(r["sample_data"], r["notes"]),
+    } for _, r in dec.iterrows()]
+    keep = [c for c in dec.columns if not c.startswith("ps_") and (c in KEY_COLS or any(
+        c.startswith(m) for m in (*cols, "d_ece", "d_brier", "d_nll", "d_entropy")) or c in ("sample_data", "notes"))]
+    return Table(
+        name="diagnostics",
+        title=f"Item-level diagnostics against '{cfg.baseline}'",
+        display=pd.DataFrame(rows),
+        data=dec[keep].reset_index(drop=True) if len(dec) else pd.DataFrame(columns=keep),
+        provenance=f"{prov.line(dec)} {settings} Each item compared with itself under the baseline: flips of the "
+        "top-1 answer (right→wrong, Dutta et al. 2024), top-1 agreement, mean KL(baseline || candidate) of the option "
+        "distribution, set churn (items whose prediction set changed) and mean Jaccard of the two sets, and newly "
+        "confidently wrong (candidate singleton without the gold answer where the baseline's set held it); sets at "
+        "the full-sample conformal quantile. 95% item-level intervals (paired item bootstrap; Wilson score "
+        "intervals at the bootstrap's effective sample size for proportions); task averages: mean of tasks.",
+        legend=["empty: no item-level interval (the artifact was not found; see the decoupling note)",
+                *prov.legend()],
     )
 
 
@@ -193,8 +244,12 @@ def thresholds_display(a: Analysis, prov: Provenance, cfg: LeaderboardConfig) ->
             "Levels": r["levels"], "Verdict": r["verdict"],
             "Threshold": "" if pd.isna(r["threshold"]) else f"{r['threshold']:g}" + (
                 " bits" if r["kind"] == "bits" else " %"),
+            "Threshold 95% CI": "" if pd.isna(r["threshold_lo"]) else f"[{r['threshold_lo']:g}, "
+            f"{r['threshold_hi']:g}]",
             "Slope before": num(r["slope_before"], 4), "Slope after": num(r["slope_after"], 4),
-            "Jump (SS)": num(r["jump"]), "Units": unit, "Criterion": crit, "Note": r["note"],
+            "Jump (SS)": num(r["jump"]), "Jump 95% CI": interval(r["jump_lo"], r["jump_hi"]),
+            "Units": unit, "Criterion": crit, "Item check": r["item_check"],
+            "Knob from": r["knob_source"], "Note": r["note"],
             "Flags": prov.flags(r["sample_data"], r["notes"]),
         })
     crit = ("permutation test of the one-breakpoint fit against the linear fit at "
@@ -205,7 +260,12 @@ def thresholds_display(a: Analysis, prov: Provenance, cfg: LeaderboardConfig) ->
         display=pd.DataFrame(rows),
         data=th,
         provenance=f"{prov.line(th)} {settings} Criterion: {crit}; the baseline anchors each sweep at 16 bits / "
-        "0 % sparsity; 'gradual' = no breakpoint wins.",
+        "0 % sparsity; 'gradual' = no breakpoint wins, or its slope change is not distinguishable from item noise. "
+        "A threshold is reported only when the slope change after the breakpoint is shown positive on joint item "
+        "bootstrap resamples of every level (calibration re-run, hinge re-fitted per replicate); breakpoint and jump "
+        "intervals are percentiles of those refits; 'inconclusive' = the artifacts needed for that check are "
+        "missing. Knob from: record = the provenance written at scoring; name = parsed from the recipe name "
+        "(fallback).",
     )
 
 
@@ -215,7 +275,8 @@ def size_effect_display(a: Analysis, prov: Provenance) -> Table:
     rows = [{
         "Recipe": r["recipe"], "Task": r["task"], "Score": r["score"], **{c: r[c] for c in varying},
         "Models": int(r["n_models"]), "Slope (ΔSS per 10x params)": signed(r["slope"]),
-        "95% CI": interval(r["slope_lo"], r["slope_hi"]), "R²": num(r["r2"]),
+        "Item-level 95% CI": interval(r["slope_item_lo"], r["slope_item_hi"]),
+        "95% CI across models (t)": interval(r["slope_lo"], r["slope_hi"]), "R²": num(r["r2"]),
         "Sizes (source)": r["models"], "Left out": r["left_out"], "Flags": prov.flags(r["sample_data"], r["notes"]),
     } for _, r in se.iterrows()]
     return Table(
@@ -223,8 +284,10 @@ def size_effect_display(a: Analysis, prov: Provenance) -> Table:
         title="Size effect: Δ set size against log10(parameters)",
         display=pd.DataFrame(rows),
         data=se,
-        provenance=f"{prov.line(se)} {settings} Negative slope: larger models lose less; t interval with n-2 "
-        "degrees of freedom (needs >= 3 models).",
+        provenance=f"{prov.line(se)} {settings} Negative slope: larger models lose less. Item-level CI: covers "
+        "the slope through these models' population deltas (each delta's item-level se; needs artifacts). CI across "
+        "models: t interval with n-2 degrees of freedom from the scatter around the line (treats the models as a "
+        "sample; needs >= 3 models). Sizes from the records' provenance (n_params), else parsed from the name.",
     )
 
 
@@ -260,7 +323,8 @@ def build_tables(a: Analysis, cfg: LeaderboardConfig) -> list[Table]:
     prov = Provenance(a.results, a.root_label)
     scores = score_order(a.results["score"].unique())
     tables = [main_table(a, s, prov, cfg.decoupling.baseline) for s in scores]
-    tables += [decoupling_display(a, prov, cfg.decoupling), rankings_display(a, prov),
+    tables += [decoupling_display(a, prov, cfg.decoupling), diagnostics_display(a, prov, cfg.decoupling),
+               rankings_display(a, prov),
                thresholds_display(a, prov, cfg), size_effect_display(a, prov), provenance_display(a, prov)]
     return tables
 
