@@ -114,23 +114,27 @@ def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
     na, nb = RecordNumbers.from_record(ra), RecordNumbers.from_record(rb)
     from cpbench.analysis import paired as P
 
-    def timed(scores, cold) -> float:
-        out = []
+    def timed(scores, cold) -> tuple[float, float]:
+        cpu, wall = [], []
         for _ in range(repeats):
             if cold:
                 P._VIEWS.clear()
                 P.boot_counts.cache_clear()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             compare_numbers(a, b, na, nb, scores)
-            out.append(time.perf_counter() - t)
-        return statistics.median(out)
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        return statistics.median(cpu), statistics.median(wall)
 
-    print("| scores | caches | median seconds |")
-    print("|---|---|---|")
+    print("CPU seconds are this process's own time (what one free core would take); wall seconds depend on the "
+          "machine's load.\n")
+    print("| scores | caches | median CPU s | median wall s |")
+    print("|---|---|---|---|")
     for scores in (("lac",), ("lac", "aps")):
         for cold in (True, False):
-            print(f"| {'+'.join(scores)} | {'cold (views and draws built)' if cold else 'warm'} | "
-                  f"{timed(scores, cold):.3f} |", flush=True)
+            cpu, wall = timed(scores, cold)
+            print(f"| {'+'.join(scores)} | {'cold (views and draws built)' if cold else 'warm'} | {cpu:.3f} | "
+                  f"{wall:.3f} |", flush=True)
 
 
 def main() -> None:
@@ -150,7 +154,7 @@ def main() -> None:
     gate_table(lab, base, 1000, 40 if q else 400, 0.25, splits=100, n_boot=300, iters=8 if q else 14)
     items_needed(lab, base, draws=10 if q else 40, splits=100)
     cost(lab, base, cand, repeats=2 if q else 5)
-    print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at end "
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s wall, {time.process_time():.0f} s CPU; load average at end "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -28,7 +28,7 @@ def write_cell(root: Path, model: str, recipe: str, task: str, labels: np.ndarra
     prov = {"run_key": key.model_dump(), "model_id": f"org/{model}", "recipe": {"name": recipe},
             "sample_data": False, **(provenance or {})}
     if params is not None:
-        prov["model_params"] = params
+        prov["n_params"] = params
     art = LogitsArtifact(ids=ids, labels=labels, logits=logits.astype(np.float32), letters=list(S.LETTERS),
                          provenance=prov)
     path = root / model / recipe / "artifacts" / f"{task}.parquet"

@@ -188,3 +188,23 @@ def test_gate_without_artifacts_is_inconclusive(tmp_path: Path) -> None:
     row = report.rows.iloc[0]
     assert row["status"] == "inconclusive" and "artifact not found" in row["reasons"] and report.exit_code == 1
     assert run_gate(copy / "m" / "base", copy / "m" / "same", Limits(), Decision(on_inconclusive="warn")).exit_code == 0
+
+
+def test_leaderboard_prints_item_level_intervals_diagnostics_and_the_family(pair_root: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from cpbench.leaderboard import LeaderboardConfig, write_leaderboard
+    from cpbench.leaderboard.plots import heatmap_marks
+
+    a, _ = write_leaderboard(pair_root, tmp_path / "lb", LeaderboardConfig(plots=False))
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert "Holm step-down (family-wise error rate)" in md and "family = every accuracy and set-size" in md
+    assert "## Item-level diagnostics against 'base'" in md and "Right→wrong (%)" in md
+    diag = pd.read_csv(tmp_path / "lb" / "csv" / "diagnostics.csv")
+    noisy = diag.query("model == 'm' and recipe == 'noisy'").iloc[0]
+    assert noisy["flip_cw_lo"] < noisy["flip_cw"] < noisy["flip_cw_hi"] and noisy["churn"] > 0.1
+    same = diag.query("model == 'm' and recipe == 'same'").iloc[0]
+    assert same["flip_cw"] < noisy["flip_cw"] and same["agreement"] > noisy["agreement"]
+    marks = heatmap_marks(a.decoupling.reset_index(drop=True))
+    dec = a.decoupling.reset_index(drop=True)
+    assert bool(marks[dec.index[(dec["model"] == "m") & (dec["recipe"] == "noisy")][0]])  # +0.7 options: shown

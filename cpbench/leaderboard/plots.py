@@ -51,7 +51,7 @@ def write_plots(a: "Analysis", out: Path, baseline: str) -> dict[str, bytes]:
     images: dict[str, bytes] = {}
     with plt.rc_context({"font.size": 8, "axes.titlesize": 9, "svg.hashsalt": "cpbench"}):
         for score in sorted(a.results["score"].unique()):
-            images.update(_acc_vs_size(a.results, score, baseline))
+            images.update(_acc_vs_size(a.results, score, baseline, a.decoupling))
             images.update(_heatmap(a.decoupling, score))
             images.update(_thresholds(a, score))
     out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,8 @@ def write_plots(a: "Analysis", out: Path, baseline: str) -> dict[str, bytes]:
     return images
 
 
-def _acc_vs_size(results: pd.DataFrame, score: str, baseline: str) -> dict[str, bytes]:
+def _acc_vs_size(results: pd.DataFrame, score: str, baseline: str, dec: pd.DataFrame | None = None
+                 ) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
     res = results[results["score"] == score]
@@ -82,6 +83,7 @@ def _acc_vs_size(results: pd.DataFrame, score: str, baseline: str) -> dict[str, 
             c = g[g["recipe"] == recipe]
             x, y = c["set_size"].to_numpy(float), 100 * c["acc"].to_numpy(float)
             ax.scatter(x, y, color=colors[recipe], s=18, zorder=3)
+            _error_bars(ax, dec, c, score, task, recipe, colors[recipe])
             has = c["model"].isin(base.index).to_numpy()
             if has.any():
                 bx = base.loc[c["model"][has], "set_size"].to_numpy(float)
@@ -96,11 +98,42 @@ def _acc_vs_size(results: pd.DataFrame, score: str, baseline: str) -> dict[str, 
     handles += [plt.Line2D([], [], marker="o", ls="", color=colors[r], label=r) for r in recipes]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Accuracy vs set size: arrows go from each model's baseline to its compressed versions")
+    fig.suptitle("Accuracy vs set size: arrows go from each model's baseline to its compressed versions; error bars: "
+                 "95% item-level intervals of the change")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     data = _png(fig)
     plt.close(fig)
     return {f"acc_vs_set_size_{score}.png": data}
+
+
+def _error_bars(ax, dec: pd.DataFrame | None, c: pd.DataFrame, score: str, task: str, recipe: str, color) -> None:
+    """95 % item-level intervals of (delta set size, delta accuracy), drawn around the compressed point."""
+    if dec is None or dec.empty or c.empty:
+        return
+    d = dec[(dec["score"] == score) & (dec["task"] == task) & (dec["recipe"] == recipe)].set_index("model")
+    d = d[[m in set(c["model"]) for m in d.index]]
+    if d.empty:
+        return
+    pts = c.set_index("model").loc[d.index]
+    x, y = pts["set_size"].to_numpy(float), 100 * pts["acc"].to_numpy(float)
+    xerr = np.vstack([d["d_set_size"] - d["d_set_size_lo"], d["d_set_size_hi"] - d["d_set_size"]]).astype(float)
+    yerr = 100 * np.vstack([d["d_acc"] - d["d_acc_lo"], d["d_acc_hi"] - d["d_acc"]]).astype(float)
+    ok = np.isfinite(xerr).all(axis=0) & np.isfinite(yerr).all(axis=0)
+    if ok.any():
+        ax.errorbar(x[ok], y[ok], xerr=xerr[:, ok], yerr=yerr[:, ok], fmt="none", ecolor=color, elinewidth=0.7,
+                    capsize=1.5, alpha=0.7, zorder=2)
+
+
+def heatmap_marks(d: pd.DataFrame, level: float = 0.95) -> pd.Series:
+    """Per decoupling row, whether delta set size differs from zero, Holm-adjusted across the heatmap's cells
+    (two-sided, normal with the item-level se); NaN se counts as not significant."""
+    from cpbench.analysis.decisions import adjust
+    from cpbench.analysis.paired import _NORMAL
+
+    z = (d["d_set_size"] / d["d_set_size_se"]).to_numpy(dtype=float)
+    p = np.array([2 * (1 - _NORMAL.cdf(abs(v))) if np.isfinite(v) else np.nan for v in z])
+    adj = adjust(p, "holm")
+    return pd.Series(np.isfinite(adj) & (adj <= 1 - level), index=d.index)
 
 
 def _heatmap(dec: pd.DataFrame, score: str) -> dict[str, bytes]:
@@ -114,17 +147,23 @@ def _heatmap(dec: pd.DataFrame, score: str) -> dict[str, bytes]:
     label = "task average" if task else "mean over tasks"
     grid = d.pivot_table(index="model", columns="recipe", values="d_set_size", aggfunc="mean").sort_index()
     grid = grid[sorted(grid.columns)]
+    d = d.assign(sig=heatmap_marks(d)) if "d_set_size_se" in d else d.assign(sig=False)
+    sig = d.pivot_table(index="model", columns="recipe", values="sig", aggfunc="max").reindex_like(grid)
     values = grid.to_numpy(dtype=float)
     lim = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
     fig, ax = plt.subplots(figsize=(1.2 + 0.75 * len(grid.columns), 1.0 + 0.45 * len(grid.index)))
     im = ax.imshow(values, cmap="RdBu_r", vmin=-lim or -1, vmax=lim or 1, aspect="auto")
     ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=45, ha="right")
     ax.set_yticks(range(len(grid.index)), grid.index)
+    marks = sig.to_numpy(dtype=object)
     for (i, j), v in np.ndenumerate(values):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=7)
+            star = marks[i, j] is True or marks[i, j] == 1
+            ax.text(j, i, f"{v:+.2f}" + ("*" if star else ""), ha="center", va="center", fontsize=7,
+                    fontweight="bold" if star else "normal")
     fig.colorbar(im, ax=ax, label=f"Δ set size vs baseline ({label})")
-    ax.set_title(f"Δ {score.upper()} set size, model x recipe")
+    ax.set_title(f"Δ {score.upper()} set size, model x recipe\n* bold: differs from 0 (item-level, Holm over "
+                 "these cells, 5%)", fontsize=8)
     with warnings.catch_warnings():  # long model names: savefig(bbox_inches="tight") makes room anyway
         warnings.simplefilter("ignore", UserWarning)
         fig.tight_layout()
@@ -149,6 +188,9 @@ def _thresholds(a: "Analysis", score: str) -> dict[str, bytes]:
                 y = np.array([float(v) for v in r["set_sizes"].split()])
                 ax.plot(x, y, marker="o", lw=1, color="tab:blue")
                 if r["verdict"] == "threshold":
+                    if np.isfinite(r.get("threshold_lo", np.nan)) and np.isfinite(r.get("threshold_hi", np.nan)):
+                        ax.axvspan(r["threshold_lo"], r["threshold_hi"], color="tab:red", alpha=0.15, lw=0,
+                                   label="breakpoint 95% interval")
                     ax.axvline(r["threshold"], color="tab:red", ls="--", lw=1)
                     ax.annotate(f"threshold {r['threshold']:g}", (r["threshold"], float(np.max(y))), fontsize=7,
                                 color="tab:red", xytext=(3, -10), textcoords="offset points")
