@@ -138,7 +138,12 @@ def register(app: typer.Typer) -> None:
         with quiet_third_party(verbose, log_path) as third_party_log, progress.use(progress.for_console(console)):
             outcome = runner.run(plan, echo=echo)
         summary = runsummary.summarize(outcome, third_party_log)
-        runsummary.write(summary)
+        # A rerun that reused every artifact and left every record untouched writes nothing either (a fresh clone's
+        # `cpbench run` leaves `git status` clean); the summary is still printed (and logged to trackers).
+        if loggers or any(not c.reused or c.status == "written" for c in outcome.cells):
+            runsummary.write(summary)
+        else:
+            echo("nothing new: every cell reused and every record unchanged; no run summary written")
         runsummary.render(summary, console)
         if loggers:
             for where in trackers.log_run(loggers, summary, Path(summary["files"]["summary"])):
