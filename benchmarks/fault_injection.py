@@ -144,7 +144,7 @@ def check_state(results: Path, cache: Path, ref: dict, kept: dict[str, str], pro
         if not ck.name.startswith(".") and not is_complete(ck):
             problems.append(f"incomplete checkpoint {ck.name}")
     leftovers = [p for root in (results, cache) for p in root.rglob("*")
-                 if p.name.startswith((".tmp", ".cpbench-probe")) or p.name.endswith((".tmp", ".lock"))]  # fmt: skip
+                 if p.name.startswith((".tmp", ".cpbench-probe")) or p.name.endswith((".tmp", ".cpbtmp", ".lock"))]  # fmt: skip
     chunk_dirs = list((cache / "scores").iterdir()) if (cache / "scores").is_dir() else []
     if leftovers or chunk_dirs:
         problems.append(f"leftovers: {[str(p) for p in leftovers + chunk_dirs][:4]}")

@@ -49,13 +49,15 @@ def cell_lock(artifact: Path, blocking: bool, on_wait: Callable[[str], None] | N
 
 
 def clean_cell_temps(paths: Iterable[Path]) -> list[Path]:
-    """Remove temp files of interrupted atomic writes of these files (`.<name>.*.tmp` beside each). Call with the
-    cell lock held: then no live process is writing them."""
+    """Remove temp files of interrupted atomic writes of these files (`.<name>.*.cpbtmp`, older `.<name>.*.tmp`,
+    beside each). Call with the cell lock held: then no live process is writing them, on any host."""
     removed = []
     for p in paths:
         if not p.parent.is_dir():
             continue
-        for tmp in p.parent.glob(f".{p.name}.*.tmp"):
+        for tmp in p.parent.glob(f".{p.name}.*"):
+            if not tmp.name.endswith((".cpbtmp", ".tmp")):
+                continue
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
