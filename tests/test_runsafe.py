@@ -298,3 +298,27 @@ def test_local_gguf_compresses_and_is_converted_once(tmp_path, cache, monkeypatc
     shutil.rmtree(tmp_path / "results")
     shutil.rmtree(cache / "checkpoints")
     assert main(args) == 0  # loads the cached conversion, compresses again from it
+
+
+def test_next_run_removes_leftovers_of_dead_runs_only(tmp_path, tiny_dir, cache, capsys):
+    """A killed compression's staging folder, a killed conversion's, stale lock files and a dead writer's temporary
+    are removed by the next `cpbench run`; a folder whose builder is alive (holds the lock) is kept."""
+    from cpbench import locks
+
+    results = tmp_path / "results"
+    stale_ckpt = cache / "checkpoints" / ".tmp-m--magnitude-50--0123456789abcdef.4242-deadbeef"
+    stale_conv = cache / "models" / ".tmp-local-x-0123-v1.4243-deadbeef"
+    stale_lock = results / "m" / "base" / "artifacts" / ".m__base__qa.parquet.lock"
+    for d in (stale_ckpt, stale_conv):
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"partial")
+    stale_lock.parent.mkdir(parents=True)
+    stale_lock.write_text('{"pid": 4242}')
+    live = cache / "checkpoints" / ".tmp-live--rtn-8bit--fedcba9876543210.1-cafe"
+    live.mkdir()
+    with locks.file_lock(locks.lock_path(cache / "checkpoints" / "live--rtn-8bit--fedcba9876543210")):
+        assert main(_args(tiny_dir, results)) == 0
+        assert live.is_dir()  # its builder (this process, holding the lock) is alive
+    out = capsys.readouterr().out
+    assert "leftover(s) of interrupted runs" in out
+    assert not stale_ckpt.exists() and not stale_conv.exists() and not stale_lock.exists()
