@@ -223,3 +223,34 @@ def test_submitit_local_executor_matches_local_and_retries(tmp_path, tiny_dir, c
     _same_results(local_results, out_dir)
     assert main(args) == 0
     assert _submitted(capsys.readouterr().out) == 0
+
+
+@pytest.mark.slow
+def test_a_failing_unit_is_reported_with_its_last_error_line_and_not_retried(tmp_path, tiny_dir, cache, ray_cluster,
+                                                                             capsys):  # fmt: skip
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("bnb-nf4 runs on this machine")
+    args = ["sweep", "--models", tiny_dir, "--quant", "bnb-nf4", "--tasks", "qa", "--data", "samples", "--limit", "18",
+            "--results", str(tmp_path / "r"), "--executor", "ray", "--address", ray_cluster]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 1  # the base unit is written, the sweep says it failed
+    out = capsys.readouterr().out
+    (line,) = [ln for ln in out.splitlines() if ln.strip().startswith("FAILED")]
+    assert "bnb-nf4 (attempts 1)" in line and "CUDA" in line  # bad input: no retry, its one-line reason
+    assert "rerun the same command" in out and len(list((tmp_path / "r").rglob("*.parquet"))) == 1
+
+
+def test_progress_line_counts_rate_and_eta():
+    from types import SimpleNamespace
+
+    from cpbench.sweep import driver
+
+    states = [SimpleNamespace(status=s, items=100) for s in (driver.DONE, driver.RUNNING, driver.QUEUED,
+                                                              driver.FAILED, driver.WAITING)]  # fmt: skip
+    t0 = driver.time.monotonic() - 10.0
+    line = driver.progress_line(states, t0, items_done=100)
+    assert line.startswith("sweep: 1/5 done, 1 running, 1 queued, 1 claimed by another sweep, 1 failed")
+    rate = float(line.split("items, ")[1].split(" items/s")[0])
+    assert 9.0 < rate <= 10.0 and "ETA 0m3" in line  # 300 items left at ~10 items/s

@@ -116,7 +116,8 @@ def survey(units: Sequence[Any], results: Path, device: str = "auto", echo: Call
     for unit in units:
         mkey = (unit.model.key, unit.options.model_dump_json())
         if mkey not in inputs_by_model:
-            tok = models.load_tokenizer(unit.model) if unit.options.chat == "v1" or unit.model.source == "hub" else None
+            # the tokenizer only for chat templates: planning (and --dry-run) must work without the hub
+            tok = models.load_tokenizer(unit.model) if unit.options.chat == "v1" else None
             inputs = build_inputs(unit.options, tok)
             check_enough_items(inputs, unit.options.analysis)
             inputs_by_model[mkey] = inputs
