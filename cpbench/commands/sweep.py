@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         console = Console(width=max(120, Console().width))
 
         def echo(s: str) -> None:
-            console.print(s, markup=False, highlight=False)
+            console.print(s, markup=False, highlight=False, soft_wrap=True)  # one line per event, never wrapped
 
         plan, units = grid_units(
             _csv(models), suite=suite, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
