@@ -241,6 +241,8 @@ def load_results(
                 continue
             if is_temporary(path):  # a write in progress in another process (stale ones were removed above)
                 continue
+            if path.name.startswith(".") and path.suffix == ".lock":  # a running `cpbench run`'s cell lock
+                continue
             if path.suffix != ".json":
                 skipped.append(Skipped(shown, "not a .json file"))
                 continue
