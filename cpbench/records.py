@@ -373,7 +373,11 @@ def provenance(data: Any, where: str = "provenance") -> ArtifactProvenance:
     try:
         return ArtifactProvenance.model_validate(data)
     except ValidationError as exc:
-        raise CpbenchError(f"{where}: invalid provenance: {one_line(exc)}") from None
+        hint = ""
+        if exc.errors()[0].get("type") == "extra_forbidden":  # a producer added a key: say where keys are declared
+            hint = " (provenance keys are declared in cpbench/records.py ArtifactProvenance; details no analysis " \
+                   "reads go under 'extra')"
+        raise CpbenchError(f"{where}: invalid provenance: {one_line(exc)}{hint}") from None
 
 
 def check_provenance(data: Any, where: str = "provenance") -> dict[str, Any]:

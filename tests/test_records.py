@@ -129,3 +129,67 @@ def test_duplicate_run_keys_exit_2_naming_both(tmp_path: Path, capsys: pytest.Ca
     rc = main(["leaderboard", str(tmp_path / "res"), "--out", str(tmp_path / "lb"), "--no-plots"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "0-copy.json" in err[0] and path.name in err[0]
+
+
+# ------------------------------------------------------------------------------------------------ property tests
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SCALARS = (st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True, allow_infinity=True)
+            | st.text(max_size=8))
+_JSON = st.recursive(_SCALARS, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=4),
+                     max_leaves=15)
+_BASE = make_record(splits=4)
+
+
+def _leaves(obj, path=()):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, (*path, i))
+    else:
+        yield path
+
+
+_PATHS = list(_leaves(_BASE))
+
+
+def _invariants(r: dict) -> None:
+    """Checked independently of the model: what any merged record must satisfy."""
+    assert 0 <= r["acc"] <= 1 and r["n"] == r["n_cal"] + r["n_test"] and r["k"] == len(r["letters"])
+    for s in ("lac", "aps"):
+        b = r[s]
+        assert 0 <= b["coverage"] <= 1 and 0 <= b["set_size"] <= r["k"] and b["uacc"] >= 0
+        for v in r.get("per_split", {}).get(s, {}).get("set_size", []):
+            assert 0 <= v <= r["k"]
+    for v in r.get("per_split", {}).get("acc", []):
+        assert 0 <= v <= 1
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_JSON)
+def test_any_json_value_is_a_record_or_one_line(value) -> None:
+    for candidate in (value, {"schema": SCHEMA, **value} if isinstance(value, dict) else value):
+        try:
+            load_record(candidate)
+        except CpbenchError as exc:
+            assert "\n" not in str(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(index=st.integers(0, len(_PATHS) - 1), value=_SCALARS | st.lists(_SCALARS, max_size=3))
+def test_replacing_any_field_is_refused_or_stays_possible(index: int, value) -> None:
+    rec = json.loads(json.dumps(_BASE))
+    *parents, last = _PATHS[index]
+    holder = rec
+    for p in parents:
+        holder = holder[p]
+    holder[last] = value
+    try:
+        out = load_record(rec).to_json()
+    except CpbenchError as exc:
+        assert "\n" not in str(exc)
+        return
+    _invariants(out)
