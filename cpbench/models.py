@@ -516,15 +516,20 @@ def load_tokenizer(entry_or_path: ModelEntry | str | Path, *, revision: str | No
     return tok
 
 
-def _is_compressed_tensors(where: str) -> bool:
+def _saved_quant_method(where: str) -> str:
+    """quant_method of a local checkpoint's saved quantization_config ("" when none or not a local directory)."""
     cfg = Path(where) / "config.json"
     if not cfg.is_file():
-        return False
+        return ""
     try:
         qc = json.loads(cfg.read_text()).get("quantization_config") or {}
     except json.JSONDecodeError:
-        return False
-    return qc.get("quant_method") == "compressed-tensors"
+        return ""
+    return str(qc.get("quant_method") or "") if isinstance(qc, dict) else ""
+
+
+def _is_compressed_tensors(where: str) -> bool:
+    return _saved_quant_method(where) == "compressed-tensors"
 
 
 def _bnb_config(recipe: Recipe, dtype: torch.dtype, device: str) -> Any:
@@ -597,6 +602,9 @@ def load(
 
         kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=True)
         dequantized = True
+    if "device_map" not in kwargs and _saved_quant_method(where) == "bitsandbytes":
+        # a pre-quantized bitsandbytes checkpoint (a candidate) is placed at load: bnb models refuse .to(device)
+        kwargs["device_map"] = dev if ":" in dev or dev == "cpu" else f"{dev}:0"
     if "device_map" not in kwargs and spread_over_gpus(dev):
         # A unit given several GPUs (cpbench sweep: num_gpus from the model's size) spreads the layers over them
         # (accelerate's device_map, pipeline style): a 70B model in bf16 on 2 x 80 GB. Inputs go to the first device.

@@ -205,3 +205,26 @@ def test_check_accepts_the_old_baseline_folder_name(tmp_path, capsys):
     assert rc == 0 and "now called 'base'" in cap.err and "PASS" in cap.out
     rc = main(["check", "--baseline", str(root / "tiny" / "nothing"), "--candidate", str(root / "tiny" / "gptq-4bit")])
     assert rc == 2 and "no such file or directory" in _err_line(capsys)
+
+
+@pytest.mark.slow
+def test_bitsandbytes_int8_checkpoint_as_candidate(tiny_dir, tmp_path, capsys):
+    """A pre-quantized bitsandbytes INT8 checkpoint (bnb INT8 save/reload is exact on CPU) judged on CPU. Needs
+    bitsandbytes (`cpbench[gpu]`); skipped where it is not installed."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    out = tmp_path / "tiny-bnb8"
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_dir, quantization_config=BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["lm_head"]),
+        device_map="cpu")  # fmt: skip
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_dir).save_pretrained(out)
+    res = tmp_path / "res"
+    assert main(["run", "--model", tiny_dir, "--candidate", str(out), "--tasks", "qa", "--data", "samples",
+                 "--device", "cpu", "--results", str(res)]) == 0  # fmt: skip
+    (rec,) = [json.loads(p.read_text()) for p in res.rglob("tiny-bnb8/*.json") if p.parent.name == "tiny-bnb8"]
+    q = rec["provenance"]["recipe"]["spec"]["quantization"]
+    assert q["quant_method"] == "bitsandbytes" and q["load_in_8bit"] is True
+    report = rec["provenance"]["compression_report"]
+    assert report["unmeasured_layers"]  # int8 kernels hold no dense float weight to measure
