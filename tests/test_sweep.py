@@ -143,11 +143,11 @@ def test_ray_sweep_matches_local_retries_a_dead_worker_and_resumes(tmp_path, tin
     assert {p: p.stat().st_mtime_ns for p in out_dir.rglob("*") if p.is_file()} == stamps
 
 
-@pytest.mark.slow
-def test_killed_ray_driver_loses_nothing(tmp_path, tiny_dir, cache, local_results, ray_cluster, capsys):
-    out_dir = tmp_path / "ray-killed"
-    args = ["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(out_dir), "--executor", "ray",
-            "--address", ray_cluster, "--max-parallel", "1"]  # fmt: skip
+def _kill_mid_sweep_and_rerun(out_dir: Path, tiny_dir: str, local_results: Path, executor_args: list[str], capsys):
+    """Run the sweep in a child driver, SIGKILL it once the first unit is written and the second is in flight,
+    rerun: only the unit that was in flight is submitted again and everything equals the local executor's."""
+    args = ["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(out_dir), "--max-parallel", "1",
+            *executor_args]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     child = subprocess.Popen([sys.executable, "-m", "cpbench", *args], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
@@ -169,6 +169,22 @@ def test_killed_ray_driver_loses_nothing(tmp_path, tiny_dir, cache, local_result
     assert main(args) == 0
     assert _submitted(capsys.readouterr().out) == 1  # only the unit that was in flight
     _same_results(local_results, out_dir)
+
+
+@pytest.mark.slow
+def test_killed_ray_driver_loses_nothing(tmp_path, tiny_dir, cache, local_results, ray_cluster, capsys):
+    _kill_mid_sweep_and_rerun(tmp_path / "ray-killed", tiny_dir, local_results,
+                              ["--executor", "ray", "--address", ray_cluster], capsys)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_submitit_driver_loses_nothing(tmp_path, tiny_dir, cache, local_results, capsys):
+    """submitit's local executor runs jobs as child processes: the killed driver's orphaned job may still finish,
+    but only a driver writes the results tree, so the rerun resubmits that unit and nothing is half-written."""
+    pytest.importorskip("submitit")
+    _kill_mid_sweep_and_rerun(tmp_path / "slurm-killed", tiny_dir, local_results,
+                              ["--executor", "slurm", "--slurm-cluster", "local", "--slurm-folder",
+                               str(tmp_path / "submitit")], capsys)  # fmt: skip
 
 
 def test_a_unit_claimed_by_another_driver_is_not_run_twice(tmp_path, tiny_dir, cache, local_results, capsys):
@@ -254,3 +270,30 @@ def test_progress_line_counts_rate_and_eta():
     assert line.startswith("sweep: 1/5 done, 1 running, 1 queued, 1 claimed by another sweep, 1 failed")
     rate = float(line.split("items, ")[1].split(" items/s")[0])
     assert 9.0 < rate <= 10.0 and "ETA 0m3" in line  # 300 items left at ~10 items/s
+
+
+def test_ray_preflight_refuses_units_larger_than_any_node():
+    """Checked against the live cluster description (ray.nodes / cluster_resources), here a stand-in of 2 nodes."""
+    from types import SimpleNamespace
+
+    from cpbench.errors import CpbenchError
+    from cpbench.sweep.estimate import UnitEstimate
+    from cpbench.sweep.executors import RayExecutor
+
+    node = {"Alive": True, "Resources": {"GPU": 2.0, "CPU": 32.0, "memory": 256 * 2**30}}
+    fake_ray = SimpleNamespace(nodes=lambda: [node, dict(node)],
+                               cluster_resources=lambda: {"GPU": 4.0, "CPU": 64.0})  # fmt: skip
+    ex = object.__new__(RayExecutor)
+    ex.ray, ex.gpus_per_unit, ex._gpu_total, ex.echo = fake_ray, None, 4.0, print
+
+    def unit(gpus, host_gb):
+        est = UnitEstimate(70.0, 100, 1000, 150.0, gpus, 10.0, host_gb)
+        return SimpleNamespace(name=f"m/{gpus}", estimate=est)
+
+    ex.preflight([unit(2, 100.0)])  # fits one node
+    with pytest.raises(CpbenchError, match=r"needs 4 GPU\(s\) \(~150 GB\) but the largest node of the Ray cluster has 2"):
+        ex.preflight([unit(2, 100.0), unit(4, 100.0)])
+    with pytest.raises(CpbenchError, match="needs ~300 GB of host memory"):
+        ex.preflight([unit(1, 300.0)])
+    ex.gpus_per_unit = 1.0  # --gpus-per-unit overrides the estimate
+    ex.preflight([unit(4, 100.0)])

@@ -30,10 +30,12 @@ class UnitEstimate:
     gpu_mem_gb: float | None  # to score (and compress, layer by layer) the unit
     gpus: int  # GPUs to request (tensor parallel / device_map across them when > 1)
     gpu_hours: float | None
+    host_mem_gb: float | None = None  # CPU RAM: the base weights are loaded on the host to compress (bf16 on GPU)
 
     def as_row(self) -> dict[str, Any]:
         return {"params_b": self.params_b, "items": self.items, "prompt_tokens": self.prompt_tokens,
-                "gpu_mem_gb": self.gpu_mem_gb, "gpus": self.gpus, "gpu_hours": self.gpu_hours}  # fmt: skip
+                "gpu_mem_gb": self.gpu_mem_gb, "gpus": self.gpus, "gpu_hours": self.gpu_hours,
+                "host_mem_gb": self.host_mem_gb}  # fmt: skip
 
 
 def params_billions(entry: Any) -> float | None:
@@ -86,5 +88,6 @@ def estimate_unit(entry: Any, recipe: Any, items: int, prompt_chars: int, *, gpu
     kind = recipe.prune if recipe.prune in COMPRESS_MIN_PER_B else recipe.quantize
     compress_h = COMPRESS_MIN_PER_B.get(kind or "", 0.0) * params / 60 if not recipe.is_baseline else 0.0
     load_h = params * 2 / 3600  # params x 2 bytes (GB) read at ~1 GB/s from local disk, in hours
+    host = params * DTYPE_BYTES.get(dtype, 2) * OVERHEAD + FIXED_GB if not recipe.is_baseline else FIXED_GB * 2
     return UnitEstimate(float(f"{params:.4g}"), items, tokens, round(mem, 1), int(n_gpus),
-                        float(f"{(score_h + load_h + compress_h) * n_gpus:.3g}"))  # fmt: skip
+                        float(f"{(score_h + load_h + compress_h) * n_gpus:.3g}"), round(host, 1))  # fmt: skip

@@ -105,15 +105,26 @@ class RayExecutor:
             return 0.0
         return float(st.estimate.gpus if st.estimate is not None else 1)
 
+    @staticmethod
+    def _memory(st: Any) -> int:
+        """Ray `memory` (bytes) to reserve for a unit: its host-memory estimate (0 when unknown)."""
+        gb = getattr(st.estimate, "host_mem_gb", None) if st.estimate is not None else None
+        return int(gb * 2**30) if gb else 0
+
     def preflight(self, states: Iterable[Any]) -> None:
-        """Fail with one line when a unit asks for more GPUs than any node of the cluster has."""
+        """Fail with one line when a unit asks for more GPUs or host memory than any node of the cluster has."""
         states = list(states)
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
         per_node = max((float(n.get("Resources", {}).get("GPU", 0.0)) for n in nodes), default=0.0)
         total = self.ray.cluster_resources()
         if self._gpu_total <= 0 and self.gpus_per_unit is None and states:
             self.echo("note: the Ray cluster has no GPUs; units run on CPU workers")
+        mem_node = max((float(n.get("Resources", {}).get("memory", 0.0)) for n in nodes), default=0.0)
         for st in states:
+            host = self._memory(st)
+            if host and mem_node and host > mem_node:
+                raise CpbenchError(f"unit {st.name} needs ~{host / 2**30:.0f} GB of host memory (base weights loaded "
+                                   f"to compress) but the largest Ray node offers {mem_node / 2**30:.0f} GB")  # fmt: skip
             need = self._gpus(st)
             if need > per_node:
                 mem = st.estimate.gpu_mem_gb if st.estimate is not None else None
@@ -133,6 +144,8 @@ class RayExecutor:
                 "retry_exceptions": self._retryable,
                 "name": f"cpbench:{st.name}",
             }
+            if self._memory(st):
+                opts["memory"] = self._memory(st)
             if env:
                 opts["runtime_env"] = {"env_vars": env}
             st.handle = self._remote.options(**opts).remote(st.todo.to_json())
