@@ -228,3 +228,14 @@ def test_bitsandbytes_int8_checkpoint_as_candidate(tiny_dir, tmp_path, capsys):
     assert q["quant_method"] == "bitsandbytes" and q["load_in_8bit"] is True
     report = rec["provenance"]["compression_report"]
     assert report["unmeasured_layers"]  # int8 kernels hold no dense float weight to measure
+
+
+def test_hub_candidate_that_cannot_be_read_is_one_line(tiny_dir, tmp_path, capsys, monkeypatch):
+    """Offline (or a typo in the repo id): the candidate's config cannot be read; one line, exit 2, nothing scored."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rc = main(["run", "--model", tiny_dir, "--candidate", "cpbtest/no-such-model", "--tasks", "qa", "--data",
+               "samples", "--results", str(tmp_path / "res")])  # fmt: skip
+    assert rc == 2
+    line = _err_line(capsys)
+    assert "no-such-model" in line
+    assert not list((tmp_path / "res").rglob("*.json"))

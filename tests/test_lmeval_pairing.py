@@ -144,3 +144,17 @@ def test_pickles_take_model_and_recipe(tmp_path, capsys):
     capsys.readouterr()
     assert main(["check", "--baseline", str(res / "m" / "base"), "--candidate", str(res / "m" / "gptq-4bit")]) in (0, 1)
     assert "gptq-4bit" in capsys.readouterr().out
+
+
+def test_analyze_with_results_imports_no_torch(runs, tmp_path):
+    """`cpbench analyze DIR --model --recipe --results` belongs to the light install: no torch, no transformers."""
+    import subprocess
+    import sys
+
+    base, _ = runs
+    code = ("import sys; from cpbench.cli import main; "
+            f"rc = main(['analyze', {str(base)!r}, '--model', 'm', '--recipe', 'base', '--results', "
+            f"{str(tmp_path / 'res')!r}, '--json']); "
+            "assert rc == 0, rc; assert 'torch' not in sys.modules and 'transformers' not in sys.modules")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    assert list((tmp_path / "res" / "m" / "base" / "artifacts").glob("*.parquet"))
