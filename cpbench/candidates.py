@@ -104,12 +104,9 @@ def local_path(candidate: Candidate) -> Path | None:
     if e.source == "local":
         return Path(e.hf_id) / e.gguf_file if e.gguf_file else Path(e.hf_id)
     if e.source == "hub":
-        try:
-            from huggingface_hub import try_to_load_from_cache
-        except ImportError:  # pragma: no cover
-            return None
-        hit = try_to_load_from_cache(e.hf_id, "config.json", revision=e.revision)
-        return Path(hit).parent if isinstance(hit, str) else None
+        from cpbench.weights import hub_snapshot
+
+        return hub_snapshot(e.hf_id, e.revision)
     return None
 
 

@@ -90,19 +90,23 @@ class WeightsIdentity(BaseModel):
 
 
 # ------------------------------------------------------------------------------------------------- pins
-def hub_commit(hf_id: str, revision: str) -> str | None:
-    """The commit `revision` of `hf_id` resolves to, from the local HF cache (no network); None when not cached."""
-    if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
-        return revision
+def hub_snapshot(hf_id: str, revision: str) -> Path | None:
+    """The local HF-cache snapshot directory of `hf_id` at `revision` (no network); None when not cached."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
         return None
     hit = try_to_load_from_cache(hf_id, "config.json", revision=revision)
-    if isinstance(hit, str):
-        parts = Path(hit).parts
-        if "snapshots" in parts:
-            return parts[parts.index("snapshots") + 1]
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
+def hub_commit(hf_id: str, revision: str) -> str | None:
+    """The commit `revision` of `hf_id` resolves to, from the local HF cache (no network); None when not cached."""
+    if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    snap = hub_snapshot(hf_id, revision)
+    if snap is not None and snap.parent.name == "snapshots":
+        return snap.name
     return None
 
 
