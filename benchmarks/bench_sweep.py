@@ -54,7 +54,9 @@ def overhead(model: str, recipes: str, limit: int, with_ray: bool) -> None:
     import io
 
     units = len(recipes.split(","))  # base is always a unit; it is listed in --recipes for clarity
-    grid = ["--models", model, "--quant", recipes, "--tasks", "qa", "--data", "samples", "--limit", str(limit)]
+    # the default suite's small calibration sample (8 x 256 tokens), the grid's model and recipes
+    grid = ["--suite", "default", "--models", model, "--quant", recipes, "--tasks", "qa", "--data", "samples",
+            "--limit", str(limit)]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         quiet = contextlib.redirect_stdout(io.StringIO())
         with quiet:
@@ -96,7 +98,8 @@ def memory(model: str, recipes: str, limit: int) -> None:
     from cpbench.sweep.estimate import params_billions
     from cpbench.sweep.grid import grid_units
 
-    _, units = grid_units([model], quant=recipes.split(","), tasks=["qa"], data="samples", limit=limit)
+    _, units = grid_units([model], suite="default", quant=recipes.split(","), tasks=["qa"], data="samples",
+                          limit=limit)  # fmt: skip
     print("| unit | params | fp32 weights MB | peak RSS MB | wall s |\n|---|---|---|---|---|")
     from cpbench import models
     from cpbench.paths import cache_dir
