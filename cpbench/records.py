@@ -302,6 +302,10 @@ def _check_consistency(r: ResultRecord) -> None:
         raise ValueError(f"n = {r.n} is not n_cal + n_test = {r.n_cal} + {r.n_test}")
     if len(r.letters) != k or len(set(r.letters)) != k:
         raise ValueError(f"letters {r.letters} are not {k} distinct option letters (k = {k})")
+    stated = r.provenance.run_key  # the artifact's own key: a record moved to another cell by an edit disagrees
+    if stated is not None and stated != r.run_key.score:
+        diff = sorted(k for k in ScoreKey.model_fields if getattr(stated, k) != getattr(r.run_key.score, k))
+        raise ValueError(f"run_key.score differs from provenance.run_key in {', '.join(diff)} (record altered?)")
     if r.protocol.name != r.run_key.analysis.protocol:
         raise ValueError(f"protocol.name {r.protocol.name!r} is not the run key's {r.run_key.analysis.protocol!r}")
     scores = r.scores()

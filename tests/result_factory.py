@@ -115,11 +115,13 @@ def make_record(
     }
     if params is not None:
         prov["n_params"] = float(params)
+    score_key = {"model": model, "recipe": recipe, "task": task, "prompt": prompt, "shots": shots, "chat": "none",
+                 "scoring": scoring, "data": data}
+    prov["run_key"] = dict(score_key)  # the artifact's own key, as the scorer writes it
     record: dict[str, Any] = {
         "schema": SCHEMA,
         "run_key": {
-            "score": {"model": model, "recipe": recipe, "task": task, "prompt": prompt, "shots": shots,
-                      "chat": "none", "scoring": scoring, "data": data},
+            "score": score_key,
             "analysis": {"protocol": protocol, "alpha": alpha, "splits": splits, "seed": analysis_seed,
                          "cal_ratio": 0.5, "stratify": False},
         },

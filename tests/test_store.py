@@ -135,6 +135,7 @@ def test_duplicate_run_key_is_an_error_naming_both_files(tmp_path: Path) -> None
         (lambda r: r.update(surprise=1), "surprise"),  # unknown keys: typo or damage
         (lambda r: r["provenance"].update(sampel_data=True), "sampel_data"),
         (lambda r: r["provenance"].update(sample_data="yes"), "sample_data"),
+        (lambda r: r["run_key"]["score"].update(model="other"), "provenance.run_key in model"),
     ],
 )
 def test_impossible_records_are_refused_at_write_and_load(tmp_path: Path, edit, field: str) -> None:
