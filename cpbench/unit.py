@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cpbench.compress.calibration import CalibrationSpec
 from cpbench.errors import CpbenchError
-from cpbench.models import ModelEntry
+from cpbench.models import Candidate, ModelEntry
 from cpbench.recipes import Recipe
 from cpbench.runkey import AnalysisKey, ScoreKey, safe_part
 
@@ -79,17 +79,30 @@ class WorkUnit(BaseModel):
     options: UnitOptions
     cells: tuple[ScoreKey, ...]
     notes: tuple[str, ...] = Field(default=(), description="run-level notes copied into every artifact")
+    candidate: Candidate | None = Field(
+        default=None, description="someone else's weights judged against `model` (recipe: the baseline; the cells "
+        "carry the candidate's name in the recipe slot)"
+    )
+
+    @property
+    def label(self) -> str:
+        """The recipe slot of the unit's cells: the recipe name, or the candidate's name."""
+        return self.candidate.name if self.candidate is not None else self.recipe.name
 
     @property
     def name(self) -> str:
-        """`<model key>/<recipe>`: how progress lines and summaries name the unit."""
-        return f"{self.model.key}/{self.recipe.name}"
+        """`<model key>/<recipe or candidate>`: how progress lines and summaries name the unit."""
+        return f"{self.model.key}/{self.label}"
+
+    def base_cells(self) -> tuple[ScoreKey, ...]:
+        """A candidate unit's cells as the base model's (recipe slot = the baseline)."""
+        return tuple(k.model_copy(update={"recipe": self.recipe.name}) for k in self.cells)
 
     @property
     def uid(self) -> str:
         """Filesystem-safe id, unique per (model, recipe, options): claim files and worker folders use it."""
         digest = hashlib.sha256(self.model_dump_json(exclude={"cells", "notes"}).encode()).hexdigest()[:12]
-        return f"{safe_part(self.model.key)}--{safe_part(self.recipe.name)}--{digest}"
+        return f"{safe_part(self.model.key)}--{safe_part(self.label)}--{digest}"
 
     def with_cells(self, cells: Sequence[ScoreKey]) -> WorkUnit:
         """The same unit restricted to `cells` (e.g. the ones not done yet)."""
@@ -150,6 +163,15 @@ def units_from_plan(plan: RunPlan, model: ModelEntry | str | None = None) -> lis
     return units
 
 
+def candidate_units(plan: RunPlan, base: WorkUnit) -> list[WorkUnit]:
+    """One unit per candidate of the plan (`plan.candidates`), scored on the base unit's cells under its own name."""
+    out = []
+    for cand in getattr(plan, "candidates", None) or []:
+        cells = tuple(k.model_copy(update={"recipe": cand.name}) for k in base.cells)
+        out.append(base.model_copy(update={"candidate": cand, "cells": cells}))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ weights identity
 def weights_identity(unit: WorkUnit, device: str) -> str:
     """The weights id (`cpbench.weights`) a unit's artifacts carry when scored on `device` (a device type: cpu /
@@ -159,6 +181,8 @@ def weights_identity(unit: WorkUnit, device: str) -> str:
 
     from cpbench import weights
 
+    if unit.candidate is not None:  # its own pin, whatever the device
+        return unit.candidate.weights().weights_id
     key = checkpoint_key(unit.model, unit.recipe, unit.options.calibration, device)
     return weights.of_recipe(unit.model, unit.recipe, key.digest if key is not None else None).weights_id
 

@@ -297,3 +297,28 @@ def test_ray_preflight_refuses_units_larger_than_any_node():
         ex.preflight([unit(1, 300.0)])
     ex.gpus_per_unit = 1.0  # --gpus-per-unit overrides the estimate
     ex.preflight([unit(4, 100.0)])
+
+
+def test_a_candidate_is_a_unit_like_a_recipe(tmp_path, tiny_dir, cache, local_results, capsys):
+    """cpbench's own magnitude-50 checkpoint brought back as a candidate: one more unit, scored beside the recipes
+    under its name, with exactly the recipe's logits (same weights, same prompts); a rerun submits nothing."""
+    import shutil
+
+    from cpbench.artifact import LogitsArtifact
+
+    out_dir = tmp_path / "cand"
+    shutil.copytree(local_results, out_dir)
+    (mag,) = out_dir.rglob("magnitude-50/artifacts/*.parquet")
+    ckpt = LogitsArtifact.load(mag).provenance["checkpoint_path"]
+    args = ["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(out_dir), "--candidate", ckpt,
+            "--candidate-name", "mine"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert _submitted(out) == 1 and "/mine] done" in out
+    (cand,) = out_dir.rglob("mine/artifacts/*.parquet")
+    a, b = LogitsArtifact.load(cand), LogitsArtifact.load(mag)
+    assert np.array_equal(a.logits, b.logits) and a.provenance["weights_id"].startswith("candidate:")
+    assert main(args) == 0 and _submitted(capsys.readouterr().out) == 0
+    assert main(["sweep", "--models", f"{tiny_dir},{tiny_dir}x", "--candidate", ckpt, "--dry-run"]) == 2
+    assert "exactly one --models" in capsys.readouterr().err

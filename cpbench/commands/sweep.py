@@ -20,6 +20,10 @@ def register(app: typer.Typer) -> None:
                                              "ids, local directories); default: the suite's model."),
         quant: Optional[str] = typer.Option(None, "--quant", "-q", metavar="Q", help="Recipes (names, sweeps, brace "
                                             "specs), comma-separated; the baseline is always a unit too."),
+        candidate: Optional[list[str]] = typer.Option(None, "--candidate", metavar="PATH_OR_HF_ID", help="A "
+                                                      "compressed checkpoint judged against the (one) --models base; "
+                                                      "repeatable. Each candidate is a unit."),
+        candidate_name: Optional[list[str]] = typer.Option(None, "--candidate-name", metavar="NAME"),
         suite: Optional[str] = typer.Option(None, "--suite", metavar="NAME", help="Suite giving every value not set."),
         tasks: Optional[str] = typer.Option(None, "--tasks", metavar="qa,rc,..."),
         prompts: Optional[str] = typer.Option(None, "--prompts", metavar="base,shared,task"),
@@ -73,6 +77,7 @@ def register(app: typer.Typer) -> None:
             _csv(models), suite=suite, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
             chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,
             chunk_size=chunk_size, results=results, alpha=alpha, scorer=scorer,
+            **({"candidates": candidate, "candidate_names": candidate_name} if candidate else {}),
         )  # fmt: skip
         states = driver.survey(units, plan.results, plan.device, echo)
         for st in states:

@@ -85,7 +85,13 @@ def _execute(unit: Any) -> dict[str, Any]:
     inputs = build_inputs(unit.options, tokenizer, cells=unit.cells)
     with tempfile.TemporaryDirectory(prefix="cpbench-unit-") as tmp:
         root = Path(tmp)
-        cells = run_unit(unit, inputs, device, root, echo=log.append, progress=False, analyze=False)
+        if unit.candidate is not None:
+            from cpbench.runner import run_candidate
+
+            base = unit.model_copy(update={"candidate": None, "cells": unit.base_cells()})
+            cells = run_candidate(unit.candidate, base, inputs, device, root, echo=log.append, progress=False)
+        else:
+            cells = run_unit(unit, inputs, device, root, echo=log.append, progress=False, analyze=False)
         artifacts = {c.artifact_path.relative_to(root).as_posix(): c.artifact_path.read_bytes() for c in cells}
     return {
         "uid": unit.uid,
