@@ -208,3 +208,36 @@ def test_leaderboard_prints_item_level_intervals_diagnostics_and_the_family(pair
     marks = heatmap_marks(a.decoupling.reset_index(drop=True))
     dec = a.decoupling.reset_index(drop=True)
     assert bool(marks[dec.index[(dec["model"] == "m") & (dec["recipe"] == "noisy")][0]])  # +0.7 options: shown
+
+
+def test_leaderboard_cli_decision_and_multiplicity_options(pair_root: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "lb"
+    assert main(["leaderboard", str(pair_root), "--out", str(out), "--no-plots", "--multiplicity", "bh"]) == 0
+    assert "Benjamini-Hochberg (false discovery rate)" in (out / "leaderboard.md").read_text()
+    assert main(["leaderboard", str(pair_root), "--out", str(out), "--no-plots", "--decision", "point"]) == 0
+    assert "categories from point estimates" in (out / "leaderboard.md").read_text()
+    capsys.readouterr()
+    assert main(["leaderboard", str(pair_root), "--out", str(out), "--no-plots", "--multiplicity", "fdr"]) == 2
+    assert "unknown multiplicity procedure 'fdr'" in capsys.readouterr().err
+
+
+def test_gate_family_wise_adjustment_across_cells() -> None:
+    """Two cells whose set-size increase is each shown below the limit at p = 0.03: alone (or unadjusted) they pass;
+    as a family under Holm or Bonferroni (adjusted p = 0.06) neither is shown, so both are inconclusive."""
+    from cpbench.analysis.paired import z_of
+    from cpbench.gate import _cell_checks, _decide
+
+    se = 0.1
+    point = 0.25 - z_of(0.97) * se  # p_below(0.25) = 0.03
+    est = {"d_lac.set_size": Estimate("d_lac.set_size", point, se, se, 0.0, 1000)}
+    limits = Limits(max_set_size_increase=0.25)
+    for procedure, expected in (("none", "pass"), ("holm", "inconclusive"), ("bonferroni", "inconclusive")):
+        rows = [{"status": "pass", "reasons": ""}, {"status": "pass", "reasons": ""}]
+        checks = _cell_checks(0, None, {"score": "lac"}, limits, est) + _cell_checks(1, None, {"score": "lac"},
+                                                                                      limits, est)
+        _decide(rows, checks, Decision(multiplicity=procedure))
+        assert [r["status"] for r in rows] == [expected, expected], procedure
+    rows = [{"status": "pass", "reasons": ""}]
+    _decide(rows, _cell_checks(0, None, {"score": "lac"}, limits, est), Decision(multiplicity="holm"))
+    assert rows[0]["status"] == "pass"  # a family of one

@@ -16,6 +16,17 @@ def register(app: typer.Typer) -> None:
         epsilon: float = typer.Option(0.01, help="Accuracy drop (0-1 scale) still counted as 'accuracy kept'."),
         delta: float = typer.Option(0.10, help="Set-size increase (options) still counted as 'set size holds'."),
         criterion: str = typer.Option("permutation", help="Threshold criterion: permutation (5% test) or bic."),
+        decision: str = typer.Option(
+            "interval", "--decision", metavar="interval|point",
+            help="interval: categories from item-level tests (needs the records' logits artifacts); point: point "
+            "estimates against epsilon and delta (the old rule).",
+        ),
+        multiplicity: str = typer.Option(
+            "holm", "--multiplicity", metavar="holm|bh|bonferroni|none",
+            help="Adjustment over the decoupling table's family of statements: holm (family-wise error), bh "
+            "(false discovery rate, exploratory tables), bonferroni, none.",
+        ),
+        boot: int = typer.Option(300, "--boot", help="Item bootstrap replicates per cell."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots (needs matplotlib)."),
         print_summary: bool = typer.Option(
             False, "--print", help="Also print the decoupling, ranking, threshold and size-effect tables."
@@ -31,6 +42,8 @@ def register(app: typer.Typer) -> None:
             baseline = "base"
         if criterion not in ("permutation", "bic"):
             raise CpbenchError(f"--criterion must be 'permutation' or 'bic', got {criterion!r}")
+        if boot < 50:
+            raise CpbenchError(f"--boot must be >= 50, got {boot}")
         if not (epsilon >= 0 and delta >= 0):  # written so that NaN fails too (it would compare False everywhere)
             raise CpbenchError(f"--epsilon and --delta must be numbers >= 0, got {epsilon:g} and {delta:g}")
         if not results_dir.exists():
@@ -44,7 +57,8 @@ def register(app: typer.Typer) -> None:
                 raise CpbenchError("plots need matplotlib (pip install 'cpbench[plots]'), or pass --no-plots") from None
             matplotlib.use("Agg", force=True)  # process-wide, so the CLI decides it (library code never does)
         cfg = LeaderboardConfig(
-            decoupling=DecouplingConfig(baseline=baseline, epsilon=epsilon, delta=delta),
+            decoupling=DecouplingConfig(baseline=baseline, epsilon=epsilon, delta=delta, decision=decision,
+                                        multiplicity=multiplicity, item_boot=boot),
             criterion=criterion,  # type: ignore[arg-type]
             plots=plots,
         )
