@@ -241,3 +241,24 @@ def test_gate_family_wise_adjustment_across_cells() -> None:
     rows = [{"status": "pass", "reasons": ""}]
     _decide(rows, _cell_checks(0, None, {"score": "lac"}, limits, est), Decision(multiplicity="holm"))
     assert rows[0]["status"] == "pass"  # a family of one
+
+
+def test_item_level_leaderboard_and_check_never_import_torch(pair_root: Path, tmp_path: Path) -> None:
+    """The item-level path (artifacts loaded, bootstrap) keeps `leaderboard` and `check` free of torch and
+    transformers."""
+    import os
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from cpbench.cli import main
+assert main(["leaderboard", {str(pair_root)!r}, "--out", {str(tmp_path / 'lb')!r}, "--no-plots"]) == 0
+assert main(["check", "-b", {str(pair_root / 'm' / 'base')!r}, "-c", {str(pair_root / 'm' / 'same')!r}]) == 0
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "llmcompressor"))
+assert not bad, bad
+print("clean")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr[-2000:]
