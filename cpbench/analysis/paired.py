@@ -78,6 +78,7 @@ class ItemView:
     seed: int
     probs_for_scores: np.ndarray
     scores: dict[str, "ScorePrep"] = field(default_factory=dict)
+    cache_key: tuple | None = None  # set by cached_view: lets paired_draws memoise comparisons
 
     @property
     def n(self) -> int:
@@ -199,6 +200,7 @@ def cached_view(artifact, protocol: str, alpha: float, cal_ratio: float, seed: i
         _VIEWS.move_to_end(ck)
         return _VIEWS[ck]
     view = item_view(artifact, protocol, alpha, cal_ratio, seed)
+    view.cache_key = ck
     _VIEWS[ck] = view
     while len(_VIEWS) > _VIEW_CACHE:
         _VIEWS.popitem(last=False)
@@ -344,6 +346,23 @@ def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",
     `weights` (rows of per-item weights) replaces the bootstrap counts, e.g. `np.ones((1, n))` for the plug-in
     alone (the population value of a simulation); `tau` overrides the quantile level (a population's value at the
     level a sample of another size targets)."""
+    memo = (base.cache_key, cand.cache_key, tuple(scores), n_boot, seed) if (
+        weights is None and tau is None and smooth and base.cache_key and cand.cache_key) else None
+    if memo is not None and memo in _DRAWS:
+        return _DRAWS[memo]  # e.g. the thresholds table re-using the decoupling table's comparison
+    out = _paired_draws(base, cand, scores, n_boot, seed, weights, tau, smooth)
+    if memo is not None:
+        _DRAWS[memo] = out
+        while len(_DRAWS) > 256:
+            _DRAWS.popitem(last=False)
+    return out
+
+
+_DRAWS: OrderedDict[tuple, "Draws"] = OrderedDict()
+
+
+def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot: int, seed: int,
+                  weights: np.ndarray | None, tau: float | None, smooth: bool) -> Draws:
     if base.ids != cand.ids:
         raise CpbenchError("the two artifacts hold different item ids: item-level pairing needs the same items")
     if not np.array_equal(base.labels, cand.labels):
