@@ -325,7 +325,9 @@ def decoupling_table(df: pd.DataFrame, cfg: DecouplingConfig = DecouplingConfig(
             gkey = tuple(cand[c] for c in group_cols)
             if str(cand["task"]) == "avg" and cfg.decision == "interval":
                 parts = by_group.get(gkey, [])
-                est = _average(parts) if parts and all(parts) else {}
+                whole = bool(parts) and all(parts) and not pd.isna(cand["n"]) and sum(
+                    p["acc"].n for p in parts) == int(cand["n"])  # every task of the average has an estimate
+                est = _average(parts) if whole else {}
                 if est:
                     for m in SPLIT_METRICS:
                         _put(row, f"d_{m}", est.get(m), point=False)
