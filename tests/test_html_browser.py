@@ -83,7 +83,7 @@ def test_page_loads_sorts_filters_without_errors(browser, page_url: str) -> None
     page.wait_for_load_state("load")
 
     assert page.title() == "cpbench leaderboard"
-    assert page.locator("table.sortable").count() == 7
+    assert page.locator("table.sortable").count() == 8  # 8 tables: the diagnostics table joined (stats)
     assert "Sample data" in page.locator("p.banner").inner_text()
 
     table = "t-leaderboard_lac"
