@@ -322,3 +322,15 @@ def test_a_candidate_is_a_unit_like_a_recipe(tmp_path, tiny_dir, cache, local_re
     assert main(args) == 0 and _submitted(capsys.readouterr().out) == 0
     assert main(["sweep", "--models", f"{tiny_dir},{tiny_dir}x", "--candidate", ckpt, "--dry-run"]) == 2
     assert "exactly one --models" in capsys.readouterr().err
+
+
+def test_cpbench_run_reuses_what_a_sweep_wrote(tmp_path, tiny_dir, cache, local_results, capsys):
+    """One unit of work for both commands: `cpbench run` on a sweep's results tree scores nothing."""
+    import shutil
+
+    out_dir = tmp_path / "both"
+    shutil.copytree(local_results, out_dir)
+    capsys.readouterr()
+    assert main(["run", "--model", tiny_dir, *TINY_GRID, "--results", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("artifact reused") == 2 and "model loaded" not in out

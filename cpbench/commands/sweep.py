@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
                                                       "GPUs estimated from model size and recipe."),
         gpu_memory: float = typer.Option(80.0, "--gpu-memory", metavar="GB", help="Memory of one GPU (estimates)."),
         slurm_partition: Optional[str] = typer.Option(None, "--slurm-partition"),
-        slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node"),
+        slurm_gpus_per_node: Optional[int] = typer.Option(None, "--slurm-gpus-per-node", help="GPUs per job "
+                                                          "(default: the largest estimate of the array; 0 on CPU)."),
         slurm_time: int = typer.Option(24 * 60, "--slurm-time", metavar="MIN", help="SLURM time limit per job."),
         slurm_folder: Path = typer.Option(Path("slurm-logs"), "--slurm-folder", metavar="DIR", help="submitit's "
                                           "folder: must be on a filesystem shared with the compute nodes."),

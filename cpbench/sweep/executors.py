@@ -223,6 +223,7 @@ class SubmititExecutor:
             if gpus_per_node is not None:
                 params["slurm_gpus_per_node"] = int(gpus_per_node)
         self.executor.update_parameters(**params)
+        self.gpus_per_node = gpus_per_node
         # jobs check that they see this file: the folder (pickled units and results) must be shared
         self.token = self.folder / f".cpbench-shared-{uuid.uuid4().hex[:12]}"
         self.token.write_text("cpbench sweep driver\n")
@@ -236,6 +237,10 @@ class SubmititExecutor:
     def submit(self, states: list[Any]) -> None:
         from cpbench.sweep.worker import execute_unit
 
+        if self.cluster == "slurm" and self.gpus_per_node is None:
+            # one array shares its parameters: the largest GPU count any unit of the batch was estimated to need
+            need = max((st.estimate.gpus for st in states if st.estimate is not None), default=1)
+            self.executor.update_parameters(slurm_gpus_per_node=int(need))
         with self.executor.batch():  # one job array
             jobs = [self.executor.submit(execute_unit, st.todo.to_json(), shared_token=str(self.token))
                     for st in states]  # fmt: skip
