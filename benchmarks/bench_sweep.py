@@ -1,7 +1,7 @@
 """Benchmark of `cpbench sweep` (not a test): executor overhead per unit, peak memory per unit, GPU scorer throughput.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sweep.py [--model tiny|NAME|DIR] [--recipes base,magnitude-50,...]
-                                                     [--limit 18] [--skip-ray] [--skip-memory]
+                                                     [--limit 18] [--skip-ray] [--skip-memory] [--skip-overhead]
 
 Prints:
   1. Sweep overhead per unit on CPU: the same grid (one unit per recipe, one task) through `--executor local`
@@ -179,6 +179,7 @@ def main() -> None:
     ap.add_argument("--recipes", default="base,magnitude-50,magnitude-2:4,rtn-4bit")
     ap.add_argument("--limit", type=int, default=18)
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true", help="only the memory table (and the GPU part)")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
     from cpbench import models
@@ -188,8 +189,9 @@ def main() -> None:
     model = _model_spec(args.model)
     print(f"python {platform.python_version()}, {os.cpu_count()} CPU(s), torch threads {threads}, "
           f"load average {os.getloadavg()[0]:.2f}, model {args.model}, recipes {args.recipes}, limit {args.limit}\n")
-    print("| executor | units | wall s | s/unit | overhead s/unit vs local |\n|---|---|---|---|---|")
-    overhead(model, args.recipes, args.limit, with_ray=not args.skip_ray)
+    if not args.skip_overhead:
+        print("| executor | units | wall s | s/unit | overhead s/unit vs local |\n|---|---|---|---|---|")
+        overhead(model, args.recipes, args.limit, with_ray=not args.skip_ray)
     if not args.skip_memory:
         print()
         memory(model, args.recipes, args.limit)
