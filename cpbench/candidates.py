@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 ARCH_FIELDS = ("model_type", "architectures", "vocab_size", "hidden_size", "num_hidden_layers",
                "num_attention_heads", "num_key_value_heads", "intermediate_size")  # fmt: skip
 LETTERS = ("A", "B", "C", "D", "E", "F")
+PROBES = ("Question: Which option is right?\nA. one\nB. two\nAnswer:", "E. I don't know F. None of the above")
 # quantization_config fields worth naming, per format (compressed-tensors is summarised by compress.verify)
 _QC_FIELDS = ("quant_method", "bits", "group_size", "sym", "desc_act", "version", "zero_point", "checkpoint_format",
               "load_in_4bit", "load_in_8bit", "bnb_4bit_quant_type", "bnb_4bit_use_double_quant",
@@ -55,9 +56,13 @@ def tokenizer_problem(base_tok: Any, cand_tok: Any) -> str | None:
     (bn, bh), (cn, ch) = _vocab_hash(base_tok), _vocab_hash(cand_tok)
     if (bn, bh) != (cn, ch):
         return f"vocabulary differs ({cn} tokens, base has {bn})" if bn != cn else "vocabulary differs (same size)"
-    for attr in ("bos_token_id", "eos_token_id"):
-        if getattr(base_tok, attr, None) != getattr(cand_tok, attr, None):
-            return f"{attr} is {getattr(cand_tok, attr, None)}, base has {getattr(base_tok, attr, None)}"
+    # What the scorer feeds the model: the same text must give the same ids, special tokens included (a BOS added by
+    # one tokenizer and not the other shifts every position). eos/pad ids are not compared: padding is masked, and
+    # converters disagree on them (transformers' GGUF reader reports eos = bos for byte-level BPE vocabularies).
+    for probe in PROBES:
+        b, c = list(base_tok(probe)["input_ids"]), list(cand_tok(probe)["input_ids"])
+        if b != c:
+            return f"{probe[:30]!r} encodes to {c[:8]}..., base gives {b[:8]}..."
     return None
 
 

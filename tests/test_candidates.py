@@ -239,3 +239,24 @@ def test_hub_candidate_that_cannot_be_read_is_one_line(tiny_dir, tmp_path, capsy
     line = _err_line(capsys)
     assert "no-such-model" in line
     assert not list((tmp_path / "res").rglob("*.json"))
+
+
+@pytest.mark.slow
+def test_gguf_file_as_candidate(tiny_dir, tmp_path, capsys):
+    """A .gguf file (the tiny model written as llama.cpp lays it out, F32) as --candidate: converted once, its tokenizer
+    (read back by transformers' GGUF reader) pairs with the base's, and its logits equal the base's."""
+    import numpy as np
+    from tiny_gguf import write_tiny_gguf
+
+    from cpbench.artifact import LogitsArtifact
+
+    gguf_file = write_tiny_gguf(tiny_dir, tmp_path / "tiny-f32.gguf")
+    res = tmp_path / "res"
+    assert main(["run", "--model", tiny_dir, "--candidate", str(gguf_file), "--tasks", "qa", "--data", "samples",
+                 "--results", str(res)]) == 0  # fmt: skip
+    base_art, cand_art = (LogitsArtifact.load(next(res.rglob(f"{r}/artifacts/*.parquet"))) for r in ("base", "tiny-f32"))
+    assert base_art.ids == cand_art.ids
+    np.testing.assert_allclose(cand_art.logits, base_art.logits, atol=1e-4)  # F32 GGUF: the same weights
+    prov = cand_art.provenance
+    assert prov["weights"]["gguf_file"] == "tiny-f32.gguf" and prov["recipe"]["spec"]["gguf_file"] == "tiny-f32.gguf"
+    assert prov["compression_report"]["checkpoint_bytes"] == gguf_file.stat().st_size
