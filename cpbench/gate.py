@@ -223,7 +223,6 @@ def _decide(rows: list[dict], checks: list[_Check], decision: Decision) -> None:
             lim = f"{t.margin:g}"
             shown = decided(pa, decision.alpha)
             good = t.below == c.good_below
-            bound = e.bound("upper" if c.good_below else "lower", lvl)
             if shown and good:
                 within.append(c.name)
             elif shown:
@@ -232,8 +231,9 @@ def _decide(rows: list[dict], checks: list[_Check], decision: Decision) -> None:
                 beyond.append(f"{c.name} {format(e.point, c.fmt)} {op} {lim} (bound {format(other, c.fmt)})")
             else:
                 need = fmt_items(t.items_needed(1.0 - lvl))
-                undecided.append(f"{c.name} {format(e.point, c.fmt)} vs {lim} undecided (bound "
-                                 f"{format(bound, c.fmt)}; {need} would decide it)")
+                lo_b, hi_b = e.bound("lower", lvl), e.bound("upper", lvl)
+                undecided.append(f"{c.name} {format(e.point, c.fmt)} vs {lim} undecided (bounds "
+                                 f"[{format(lo_b, c.fmt)}, {format(hi_b, c.fmt)}]; {need} would decide it)")
         if beyond:
             row.update(status="fail", reasons="; ".join(beyond + undecided))
         elif undecided:

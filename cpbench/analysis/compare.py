@@ -170,7 +170,8 @@ def locate_artifact(record_file: Path | None, record: dict):
             art = LogitsArtifact.load(p)
         except CpbenchError as exc:
             return None, f"no item-level interval: artifact {p} unreadable ({exc})"
-        if want and art.content_hash != want:
+        # records state the loaded file's verified hash (format 1 files hash the arrays only)
+        if want and want not in {getattr(art, "file_hash", None), art.content_hash}:
             continue  # another artifact of the same name (e.g. rescored later): keep looking
         return art, ""
     return None, NO_ARTIFACT + (f" (looked for {tried[0]})" if tried else " (the record names none)")
