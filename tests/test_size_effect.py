@@ -132,3 +132,23 @@ def test_item_level_slope_interval_from_the_deltas_standard_errors(tmp_path: Pat
                                                            * se["huge-100b"] ** 2))
     assert row["slope_item_lo"] < row["slope"] < row["slope_item_hi"] and row["slope"] < 0
     assert math.isnan(row["slope_lo"])  # two models: no spread across models to estimate
+
+
+def test_provenance_fields_written_at_scoring_and_read_back(tmp_path: Path) -> None:
+    """The scorer's provenance carries n_params and the knob; the analysis reads them from the record, so a registry
+    edit cannot change an old table."""
+    from paired_factory import population, write_cell
+
+    from cpbench.analysis.knobs import provenance_fields, recorded_knob
+
+    assert provenance_fields(8.0, "gptq-4bit", {"bits": 4}) == {"n_params": 8e9, "knob": {"bits": 4.0}}
+    assert provenance_fields(None, "magnitude-70", None) == {"knob": {"sparsity": 0.7}}
+    assert provenance_fields(1.0, "base", None) == {"n_params": 1e9}
+    labels, base = population()
+    write_cell(tmp_path, "mystery", "custom-quant", "qa", labels[:200], base[:200], params=3e9,
+               provenance={"knob": {"bits": 3.0}})
+    df, _ = load_results(tmp_path)
+    row = df.iloc[0]
+    assert row["params"] == 3e9 and model_params("mystery", row["params"]) == (3e9, "record")
+    knob, source = recorded_knob(row["knob"], "custom-quant", None)
+    assert source == "record" and knob is not None and (knob.kind, knob.value) == ("bits", 3.0)
