@@ -188,3 +188,34 @@ def test_json_is_serialised_before_any_file_exists(tmp_path: Path) -> None:
         write_json_atomic(tmp_path / "a.json", {"x": float("nan")})
     assert _files(tmp_path) == []
     assert json.loads(json.dumps({"ok": 1}))
+
+
+def test_writer_killed_mid_write_leaves_a_temporary_that_the_next_load_removes(tmp_path: Path) -> None:
+    """A real SIGKILL inside the atomic block: no record appears, the half-written temporary is cleaned next time."""
+    import signal
+
+    root = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys, time\n"
+        "from cpbench.atomic import atomic_path\n"
+        f"with atomic_path({str(tmp_path / 'tiny' / 'base' / 'r.json')!r}) as tmp:\n"
+        "    tmp.write_text('{\"schema\": \"cpbench.res')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        left = list((tmp_path / "tiny" / "base").iterdir())
+        assert len(left) == 1 and atomic.is_temporary(left[0]) and not atomic.stale(left[0])  # owner alive
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert atomic.stale(left[0])
+    path = write_result(make_record(task="rc"), tmp_path)  # the next write in that directory cleans it
+    assert not left[0].exists() and _files(tmp_path) == [f"tiny/base/{path.name}"]
+    df, skipped = load_results(tmp_path)
+    assert len(df) == 2 and skipped == []
