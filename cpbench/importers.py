@@ -212,7 +212,19 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
         raise CpbenchError(f"{lp} has {len(rows)} items but {dp} has {len(data)}: ids do not match the labels")
     ids: list[str] = []
     labels = np.empty(len(rows), dtype=np.int64)
-    logits = []
+    logits: list[np.ndarray] = []
+    try:
+        k, letters = _ye_items(lp, dp, rows, data, ids, labels, logits)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a 5,000-digit id, an int too large for float32
+        detail = " ".join(str(exc).split())[:160]
+        raise CpbenchError(f"{lp}: unreadable item ({type(exc).__name__}: {detail})") from None
+    if not rows:
+        raise CpbenchError(f"{lp}: no items")
+    return _ye_artifact(lp, dp, ids, labels, logits, letters)
+
+
+def _ye_items(lp: Path, dp: Path, rows: list, data: list, ids: list, labels: np.ndarray, logits: list) -> tuple:
+    """Match pickle rows and dataset items by position, filling ids, labels and logits; (K, letters)."""
     k: int | None = None
     letters: list[str] = []
     for pos, (row, item) in enumerate(zip(rows, data)):
@@ -231,6 +243,8 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
             raise CpbenchError(f"{lp}: logits_options of id {row['id']!r} is not a numeric vector") from None
         if k is None:
             k = len(vec)
+            if not 2 <= k <= 26:
+                raise CpbenchError(f"{lp}: item id {row['id']!r} has {k} option logits (2 to 26 expected; Ye et al.: 6)")
             letters = _letters(k)
         if len(vec) != k:
             raise CpbenchError(f"{lp}: item id {row['id']!r} has {len(vec)} option logits, others have {k}")
@@ -240,9 +254,11 @@ def import_ye2024(logits_path: str | Path, labels_path: str | Path) -> LogitsArt
         ids.append(str(row["id"]))
         labels[pos] = letters.index(answer)
         logits.append(vec)
-    if not rows:
-        raise CpbenchError(f"{lp}: no items")
+    return k, letters
 
+
+def _ye_artifact(lp: Path, dp: Path, ids: list[str], labels: np.ndarray, logits: list, letters: list[str]
+                 ) -> LogitsArtifact:
     m = _YE_NAME.match(lp.stem)
     notes = ["imported from LLM-Uncertainty-Bench (Ye et al. 2024) outputs"]
     sha = {"logits": _sha256(lp), "labels": _sha256(dp)}

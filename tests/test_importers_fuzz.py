@@ -130,3 +130,24 @@ def test_memory_stays_bounded_while_importing_fuzzed_inputs(tmp_path: Path) -> N
     growth = float(proc.stdout.split("GROWTH_MB")[1].split()[0])
     print(proc.stdout)
     assert growth < RSS_BOUND_MB, proc.stdout
+
+
+def test_pickle_with_absurd_values_is_one_line(tmp_path: Path) -> None:
+    """Values a well-formed pickle can hold but the importer cannot use: a 5,000-digit id, logits beyond float32,
+    thousands of options."""
+    import pickle
+
+    import numpy as np
+
+    from cpbench.importers import import_ye2024
+
+    labels = tmp_path / "d.json"
+    labels.write_text(json.dumps([{"id": 0, "answer": "A"}]))
+    pkl = tmp_path / "x_mmlu_10k_base_icl0.pkl"
+    for rows in ([{"id": 10**5000, "logits_options": np.zeros(6, np.float32)}],
+                 [{"id": 0, "logits_options": [10**400] * 6}],
+                 [{"id": 0, "logits_options": np.zeros(5000, np.float32)}]):
+        pkl.write_bytes(pickle.dumps(rows, protocol=4))
+        with pytest.raises(CpbenchError) as err:
+            import_ye2024(pkl, labels)
+        assert "\n" not in str(err.value) and str(pkl) in str(err.value)
