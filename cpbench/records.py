@@ -41,7 +41,6 @@ SCHEMA = "cpbench.result/2"
 SCHEMA_V1 = "cpbench.result/1"
 READABLE_SCHEMAS = (SCHEMA_V1, SCHEMA)
 SCORE_FIELDS = ("lac", "aps", "aps_rand", "raps", "raps_rand")  # conformal score blocks a record may carry
-CALIBRATION_FIELDS = ("ece", "brier", "nll", "entropy", "idk_rate", "nota_rate")
 LEGACY_BASELINE = "fp16"  # the baseline recipe's name in schema 1 ("base" now: it is not always fp16)
 REGENERATE = "regenerate it with `cpbench analyze ARTIFACT --out FILE` or `cpbench run`"
 TOL = 1e-6  # float tolerance of the consistency checks (stored means vs per-split means, histograms)
@@ -50,7 +49,6 @@ TOL = 1e-6  # float tolerance of the consistency checks (stored means vs per-spl
 Finite = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 NonNeg = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
 Prob = Annotated[float, Strict(), Field(ge=0, le=1, allow_inf_nan=False)]
-Count = Annotated[int, Strict(), Field(ge=0)]
 Sha256 = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
 Interval = tuple[Finite, Finite]
 
