@@ -114,7 +114,7 @@ FORWARD_MAX_BYTES = 2 * 2**30  # checkpoints up to this size are also reloaded w
 
 def _layer_record(name: str, w: torch.Tensor, targets: Any, recipe: Recipe, qconf: Any, group: dict,
                   base_zeros: dict[str, float] | None) -> dict[str, Any]:  # fmt: skip
-    rec: dict[str, Any] = {"zeros": round(float((w == 0).float().mean()), 6), "shape": list(w.shape)}
+    rec: dict[str, Any] = {"zeros": round(int((w == 0).sum()) / w.numel(), 6), "shape": list(w.shape)}  # no fp32 temp
     if base_zeros is not None and name in base_zeros:
         rec["base_zeros"] = round(float(base_zeros[name]), 6)
     if recipe.mask_nm is not None:
