@@ -18,6 +18,7 @@ A checkpoint whose verification fails is not cached: `compress` raises CpbenchEr
 from __future__ import annotations
 
 import logging
+import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,7 @@ def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationS
     report["calibration"] = calib.report() if calib is not None else None
     t0 = time.perf_counter()
     base_zeros = _run_recipe(entry, recipe, calib, dev, tmp)
+    gc.collect()  # the compressed model is gone before the checkpoint is verified (and later loaded to score)
     t1 = time.perf_counter()
     from cpbench.compress.verify import require_ok, verify_checkpoint
 

@@ -220,11 +220,17 @@ def verify_checkpoint(
             finite = finite and bool(torch.isfinite(w).all())
             (layers if name in targets else ignored)[name] = _layer_record(name, w, targets, recipe, qconf, group,
                                                                            base_zeros)  # fmt: skip
-        if model is None and nbytes <= FORWARD_MAX_BYTES:
+        reloaded = model is None and nbytes <= FORWARD_MAX_BYTES
+        if reloaded:
             model = _load_dense(path)
         if model is not None:
             ids = torch.arange(1, 9).unsqueeze(0) % int(getattr(model.config, "vocab_size", 8) or 8)
             forward_finite = bool(torch.isfinite(model(input_ids=ids).logits).all())
+        if reloaded:
+            import gc
+
+            del model
+            gc.collect()  # HF models hold reference cycles: free the reload now, not at some later collection
     zeros = [r["zeros"] for r in layers.values()]
     return {
         "checkpoint_bytes": nbytes,
