@@ -9,7 +9,9 @@ ckpt.report                               # what was done and measured, for arti
 - baseline (`base`): nothing is written; `path` is None and `load()` loads the model itself.
 - llmcompressor / magnitude: the checkpoint is written to a temporary directory under the cache, reloaded with
   `AutoModelForCausalLM` and verified (zeros per layer, N:M pattern, bits/group in config.json, distinct values per
-  quantization group, a forward pass), then renamed into place. A later call with the same key reuses it.
+  quantization group, a forward pass), then committed (a completion marker written last, then one rename). A later
+  call with the same key reuses it; a concurrent call (another process) waits for it and reuses it
+  (`cpbench.locks.staged_dir`). The key is known without compressing (`checkpoint_key`: no weights, no tokenizer).
 - bitsandbytes (`bnb-*`): load-time quantization; nothing is written; needs CUDA.
 
 A checkpoint whose verification fails is not cached: `compress` raises CpbenchError naming the failed check.
