@@ -70,12 +70,18 @@ def start(model: str, results: Path, cache: Path, log: Path) -> subprocess.Popen
 
 
 def finish(model: str, results: Path, cache: Path, log: Path) -> tuple[int, float]:
-    """Run to completion; returns (exit code, seconds from its first printed line to its end)."""
+    """Run to completion; returns (exit code, seconds from its first printed line to the end of its work: the last
+    record written, i.e. its summary printed; interpreter shutdown after that is not worth killing)."""
     p = start(model, results, cache, log)
     started(p, log)
     t = time.perf_counter()
+    work = None
+    while p.poll() is None:
+        if work is None and "result(s) in" in log.read_text(errors="replace"):
+            work = time.perf_counter() - t
+        time.sleep(0.02)
     rc = p.wait(timeout=900)
-    return rc, time.perf_counter() - t
+    return rc, work if work is not None else time.perf_counter() - t
 
 
 def started(p: subprocess.Popen, log: Path, timeout: float = 600) -> float:
