@@ -493,7 +493,10 @@ def _vllm_engine(entry: Any, recipe: Any, ckpt: Any, device: str) -> tuple[Any, 
     tok = models.load_tokenizer(ckpt.path if ckpt.path is not None else entry)
     where = str(ckpt.path) if ckpt.path is not None else models.model_dir(entry)
     revision = entry.revision if ckpt.path is None and entry.source == "hub" else None
-    return VllmModel(where, tok, device, revision=revision, trust_remote_code=entry.trust_remote_code), tok
+    # the dtype the HF scorer would use on this GPU (vLLM's "auto" turns a float32 config into float16)
+    dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
+    return VllmModel(where, tok, device, revision=revision, trust_remote_code=entry.trust_remote_code,
+                     dtype=dtype), tok  # fmt: skip
 
 
 def run_candidate(
