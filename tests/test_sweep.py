@@ -98,6 +98,8 @@ def test_dry_run_lists_units_cache_state_and_estimates(tmp_path, tiny_dir, cache
     assert main(["sweep", "--models", tiny_dir, *TINY_GRID, "--results", str(tmp_path / "empty"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("│ todo ") == 2 and not (tmp_path / "empty").exists()  # nothing run, nothing written
+    (row,) = [ln for ln in out.splitlines() if "/magnitude-50 " in ln]
+    assert "│ cached " in row  # its checkpoint is in this machine's cache (the local sweep compressed it)
 
 
 def test_estimates_scale_with_model_size():

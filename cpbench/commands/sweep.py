@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
             raise CpbenchError(f"unknown executor {executor!r} (use local, ray or slurm)")
         if max_parallel < 1:
             raise CpbenchError(f"--max-parallel must be >= 1, got {max_parallel}")
-        console = Console(width=max(120, Console().width))
+        console = Console(width=max(200, Console().width))  # the plan table: no truncated cells in logs
 
         def echo(s: str) -> None:
             console.print(s, markup=False, highlight=False, soft_wrap=True)  # one line per event, never wrapped
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
                 problem = device_problem(st.unit.recipe, local_dev)
                 if problem and st.status == driver.QUEUED:
                     st.status, st.reason = driver.SKIPPED, problem
-        _print_plan(console, states, executor, dry_run)
+        _print_plan(console, states, executor, dry_run, plan.device)
         if dry_run:
             return
         opts = driver.DriverOptions(max_parallel=1 if executor == "local" else max_parallel, retries=retries,
@@ -122,14 +122,32 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def _print_plan(console, states, executor: str, dry_run: bool) -> None:
+def _checkpoint_state(unit, device: str) -> str:
+    """Whether this machine's checkpoint cache holds the unit's compressed checkpoint (what a local run or a worker on
+    this node would reuse): cached / compress / - (nothing to compress) / ? (cannot tell offline)."""
+    from cpbench.compress import cache, checkpoint_key
+    from cpbench.errors import CpbenchError
+
+    if unit.candidate is not None or unit.recipe.is_baseline or unit.recipe.load_time:
+        return "-"
+    try:
+        key = checkpoint_key(unit.model, unit.recipe, unit.options.calibration, device)
+    except CpbenchError:
+        return "?"
+    return "cached" if key is not None and cache.lookup(key) is not None else "compress"
+
+
+def _print_plan(console, states, executor: str, dry_run: bool, device: str = "auto") -> None:
     from rich.table import Table
 
     from cpbench.sweep import driver
 
+    dev_type = "cuda" if device.startswith("cuda") or (device == "auto" and executor != "local") else "cpu"
+
     table = Table(title=f"cpbench sweep ({executor}): {len(states)} unit(s)"
                   + (" — dry run, nothing is submitted" if dry_run else ""))  # fmt: skip
-    for col, j in (("unit", "left"), ("state", "left"), ("cells todo", "right"), ("cached", "right"),
+    for col, j in (("unit", "left"), ("state", "left"), ("checkpoint", "left"), ("cells todo", "right"),
+                   ("cached", "right"),
                    ("items", "right"), ("params B", "right"), ("GPU mem GB", "right"), ("GPUs", "right"),
                    ("GPU-h", "right")):  # fmt: skip
         table.add_column(col, justify=j, no_wrap=True)
@@ -140,7 +158,8 @@ def _print_plan(console, states, executor: str, dry_run: bool) -> None:
         state = {driver.DONE: "done", driver.SKIPPED: f"skip: {st.reason[:40]}"}.get(st.status, "todo")
         h = e.gpu_hours if e is not None and st.status == driver.QUEUED else None
         total_h += h or 0.0
-        table.add_row(st.name, state, str(todo), str(st.cells_done), str(st.items),
+        ckpt = _checkpoint_state(st.unit, dev_type) if dry_run and st.status == driver.QUEUED else ""
+        table.add_row(st.name, state, ckpt, str(todo), str(st.cells_done), str(st.items),
                       "-" if e is None or e.params_b is None else f"{e.params_b:g}",
                       "-" if e is None or e.gpu_mem_gb is None else f"{e.gpu_mem_gb:g}",
                       str(e.gpus if e is not None else "-"), "-" if h is None else f"{h:.3g}")  # fmt: skip
