@@ -152,6 +152,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--compare-dtypes", action="store_true",
                     help="ours only: float32 vs bfloat16 items/s, the raw forward of each, the option-logit difference")
+    ap.add_argument("--repeats", type=int, default=2, help="--compare-dtypes: interleaved runs per dtype (best kept)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help="worker: output prefix; main: write a JSON summary here")
     args = ap.parse_args()
@@ -198,13 +199,22 @@ def compare_dtypes(args: argparse.Namespace) -> None:
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
         for mode in modes:
-            res = {}
-            for dtype in ("float32", "bfloat16"):
-                sub = argparse.Namespace(**{**vars(args), "dtype": dtype})
-                res[dtype] = _spawn(sub, "ours", mode, os.path.join(tmp, f"ours-{mode}-{dtype}"))
-                r = res[dtype]
-                print(f"{mode:6s} {dtype:9s} n={r['n']:4d}  {r['items_per_s']:7.2f} items/s  "
-                      f"raw forward 8x120 {r['raw_forward_s']:.3f} s  peak RSS {r['peak_rss_mb']:.0f} MB")  # fmt: skip
+            res: dict[str, dict] = {}
+            # Interleaved repeats, best of each: on a shared machine the load moves between two runs, and the
+            # best run is the one least disturbed by other processes (both dtypes get the same chances).
+            for rep in range(args.repeats):
+                for dtype in ("float32", "bfloat16"):
+                    sub = argparse.Namespace(**{**vars(args), "dtype": dtype})
+                    r = _spawn(sub, "ours", mode, os.path.join(tmp, f"ours-{mode}-{dtype}-{rep}"))
+                    print(f"{mode:6s} {dtype:9s} run {rep + 1}: n={r['n']:4d}  {r['items_per_s']:7.2f} items/s  "
+                          f"raw forward 8x120 {r['raw_forward_s']:.3f} s  peak RSS {r['peak_rss_mb']:.0f} MB  "
+                          f"(load {os.getloadavg()[0]:.2f})")  # fmt: skip
+                    best = res.get(dtype)
+                    if best is None or r["items_per_s"] > best["items_per_s"]:
+                        raw = min(r["raw_forward_s"], best["raw_forward_s"]) if best else r["raw_forward_s"]
+                        res[dtype] = {**r, "raw_forward_s": raw}
+                    else:
+                        best["raw_forward_s"] = min(best["raw_forward_s"], r["raw_forward_s"])
             a, b = res["float32"]["logits"], res["bfloat16"]["logits"]
             ca, cb = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
             row = {
@@ -217,7 +227,7 @@ def compare_dtypes(args: argparse.Namespace) -> None:
                 "max_abs_diff_centred": float(np.abs(ca - cb).max()),
                 "same_argmax": float((a.argmax(1) == b.argmax(1)).mean()),
             }
-            print(f"{mode:6s} bf16 vs fp32: scoring {row['speedup']:.2f}x, raw forward {row['raw_speedup']:.2f}x; "
+            print(f"{mode:6s} best of {args.repeats}, bf16 vs fp32: scoring {row['speedup']:.2f}x, raw forward {row['raw_speedup']:.2f}x; "
                   f"max |Δ option logit| {row['max_abs_diff']:.3f} ({row['max_abs_diff_centred']:.3f} after centring "
                   f"each row), same argmax {100 * row['same_argmax']:.0f}%")  # fmt: skip
             summary.append(row)

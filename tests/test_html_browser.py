@@ -122,3 +122,74 @@ def test_page_loads_sorts_filters_without_errors(browser, page_url: str) -> None
     assert errors == []
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
     page.close()
+
+
+ARTIFACTS = Path(os.environ.get("CPBENCH_CI_ARTIFACTS") or Path(__file__).resolve().parents[1] / ".ci-artifacts")
+
+
+def test_page_reads_well_at_1280px_and_filters_everything(browser, page_url: str) -> None:
+    """Reading guide and task names present, page filters act on tables, charts and the map, charts render with
+    intervals, no horizontal overflow at 1280 px; a full-page screenshot is kept as a CI artifact (not committed)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(page_url)
+    page.wait_for_load_state("load")
+
+    guide = page.locator("#guide").inner_text()
+    for words in ("How to read this", "coverage", "set size", "UAcc", "hidden-risk", "inconclusive"):
+        assert words.lower() in guide.lower(), words
+    tasks = page.locator("#guide dl.tasks").inner_text()
+    assert "Question answering (MMLU)" in tasks and "Reading comprehension (CosmosQA)" in tasks
+
+    # the main table's columns follow the benchmark's task order, not the alphabet
+    heads = page.evaluate("Array.from(document.querySelectorAll('#t-leaderboard_lac thead th'))"
+                          ".map(t => t.getAttribute('data-task')).filter(Boolean)")
+    order = list(dict.fromkeys(heads))
+    assert order == sorted(order, key=["qa", "rc", "ci", "drs", "ds", "avg"].index), order
+
+    # charts: inline SVG with one dot and one interval bar per cell, laid out with a real size
+    svgs = page.locator("#s-charts svg")
+    assert svgs.count() >= 2
+    box = svgs.first.bounding_box()
+    assert box is not None and box["width"] > 300 and box["height"] > 40
+    n_rows = page.locator("#s-charts svg").first.locator("g[data-model]").count()
+    assert n_rows > 0 and page.locator("#s-charts svg").first.locator("g[data-model] line").count() == n_rows
+    assert page.locator("table.map td[title]").count() > 0
+
+    # page filters: one model -> every table, chart row and map row shows only that model
+    model = page.locator("#filter-model option").nth(1).inner_text()
+    page.select_option("#filter-model", model)
+    assert set(_column(page, "t-leaderboard_lac", "Model")) == {model}
+    shown = page.evaluate("Array.from(document.querySelectorAll('#s-charts g[data-model]'))"
+                          ".filter(g => g.style.display !== 'none').map(g => g.getAttribute('data-model'))")
+    assert shown and set(shown) == {model}
+    # task filter hides the other tasks' columns of the main tables
+    page.select_option("#filter-task", "qa")
+    visible = page.evaluate("Array.from(document.querySelectorAll('#t-leaderboard_lac thead th'))"
+                            ".filter(t => !t.hidden && t.getAttribute('data-task'))"
+                            ".map(t => t.getAttribute('data-task'))")
+    assert visible and set(visible) == {"qa"}
+    page.select_option("#filter-model", "")
+    page.select_option("#filter-task", "")
+    assert len(_column(page, "t-leaderboard_lac", "Model")) == 14
+
+    # no horizontal overflow of the page at 1280 px (wide tables scroll inside their own box)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1280, width
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "leaderboard-1280.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert errors == []
+    page.close()
+
+
+def test_empty_analyses_collapse_to_one_line_and_ties_read_as_ties(page_url: str) -> None:
+    from urllib.parse import urlparse
+
+    text = Path(urlparse(page_url).path).read_text()
+    # the synthetic tree has one sweep of several levels but no model-size series: the size effect says why
+    assert "<details class=\"empty\"><summary><strong>Size effect" in text
+    assert "nothing to show" in text

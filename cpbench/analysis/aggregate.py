@@ -12,9 +12,13 @@ from cpbench.store import KEY_COLS, METRICS, merge_notes
 AVG = "avg"
 
 
+TASK_ORDER = ("qa", "rc", "ci", "drs", "ds")  # Ye et al. 2024's order; other tasks follow alphabetically
+
+
 def task_order(results: pd.DataFrame) -> list[str]:
-    """The frame's tasks sorted, with the task average last when there is one."""
-    real = sorted(t for t in results["task"].unique() if t != AVG)
+    """The frame's tasks in the benchmark's order (qa, rc, ci, drs, ds, then others sorted), the average last."""
+    real = sorted((t for t in results["task"].unique() if t != AVG),
+                  key=lambda t: (TASK_ORDER.index(t) if t in TASK_ORDER else len(TASK_ORDER), t))  # fmt: skip
     return real + ([AVG] if (results["task"] == AVG).any() else [])
 
 

@@ -355,6 +355,18 @@ def _order(names: list[str], values: np.ndarray, descending: bool) -> list[str]:
     return [names[i] for i in np.lexsort((np.array(names), keys))]
 
 
+def _ranked(names: list[str], values: np.ndarray, descending: bool, sep: str) -> str:
+    """The order as text with ties shown as ties: 'a > b = c' (equal within EDGE_TOL), never a made-up strict order."""
+    order = _order(names, values, descending)
+    by_name = dict(zip(names, values))
+    out = order[:1]
+    for prev, name in zip(order, order[1:]):
+        a, b = by_name[prev], by_name[name]
+        tie = (math.isnan(a) and math.isnan(b)) or abs(a - b) <= EDGE_TOL
+        out.append(("= " if tie else f"{sep} ") + name)
+    return " ".join(out)
+
+
 def rank_agreement(df: pd.DataFrame) -> pd.DataFrame:
     """Across the recipes of each cell: Kendall tau between the accuracy and set-size rankings, and UAcc flips.
 
@@ -381,9 +393,9 @@ def rank_agreement(df: pd.DataFrame) -> pd.DataFrame:
             **dict(zip(CELL_COLS, key)),
             "n_recipes": len(names),
             "tau_acc_size": kendall_tau_b(acc, -ss) if len(names) >= 2 else math.nan,
-            "acc_order": " > ".join(_order(names, acc, True)),
-            "set_size_order": " < ".join(_order(names, ss, False)),
-            "uacc_order": " > ".join(_order(names, uacc, True)),
+            "acc_order": _ranked(names, acc, True, ">"),
+            "set_size_order": _ranked(names, ss, False, "<"),
+            "uacc_order": _ranked(names, uacc, True, ">"),
             "uacc_flips": len(flipped),
             "flips": ", ".join(flips),
         })

