@@ -269,7 +269,7 @@ def _forest(rows: pd.DataFrame, metric: str, label: str, scale: float, score: st
     def x(v: float) -> float:
         return left + (v - lo) / (hi - lo) * width
 
-    parts = [f"<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {left + width + 20} {height}\" "
+    parts = [f"<svg viewBox=\"0 0 {left + width + 20} {height}\" "
              f"width=\"{left + width + 20}\" height=\"{height}\" role=\"img\" aria-label=\"{e(label)} ({score})\">",
              f"<text x=\"4\" y=\"14\" font-size=\"12\" font-weight=\"600\">{e(label)}, {e(score.upper())} "
              f"(dot: estimate; bar: 95% interval)</text>",
