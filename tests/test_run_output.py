@@ -149,3 +149,20 @@ def test_quiet_context_restores_logging_and_streams(tmp_path):
     assert sys.stdout is out and sys.stderr is err
     assert logging.getLogger("transformers").level == before
     assert log is not None and "to the log" in log.read_text()
+
+
+def test_scoring_reports_progress_per_batch_not_per_chunk():
+    """A cell smaller than one chunk still moves: the scorer's batches advance cpbench's progress."""
+    from scoring_fixtures import make_prompts, tiny
+
+    from cpbench.runkey import ScoreKey
+    from cpbench.scoring.score import score_prompts
+
+    model, tok = tiny()
+    prompts = make_prompts(24, method="base", shots=0)
+    lines: list[str] = []
+    with progress.use(progress.LineReporter(lines.append, interval=3600, step=0.25)):
+        score_prompts(model, tok, prompts, ScoreKey(model="tiny", task="qa"), batch_size=4, chunk_size=256,
+                      resume=False)  # fmt: skip
+    counts = [int(m.group(1)) for ln in lines if (m := re.search(r"(\d+)/24 items", ln))]
+    assert counts[0] < 24 and counts[-1] == 24 and lines[-1].count("done in") == 1, lines

@@ -199,7 +199,24 @@ def score_prompts(
     desc = f"[{key.recipe}] score {key.task}/{key.prompt} ({key.scoring}, {dtype})"
     t0 = time.perf_counter()
     with reporter.task(desc, total=len(ids), unit="item") as bar, torch.inference_mode():
-        run = run_chunked(ids, scorer.order(), len(letters), scorer, store, chunk_size, on_progress=bar.advance)
+        # Progress per batch, not per chunk (a cell smaller than one chunk would otherwise sit at 0% until done):
+        # this scorer instance's batch method reports the items it scored; chunks loaded from a resume are counted
+        # when run_chunked reports them.
+        scored = {"items": 0}
+        batch = scorer._batch
+
+        def batch_with_progress(idx: Any, *args: Any, **kwargs: Any) -> Any:
+            out = batch(idx, *args, **kwargs)
+            scored["items"] += len(idx)
+            bar.advance(len(idx))
+            return out
+
+        def chunk_done(n: int) -> None:
+            bar.advance(max(0, n - scored["items"]))
+            scored["items"] = 0
+
+        scorer._batch = batch_with_progress
+        run = run_chunked(ids, scorer.order(), len(letters), scorer, store, chunk_size, on_progress=chunk_done)
     wall = time.perf_counter() - t0
     detail.update(
         chunks_loaded=len(run.loaded),
