@@ -41,6 +41,7 @@ def _env(cache: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # a real subprocess run with a compression (~30 s); CI runs it
 def test_small_run_output_is_quiet_unbroken_and_ends_with_next_step(tmp_path, tiny_dir):
     # A long results path: a console that hard-wraps at 80 or 120 columns would break it.
     results = tmp_path / ("results-" + "x" * 60) / ("nested-" + "y" * 60)
@@ -85,6 +86,7 @@ def test_small_run_output_is_quiet_unbroken_and_ends_with_next_step(tmp_path, ti
     assert not skipped and set(df["recipe"]) == {"base", "rtn-4bit"}
 
 
+@pytest.mark.slow
 def test_verbose_shows_third_party_logs(tmp_path, tiny_dir):
     cache = tmp_path / "cache"
     cmd = [sys.executable, "-m", "cpbench", "run", "--model", tiny_dir, "--quant", "rtn-4bit", "--data", "samples",
