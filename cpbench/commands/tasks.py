@@ -144,7 +144,10 @@ def register(app: typer.Typer) -> None:
             spec = spec.model_copy(update=update)
         report = None
         if source == "original":
-            items, report = load_original(spec, original_path=original_path)
+            from cpbench.console import quiet_third_party
+
+            with quiet_third_party(False):  # datasets' progress bars and warnings: cpbench prints the outcome below
+                items, report = load_original(spec, original_path=original_path)
         else:
             if count is not None or seed is not None or original_path is not None:
                 raise CpbenchError("--count, --seed and --original-path apply to --from original only")
