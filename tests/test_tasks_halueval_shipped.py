@@ -61,8 +61,7 @@ def test_ambiguous_or_missing_files_are_one_line(tmp_path):
     (d / "dialogue_b.json").write_text("{}\n")
     with pytest.raises(CpbenchError, match="several files match 'dialogue'"):
         shipped_file(d, "dialogue")
-    with pytest.raises(CpbenchError, match="no file for config 'summarization'"):
-        shipped_file(d, "summarization")
+    assert shipped_file(d, "summarization") is None  # nothing named after it: datasets' own layout rules apply
     (d / "README.md").write_text("---\n---\n")
     assert shipped_file(d, "dialogue") is None  # a hub-layout repository: datasets reads it as before
 

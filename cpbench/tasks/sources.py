@@ -105,17 +105,12 @@ def shipped_file(path: str | Path, config: str | None) -> Path | None:
     if not p.is_dir() or (p / "README.md").is_file() or any(p.glob("*.py")):
         return None
     files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".json", ".jsonl"))
-    if config:
-        named = [f for f in files if config.lower() in f.stem.lower()]
-        if len(named) == 1:
-            return named[0]
-        if len(named) > 1:
-            raise CpbenchError(f"{p}: several files match {config!r} ({', '.join(f.name for f in named)}); pass one "
-                               f"file with --original-path")  # fmt: skip
-    if len(files) == 1:
-        return files[0]
-    shown = ", ".join(f.name for f in files) or "no .json/.jsonl files"
-    raise CpbenchError(f"{p}: no file for config {config!r} among {shown}; pass the file itself with --original-path")
+    named = [f for f in files if config and config.lower() in f.stem.lower()]
+    if len(named) > 1:
+        raise CpbenchError(f"{p}: several files match {config!r} ({', '.join(f.name for f in named)}); pass one "
+                           f"file with --original-path")  # fmt: skip
+    # no file named after the config: a directory `datasets` reads by its own conventions (train.jsonl, ...)
+    return named[0] if named else None
 
 
 def _load_shipped(file: Path, cache_dir: str | None):
