@@ -103,6 +103,28 @@ def test_intervals_cover_the_population_difference_and_split_intervals_do_not() 
     assert run.truth["d_lac.set_size"] > 0.2 and abs(run.truth["d_lac.coverage"]) < 1e-3
 
 
+def test_accuracy_interval_is_not_degenerate_when_the_models_agree_on_every_item() -> None:
+    """Two models with the same top-1 option on all 27 items: the bootstrap alone gives Δacc in [0, 0]; the paired
+    proportion floor keeps the interval about ±0.07 wide, so 27 items cannot show equivalence within 0.01."""
+    from cpbench.analysis.paired import estimates
+    from cpbench.artifact import LogitsArtifact
+
+    rng = np.random.default_rng(3)
+    n, letters = 27, list("ABCDEF")
+    labels = rng.integers(0, 6, n)
+    lb = rng.normal(size=(n, 6)).astype(np.float32)
+    lb[:, 0] += 4.0  # both always pick A
+    lc = (lb + rng.normal(scale=0.3, size=(n, 6))).astype(np.float32)
+    ids = [f"i{j:02d}" for j in range(n)]
+    vb = item_view(LogitsArtifact(ids, labels, lb, letters))
+    vc = item_view(LogitsArtifact(ids, labels, lc, letters))
+    draws = paired_draws(vb, vc, ("lac",), n_boot=200, seed=0)
+    assert np.all(draws.cand["acc"] == draws.base["acc"])  # no discordant item in any replicate
+    est = estimates(draws)["d_acc"]
+    assert est.point == 0.0 and est.hi > 0.05 and est.lo < -0.05
+    assert est.p_below(0.01) > 0.05  # "accuracy kept within 0.01" is not shown
+
+
 def test_wilson_and_multiplicity() -> None:
     lo, hi = wilson(0.0, 100, 1.959964)
     assert lo == 0.0 and hi == pytest.approx(0.0370, abs=1e-4)  # the rule of three's cousin

@@ -561,6 +561,19 @@ def split_se(cand_ps: np.ndarray | None, base_ps: np.ndarray | None) -> tuple[fl
     return _sd(d) / math.sqrt(len(d)), float(lo), float(hi)
 
 
+def _paired_proportion_se(draws: Draws) -> float:
+    """Floor for the standard error of an accuracy difference: Agresti & Min's (2005) adjusted Wald for paired
+    proportions (0.5 added to every cell of the 2x2 correct/wrong table). Without it, two models that agree on every
+    sampled item get a bootstrap interval of exactly [0, 0], and 27 items would "show" accuracy equivalence within
+    0.01; with many discordant items the floor is below the bootstrap's own spread and changes nothing."""
+    if "flip_cw" not in draws.pair or "flip_wc" not in draws.pair or draws.n < 1:
+        return 0.0
+    n = float(draws.n)
+    b, c = float(draws.pair["flip_cw"][0]) * n, float(draws.pair["flip_wc"][0]) * n
+    p10, p01 = (b + 0.5) / (n + 2), (c + 0.5) / (n + 2)
+    return math.sqrt(max(p10 + p01 - (p10 - p01) ** 2, 0.0) / (n + 2))
+
+
 def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, float] | None = None,
               split_ses: dict[str, float] | None = None) -> dict[str, Estimate]:
     """Estimates of every delta (candidate - baseline: `d_<metric>` / `d_<score>.<metric>`) and pair metric.
@@ -575,6 +588,8 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
         d = draws.cand[name] - draws.base[name]
         se_item = _sd(d[1:]) * corr
         key = f"d_{name}"
+        if name == "acc":
+            se_item = max(se_item, _paired_proportion_se(draws))
         if name.endswith(".coverage"):
             # Exchangeability: E[coverage | items] = k / (n_cal + 1) for any model, so the split-averaged coverage
             # difference has no item-level term (the plug-in's bootstrap spread is only the discreteness of F_n).
