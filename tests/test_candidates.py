@@ -15,21 +15,7 @@ import pytest
 
 from cpbench.cli import main
 from cpbench.errors import CpbenchError
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    root = tmp_path / "cache"
-    monkeypatch.setenv("CPBENCH_CACHE", str(root))
-    monkeypatch.chdir(tmp_path)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    from tiny_model import tiny_model_dir
-
-    return str(tiny_model_dir())
+from run_fixtures import cache, tiny_dir  # noqa: F401  (pytest fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,7 @@ import pytest
 
 from cpbench import failfast
 from cpbench.cli import main
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    root = tmp_path / "cache"
-    monkeypatch.setenv("CPBENCH_CACHE", str(root))
-    monkeypatch.chdir(tmp_path)
-    return root
+from run_fixtures import cache  # noqa: F401  (pytest fixtures)
 
 
 @pytest.fixture

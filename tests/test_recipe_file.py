@@ -9,6 +9,7 @@ import pytest
 
 from cpbench.cli import main
 from cpbench.errors import CpbenchError
+from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 W4A16_GPTQ = """
 quant_stage:
@@ -44,13 +45,6 @@ def cache(tmp_path, monkeypatch):
     from cpbench import recipes
 
     monkeypatch.setattr(recipes, "FILE_RECIPES", {})
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    from tiny_model import tiny_model_dir
-
-    return str(tiny_model_dir())
 
 
 def test_knobs_are_read_from_the_modifiers(tmp_path):

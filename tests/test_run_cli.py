@@ -15,24 +15,9 @@ import numpy as np
 import pytest
 
 from cpbench.cli import main
+from run_fixtures import cache, tiny_dir  # noqa: F401  (pytest fixtures)
 
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    """Every test gets its own cache and works in tmp_path, so a default `results/` lands there, not in the repo."""
-    root = tmp_path / "cache"
-    monkeypatch.setenv("CPBENCH_CACHE", str(root))
-    monkeypatch.chdir(tmp_path)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    from tiny_model import tiny_model_dir
-
-    return str(tiny_model_dir())
 
 
 def _err_line(capsys) -> str:

@@ -10,19 +10,7 @@ import pytest
 from cpbench import runopts
 from cpbench.cli import main
 from cpbench.errors import CpbenchError
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CPBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    from tiny_model import tiny_model_dir
-
-    return str(tiny_model_dir())
+from run_fixtures import cache, tiny_dir  # noqa: F401  (pytest fixtures)
 
 
 def test_model_args_parse_like_lm_eval():

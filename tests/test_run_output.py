@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cpbench import progress
+from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -25,13 +26,6 @@ THIRD_PARTY = [
     re.compile(r"Warning:|warnings\.warn|UserWarning|FutureWarning"),
     re.compile(r"llmcompressor|compressed_tensors", re.IGNORECASE),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    from tiny_model import tiny_model_dir
-
-    return str(tiny_model_dir())
 
 
 def _env(cache: Path, **extra: str) -> dict[str, str]:

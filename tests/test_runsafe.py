@@ -16,24 +16,10 @@ from pathlib import Path
 import pytest
 
 from cpbench.cli import main
+from run_fixtures import cache, tiny_dir  # noqa: F401  (pytest fixtures)
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-
-
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    root = tmp_path / "cache"
-    monkeypatch.setenv("CPBENCH_CACHE", str(root))
-    monkeypatch.chdir(tmp_path)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    from tiny_model import tiny_model_dir
-
-    return str(tiny_model_dir())
 
 
 def _digests(root: Path, cells_only: bool = False) -> dict[str, str]:

@@ -17,15 +17,9 @@ import numpy as np
 import pytest
 
 from cpbench.cli import main
+from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 TINY_GRID = ["--quant", "magnitude-50", "--tasks", "qa", "--data", "samples", "--limit", "18", "--batch-size", "4"]
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    from tiny_model import tiny_model_dir
-
-    return str(tiny_model_dir())
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,13 @@ import pytest
 
 from cpbench.runner import plan_from_options
 from cpbench.unit import WorkUnit, units_from_plan, weights_identity
+from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CPBENCH_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    from tiny_model import tiny_model_dir
-
-    return str(tiny_model_dir())
 
 
 def test_units_are_resolved_once_and_round_trip(tiny_dir):

@@ -10,13 +10,7 @@ import pytest
 from cpbench import weights
 from cpbench.models import resolve
 from cpbench.recipes import resolve as resolve_recipe
-
-
-@pytest.fixture(scope="module")
-def tiny_dir():
-    from tiny_model import tiny_model_dir
-
-    return str(tiny_model_dir())
+from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 
 def test_no_import_cycle_and_no_torch():
