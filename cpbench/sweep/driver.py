@@ -153,7 +153,8 @@ def _record_matches(rpath: Path, art: Any) -> bool:
     except (OSError, ValueError):
         return False
     stored = (record.get("provenance") or {}).get("artifact_hash")
-    return stored is None or stored == art.content_hash
+    # a record names the hash of the file as loaded (format /1 files keep their old hash rule)
+    return stored is None or stored == (art.file_hash or art.content_hash)
 
 
 # ------------------------------------------------------------------------------------------------- writing
