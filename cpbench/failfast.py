@@ -202,6 +202,17 @@ def recipe_group_size(recipe: Any) -> int | None:
     return int(w.group_size)
 
 
+def group_size_hint(recipe_name: str, widths: Any) -> str:
+    """'; use NAME-gN (...)' with the largest usual group size dividing every width, or '' when none does. Shared by
+    this pre-flight check and the compressor's own check (cpbench.compress.llmc)."""
+    import re
+
+    common = math.gcd(*widths)
+    fits = [s for s in (256, 128, 64, 32, 16) if common % s == 0]
+    stem = re.sub(r"-g\d+$", "", recipe_name)
+    return f"; use {stem}-g{fits[0]} (group size {fits[0]} divides every width)" if fits else ""
+
+
 def check_group_sizes(recipe: Any, widths: dict[str, int], model: str) -> None:
     g = recipe_group_size(recipe)
     if not g or not widths:
@@ -209,13 +220,8 @@ def check_group_sizes(recipe: Any, widths: dict[str, int], model: str) -> None:
     bad = {role: w for role, w in widths.items() if w % g}
     if not bad:
         return
-    common = math.gcd(*widths.values())
-    fits = [s for s in (256, 128, 64, 32, 16) if common % s == 0]
     role, width = next(iter(bad.items()))
-    import re
-
-    stem = re.sub(r"-g\d+$", "", recipe.name)
-    hint = f"; use {stem}-g{fits[0]} (group size {fits[0]} divides every width)" if fits else ""
+    hint = group_size_hint(recipe.name, widths.values())
     raise CpbenchError(
         f"recipe {recipe.name!r} quantizes weights in groups of {g}, but model {model!r} has layers whose input "
         f"width is not a multiple of {g} ({role}: {width}){hint}"

@@ -67,9 +67,8 @@ def quantization_scheme(recipe: Recipe) -> dict[str, Any]:
 def check_group_divisibility(model: Any, recipe: Recipe) -> None:
     """Fail before calibrating when a targeted Linear's input columns are not a multiple of the group size,
     naming the group sizes that would fit (e.g. SmolLM2-135M has 576 columns: g64 fits, g128 does not)."""
-    import math
-
     from cpbench.compress.magnitude import target_linears
+    from cpbench.failfast import group_size_hint
 
     if recipe.quantize is None:
         return
@@ -80,11 +79,8 @@ def check_group_divisibility(model: Any, recipe: Recipe) -> None:
     bad = {n: m.in_features for n, m in layers.items() if m.in_features % w.group_size}
     if not bad:
         return
-    g = math.gcd(*(m.in_features for m in layers.values()))
-    fits = [s for s in (256, 128, 64, 32, 16) if g % s == 0]
     name, cols = next(iter(bad.items()))
-    base = re.sub(r"-g\d+$", "", recipe.name)
-    hint = f"; use {base}-g{fits[0]} (group size {fits[0]})" if fits else ""
+    hint = group_size_hint(recipe.name, [m.in_features for m in layers.values()])
     raise CpbenchError(
         f"recipe {recipe.name!r} quantizes in groups of {w.group_size} but {len(bad)} layer(s) have input columns "
         f"not divisible by it (e.g. {name}: {cols}){hint}"
