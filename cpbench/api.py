@@ -144,7 +144,7 @@ def _decision(decision: Any) -> Any:
 
 
 def _judge(records: list[dict], artifacts: Sequence[Any], base_recipe: str, limits: Any, decision: Any,
-           epsilon: float, delta: float, results_dir: Path | None, notes: list[str]) -> Report:  # fmt: skip
+           epsilon: float | None, delta: float | None, results_dir: Path | None, notes: list[str]) -> Report:  # fmt: skip
     """Records (+ their artifacts, for item-level intervals) -> rows, decoupling table and the gate's verdict (base
     recipe vs every other recipe), with cpbench.analysis.decoupling and cpbench.gate's own rules."""
     from cpbench.analysis.decoupling import DecouplingConfig, decoupling_table
@@ -157,10 +157,15 @@ def _judge(records: list[dict], artifacts: Sequence[Any], base_recipe: str, limi
     comparison = verdict = None
     if len(cand_rows):
         dec_rule = _decision(decision)
+        lim = _limits(limits)
+        # decoupling's tolerances default to the gate's limits: one decision configuration (cpbench.limits)
+        if epsilon is None:
+            epsilon = lim.max_accuracy_drop if lim.max_accuracy_drop is not None else DecouplingConfig.epsilon
+        if delta is None:
+            delta = lim.max_set_size_increase if lim.max_set_size_increase is not None else DecouplingConfig.delta
         cfg = DecouplingConfig(baseline=base_recipe, epsilon=epsilon, delta=delta, decision=dec_rule.mode)
         dec = decoupling_table(df, cfg, artifacts=index)
         comparison = Comparison(dec[dec["recipe"] != base_recipe].reset_index(drop=True), cfg)
-        lim = _limits(limits)
         rows = compare(base_rows, cand_rows, lim, seed=dec_rule.seed, decision=dec_rule, base_artifacts=index,
                        cand_artifacts=index)  # fmt: skip
         verdict = Verdict(GateReport(
@@ -190,8 +195,8 @@ def evaluate(
     force: bool = False,
     limits: Limits | Mapping[str, Any] | None = None,
     decision: Any = None,
-    epsilon: float = 0.01,
-    delta: float = 0.10,
+    epsilon: float | None = None,
+    delta: float | None = None,
     progress: bool = False,
 ) -> Report:
     """Score `base`, cpbench `recipes` of it and `candidates` on `tasks`; analyse, compare and gate them.
@@ -200,7 +205,7 @@ def evaluate(
     tasks' prepared benchmark data ("samples" = the offline smoke-test items). `limits` are the gate's (a
     cpbench.gate.Limits or its keyword arguments), `decision` the gate's rule (a cpbench.gate.Decision, its keyword
     arguments, or "interval" / "point"; default: item-level intervals, as `cpbench check`); `epsilon` / `delta` the
-    decoupling tolerances."""
+    decoupling tolerances (default: the accuracy and set-size limits, cpbench.limits)."""
     from cpbench import models, runner
 
     loaded = None
@@ -242,8 +247,8 @@ def compare(
     alpha: float | None = None,
     limits: Limits | Mapping[str, Any] | None = None,
     decision: Any = None,
-    epsilon: float = 0.01,
-    delta: float = 0.10,
+    epsilon: float | None = None,
+    delta: float | None = None,
 ) -> Report:
     """Compare two artifacts of the same items: LogitsArtifact objects or paths `cpbench analyze` takes (cpbench
     .parquet, lm-eval samples .jsonl, LLM-Uncertainty-Bench .pkl with `labels`). The candidate is named `recipe`

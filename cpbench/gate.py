@@ -42,17 +42,20 @@ from cpbench.analysis.decisions import PROCEDURE_TEXT, Directional, adjust, chec
 from cpbench.analysis.decoupling import CELL_COLS, EDGE_TOL, pairing_problem
 from cpbench.analysis.paired import N_BOOT, Estimate
 from cpbench.analysis.stats import paired_bootstrap
+from cpbench import limits as defaults
 from cpbench.errors import CpbenchError
 from cpbench.store import KEY_COLS, Skipped, load_results
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_set_size_increase: float | None = 0.25
-    min_coverage: float | None = None
-    max_accuracy_drop: float | None = None
+    """The gate's limits; the defaults are cpbench.limits' (the same for run, check, the API and the Action)."""
+
+    max_set_size_increase: float | None = defaults.MAX_SET_SIZE_INCREASE
+    min_coverage: float | None = defaults.MIN_COVERAGE
+    max_accuracy_drop: float | None = defaults.MAX_ACCURACY_DROP
     allow_missing: bool = False
-    max_flip_rate: float | None = None
+    max_flip_rate: float | None = defaults.MAX_FLIP_RATE
 
     def __post_init__(self) -> None:
         if self.max_set_size_increase is not None and not self.max_set_size_increase >= 0:  # NaN too: it passes all

@@ -11,6 +11,11 @@ from pathlib import Path
 
 _PKG = Path(__file__).resolve().parent
 
+# Where `cpbench run` / `cpbench sweep` write unless --results says otherwise: a working folder (ignored by git in
+# this repository), never the published tree `results/`, which only the study's documented command writes
+# (docs/findings.md). So a fresh clone's first run computes everything and leaves `git status` clean.
+DEFAULT_RESULTS = "runs"
+
 
 def data_dir(name: str) -> Path:
     """Directory of the shipped `tasks` or `benchmark` definitions."""

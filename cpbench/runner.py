@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cpbench.errors import CpbenchError
+from cpbench.paths import DEFAULT_RESULTS
 from cpbench.runkey import AnalysisKey, ScoreKey
 
 BASELINE = "base"
@@ -52,7 +53,7 @@ class RunPlan:
     device: str = "auto"
     batch_size: int | None = None
     chunk_size: int = 256  # items per resumable chunk
-    results: Path | None = Path("results")  # None: nothing written (Python API without a results directory)
+    results: Path | None = Path(DEFAULT_RESULTS)  # ./runs by default; None: nothing written (Python API without a results directory)
     calibration: Any = None  # cpbench.compress.CalibrationSpec; None = its defaults
     analysis: AnalysisKey = field(default_factory=AnalysisKey)
     suite: str | None = None
@@ -157,10 +158,13 @@ def plan_from_options(
         from cpbench.suites import load_suite
 
         s = load_suite(suite or "default")
+        from cpbench.runopts import parse_task_data
+
+        suite_data, suite_task_data = parse_task_data(s.data, list(s.tasks))  # "samples" or "drs=installed,..."
         plan = RunPlan(
             model=s.model, recipes=list(s.recipes), tasks=list(s.tasks), prompts=list(s.prompts), shots=s.shots,
-            chat=s.chat, scoring=s.scoring, data=s.data, limit=s.limit, device=s.device, calibration=s.calibration,
-            suite=s.name, strict_recipes=False,
+            chat=s.chat, scoring=s.scoring, data=suite_data or "samples", limit=s.limit, device=s.device,
+            calibration=s.calibration, suite=s.name, strict_recipes=False, task_data=suite_task_data, dtype=s.dtype,
         )  # fmt: skip
         if quant_names is not None:  # --quant replaces the suite's recipes
             plan.recipes, plan.strict_recipes = quant_names, True
@@ -172,8 +176,10 @@ def plan_from_options(
     from cpbench import runopts
 
     data, task_data = runopts.parse_task_data(data)
-    plan.task_data = task_data
-    plan.dtype = runopts.parse_dtype(dtype)
+    if data is not None and not task_data:  # one source for every task replaces the suite's per-task sources
+        plan.task_data = {}
+    plan.task_data = {**plan.task_data, **task_data}
+    plan.dtype = runopts.parse_dtype(dtype if dtype is not None else plan.dtype)
     plan.revision = revision
     plan.model_args = runopts.parse_model_args(model_args) if isinstance(model_args, str) else dict(model_args or {})
     plan.scores = runopts.parse_scores(list(scores) if scores else None) or plan.scores

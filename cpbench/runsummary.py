@@ -51,13 +51,10 @@ def comparisons(result_paths: list[Path], baseline: str, root: Path) -> list[dic
     records' logits artifacts for item-level intervals, exactly as `cpbench leaderboard` computes them."""
     from cpbench.analysis.compare import ArtifactIndex
     from cpbench.analysis.decoupling import DecouplingConfig, decoupling_table
-    from cpbench.store import load_results
 
-    mine = {Path(p).resolve() for p in result_paths if p is not None}
-    if not mine or not root.is_dir():
+    df = _run_frame(result_paths, root)
+    if df is None:
         return []
-    df, _ = load_results(root)
-    df = df[[(root / str(p).split("#", 1)[0]).resolve() in mine for p in df["path"]]]
     table = decoupling_table(df, DecouplingConfig(baseline=baseline), ArtifactIndex(root))
     out = []
     for _, row in table.iterrows():
@@ -73,6 +70,48 @@ def comparisons(result_paths: list[Path], baseline: str, root: Path) -> list[dic
     return out
 
 
+def _run_frame(result_paths: list[Path], root: Path) -> Any:
+    """This run's records under `root` (the model's results directory) as a frame, or None."""
+    from cpbench.store import load_results
+
+    mine = {Path(p).resolve() for p in result_paths if p is not None}
+    if not mine or not root.is_dir():
+        return None
+    df, _ = load_results(root)
+    return df[[(root / str(p).split("#", 1)[0]).resolve() in mine for p in df["path"]]]
+
+
+def gate_verdicts(result_paths: list[Path], baseline: str, root: Path) -> list[dict[str, Any]]:
+    """Per recipe, `cpbench check --baseline <root>/<baseline> --candidate <root>/<recipe>` with the default limits
+    and decision rule (cpbench.limits, cpbench.gate.Decision()): the same rows and verdict that command gives."""
+    from cpbench.analysis.compare import ArtifactIndex
+    from cpbench.gate import Decision, GateReport, Limits, compare
+
+    df = _run_frame(result_paths, root)
+    if df is None or df.empty:
+        return []
+    base_rows = df[df["recipe"] == baseline]
+    if base_rows.empty:
+        return []
+    limits, decision, index = Limits(), Decision(), ArtifactIndex(root)
+    out = []
+    for recipe, cand in df[df["recipe"] != baseline].groupby("recipe", sort=False):
+        rows = compare(base_rows, cand, limits, seed=decision.seed, decision=decision, base_artifacts=index,
+                       cand_artifacts=index)  # fmt: skip
+        report = GateReport(rows=rows, limits=limits, decision=decision)
+        counts = rows["status"].value_counts()
+        verdict = ("FAIL" if counts.get("fail", 0) or counts.get("missing", 0) else
+                   "INCONCLUSIVE" if counts.get("inconclusive", 0) else "PASS")  # fmt: skip
+        cells = [{"task": r["task"], "prompt": r["prompt"], "score": r["score"], "status": r["status"],
+                  "reasons": r["reasons"] if isinstance(r["reasons"], str) else ""}
+                 for _, r in rows.iterrows()]  # fmt: skip
+        out.append({"recipe": str(recipe), "verdict": verdict, "exit_code": report.exit_code,
+                    "counts": {k: int(v) for k, v in counts.items()}, "cells": cells,
+                    "limits": limits.describe(), "decision": decision.describe(),
+                    "command": f"cpbench check --baseline {root / baseline} --candidate {root / str(recipe)}"})
+    return out
+
+
 def summarize(outcome: Any, log_path: Path | None = None) -> dict[str, Any]:
     plan = outcome.plan
     baseline = plan.recipes[0]
@@ -84,8 +123,10 @@ def summarize(outcome: Any, log_path: Path | None = None) -> dict[str, Any]:
     from cpbench.runkey import safe_part
 
     model_dir = Path(plan.results) / safe_part(outcome.model_key)
-    comps = comparisons([c.result_path for c in outcome.cells], baseline, model_dir)
-    lb_out = "leaderboards"
+    paths = [c.result_path for c in outcome.cells]
+    comps = comparisons(paths, baseline, model_dir)
+    gate = gate_verdicts(paths, baseline, model_dir)
+    lb_out = Path(plan.results) / "leaderboards"  # beside the run's results, never the published leaderboards/
     return {
         "schema": SCHEMA,
         "created_at": utc_now(),
@@ -102,6 +143,7 @@ def summarize(outcome: Any, log_path: Path | None = None) -> dict[str, Any]:
         "paired 95% intervals of cpbench.analysis.decoupling (cover the population difference; docs/conformal.md)",
         "cells": cells,
         "comparisons": comps,
+        "gate": gate,
         "skipped": [{"recipe": r, "reason": why} for r, why in outcome.skipped],
         "notes": list(outcome.notes),
         "wall_s": round(float(outcome.wall_s), 2),
@@ -192,8 +234,11 @@ def render(summary: dict[str, Any], console: Any) -> None:
             )  # fmt: skip
         console.print(table)
     if summary["comparisons"]:
-        line("decoupling verdict per recipe (accuracy kept: drop <= 0.01; set size holds: increase <= 0.10 options; "
-             "categories in docs/leaderboards.md):")  # fmt: skip
+        from cpbench import limits as defaults
+
+        line(f"decoupling verdict per recipe (accuracy kept: drop <= {defaults.MAX_ACCURACY_DROP:g}; set size holds: "
+             f"increase <= {defaults.MAX_SET_SIZE_INCREASE:g} options, the gate's limits; categories in "
+             "docs/leaderboards.md):")  # fmt: skip
         by_recipe: dict[str, dict[str, list[str]]] = {}
         for c in summary["comparisons"]:
             by_recipe.setdefault(c["recipe"], {}).setdefault(str(c["category"]), []).append(
@@ -205,6 +250,7 @@ def render(summary: dict[str, Any], console: Any) -> None:
         if undecided is not None:
             line(f"  inconclusive means the data cannot tell; e.g. {undecided['recipe']} {undecided['task']}: "
                  f"{undecided['note']}")  # fmt: skip
+    _render_gate(summary.get("gate") or [], line)
     for s in summary["skipped"]:
         line(f"skipped {s['recipe']}: {s['reason']}")
     for n in summary["notes"]:
@@ -219,3 +265,18 @@ def render(summary: dict[str, Any], console: Any) -> None:
         line(f"third-party log (llm-compressor, transformers, ...; -v shows it live): "
              f"{summary['files']['third_party_log']}")  # fmt: skip
     line(f"next: {summary['next'][0]}")
+
+
+def _render_gate(gate: list[dict[str, Any]], line: Any) -> None:
+    """The gate's verdict per recipe, as `cpbench check` with the default limits would print it."""
+    if not gate:
+        return
+    line(f"gate per recipe (cpbench check, default limits: {gate[0]['limits']}; {gate[0]['decision']}):")
+    for g in gate:
+        c = g["counts"]
+        counts = ", ".join(f"{k} {c[k]}" for k in ("pass", "fail", "inconclusive", "missing") if c.get(k))
+        line(f"  {g['recipe']}: {g['verdict']} ({counts})")
+        for cell in g["cells"]:
+            if cell["status"] != "pass" and cell["reasons"]:
+                line(f"    {cell['task']}/{cell['prompt']}/{cell['score']} {cell['status']}: {cell['reasons']}")
+    line(f"  the same verdicts: {gate[0]['command'].rsplit('/', 1)[0]}/<recipe>")

@@ -35,6 +35,7 @@ class Suite(BaseModel):
     chat: Literal["none", "v1", "v2"] = "none"
     scoring: Literal["letter", "cloze"] = "letter"
     device: str = "auto"
+    dtype: str = "auto"
     calibration: CalibrationSpec = CalibrationSpec()
     limit: int | None = Field(default=None, ge=1)
 

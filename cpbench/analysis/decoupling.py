@@ -42,6 +42,7 @@ from cpbench.analysis.compare import ArtifactIndex, RecordNumbers, compare_numbe
 from cpbench.analysis.decisions import PROCEDURE_TEXT, Directional, adjust, check_procedure, decided, fmt_items
 from cpbench.analysis.paired import LEVEL, N_BOOT, Estimate
 from cpbench.analysis.stats import kendall_tau_b, paired_bootstrap
+from cpbench import limits as defaults
 from cpbench.errors import CpbenchError
 from cpbench.store import ANALYSIS_KEY_COLS, KEY_COLS, METRICS, merge_notes
 
@@ -58,8 +59,9 @@ EDGE_TOL = 1e-9
 @dataclass(frozen=True)
 class DecouplingConfig:
     baseline: str = "base"
-    epsilon: float = 0.01  # largest accuracy drop (absolute, 0-1 scale) that still counts as "accuracy kept"
-    delta: float = 0.10  # largest mean set-size increase (options) that still counts as "set size holds"
+    # the gate's default limits (cpbench.limits): a run's decoupling verdicts and `cpbench check` agree
+    epsilon: float = defaults.MAX_ACCURACY_DROP  # largest accuracy drop (0-1 scale) that still counts as "kept"
+    delta: float = defaults.MAX_SET_SIZE_INCREASE  # largest mean set-size increase (options) that still "holds"
     n_boot: int = 2000  # resamples of the split-to-split interval
     level: float = LEVEL
     seed: int = 0

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from cpbench import limits as defaults
+
 
 def _legacy_baseline(path: Path) -> Path:
     """`--baseline results/<model>/fp16` (the baseline's folder before it was renamed `base`) -> `.../base`, with a
@@ -23,14 +25,19 @@ def register(app: typer.Typer) -> None:
         baseline: Path = typer.Option(..., "--baseline", "-b", help="Baseline result record(s): a file or directory."),
         candidate: Path = typer.Option(..., "--candidate", "-c", help="Candidate result record(s): file or directory."),
         max_set_size_increase: Optional[float] = typer.Option(
-            0.25, help="Fail when mean set size grows by more than this many options (per task and score)."
+            defaults.MAX_SET_SIZE_INCREASE,
+            help="Fail when mean set size grows by more than this many options (per task and score).",
         ),
-        min_coverage: Optional[float] = typer.Option(None, help="Fail when candidate coverage falls below this."),
+        min_coverage: Optional[float] = typer.Option(
+            defaults.MIN_COVERAGE, help="Fail when candidate coverage falls below this (unchecked by default)."
+        ),
         max_accuracy_drop: Optional[float] = typer.Option(
-            None, help="Fail when accuracy drops by more than this (0-1 scale, e.g. 0.02 = 2 points)."
+            defaults.MAX_ACCURACY_DROP,
+            help="Fail when accuracy drops by more than this (0-1 scale, e.g. 0.02 = 2 points; 1 = unchecked).",
         ),
         max_flip_rate: Optional[float] = typer.Option(
-            None, help="Fail when the share of items the baseline got right and the candidate gets wrong exceeds this."
+            defaults.MAX_FLIP_RATE, help="Fail when the share of items the baseline got right and the candidate gets "
+            "wrong exceeds this (1 = unchecked).",
         ),
         decision: str = typer.Option(
             "interval", "--decision", metavar="interval|point",

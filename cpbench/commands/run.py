@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import typer
 
+from cpbench.paths import DEFAULT_RESULTS
+
 
 def _csv(value: Optional[str]) -> Optional[list[str]]:
     if value is None:
@@ -59,15 +61,19 @@ def register(app: typer.Typer) -> None:
             help="letter: logits of the option letters (Ye et al.); cloze: log-likelihood of each option's text.",
         ),
         data: Optional[str] = typer.Option(
-            None, "--data", metavar="samples|prepared|original|PATH",
-            help="Items: offline samples, Ye et al.'s prepared files, rebuilt originals, or a local item file; per "
+            None, "--data", metavar="samples|installed|prepared|original|PATH",
+            help="Items: offline samples, real items from an installed package (drs, ds), Ye et al.'s prepared "
+            "files, rebuilt originals, or a local item file; per "
             "task: drs=PATH,qa=samples (a bare value is the default for the rest). Default: the suite's; with "
             "--model, prepared.",
         ),
         suite: Optional[str] = typer.Option(
             None, "--suite", metavar="NAME", help="Named suite from benchmark/suites.yaml; options override it."
         ),
-        results: Path = typer.Option(Path("results"), "--results", metavar="DIR", help="Results root."),
+        results: Path = typer.Option(
+            Path(DEFAULT_RESULTS), "--results", metavar="DIR",
+            help="Results root (default ./runs; the published tree results/ is written only when named here).",
+        ),
         batch_size: Optional[int] = typer.Option(
             None, "--batch-size", "-b", metavar="B", help="Prompts per forward pass (default 8 on CPU, 32 on GPU)."
         ),
@@ -81,9 +87,10 @@ def register(app: typer.Typer) -> None:
             help="hf: transformers (the reference, default); vllm: vLLM's engine on CUDA (letter scoring; its own "
             "environment, see docs/full-benchmark.md). Recorded in the run key.",
         ),
-        dtype: str = typer.Option(
-            "auto", "--dtype", metavar="auto|float32|bfloat16|float16",
-            help="Compute dtype for scoring (auto: float32 on CPU, the model's bf16/fp16 on GPU); in the run key.",
+        dtype: Optional[str] = typer.Option(
+            None, "--dtype", metavar="auto|float32|bfloat16|float16",
+            help="Compute dtype for scoring (default: the suite's, else auto = float32 on CPU, the model's bf16/fp16 "
+            "on GPU); in the run key.",
         ),
         revision: Optional[str] = typer.Option(None, "--revision", metavar="REV", help="Hub branch, tag or commit."),
         model_args: Optional[str] = typer.Option(

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from cpbench.paths import DEFAULT_RESULTS
+
 from cpbench.commands.run import _csv
 
 
@@ -36,7 +38,7 @@ def register(app: typer.Typer) -> None:
         scorer: Optional[str] = typer.Option(None, "--scorer", metavar="hf|vllm"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", metavar="B"),
         chunk_size: Optional[int] = typer.Option(None, "--chunk-size", metavar="C"),
-        results: Path = typer.Option(Path("results"), "--results", metavar="DIR", help="Results root (written by "
+        results: Path = typer.Option(Path(DEFAULT_RESULTS), "--results", metavar="DIR", help="Results root (written by "
                                      "the driver only)."),
         alpha: float = typer.Option(0.1, "--alpha"),
         executor: str = typer.Option("local", "--executor", metavar="local|ray|slurm"),

