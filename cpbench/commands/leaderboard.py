@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cpbench import limits as defaults
+
 
 def register(app: typer.Typer) -> None:
     @app.command("leaderboard")
@@ -13,8 +15,14 @@ def register(app: typer.Typer) -> None:
         results_dir: Path = typer.Argument(Path("results"), help="Results tree written by `cpbench run`/`analyze`."),
         out: Path = typer.Option(Path("leaderboards"), "--out", "-o", help="Output directory."),
         baseline: str = typer.Option("base", help="Baseline recipe each compressed result is compared with."),
-        epsilon: float = typer.Option(0.01, help="Accuracy drop (0-1 scale) still counted as 'accuracy kept'."),
-        delta: float = typer.Option(0.10, help="Set-size increase (options) still counted as 'set size holds'."),
+        epsilon: float = typer.Option(
+            defaults.MAX_ACCURACY_DROP,
+            help="Accuracy drop (0-1 scale) still counted as 'accuracy kept' (default: the gate's accuracy limit).",
+        ),
+        delta: float = typer.Option(
+            defaults.MAX_SET_SIZE_INCREASE,
+            help="Set-size increase (options) still counted as 'set size holds' (default: the gate's set-size limit).",
+        ),
         criterion: str = typer.Option("permutation", help="Threshold criterion: permutation (5% test) or bic."),
         decision: str = typer.Option(
             "interval", "--decision", metavar="interval|point",
