@@ -51,6 +51,14 @@ def register(app: typer.Typer) -> None:
         allow_missing: bool = typer.Option(
             False, "--allow-missing", help="Do not fail when a baseline cell has no candidate result."
         ),
+        until_decided: bool = typer.Option(
+            False, "--until-decided",
+            help="Results of `cpbench run --until-decided`: replay its looks (same --max-items, --spending, "
+            "--first-look) on the stored artifacts; the verdict is the sequential gate's.",
+        ),
+        max_items: Optional[int] = typer.Option(None, "--max-items", metavar="N", help="The run's --max-items."),
+        spending: str = typer.Option("pocock", "--spending", metavar="pocock|obf|linear", help="The run's."),
+        first_look: int = typer.Option(200, "--first-look", metavar="N", help="The run's --first-look."),
         summary: Optional[Path] = typer.Option(None, help="Write a Markdown summary here (for a CI step summary)."),
         junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here."),
     ) -> None:
@@ -65,7 +73,15 @@ def register(app: typer.Typer) -> None:
         dec = Decision(mode=decision, on_inconclusive=on_inconclusive, multiplicity=multiplicity, level=level,
                        n_boot=boot, seed=seed)
         baseline = _legacy_baseline(baseline)
-        report = run_gate(baseline, candidate, limits, dec)
+        if until_decided:
+            from cpbench.seqrun import design_from_options, replay
+
+            if max_items is None:
+                raise CpbenchError("--until-decided needs the run's --max-items (printed by the run)")
+            _, report = replay(baseline, candidate, limits, dec, design_from_options(max_items, dec, spending,
+                                                                                   first_look))
+        else:
+            report = run_gate(baseline, candidate, limits, dec)
         typer.echo(text_table(report), nl=False)
         if summary is not None:  # overwritten, not appended: in CI `cat` it into $GITHUB_STEP_SUMMARY
             write_text_atomic(summary, markdown_summary(report))
