@@ -18,7 +18,7 @@ and stops scoring a cell as soon as it is decided. Looking K times at level alph
   final look's critical value); `obf` (O'Brien-Fleming-type, 2 - 2 Phi(z_{alpha/2} / sqrt t)) keeps the last look
   near the fixed-n test but rarely stops early; `linear` (alpha * t, Hwang-Shih-DeCani gamma = 0) sits between.
 - **Many cells**: the family is every (cell, check) of the run, as in the fixed gate, with a group-sequential Holm
-  procedure (Ye, Li, Jiang & Wang 2013; Maurer & Bretz 2013, graphical approach with equal weights): every
+  procedure (Ye, Li, Liu & Yao 2013; Maurer & Bretz 2013, graphical approach with equal weights): every
   hypothesis starts at alpha / m; when one is decided at a look, its alpha_i is shared equally among the undecided
   ones, whose boundaries are recomputed for the whole schedule at their new level (same spending function), and the
   current look is re-tested. `bonferroni` keeps alpha / m.
