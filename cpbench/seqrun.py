@@ -10,9 +10,11 @@ extended run never rescores an item. After each stage, `look_statistics` compute
 candidates is open.
 
 The results tree ends as a normal one: per candidate cell the record (and artifact) at the items that decided it,
-and the baseline's records at the same item counts; `cpbench check --until-decided` with the same design replays
-the looks from those artifacts (prefixes) and gives the same verdict (`replay`). The run summary carries the
-design and, per cell, status, looks and items at decision.
+and the baseline's records at the same item counts. The design (looks, spending, limits, level, order seed:
+`design_block`) is stored in every record's `provenance.extra.sequential`, the candidates' with how their cell
+ended (status, looks, items); `cpbench check --until-decided` reads it (`check_design`: command-line flags must
+agree) and replays the looks from those artifacts (prefixes), giving the same verdict (`replay`). The run summary
+carries the design and, per cell, status, looks and items at decision.
 """
 
 from __future__ import annotations
@@ -216,6 +218,7 @@ def run_until_decided(plan: Any, echo: Callable[[str], None] = print, progress: 
     design = Design.of(max_items, alpha=decision.alpha, spending=plan.spending, multiplicity=decision.multiplicity,
                        first=min(plan.first_look, max_items))  # fmt: skip
     echo(f"cpbench run --until-decided: {design.describe()}; limits: {limits.describe()}")
+    block = design_block(design, plan.first_look, plan.order_seed, limits, decision)
     base = None
     latest: dict[tuple[str, str, str], Any] = {}  # (recipe, task, prompt) -> Cell of its latest stage
     stage_cells: dict[tuple[str, str, str, int], Any] = {}
@@ -237,7 +240,38 @@ def run_until_decided(plan: Any, echo: Callable[[str], None] = print, progress: 
         return [(k, latest[(base, k[1], k[2])].artifact, latest[k].artifact) for k in cells]
 
     state = run_looks(design, pairs_at, limits, decision, plan.analysis, plan.scores, echo)
-    return _publish(plan, design, state, base, latest, stage_cells, echo)
+    return _publish(plan, design, state, base, latest, stage_cells, echo, block)
+
+
+def design_block(design: Any, first_look: int, order_seed: int, limits: Any, decision: Any) -> dict:
+    """The sequential design as stored in every record of the run (`provenance.extra.sequential`): what `cpbench
+    check --until-decided` needs to replay the looks (no flags to repeat)."""
+    from cpbench.analysis.sequential import DEFAULT_GROWTH
+
+    return {"version": 1, "max_items": int(design.max_items), "first_look": int(first_look),
+            "growth": DEFAULT_GROWTH, "looks": list(design.looks), "spending": design.spending,
+            "alpha": round(float(design.alpha), 12), "multiplicity": design.multiplicity, "order_seed": int(order_seed),
+            "limits": {k: getattr(limits, k) for k in LIMIT_FIELDS},
+            "decision": {"level": float(decision.level), "multiplicity": decision.multiplicity,
+                         "n_boot": int(decision.n_boot), "seed": int(decision.seed)}}  # fmt: skip
+
+
+LIMIT_FIELDS = ("max_set_size_increase", "min_coverage", "max_accuracy_drop", "max_flip_rate")
+
+
+def _cell_block(design: Any, state: Any, cell: tuple, n: int) -> dict:
+    """How the cell ended: status, looks and items that decided it (or, undecided, the looks it took part in)."""
+    st = state.cell_status(cell) if state is not None else "continue"
+    if st != "continue":
+        looks, items = state.decided_at(cell)
+        return {"status": st, "looks": int(looks), "items": int(items)}
+    return {"status": "inconclusive", "looks": sum(1 for x in design.looks if x <= n), "items": int(n)}
+
+
+def _with_block(record: dict, block: dict) -> dict:
+    prov = record.setdefault("provenance", {})
+    prov["extra"] = {**(prov.get("extra") or {}), "sequential": block}
+    return record
 
 
 def _available_items(plan: Any) -> int:
@@ -253,7 +287,7 @@ def _available_items(plan: Any) -> int:
 
 
 def _publish(plan: Any, design: Any, state: Any, base: str, latest: dict, stage_cells: dict,
-             echo: Callable[[str], None]) -> Any:  # fmt: skip
+             echo: Callable[[str], None], block: dict | None = None) -> Any:  # fmt: skip
     """Records at the decision items: each candidate cell's, and the baseline's at the same item counts; stage
     artifacts no record uses are removed (each is a prefix of a kept one)."""
     from cpbench.artifact import LogitsArtifact
@@ -283,6 +317,10 @@ def _publish(plan: Any, design: Any, state: Any, base: str, latest: dict, stage_
         art = LogitsArtifact.load(path)
         keep_paths.add(path.resolve())
         record = analyze_artifact(art, plan.analysis, plan.scores, input_path=str(path))
+        if block is not None:  # the design travels with the records; candidates also say how their cell ended
+            cb = {**block, "role": "baseline"} if r == base else {
+                **block, "role": "candidate", "cell": _cell_block(design, state, (r, t, p), n)}
+            _with_block(record, cb)
         result_path, status = publish_record(record, results, plan.force)
         reused = all(sc.reused for (rr, tt, pp, _), sc in stage_cells.items() if (rr, tt, pp) == (r, t, p))
         cells.append(Cell(r, t, p, key, path, result_path, record, reused, None, art, status))
@@ -291,7 +329,8 @@ def _publish(plan: Any, design: Any, state: Any, base: str, latest: dict, stage_
             Path(c.artifact_path).unlink(missing_ok=True)
     outcome = RunOutcome(plan, cells[0].key.model if cells else "", cells, [], [], 0.0)
     outcome.sequential = {**(state.summary() if state is not None else {}), "max_items": design.max_items,
-                          "order_seed": plan.order_seed}  # fmt: skip
+                          "order_seed": plan.order_seed, **({"stored": block} if block else {})}  # fmt: skip
+    outcome.sequential_state = state  # cpbench.evaluate's verdict (sequential_statuses)
     for cell in outcome.sequential.get("cells", []):
         echo(f"sequential: {'/'.join(map(str, cell['cell']))}: {cell['status']}"
              + (f" after {cell['looks']} look(s), {cell['items']:,} items" if cell["items"] else
@@ -339,19 +378,26 @@ def replay(baseline: Any, candidate: Any, limits: Any, decision: Any, design: An
         return [(c, pairs[c][0], pairs[c][1]) for c in cells if pairs[c][2] >= n]
 
     state = run_looks(design, pairs_at, limits, decision, _analysis_of(cdf), _scores_of(cdf))
-    rows = report.rows
+    sequential_statuses(report.rows, state, {c: v[2] for c, v in pairs.items()}, design)
+    return state, report
+
+
+def sequential_statuses(rows: Any, state: Any, items_of: dict, design: Any) -> None:
+    """Replace the fixed gate's statuses and reasons of `rows` (cpbench.gate.compare's) by the sequential gate's
+    (`state`) for the cells in `items_of` (cell -> items of its record)."""
     for i, r in rows.iterrows():
         cell = (str(r["recipe"]), str(r["task"]), str(r["prompt"]))
-        if cell not in pairs or r["status"] in ("missing", "new"):
+        if cell not in items_of or r["status"] in ("missing", "new"):
             continue
-        st = state.cell_status(cell)
-        looks, items = state.decided_at(cell)
+        st = state.cell_status(cell) if state is not None else "continue"
+        looks, items = state.decided_at(cell) if state is not None else (None, None)
         if st == "continue":
-            if pairs[cell][2] < design.max_items:
-                st, why = "inconclusive", (f"sequential: stopped at {pairs[cell][2]:,} items before a decision "
+            if items_of[cell] < design.max_items:
+                st, why = "inconclusive", (f"sequential: stopped at {items_of[cell]:,} items before a decision "
                                            f"(the design runs to {design.max_items:,})")  # fmt: skip
             else:
-                st, why = "inconclusive", f"sequential: undecided after {len(design.looks)} looks, {items or pairs[cell][2]:,} items"
+                st, why = "inconclusive", (f"sequential: undecided after {len(design.looks)} looks, "
+                                           f"{items or items_of[cell]:,} items")  # fmt: skip
         else:
             why = f"sequential: {st} at look {looks}, {items:,} items"
             bad = [h for h in state.hyps.values() if h.cell == cell and h.status == "beyond"]
@@ -359,7 +405,82 @@ def replay(baseline: Any, candidate: Any, limits: Any, decision: Any, design: An
                 why += "; beyond: " + ", ".join(f"{h.check} (z {h.z:+.2f}, bound {h.bound:.2f})" for h in bad)
         rows.at[i, "status"] = st
         rows.at[i, "reasons"] = why
-    return state, report
+
+
+def stored_design(candidate: Any) -> dict | None:
+    """The sequential design stored in the candidate records (`provenance.extra.sequential`, without the per-cell
+    part), None for results written before it was stored; one line when the records disagree."""
+    import json
+
+    from cpbench.gate import _load
+
+    cdf, _ = _load(candidate, "candidate")
+    root = Path(candidate)
+    found: dict[str, dict] = {}
+    for rel in dict.fromkeys(str(x) for x in cdf["path"]):
+        path = str(root if root.is_file() else root / rel)  # load_results' paths are relative to the root
+        try:
+            rec = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        b = ((rec.get("provenance") or {}).get("extra") or {}).get("sequential")
+        if isinstance(b, dict):
+            found[path] = {k: v for k, v in b.items() if k not in ("role", "cell")}
+    if not found:
+        return None
+    first = next(iter(found.values()))
+    for path, b in found.items():
+        if b != first:
+            raise CpbenchError(f"--until-decided: {path} holds another sequential design than the other candidate "
+                               "records (results of two runs mixed)")  # fmt: skip
+    return first
+
+
+_FLAG = {"max_items": "--max-items", "spending": "--spending", "first_look": "--first-look",
+         "max_set_size_increase": "--max-set-size-increase", "min_coverage": "--min-coverage",
+         "max_accuracy_drop": "--max-accuracy-drop", "max_flip_rate": "--max-flip-rate", "level": "--level",
+         "multiplicity": "--multiplicity", "n_boot": "--boot", "seed": "--seed"}  # fmt: skip
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return abs(float(a) - float(b)) <= 1e-12 * max(1.0, abs(float(a)), abs(float(b)))
+    return a == b
+
+
+def check_design(candidate: Any, given: dict, limits: Any, decision: Any) -> tuple:
+    """(Design, Limits, Decision) of `cpbench check --until-decided`: the run's, stored with the results; `given`
+    (option name -> value, only the flags set on the command line) must agree with it (else one line, exit 2).
+    Results without a stored design need the flags (--max-items at least)."""
+    from cpbench.analysis.sequential import Design
+    from cpbench.gate import Decision, Limits
+
+    if decision.mode != "interval":
+        raise CpbenchError("--until-decided decides from item-level intervals (--decision interval)")
+    stored = stored_design(candidate)
+    if stored is None:
+        if given.get("max_items") is None:
+            raise CpbenchError("--until-decided: these results carry no stored sequential design (written before it "
+                               "was stored): give the run's --max-items (and --spending, --first-look)")  # fmt: skip
+        return (design_from_options(given["max_items"], decision, given.get("spending") or "pocock",
+                                    given.get("first_look")), limits, decision)  # fmt: skip
+    have = {"max_items": stored["max_items"], "spending": stored["spending"], "first_look": stored["first_look"],
+            **stored["limits"], **stored["decision"]}  # fmt: skip
+    for name, value in given.items():
+        if name in have and not _same(value, have[name]):
+            raise CpbenchError(f"--until-decided: {_FLAG.get(name, name)} {value} differs from the run's "
+                               f"{have[name]} (its sequential design is stored with the results: drop the flag)")
+    lim = Limits(**{k: stored["limits"].get(k) for k in LIMIT_FIELDS}, allow_missing=limits.allow_missing)
+    d = stored["decision"]
+    dec = Decision(mode="interval", on_inconclusive=decision.on_inconclusive, multiplicity=d["multiplicity"],
+                   level=float(d["level"]), n_boot=int(d["n_boot"]), seed=int(d["seed"]))  # fmt: skip
+    design = Design.of(int(stored["max_items"]), alpha=dec.alpha, spending=stored["spending"],
+                       multiplicity=dec.multiplicity, first=min(int(stored["first_look"]), int(stored["max_items"])),
+                       growth=float(stored["growth"]))  # fmt: skip
+    if list(design.looks) != list(stored["looks"]):
+        raise CpbenchError(f"--until-decided: the stored looks {stored['looks']} are not this cpbench's schedule "
+                           f"{list(design.looks)} for the stored design")  # fmt: skip
+    return design, lim, dec
 
 
 def _analysis_of(df: Any) -> Any:

@@ -54,11 +54,31 @@ def test_until_decided_resumes_and_check_agrees(tmp_path, cache, tiny_dir, capsy
     assert scored["items"] == 0
     capsys.readouterr()
 
-    # check on the finished results replays the looks: same verdict as the run
+    # the design travels with the records; the candidate's says how many looks and items decided its cell
+    blocks = {p.parent.name: json.loads(p.read_text())["provenance"]["extra"]["sequential"]
+              for p in results.rglob("*.json") if p.parent.name in ("base", "magnitude-50")}  # fmt: skip
+    assert blocks["base"]["role"] == "baseline" and "cell" not in blocks["base"]
+    stored = blocks["magnitude-50"]
+    assert stored["looks"] == [20, 27] and stored["max_items"] == 27 and stored["first_look"] == 20
+    assert stored["spending"] == "pocock" and stored["order_seed"] == 0
+    assert stored["limits"]["max_set_size_increase"] == 0.25
+    assert stored["cell"]["status"] == cell["status"] and stored["cell"]["items"] == n_final
+    assert stored["cell"]["looks"] == (cell["looks"] or 2)
+
+    # check on the finished results replays the looks with the stored design (no flags): the run's verdict
     model_dir = next(p for p in results.iterdir() if p.is_dir())
-    rc = main(["check", "--baseline", str(model_dir / "base"), "--candidate", str(model_dir / "magnitude-50"),
-               "--until-decided", "--max-items", "27", "--first-look", "20", "--on-inconclusive", "warn"])
-    out = capsys.readouterr().out
+    check = ["check", "--baseline", str(model_dir / "base"), "--candidate", str(model_dir / "magnitude-50"),
+             "--until-decided", "--on-inconclusive", "warn"]  # fmt: skip
+    rc = main(check)
+    cap = capsys.readouterr()
     status = cell["status"]
-    assert (rc == 1) == (status == "fail"), out
-    assert status in out
+    assert (rc == 1) == (status == "fail"), cap.out + cap.err
+    assert status in cap.out and "looks at 20, 27 items" in cap.err
+    assert main([*check, "--max-items", "27", "--first-look", "20"]) == rc  # flags that agree are fine
+    capsys.readouterr()
+    # a flag that disagrees with the stored design: one line, exit 2
+    assert main([*check, "--spending", "obf"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--spending obf differs from the run's pocock" in err and len(err.splitlines()) == 1
+    assert main([*check, "--max-set-size-increase", "0.5"]) == 2
+    assert "--max-set-size-increase 0.5 differs" in capsys.readouterr().err

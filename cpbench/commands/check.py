@@ -20,6 +20,7 @@ def _legacy_baseline(path: Path) -> Path:
 def register(app: typer.Typer) -> None:
     @app.command("check")
     def check(
+        ctx: typer.Context,
         baseline: Path = typer.Option(..., "--baseline", "-b", help="Baseline result record(s): a file or directory."),
         candidate: Path = typer.Option(..., "--candidate", "-c", help="Candidate result record(s): file or directory."),
         max_set_size_increase: Optional[float] = typer.Option(
@@ -53,12 +54,15 @@ def register(app: typer.Typer) -> None:
         ),
         until_decided: bool = typer.Option(
             False, "--until-decided",
-            help="Results of `cpbench run --until-decided`: replay its looks (same --max-items, --spending, "
-            "--first-look) on the stored artifacts; the verdict is the sequential gate's.",
+            help="Results of `cpbench run --until-decided`: replay its looks on the stored artifacts under the run's "
+            "design (read from the records: no flags to repeat); the verdict is the sequential gate's.",
         ),
-        max_items: Optional[int] = typer.Option(None, "--max-items", metavar="N", help="The run's --max-items."),
-        spending: str = typer.Option("pocock", "--spending", metavar="pocock|obf|linear", help="The run's."),
-        first_look: int = typer.Option(200, "--first-look", metavar="N", help="The run's --first-look."),
+        max_items: Optional[int] = typer.Option(
+            None, "--max-items", metavar="N",
+            help="--until-decided: the run's --max-items (only for results without a stored design; else must agree).",
+        ),
+        spending: Optional[str] = typer.Option(None, "--spending", metavar="pocock|obf|linear", help="The run's."),
+        first_look: Optional[int] = typer.Option(None, "--first-look", metavar="N", help="The run's --first-look."),
         summary: Optional[Path] = typer.Option(None, help="Write a Markdown summary here (for a CI step summary)."),
         junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here."),
     ) -> None:
@@ -74,12 +78,22 @@ def register(app: typer.Typer) -> None:
                        n_boot=boot, seed=seed)
         baseline = _legacy_baseline(baseline)
         if until_decided:
-            from cpbench.seqrun import design_from_options, replay
+            from cpbench.seqrun import check_design, replay
 
-            if max_items is None:
-                raise CpbenchError("--until-decided needs the run's --max-items (printed by the run)")
-            _, report = replay(baseline, candidate, limits, dec, design_from_options(max_items, dec, spending,
-                                                                                   first_look))
+            # flags set on the command line (not defaults) must agree with the design stored with the results
+            names = ("max_items", "spending", "first_look", "max_set_size_increase", "min_coverage",
+                     "max_accuracy_drop", "max_flip_rate", "level", "multiplicity", "seed")  # fmt: skip
+            def set_here(n: str) -> bool:  # by name: typer may vendor its own click (another enum)
+                return getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"
+
+            given = {n: ctx.params[n] for n in names if set_here(n)}
+            if set_here("boot"):
+                given["n_boot"] = boot
+            design, limits, dec = check_design(candidate, given, limits, dec)
+            typer.echo(f"cpbench check --until-decided: {design.describe()}; limits: {limits.describe()}", err=True)
+            _, report = replay(baseline, candidate, limits, dec, design)
+        elif max_items is not None or spending is not None or first_look is not None:
+            raise CpbenchError("--max-items, --spending and --first-look apply to --until-decided")
         else:
             report = run_gate(baseline, candidate, limits, dec)
         typer.echo(text_table(report), nl=False)
