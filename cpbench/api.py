@@ -198,6 +198,10 @@ def evaluate(
     epsilon: float | None = None,
     delta: float | None = None,
     progress: bool = False,
+    until_decided: bool = False,
+    max_items: int | None = None,
+    spending: str = "pocock",
+    first_look: int = 200,
 ) -> Report:
     """Score `base`, cpbench `recipes` of it and `candidates` on `tasks`; analyse, compare and gate them.
 
@@ -205,7 +209,14 @@ def evaluate(
     tasks' prepared benchmark data ("samples" = the offline smoke-test items). `limits` are the gate's (a
     cpbench.gate.Limits or its keyword arguments), `decision` the gate's rule (a cpbench.gate.Decision, its keyword
     arguments, or "interval" / "point"; default: item-level intervals, as `cpbench check`); `epsilon` / `delta` the
-    decoupling tolerances (default: the accuracy and set-size limits, cpbench.limits)."""
+    decoupling tolerances (default: the accuracy and set-size limits, cpbench.limits).
+
+    `until_decided=True` is `cpbench run --until-decided` (needs `results=`): items scored in stages of one fixed
+    random order per task up to `max_items` (default: all), re-tested after each stage with `limits` and `decision`
+    under `spending` (pocock | obf | linear) alpha spending with the first look at `first_look` items; a decided
+    cell is not scored further. The verdict is the sequential gate's (the one `cpbench check --until-decided` gives
+    on the written results), each record says in `provenance.extra.sequential` how many looks and items decided its
+    cell, and the report's notes the design."""
     from cpbench import models, runner
 
     loaded = None
@@ -229,11 +240,29 @@ def evaluate(
     )  # fmt: skip
     plan.results = Path(results) if results is not None else None
     plan.loaded = loaded
+    if until_decided:
+        if plan.results is None:
+            raise CpbenchError("until_decided=True needs results= (the stages are stored and resumed there)")
+        plan.until_decided, plan.max_items, plan.spending, plan.first_look = True, max_items, spending, first_look
+        plan.gate_limits, plan.gate_decision = _limits(limits), _decision(decision)
+    elif max_items is not None:
+        raise CpbenchError("max_items= applies to until_decided=True (for the first N items use limit=)")
     outcome = runner.run(plan, echo=log.info, progress=progress)
     records = [c.record for c in outcome.cells]
     artifacts = [c.artifact for c in outcome.cells]
-    return _judge(records, artifacts, plan.recipes[0], limits, decision, epsilon, delta, plan.results,
-                  list(outcome.notes))  # fmt: skip
+    notes = list(outcome.notes)
+    report = _judge(records, artifacts, plan.recipes[0], limits, decision, epsilon, delta, plan.results, notes)
+    if until_decided and report.verdict is not None:
+        from cpbench.seqrun import sequential_statuses
+
+        base = plan.recipes[0]
+        state = getattr(outcome, "sequential_state", None)
+        items_of = {(c.recipe, c.task, c.prompt): int(c.artifact.n) for c in outcome.cells if c.recipe != base}
+        design = state.design if state is not None else None
+        if design is not None:
+            sequential_statuses(report.verdict.report.rows, state, items_of, design)
+            notes.append(design.describe())
+    return report
 
 
 def compare(

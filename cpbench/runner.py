@@ -69,6 +69,16 @@ class RunPlan:
     model_args: dict[str, Any] = field(default_factory=dict)
     scores: tuple[str, ...] = ("lac", "aps")
     task_data: dict[str, str] = field(default_factory=dict)
+    # sequential gate (cpbench.seqrun): score in stages of one fixed random order per task until decided
+    until_decided: bool = False
+    max_items: int | None = None
+    order_seed: int | None = None  # set: items in the sequential gate's order, data tag `<tag>~seq<seed>`
+    gate_limits: Any = None  # cpbench.gate.Limits (None: its defaults)
+    gate_decision: Any = None  # cpbench.gate.Decision (None: its defaults)
+    spending: str = "pocock"
+    first_look: int = 200
+    analyze: bool = True  # False: artifacts only (a sequential stage)
+    only: set | None = None  # {(recipe, task, prompt)} to score; recipe "__base__" = the baseline
 
     def data_for(self, task: str) -> str:
         return self.task_data.get(task, self.data)
@@ -99,6 +109,7 @@ class RunOutcome:
     skipped: list[tuple[str, str]]  # (recipe, reason)
     notes: list[str]
     wall_s: float
+    sequential: dict | None = None  # cpbench run --until-decided: design and per-cell decisions (cpbench.seqrun)
 
 
 # ------------------------------------------------------------------------------------------------- planning
@@ -309,11 +320,19 @@ def _weights(entry: Any, recipe: Any, ckpt: Any) -> Any:
 
 def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = True) -> RunOutcome:
     """Execute the plan; returns every cell's record and where it was written."""
+    if plan.until_decided:
+        from cpbench.seqrun import run_until_decided
+
+        return run_until_decided(plan, echo, progress)
     from cpbench import failfast, models
     from cpbench.unit import build_inputs, check_enough_items, units_from_plan
 
     t0 = time.perf_counter()
     units = units_from_plan(plan)  # model, recipes and cells resolved once
+    if plan.only is not None:  # a sequential stage: only the open cells (and their baseline cells)
+        units = [u.model_copy(update={"cells": tuple(k for k in u.cells if (
+            "__base__" if i == 0 else k.recipe, k.task, k.prompt) in plan.only or (k.recipe, k.task, k.prompt)
+            in plan.only)}) for i, u in enumerate(units)]  # fmt: skip
     entry = units[0].model
     device = models.resolve_device(plan.device)
     dtype = str(models.resolve_dtype(None if plan.dtype == "auto" else plan.dtype, device, entry))
@@ -363,12 +382,21 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     if plan.results is not None:
         _preflight(runnable, units[0], inputs, device, plan, echo)
     for unit in runnable:
+        if not unit.cells:
+            continue
         cells.extend(run_unit(unit, inputs, device, plan.results, echo=echo, progress=progress, force=plan.force,
-                              loaded=plan.loaded if unit.recipe.is_baseline else None))  # fmt: skip
+                              loaded=plan.loaded if unit.recipe.is_baseline else None,
+                              analyze=plan.analyze))  # fmt: skip
     base_unit = units[0]
     for cand in plan.candidates:
-        cells.extend(run_candidate(cand, base_unit, inputs, device, plan.results, echo=echo, progress=progress,
-                                   force=plan.force))  # fmt: skip
+        cu = base_unit
+        if plan.only is not None:
+            cu = base_unit.model_copy(update={"cells": tuple(k for k in units_from_plan(plan)[0].cells
+                                                             if (cand.name, k.task, k.prompt) in plan.only)})
+            if not cu.cells:
+                continue
+        cells.extend(run_candidate(cand, cu, inputs, device, plan.results, echo=echo, progress=progress,
+                                   force=plan.force, analyze=plan.analyze))  # fmt: skip
     kept = [c for c in cells if c.status == "kept"]
     if kept:
         from cpbench.outputs import kept_message
@@ -515,6 +543,7 @@ def run_candidate(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     force: bool = False,
+    analyze: bool = True,
 ) -> list[Cell]:
     """Score a candidate (cpbench.models.Candidate) on the base unit's cells, its name in the recipe slot: the
     results land beside the base's and pair with them by items. Its recipe spec is what cpbench reads of it without
@@ -550,7 +579,7 @@ def run_candidate(
         return model, tok
 
     return score_cells(candidate.name, cells, identity.weights_id, load, provenance, base_unit.options, inputs,
-                       device, results, echo=echo, progress=progress, force=force)
+                       device, results, echo=echo, progress=progress, force=force, analyze=analyze)
 
 
 def score_cells(
@@ -637,6 +666,14 @@ def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, resu
         if stored is None and not force and path.exists():  # e.g. written meanwhile by a run with other settings
             why = artifact_conflict(path, key, cell_in.prompts_hash, weights_id, device) or "changed"
             raise refuse_overwrite(path, why)
+    head = None  # a stored stage of this cell with another --limit (cpbench.seqrun): its items are not rescored
+    if stored is None and path is not None and not force and key.limit is not None:
+        from cpbench.seqrun import as_stage, prefix_artifact
+
+        head = prefix_artifact(path, key, cell_in.prompts, weights_id, device)
+        if head is not None and head.n == len(cell_in.prompts):
+            as_stage(head, key, cell_in.prompts_hash).save(path)
+            stored, head = LogitsArtifact.load(path), None
     reuse = stored is not None
     if reuse:
         echo(f"[{label}] {key.task}/{key.prompt}: artifact reused ({path})")
@@ -652,9 +689,22 @@ def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, resu
             fresh = score_prompts_vllm(model, cell_in.prompts, key, chunk_size=opts.chunk_size,
                                        provenance=cell_prov, out_path=path, resume=path is not None)  # fmt: skip
         else:
-            fresh = score_prompts(model, tok, cell_in.prompts, key, batch_size=opts.batch_size,
+            # a stored artifact of the same cell with a smaller --limit whose items are a prefix of these (a
+            # sequential gate's previous stage): only the new items are scored (cpbench.seqrun)
+            from cpbench.seqrun import assemble
+
+            todo = cell_in.prompts[head.n:] if head is not None else cell_in.prompts
+            fresh = score_prompts(model, tok, todo, key, batch_size=opts.batch_size,
                                   chunk_size=opts.chunk_size, provenance=cell_prov, model_hash=model_hash,
-                                  out_path=path, progress=progress, resume=path is not None)  # fmt: skip
+                                  out_path=None if head is not None else path, progress=progress,
+                                  resume=path is not None)  # fmt: skip
+            if head is not None:
+                from cpbench.outputs import remove_chunk_dir as _rm
+
+                echo(f"[{label}] {key.task}/{key.prompt}: {head.n} items reused from a shorter stage, "
+                     f"{len(todo)} scored")  # fmt: skip
+                assemble(head, fresh, key, cell_in.prompts_hash).save(path)
+                _rm(fresh.provenance)
         # a fresh artifact is reloaded: that verifies the content hash and sets the source path
         artifact = LogitsArtifact.load(path) if path is not None else fresh
     detail = artifact.provenance.get("scoring_detail") or {}

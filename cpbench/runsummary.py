@@ -146,6 +146,7 @@ def summarize(outcome: Any, log_path: Path | None = None) -> dict[str, Any]:
         "gate": gate,
         "skipped": [{"recipe": r, "reason": why} for r, why in outcome.skipped],
         "notes": list(outcome.notes),
+        **({"sequential": outcome.sequential} if getattr(outcome, "sequential", None) else {}),
         "wall_s": round(float(outcome.wall_s), 2),
         "files": {"results": str(plan.results), "model_dir": str(model_dir),
                   "third_party_log": str(log_path) if log_path else None},  # fmt: skip

@@ -56,6 +56,7 @@ class UnitOptions(BaseModel):
     suite: str | None = None
     scores: tuple[str, ...] = Field(default=("lac", "aps"), description="conformal scores of the records")
     task_data: dict[str, str] = Field(default_factory=dict, description="per-task item sources (--data qa=PATH)")
+    order_seed: int | None = Field(default=None, description="sequential gate: items in a fixed random order")
 
     def data_for(self, task: str) -> str:
         return self.task_data.get(task, self.data)
@@ -63,10 +64,16 @@ class UnitOptions(BaseModel):
     def tag_for(self, task: str) -> str:
         """The run key's data field of one task (per-task sources differ from the default's tag)."""
         if task not in self.task_data:
-            return self.data_tag
-        from cpbench.tasks import data_tag
+            tag = self.data_tag
+        else:
+            from cpbench.tasks import data_tag
 
-        return data_tag(self.task_data[task])
+            tag = data_tag(self.task_data[task])
+        if self.order_seed is not None:  # the sequential gate's item order: other items under a --limit
+            from cpbench.seqrun import seq_tag
+
+            tag = seq_tag(tag, self.order_seed)
+        return tag
 
 
 class WorkUnit(BaseModel):
@@ -147,7 +154,7 @@ def units_from_plan(plan: RunPlan, model: ModelEntry | str | None = None) -> lis
         dtype=getattr(plan, "dtype", None) or "auto", scorer=getattr(plan, "scorer", None) or "hf",
         batch_size=plan.batch_size, chunk_size=plan.chunk_size, calibration=plan.calibration or _Spec(),
         analysis=plan.analysis, suite=plan.suite, scores=tuple(getattr(plan, "scores", None) or ("lac", "aps")),
-        task_data=task_data,
+        task_data=task_data, order_seed=getattr(plan, "order_seed", None),
     )  # fmt: skip
     units = []
     for name in plan.recipes:
@@ -219,6 +226,10 @@ def build_inputs(
                 continue
             prompts = build_prompts(spec, items, method=method, shots=options.shots, chat=options.chat,
                                     tokenizer=tokenizer if options.chat == "v1" else None)  # fmt: skip
+            if options.order_seed is not None:  # the sequential gate's fixed random order (cpbench.seqrun)
+                from cpbench.seqrun import seq_order
+
+                prompts = [prompts[j] for j in seq_order([str(p.item_id) for p in prompts], task, options.order_seed)]
             prompts = prompts[: options.limit] if options.limit else prompts  # --limit: evaluated items
             out[(task, method)] = CellInputs(task, method, prompts, prompts_hash(prompts), prov)
     return out

@@ -87,3 +87,37 @@ def test_evaluate_with_results_dir_then_compare(pair, tiny_dir, tmp_path):
 
     with pytest.raises(CpbenchError, match="missing.parquet"):
         cpbench.compare(base_art, base_art.with_name("missing.parquet"))
+
+
+def test_evaluate_until_decided_matches_check(tmp_path, cache, tiny_dir, capsys):  # noqa: F811
+    """`cpbench.evaluate(..., until_decided=True, max_items=N)`: `cpbench run --until-decided`'s staged run; the
+    verdict is the sequential gate's, the records carry the design, and `cpbench check --until-decided` on the
+    written results (no design flags) gives the same verdict."""
+    import json
+
+    import cpbench
+    from cpbench.cli import main
+    from cpbench.errors import CpbenchError
+
+    with pytest.raises(CpbenchError, match="needs results="):
+        cpbench.evaluate(base=tiny_dir, recipes=["magnitude-50"], tasks=["qa"], data="samples", until_decided=True)
+    with pytest.raises(CpbenchError, match="max_items= applies to until_decided"):
+        cpbench.evaluate(base=tiny_dir, recipes=["magnitude-50"], tasks=["qa"], data="samples", max_items=27)
+    res = tmp_path / "res"
+    report = cpbench.evaluate(base=tiny_dir, recipes=["magnitude-50"], tasks=["qa"], data="samples", results=res,
+                              batch_size=4, until_decided=True, max_items=27, first_look=20,
+                              decision={"on_inconclusive": "warn"})  # fmt: skip
+    rows = report.verdict.to_frame()
+    assert rows["reasons"].str.startswith("sequential:").all()
+    assert any("looks at 20, 27 items" in n for n in report.notes)
+    (status,) = set(rows["status"])
+    cand = next(r for r in report.records if r["run_key"]["score"]["recipe"] == "magnitude-50")
+    block = cand["provenance"]["extra"]["sequential"]
+    assert block["cell"]["status"] == status and block["looks"] == [20, 27]
+    stored = json.loads(next((p for p in res.rglob("*.json") if p.parent.name == "magnitude-50")).read_text())
+    assert stored["provenance"]["extra"]["sequential"] == block
+    model_dir = next(p for p in res.iterdir() if p.is_dir())
+    rc = main(["check", "--baseline", str(model_dir / "base"), "--candidate", str(model_dir / "magnitude-50"),
+               "--until-decided", "--on-inconclusive", "warn"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == report.verdict.exit_code and status in out

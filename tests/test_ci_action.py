@@ -85,6 +85,46 @@ def test_action_and_gitlab_scripts_call_commands_that_exist():
     assert "CPBENCH_CACHE" in gitlab["variables"] and any(".cpbench-cache" in p for p in gitlab["cache"]["paths"])
 
 
+def test_until_decided_inputs_reach_run_and_check(tmp_path):
+    """`until-decided` (default off) and `max-items` / `gate-limits` become `cpbench run --until-decided --max-items N
+    --gate-limits L`, and check gets `--until-decided` (it reads the design from the results); without
+    until-decided neither command sees them, and max-items alone is refused (exit 2)."""
+    from tiny_model import tiny_model_dir
+
+    inputs = yaml.safe_load(ACTION.read_text())["inputs"]
+    assert inputs["until-decided"]["default"] == "false" and not inputs["until-decided"]["required"]
+    assert inputs["max-items"]["default"] == "" and inputs["gate-limits"]["default"] == ""
+    env = _shims(tmp_path)
+    log = tmp_path / "calls"
+    (tmp_path / "bin" / "cpbench").write_text(f'#!/bin/bash\necho "$*" >> "{log}"\n')  # records its arguments
+    run_step = next(s for s in _steps() if "cpbench run" in s.get("run", ""))
+    check_step = next(s for s in _steps() if s.get("id") == "check")
+    d = str(tiny_model_dir())
+    common = dict(BASE=d, CANDIDATE=d, CANDIDATE_NAME="w4", TASKS="qa", DATA="samples", LIMIT="", DEVICE="cpu",
+                  RESULTS=str(tmp_path / "res"), RUN_ARGS="", CHECK_ARGS="", GITHUB_OUTPUT=str(tmp_path / "out"),
+                  GITHUB_ENV=str(tmp_path / "env"))  # fmt: skip
+
+    def calls(**kw: str) -> tuple[int, list[str]]:
+        log.write_text("")
+        rc = 0
+        for step in (run_step, check_step):
+            proc = subprocess.run(["bash", "-e", "-c", step["run"]], env=dict(env, **common, **kw),
+                                  capture_output=True, text=True)  # fmt: skip
+            rc = rc or proc.returncode
+        return rc, log.read_text().splitlines()
+
+    rc, (run, check) = calls(UNTIL_DECIDED="true", MAX_ITEMS="500", GATE_LIMITS="max_accuracy_drop=0.02")
+    assert rc == 0 and "--until-decided --max-items 500 --gate-limits max_accuracy_drop=0.02" in run
+    assert run.startswith("run ") and check.startswith("check ") and "--until-decided" in check
+    rc, (run, check) = calls(UNTIL_DECIDED="false", MAX_ITEMS="", GATE_LIMITS="")
+    assert rc == 0 and "--until-decided" not in run + check and "--max-items" not in run
+    rc, lines = calls(UNTIL_DECIDED="false", MAX_ITEMS="500", GATE_LIMITS="")
+    assert rc == 2 and not any(x.startswith("run ") for x in lines)
+    options = _cli_options()
+    assert {"--until-decided", "--max-items", "--gate-limits"} <= options["run"]
+    assert "--until-decided" in options["check"]
+
+
 def test_result_dirs_match_where_run_writes(tmp_path):
     from tiny_model import tiny_model_dir
 

@@ -22,6 +22,7 @@ def _legacy_baseline(path: Path) -> Path:
 def register(app: typer.Typer) -> None:
     @app.command("check")
     def check(
+        ctx: typer.Context,
         baseline: Path = typer.Option(..., "--baseline", "-b", help="Baseline result record(s): a file or directory."),
         candidate: Path = typer.Option(..., "--candidate", "-c", help="Candidate result record(s): file or directory."),
         max_set_size_increase: Optional[float] = typer.Option(
@@ -58,6 +59,17 @@ def register(app: typer.Typer) -> None:
         allow_missing: bool = typer.Option(
             False, "--allow-missing", help="Do not fail when a baseline cell has no candidate result."
         ),
+        until_decided: bool = typer.Option(
+            False, "--until-decided",
+            help="Results of `cpbench run --until-decided`: replay its looks on the stored artifacts under the run's "
+            "design (read from the records: no flags to repeat); the verdict is the sequential gate's.",
+        ),
+        max_items: Optional[int] = typer.Option(
+            None, "--max-items", metavar="N",
+            help="--until-decided: the run's --max-items (only for results without a stored design; else must agree).",
+        ),
+        spending: Optional[str] = typer.Option(None, "--spending", metavar="pocock|obf|linear", help="The run's."),
+        first_look: Optional[int] = typer.Option(None, "--first-look", metavar="N", help="The run's --first-look."),
         summary: Optional[Path] = typer.Option(None, help="Write a Markdown summary here (for a CI step summary)."),
         junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here."),
     ) -> None:
@@ -72,7 +84,25 @@ def register(app: typer.Typer) -> None:
         dec = Decision(mode=decision, on_inconclusive=on_inconclusive, multiplicity=multiplicity, level=level,
                        n_boot=boot, seed=seed)
         baseline = _legacy_baseline(baseline)
-        report = run_gate(baseline, candidate, limits, dec)
+        if until_decided:
+            from cpbench.seqrun import check_design, replay
+
+            # flags set on the command line (not defaults) must agree with the design stored with the results
+            names = ("max_items", "spending", "first_look", "max_set_size_increase", "min_coverage",
+                     "max_accuracy_drop", "max_flip_rate", "level", "multiplicity", "seed")  # fmt: skip
+            def set_here(n: str) -> bool:  # by name: typer may vendor its own click (another enum)
+                return getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"
+
+            given = {n: ctx.params[n] for n in names if set_here(n)}
+            if set_here("boot"):
+                given["n_boot"] = boot
+            design, limits, dec = check_design(candidate, given, limits, dec)
+            typer.echo(f"cpbench check --until-decided: {design.describe()}; limits: {limits.describe()}", err=True)
+            _, report = replay(baseline, candidate, limits, dec, design)
+        elif max_items is not None or spending is not None or first_look is not None:
+            raise CpbenchError("--max-items, --spending and --first-look apply to --until-decided")
+        else:
+            report = run_gate(baseline, candidate, limits, dec)
         typer.echo(text_table(report), nl=False)
         if summary is not None:  # overwritten, not appended: in CI `cat` it into $GITHUB_STEP_SUMMARY
             write_text_atomic(summary, markdown_summary(report))

@@ -111,6 +111,22 @@ def register(app: typer.Typer) -> None:
         calibration_seq_len: Optional[int] = typer.Option(
             None, "--calibration-seq-len", metavar="T", help="Tokens per calibration sequence (suite's, else 512)."
         ),
+        until_decided: bool = typer.Option(
+            False, "--until-decided",
+            help="Sequential gate: score items in stages of one fixed random order per task, re-test after each "
+            "stage with the gate's limits, stop scoring a cell once decided (docs/ci-gate.md).",
+        ),
+        max_items: Optional[int] = typer.Option(
+            None, "--max-items", metavar="N", help="--until-decided: most items per task (default: all)."
+        ),
+        gate_limits: Optional[str] = typer.Option(
+            None, "--gate-limits", metavar="LIMIT=V,...",
+            help="--until-decided: the gate's limits (max_set_size_increase=0.25,max_accuracy_drop=0.02,"
+            "min_coverage=...,max_flip_rate=...); default: cpbench check's.",
+        ),
+        spending: str = typer.Option("pocock", "--spending", metavar="pocock|obf|linear",
+                                     help="--until-decided: alpha-spending function."),
+        first_look: int = typer.Option(200, "--first-look", metavar="N", help="--until-decided: items at look 1."),
         log: Optional[str] = typer.Option(
             None, "--log", metavar="wandb|mlflow", help="Also log the run summary to an experiment tracker."
         ),
@@ -135,6 +151,15 @@ def register(app: typer.Typer) -> None:
             model_args=model_args, seed=seed, splits=splits, scores=_csv(scores), calibration_data=calibration_data,
             calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len,
         )  # fmt: skip
+        if until_decided:
+            from cpbench.seqrun import parse_limits
+
+            plan.until_decided, plan.max_items, plan.spending, plan.first_look = True, max_items, spending, first_look
+            plan.gate_limits = parse_limits(gate_limits)
+        elif max_items is not None or gate_limits is not None:
+            from cpbench.errors import CpbenchError
+
+            raise CpbenchError("--max-items and --gate-limits apply to --until-decided")
         console = make_console()
 
         def echo(text: str) -> None:
