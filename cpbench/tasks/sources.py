@@ -165,6 +165,10 @@ def data_tag(source: str | Path) -> str:
     """The `data` field of a run key: samples / prepared / original, or file:<sha256 prefix> of a local file."""
     if str(source) in NAMED_SOURCES:
         return str(source)
+    from cpbench.tasks.itemfile import check_item_path
+
+    if Path(source).exists():  # a FIFO or a device is refused before hashing (reading it would never end)
+        check_item_path(Path(source), what=f"item source {str(source)!r}:")
     try:
         digest = sha256_file(source)
     except OSError as exc:
