@@ -227,6 +227,60 @@ def check_context(inputs: dict[Any, Any], cfg: dict[str, Any] | None, get_tokeni
                            f"fewer --shots")  # fmt: skip
 
 
+@lru_cache(maxsize=1)
+def _from_pretrained_args() -> frozenset[str]:
+    """Keyword arguments `AutoModelForCausalLM.from_pretrained` consumes itself (its signature, the names it pops
+    from **kwargs, and the deprecated names it drops with a warning); any other key goes to the config, and one the
+    config does not take reaches the model's __init__ as a TypeError after the weights are read."""
+    import inspect
+    import re
+
+    from transformers import PreTrainedModel
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    names = set(inspect.signature(PreTrainedModel.from_pretrained).parameters) - {"kwargs", "model_args"}
+    for fn in (PreTrainedModel.from_pretrained, _BaseAutoModelClass.from_pretrained):
+        try:
+            names |= set(re.findall(r'kwargs(?:\.pop|\.get)\(\s*"(\w+)"', inspect.getsource(fn)))
+        except (OSError, TypeError):  # pragma: no cover - no source shipped
+            pass
+    return frozenset(names | {"mirror", "_fast_init", "low_cpu_mem_usage", "from_tf", "from_flax",
+                              "offload_state_dict"})  # fmt: skip
+
+
+def check_model_args(entry: Any, cfg: dict[str, Any] | None) -> None:
+    """Every `--model-args` key is one `from_pretrained` or the model's config takes: an unknown key fails here with
+    one line, not as a TypeError after the model has loaded. Without a readable config only from_pretrained's own
+    arguments are known; other keys are then left to the loader (which fails with one line too)."""
+    args = dict(getattr(entry, "model_args", None) or {})
+    if not args:
+        return
+    try:
+        import transformers
+
+        known = _from_pretrained_args()
+    except ImportError:  # the bare install: `cpbench run` says which extra it needs elsewhere
+        return
+    rest = {k: v for k, v in args.items() if k not in known}
+    if not rest:
+        return
+    if cfg is None or "model_type" not in cfg:  # cannot tell without the config: the loader's check decides
+        return
+    try:
+        config_class = transformers.AutoConfig.for_model(cfg["model_type"]).__class__
+        body = {k: v for k, v in cfg.items() if k not in ("source",)}
+        _, unused = config_class.from_dict(body, return_unused_kwargs=True, **rest)
+    except Exception:  # noqa: BLE001 - an unknown model type or an odd config: leave it to the loader
+        return
+    if unused:
+        k = sorted(unused)[0]
+        from cpbench.config import did_you_mean
+
+        hint = did_you_mean(k, sorted(set(known) | set(cfg))) or ""
+        raise CpbenchError(f"--model-args: {k!r} is neither a from_pretrained argument nor a config field of "
+                           f"{entry.name!r}{hint}")  # fmt: skip
+
+
 def linear_input_widths(cfg: dict[str, Any]) -> dict[str, int]:
     """Input columns of the decoder's Linear layers, by role, from a config: q/k/v/gate/up read hidden_size,
     o_proj reads heads x head_dim, down_proj reads intermediate_size (and moe_intermediate_size for experts)."""
@@ -344,6 +398,8 @@ def preflight(
             warnings.append(f"model {entry.name!r}: config not readable before loading; recipe x model checks skipped")
     else:
         check_architecture(cfg, entry)
+    check_model_args(entry, cfg)
+    if cfg is not None:
         widths = linear_input_widths(cfg)
         for recipe in runnable:
             check_group_sizes(recipe, widths, entry.name)

@@ -66,6 +66,7 @@ class RunPlan:
     dtype: str = "auto"
     revision: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
+    trust_remote_code: bool = False  # --trust-remote-code: run the model repository's own code (in provenance)
     scores: tuple[str, ...] = ("lac", "aps")
     task_data: dict[str, str] = field(default_factory=dict)
 
@@ -126,6 +127,7 @@ def plan_from_options(
     dtype: str | None = None,
     revision: str | None = None,
     model_args: str | dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
     seed: int | None = None,
     splits: int | None = None,
     scores: Sequence[str] | None = None,
@@ -175,7 +177,8 @@ def plan_from_options(
     plan.task_data = task_data
     plan.dtype = runopts.parse_dtype(dtype)
     plan.revision = revision
-    plan.model_args = runopts.parse_model_args(model_args) if isinstance(model_args, str) else dict(model_args or {})
+    plan.model_args = runopts.parse_model_args(model_args)
+    plan.trust_remote_code = bool(trust_remote_code)
     plan.scores = runopts.parse_scores(list(scores) if scores else None) or plan.scores
     plan.calibration = runopts.calibration_spec(plan.calibration, calibration_data, calibration_samples,
                                                 calibration_seq_len)  # fmt: skip

@@ -122,3 +122,64 @@ def test_context_limit_sources():
     assert context_limit({}, Tok()) == (2048, "tokenizer model_max_length")
     Tok.model_max_length = int(1e30)
     assert context_limit({}, Tok()) is None
+
+
+# ------------------------------------------------------------------------------ 3-4. --model-args and remote code
+def _run_tiny(tiny_dir, tmp_path, *extra):
+    return main(["run", "--model", tiny_dir, "--tasks", "qa", "--data", "samples", "--device", "cpu",
+                 "--results", str(tmp_path / "r"), *extra])  # fmt: skip
+
+
+@pytest.mark.parametrize("arg", ["foo=1", "rope_theta=5.0"])
+def test_unknown_model_args_key_is_one_line_before_loading(tmp_path, capsys, cache, tiny_dir, monkeypatch, arg):
+    import cpbench.models
+
+    def no_load(*_a, **_k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cpbench.models, "load", no_load)
+    assert _run_tiny(tiny_dir, tmp_path, "--model-args", arg) == 2
+    line = _err_line(capsys)
+    assert repr(arg.split("=")[0]) in line and "from_pretrained" in line
+
+
+def test_unknown_model_args_key_without_a_readable_config_fails_at_load_with_one_line(tmp_path, capsys, cache,
+                                                                                       tiny_dir, monkeypatch):
+    import cpbench.failfast
+
+    monkeypatch.setattr(cpbench.failfast, "model_config", lambda entry: None)  # the pre-flight cannot tell
+    assert _run_tiny(tiny_dir, tmp_path, "--model-args", "foo=1") == 2
+    assert "'foo'" in _err_line(capsys)
+
+
+def test_known_model_args_keys_pass_the_check(tiny_dir):
+    from cpbench import failfast, models
+    from cpbench.runopts import apply_model_options
+
+    entry = models.resolve(tiny_dir)
+    for args in ({"attn_implementation": "eager"}, {"use_cache": False}, {"low_cpu_mem_usage": True}):
+        failfast.check_model_args(apply_model_options(entry, None, args), failfast.model_config(entry))
+
+
+def test_trust_remote_code_in_model_args_is_refused_naming_the_flag(capsys):
+    assert main(["run", "--model", "smollm2-135m-instruct@pypi", "--model-args", "trust_remote_code=True"]) == 2
+    assert "--trust-remote-code" in _err_line(capsys)
+    from cpbench.runner import plan_from_options
+
+    with pytest.raises(CpbenchError, match="--trust-remote-code"):  # the Python API's dict too
+        plan_from_options(model="smollm2-135m-instruct@pypi", model_args={"trust_remote_code": True})
+
+
+def test_trust_remote_code_flag_is_recorded_in_provenance(tmp_path, capsys, cache, tiny_dir):
+    from cpbench.artifact import LogitsArtifact
+
+    assert _run_tiny(tiny_dir, tmp_path, "--trust-remote-code") == 0
+    (art,) = list((tmp_path / "r").rglob("*.parquet"))
+    assert LogitsArtifact.load(art).provenance["trust_remote_code"] is True
+    capsys.readouterr()
+    from cpbench import models
+    from cpbench.runopts import apply_model_options
+
+    plain = models.resolve(tiny_dir)
+    assert "trust_remote_code" not in plain.provenance()  # off: nothing recorded (older artifacts stay equal)
+    assert apply_model_options(plain, None, {}, True).provenance()["trust_remote_code"] is True
