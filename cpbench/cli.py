@@ -27,6 +27,7 @@ _USAGE_ERRORS = (click.exceptions.ClickException, _typer_click.ClickException)
 _EXITS = (click.exceptions.Exit, typer.Exit)
 _ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
 _INTERRUPTED = "cpbench: interrupted; finished results are kept, rerun the same command to resume"
+_TERMINATED = "cpbench: terminated (SIGTERM); finished results are kept, rerun the same command to resume"
 
 app = typer.Typer(
     name="cpbench",
@@ -72,7 +73,22 @@ _register_all()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point: bad input becomes one line on stderr and exit code 2."""
+    """Entry point: bad input becomes one line on stderr and exit code 2. Ctrl-C and SIGTERM (SLURM's time limit
+    or preemption) unwind the same way (locks released, staging folders removed, finished results kept) and end with
+    one line: exit 130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it)."""
+    from cpbench.interrupts import EXIT_TERMINATED, terminate_as_interrupt
+
+    with terminate_as_interrupt() as state:
+        rv = _main(argv)
+    if state["terminated"] and rv == 130:
+        print(_TERMINATED, file=sys.stderr)
+        return EXIT_TERMINATED
+    if rv == 130:
+        print(_INTERRUPTED, file=sys.stderr)
+    return rv
+
+
+def _main(argv: Optional[list[str]]) -> int:
     try:
         rv = app(args=argv, prog_name="cpbench", standalone_mode=False)
     except CpbenchError as exc:
@@ -89,11 +105,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         print(f"cpbench: error: {' '.join(exc.format_message().split())}{hint}", file=sys.stderr)
         return exc.exit_code
-    except _ABORTS:
-        print(_INTERRUPTED, file=sys.stderr)
+    except _ABORTS:  # the line is printed by `main` (it knows whether SIGTERM caused it)
         return 130
-    if rv == 130:  # typer turns KeyboardInterrupt into Exit(130), returned as the value in non-standalone mode
-        print(_INTERRUPTED, file=sys.stderr)
+    # typer turns KeyboardInterrupt into Exit(130), returned as the value in non-standalone mode
     return rv if isinstance(rv, int) else 0
 
 

@@ -183,3 +183,86 @@ def test_trust_remote_code_flag_is_recorded_in_provenance(tmp_path, capsys, cach
     plain = models.resolve(tiny_dir)
     assert "trust_remote_code" not in plain.provenance()  # off: nothing recorded (older artifacts stay equal)
     assert apply_model_options(plain, None, {}, True).provenance()["trust_remote_code"] is True
+
+
+# ------------------------------------------------------------------------------------------------------ 5. SIGTERM
+_SLOW_CHILD = """
+import sys, time
+from cpbench.scoring import letter
+real = letter.LetterScorer._batch
+def slow(self, idx, g):
+    time.sleep(0.3)  # slow enough to be terminated mid-scoring
+    return real(self, idx, g)
+letter.LetterScorer._batch = slow
+from cpbench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _leftovers(*roots: Path) -> list[Path]:
+    from cpbench.locks import STAGING_PREFIX
+
+    out = []
+    for root in roots:
+        if root.exists():
+            out += [p for p in root.rglob("*") if p.name.endswith(".lock") or p.name.startswith(STAGING_PREFIX)]
+    return out
+
+
+@pytest.mark.parametrize("phase", ["scoring", "compressing"])
+def test_sigterm_unwinds_like_ctrl_c(tmp_path, cache, tiny_dir, phase):
+    """SLURM's time limit: one line, exit 143, no lock file or staging folder left, finished chunks kept."""
+    results = tmp_path / "results"
+    quant = "base" if phase == "scoring" else "rtn-4bit"
+    args = ["run", "--model", tiny_dir, "--quant", quant, "--tasks", "qa", "--data", "samples", "--limit", "20",
+            "--batch-size", "2", "--chunk-size", "4", "--device", "cpu", "--results", str(results)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CPBENCH_CACHE=str(cache),
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, *args], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    from cpbench.locks import STAGING_PREFIX
+
+    def started() -> bool:
+        if phase == "scoring":
+            return bool(list(cache.glob("scores/*/chunk-00000.npz")))
+        return bool(list(cache.glob(f"checkpoints/**/{STAGING_PREFIX}*")))
+
+    deadline = time.monotonic() + 180
+    try:
+        while not started():
+            if child.poll() is not None:
+                raise AssertionError(f"child exited early: {child.stderr.read()[-2000:]}")
+            assert time.monotonic() < deadline, f"no {phase} within 180 s"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGTERM)
+        rc = child.wait(timeout=120)
+        err = child.stderr.read()
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.stderr.close()
+    assert rc == 143, err[-2000:]
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert "Traceback" not in err and lines == [lines[-1]] and "terminated (SIGTERM)" in lines[-1], lines
+    assert not _leftovers(results, cache), _leftovers(results, cache)
+    if phase == "scoring":
+        assert list(cache.glob("scores/*/chunk-*.npz"))  # finished chunks are kept for the rerun
+
+
+def test_sigterm_handler_is_restored_after_main(capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    main(["--version"])
+    assert signal.getsignal(signal.SIGTERM) is before
+    capsys.readouterr()
+
+
+def test_sweep_worker_turns_sigterm_into_an_interrupt(monkeypatch):
+    from cpbench.interrupts import Terminated
+    from cpbench.sweep import worker
+
+    monkeypatch.setattr(worker, "_execute", lambda unit: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(5))
+    monkeypatch.setattr("cpbench.unit.WorkUnit.from_json", staticmethod(lambda text: type("U", (), {"uid": "u"})()))
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated):
+        worker.execute_unit("{}")
+    assert signal.getsignal(signal.SIGTERM) is before
