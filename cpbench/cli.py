@@ -43,6 +43,30 @@ app = typer.Typer(
 COMMAND_MODULES = ("tasks", "run", "sweep", "analyze", "leaderboard", "check", "registry")
 
 
+# Import name -> (distribution, extra) of what the optional extras bring (tests/test_reliability.py checks it
+# against pyproject.toml). A command that needs one on a bare install says which extra to install, in one line.
+EXTRA_MODULES: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "run"), "transformers": ("transformers", "run"), "llmcompressor": ("llmcompressor", "run"),
+    "compressed_tensors": ("compressed-tensors", "run"), "accelerate": ("accelerate", "run"),
+    "safetensors": ("safetensors", "run"), "datasets": ("datasets", "run"), "gguf": ("gguf", "run"),
+    "tqdm": ("tqdm", "run"), "huggingface_hub": ("huggingface-hub", "run"), "tokenizers": ("tokenizers", "run"),
+    "bitsandbytes": ("bitsandbytes", "gpu"), "gptqmodel": ("gptqmodel", "gpu"), "optimum": ("optimum", "gpu"),
+    "ray": ("ray", "scale"), "submitit": ("submitit", "scale"), "vllm": ("vllm", "vllm"),
+    "matplotlib": ("matplotlib", "plots"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow"),
+}  # fmt: skip
+
+
+def missing_extra_message(exc: ModuleNotFoundError, argv: Optional[list[str]]) -> Optional[str]:
+    """One line naming the extra to install for a missing optional module, or None (not one of ours)."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRA_MODULES:
+        return None
+    dist, extra = EXTRA_MODULES[top]
+    words = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")]
+    command = f"cpbench {words[0]}" if words else "this command"
+    return f"{command} needs {dist}, which the base install does not include: pip install 'cpbench[{extra}]'"
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"cpbench {__version__}")
@@ -93,6 +117,12 @@ def _main(argv: Optional[list[str]]) -> int:
         rv = app(args=argv, prog_name="cpbench", standalone_mode=False)
     except CpbenchError as exc:
         print(f"cpbench: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # the bare install (`pip install cpbench`): name the extra, no traceback
+        msg = missing_extra_message(exc, argv)
+        if msg is None:
+            raise
+        print(f"cpbench: error: {msg}", file=sys.stderr)
         return 2
     except _EXITS as exc:
         return exc.exit_code

@@ -266,3 +266,30 @@ def test_sweep_worker_turns_sigterm_into_an_interrupt(monkeypatch):
     with pytest.raises(Terminated):
         worker.execute_unit("{}")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+# ------------------------------------------------------------------------------------------------ 6. bare install
+def test_run_on_the_bare_install_names_the_extra(tmp_path):
+    """`pip install cpbench` without extras: `cpbench run` says which extra to install, in one line, exit 2."""
+    from test_base_install import _cpbench, allowed_imports
+
+    allowed = allowed_imports()
+    assert "torch" not in allowed
+    for args in (["run", "--model", "smollm2-135m-instruct@pypi", "--tasks", "qa", "--data", "samples"], ["run"]):
+        r = _cpbench(allowed, *args, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "pip install 'cpbench[run]'" in lines[0] and "cpbench run" in lines[0], lines
+
+
+def test_extra_modules_match_pyproject():
+    import re
+    import tomllib
+
+    from cpbench.cli import EXTRA_MODULES
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    owner = {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower(): x for x, reqs in extras.items() for r in reqs}
+    for module, (dist, extra) in EXTRA_MODULES.items():
+        if dist in owner:  # (huggingface-hub and tokenizers come with transformers)
+            assert owner[dist] == extra, (module, dist, extra, owner[dist])
