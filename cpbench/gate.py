@@ -22,7 +22,9 @@ beyond, and is `inconclusive` otherwise (the reason names roughly how many items
 not ship. decision="point" keeps the old rule (point estimates against the limits).
 
 A baseline cell with no candidate row is `missing` (a failure unless allow_missing); a candidate cell with no
-baseline is `new` (reported, not failed). Bad input (no records, nothing matched, different item sets) raises
+baseline is `new` (reported, not failed). A report in which no cell was decided (no pass and no fail: every cell
+inconclusive, missing or new) never passes unless allow_undecided says so: zero decided cells show nothing. A
+corrupted record (unparseable or impossible) is bad input, whatever allow_missing says. Bad input (no records, nothing matched, different item sets) raises
 CpbenchError, which the CLI turns into exit 2.
 """
 
@@ -122,6 +124,12 @@ class GateReport:
     candidate_records: int = 0
     sample_data: bool = False
     decision: Decision = field(default_factory=Decision)
+    allow_undecided: bool = False  # --allow-undecided: a report with no decided cell may pass
+
+    @property
+    def decided(self) -> int:
+        """Cells with a verdict (pass or fail)."""
+        return int(self.rows["status"].isin(("pass", "fail")).sum())
 
     @property
     def failing_statuses(self) -> tuple[str, ...]:
@@ -134,6 +142,8 @@ class GateReport:
 
     @property
     def failed(self) -> bool:
+        if self.decided == 0 and not self.allow_undecided:
+            return True
         return bool(self.rows["status"].isin(self.failing_statuses).any())
 
     @property
@@ -379,7 +389,9 @@ def _verdict(report: GateReport) -> str:
     counts = report.rows["status"].value_counts()
     keys = ["pass", "fail", *(["inconclusive"] if report.decision.mode == "interval" else []), "missing", "new"]
     summary = ", ".join(f"{k} {int(counts.get(k, 0))}" for k in keys)
-    return f"{'FAIL' if report.failed else 'PASS'} ({summary})"
+    none = "; no cell decided" + (" (--allow-undecided)" if report.allow_undecided else
+                                  ", which never passes (--allow-undecided accepts it)")
+    return f"{'FAIL' if report.failed else 'PASS'} ({summary}{none if report.decided == 0 else ''})"
 
 
 def _bounds_text(report: GateReport) -> str:

@@ -293,3 +293,56 @@ def test_extra_modules_match_pyproject():
     for module, (dist, extra) in EXTRA_MODULES.items():
         if dist in owner:  # (huggingface-hub and tokenizers come with transformers)
             assert owner[dist] == extra, (module, dist, extra, owner[dist])
+
+
+# ------------------------------------------------------------------------------------------- 7. gate consistency
+@pytest.fixture()
+def gate_tree(tmp_path: Path) -> Path:
+    from result_factory import make_record
+
+    from cpbench.store import write_result
+
+    root = tmp_path / "results"
+    for task in ("qa", "rc"):
+        write_result(make_record("tiny", "base", task, acc=0.60, set_size=2.0, coverage=0.90, noise=0.01, seed=1), root)
+        write_result(make_record("tiny", "mild", task, acc=0.595, set_size=2.1, coverage=0.90, noise=0.01, seed=2),
+                     root)
+    return root
+
+
+def test_a_corrupted_candidate_record_is_an_error_even_with_allow_missing(gate_tree, capsys):
+    rec = sorted((gate_tree / "tiny" / "mild").rglob("*.json"))[0]
+    rec.write_text(rec.read_text()[:200])  # truncated: unparseable
+    args = ["check", "-b", str(gate_tree / "tiny" / "base"), "-c", str(gate_tree / "tiny" / "mild"),
+            "--decision", "point"]  # fmt: skip
+    for extra in ([], ["--allow-missing"]):
+        assert main(args + extra) == 2
+        line = _err_line(capsys)
+        assert rec.name in line and "corrupted" in line
+
+
+def test_a_pass_with_no_cell_decided_is_not_exit_0(gate_tree, capsys):
+    """Artifacts gone (interval mode cannot decide anything) and --on-inconclusive warn: no longer a PASS."""
+    args = ["check", "-b", str(gate_tree / "tiny" / "base"), "-c", str(gate_tree / "tiny" / "mild"),
+            "--on-inconclusive", "warn"]  # fmt: skip
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("cpbench check: FAIL (pass 0, fail 0, inconclusive 4") and "no cell decided" in out
+    assert main(args + ["--allow-undecided"]) == 0  # the explicit flag
+    assert capsys.readouterr().out.startswith("cpbench check: PASS (pass 0, fail 0, inconclusive 4")
+    assert main(args + ["--decision", "point"]) == 0  # decided cells: the flag is not needed
+    capsys.readouterr()
+
+
+def test_leaderboard_strict_mode(gate_tree, tmp_path, capsys):
+    rec = sorted((gate_tree / "tiny" / "mild").rglob("*.json"))[0]
+    rec.write_text(rec.read_text()[:200])
+    (gate_tree / "stray.json").write_text('{"hello": 1}')
+    lb = ["leaderboard", str(gate_tree), "--no-plots", "--out", str(tmp_path / "lb")]
+    assert main(lb) == 0  # exploratory: reported and skipped
+    assert "skipped" in capsys.readouterr().err
+    assert main(lb + ["--strict"]) == 2
+    assert "corrupted" in _err_line(capsys)
+    rec.unlink()
+    assert main(lb + ["--strict"]) == 2  # foreign JSON in a CI tree is an error too
+    assert "stray.json" in _err_line(capsys)

@@ -51,6 +51,11 @@ def register(app: typer.Typer) -> None:
         allow_missing: bool = typer.Option(
             False, "--allow-missing", help="Do not fail when a baseline cell has no candidate result."
         ),
+        allow_undecided: bool = typer.Option(
+            False, "--allow-undecided",
+            help="Exit 0 even when no cell was decided (all inconclusive, missing or new); without it such a "
+            "report fails, whatever --on-inconclusive and --allow-missing say.",
+        ),
         summary: Optional[Path] = typer.Option(None, help="Write a Markdown summary here (for a CI step summary)."),
         junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here."),
     ) -> None:
@@ -66,6 +71,7 @@ def register(app: typer.Typer) -> None:
                        n_boot=boot, seed=seed)
         baseline = _legacy_baseline(baseline)
         report = run_gate(baseline, candidate, limits, dec)
+        report.allow_undecided = allow_undecided
         typer.echo(text_table(report), nl=False)
         if summary is not None:  # overwritten, not appended: in CI `cat` it into $GITHUB_STEP_SUMMARY
             write_text_atomic(summary, markdown_summary(report))
