@@ -56,6 +56,19 @@ EXTRA_MODULES: dict[str, tuple[str, str]] = {
 }  # fmt: skip
 
 
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error as one line of at most `limit` characters: a message quoting hostile input (a 100,000-option item,
+    a megabyte of id) keeps its head and tail and says how much was cut."""
+    text = " ".join(message.split())
+    if len(text) <= limit:
+        return text
+    head, tail = int(limit * 0.7), int(limit * 0.2)
+    return f"{text[:head]} ... [{len(text) - head - tail:,} characters cut] ... {text[-tail:]}"
+
+
 def missing_extra_message(exc: ModuleNotFoundError, argv: Optional[list[str]]) -> Optional[str]:
     """One line naming the extra to install for a missing optional module, or None (not one of ours)."""
     top = (exc.name or "").split(".")[0]
@@ -116,7 +129,7 @@ def _main(argv: Optional[list[str]]) -> int:
     try:
         rv = app(args=argv, prog_name="cpbench", standalone_mode=False)
     except CpbenchError as exc:
-        print(f"cpbench: error: {exc}", file=sys.stderr)
+        print(f"cpbench: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:  # the bare install (`pip install cpbench`): name the extra, no traceback
         msg = missing_extra_message(exc, argv)

@@ -346,3 +346,73 @@ def test_leaderboard_strict_mode(gate_tree, tmp_path, capsys):
     rec.unlink()
     assert main(lb + ["--strict"]) == 2  # foreign JSON in a CI tree is an error too
     assert "stray.json" in _err_line(capsys)
+
+
+# --------------------------------------------------------------------------------------- 8, 14. lm-eval imports
+def _lm_eval(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_lm_eval_line_cap_refuses_before_reading_the_line(tmp_path, monkeypatch):
+    from test_importers import lm_eval_rows
+
+    from cpbench import importers
+
+    rows, _, _ = lm_eval_rows(n=4, k=6)
+    rows[2]["doc"] = {"q": "x" * 5000}
+    f = _lm_eval(tmp_path / "samples_t_2024-01-01T00-00-00.jsonl", rows)
+    monkeypatch.setattr(importers, "MAX_SAMPLE_LINE_BYTES", 4096)
+    seen = []
+    real = importers.jsonsafe.loads
+    monkeypatch.setattr(importers.jsonsafe, "loads", lambda raw, where: seen.append(len(raw)) or real(raw, where))
+    with pytest.raises(CpbenchError, match=r":3: line longer than"):
+        importers.import_lm_eval_samples(f)
+    assert max(seen) <= 4096  # the long line was never parsed
+
+
+def test_lm_eval_100000_options_is_refused_in_a_short_line(tmp_path, capsys):
+    row = {"doc_id": 0, "target": 0, "filtered_resps": [[-1.0, False]] * 100_000,
+           "arguments": {f"gen_args_{i}": {"arg_0": "q", "arg_1": f" o{i}"} for i in range(100_000)}}
+    f = _lm_eval(tmp_path / "samples_t_2024-01-01T00-00-00.jsonl", [row])
+    assert main(["analyze", str(f)]) == 2
+    line = _err_line(capsys)
+    assert "100,000 choices" in line and len(line) < 300
+
+
+def test_error_lines_are_capped():
+    from cpbench.cli import one_line
+
+    text = one_line("bad id " + "x" * 1_000_000 + " end")
+    assert len(text) < 1100 and text.startswith("bad id") and text.endswith(" end") and "characters cut" in text
+
+
+def test_lm_eval_four_options_are_said_and_letter_choices_are_letter_scoring(tmp_path, capsys):
+    from test_importers import lm_eval_rows
+
+    from cpbench.importers import import_lm_eval_samples
+
+    rows, _, _ = lm_eval_rows(n=40, k=4)
+    f = _lm_eval(tmp_path / "samples_t_2024-01-01T00-00-00.jsonl", rows)
+    art = import_lm_eval_samples(f)
+    assert art.provenance["run_key"]["scoring"] == "cloze"
+    assert any("4 options per item" in n and "sqrt(4)" in n for n in art.provenance["notes"])
+    assert main(["analyze", "--splits", "2", str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "4 options per item, not the benchmark's 6" in err and "UAcc" in err
+    for r in rows:  # an lm-eval run whose continuations are the letters (" A" ... " D")
+        for j, key in enumerate(sorted(r["arguments"])):
+            r["arguments"][key]["arg_1"] = f" {'ABCD'[j]}"
+    art = import_lm_eval_samples(_lm_eval(tmp_path / "samples_l_2024-01-01T00-00-00.jsonl", rows))
+    assert art.provenance["run_key"]["scoring"] == "letter"
+    rows6, _, _ = lm_eval_rows(n=40, k=6)
+    art = import_lm_eval_samples(_lm_eval(tmp_path / "samples_s_2024-01-01T00-00-00.jsonl", rows6))
+    assert not any("options per item" in n for n in art.provenance["notes"])
+
+
+# ---------------------------------------------------------------------------------------------------- 15. docs
+def test_lm_eval_install_line_brings_accelerate():
+    """`pip install --no-deps lm-eval` left out accelerate, which lm-eval's hf backend imports: a fresh venv failed."""
+    for doc in (ROOT / "docs" / "scoring.md", ROOT / "benchmarks" / "bench_scoring.py"):
+        lines = [ln for ln in doc.read_text().splitlines() if "pip install" in ln and "lm-eval" in ln]
+        assert lines and all("--no-deps" not in ln and "lm-eval[hf]" in ln for ln in lines), (doc, lines)
