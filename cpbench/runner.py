@@ -307,6 +307,7 @@ def _weights(entry: Any, recipe: Any, ckpt: Any) -> Any:
 def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = True) -> RunOutcome:
     """Execute the plan; returns every cell's record and where it was written."""
     from cpbench import failfast, models
+    from cpbench.tasks.sources import describe_source
     from cpbench.unit import build_inputs, check_enough_items, units_from_plan
 
     t0 = time.perf_counter()
@@ -329,7 +330,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     notes = list(units[0].notes)
     echo(f"cpbench run: model {entry.name} ({entry.source}), device {device} ({dtype}, {threads} thread(s)), "
          f"recipes {', '.join(plan.recipes)}, tasks {', '.join(plan.tasks)}, {plan.scoring} scoring, "
-         f"data {plan.data}" + "".join(f", {t}={s}" for t, s in plan.task_data.items())
+         f"data {describe_source(plan.data)}" + "".join(f", {t}={s}" for t, s in plan.task_data.items())
+         + (f", candidates {', '.join(c.name for c in plan.candidates)}" if plan.candidates else "")
          + (f", limit {plan.limit}" if plan.limit else ""))  # fmt: skip
     for w in warnings:
         echo(f"warning: {w}")

@@ -416,3 +416,25 @@ def test_lm_eval_install_line_brings_accelerate():
     for doc in (ROOT / "docs" / "scoring.md", ROOT / "benchmarks" / "bench_scoring.py"):
         lines = [ln for ln in doc.read_text().splitlines() if "pip install" in ln and "lm-eval" in ln]
         assert lines and all("--no-deps" not in ln and "lm-eval[hf]" in ln for ln in lines), (doc, lines)
+
+
+# ---------------------------------------------------------------------------------------------- 9. offline first
+def test_prepared_offline_says_what_works_offline(tmp_path, capsys, cache, tiny_dir, monkeypatch):
+    import huggingface_hub
+
+    def offline(*_a, **_k):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    assert main(["run", "--model", tiny_dir, "--tasks", "qa", "--device", "cpu", "--results", str(tmp_path / "r")]) == 2
+    line = _err_line(capsys)
+    assert "cannot download prepared file" in line and "--data samples" in line and "offline" in line
+
+
+def test_default_item_source_is_visible_in_help_and_header(tmp_path, capsys, cache, tiny_dir):
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "work offline" in text and "needs the hub" in text
+    assert _run_tiny(tiny_dir, tmp_path) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "data samples (offline sample items shipped with cpbench, not benchmark data)" in header

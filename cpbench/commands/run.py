@@ -60,9 +60,10 @@ def register(app: typer.Typer) -> None:
         ),
         data: Optional[str] = typer.Option(
             None, "--data", metavar="samples|prepared|original|PATH",
-            help="Items: offline samples, Ye et al.'s prepared files, rebuilt originals, or a local item file; per "
-            "task: drs=PATH,qa=samples (a bare value is the default for the rest). Default: the suite's; with "
-            "--model, prepared.",
+            help="Items: samples (shipped with cpbench, work offline; a smoke test, not benchmark data), prepared "
+            "(Ye et al.'s files, downloaded from the hub), original (rebuilt from the hub datasets), or a local item "
+            "file; per task: drs=PATH,qa=samples (a bare value is the default for the rest). Default: the suite's "
+            "(the default suite: samples); with --model: prepared, which needs the hub (offline: --data samples).",
         ),
         suite: Optional[str] = typer.Option(
             None, "--suite", metavar="NAME", help="Named suite from benchmark/suites.yaml; options override it."

@@ -25,6 +25,14 @@ from cpbench.tasks.spec import samples_path
 log = logging.getLogger(__name__)
 
 NAMED_SOURCES = ("samples", "prepared", "original")
+DESCRIBE = {"samples": "offline sample items shipped with cpbench, not benchmark data",
+            "prepared": "Ye et al.'s prepared files, downloaded from the Hugging Face hub",
+            "original": "rebuilt from the original datasets on the hub"}  # fmt: skip
+
+
+def describe_source(source: str | Path) -> str:
+    """`prepared (Ye et al.'s prepared files, downloaded from the Hugging Face hub)`: a source and where it comes from."""
+    return f"{source} ({DESCRIBE.get(str(source), 'a local item file')})"
 
 
 def load_items(spec: TaskSpec, source: str | Path = "samples", limit: int | None = None, *,
@@ -68,8 +76,9 @@ def load_prepared(spec: TaskSpec, cache_dir: str | None = None) -> list[Item]:
                                 revision=prep.revision, cache_dir=cache_dir)
     except Exception as exc:  # noqa: BLE001 - offline, missing file, auth: one line either way
         raise CpbenchError(f"cannot download prepared file {where} ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); offline, use --data PATH "
-                           f"with a local copy") from None
+                           f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); offline, --data samples runs the "
+                           f"items shipped with cpbench (a smoke test, not benchmark data), or --data PATH reads a local "
+                           f"copy") from None
     path = Path(local)
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
