@@ -438,3 +438,13 @@ def test_default_item_source_is_visible_in_help_and_header(tmp_path, capsys, cac
     assert _run_tiny(tiny_dir, tmp_path) == 0
     header = capsys.readouterr().out.splitlines()[0]
     assert "data samples (offline sample items shipped with cpbench, not benchmark data)" in header
+
+
+# ------------------------------------------------------------------------------------------ the kept check (CI)
+def test_kept_bad_input_check_script():
+    """scripts/check_bad_input.sh (also run by .ci/run): FIFO --data, an unknown --model-args key and
+    --model-args trust_remote_code=True each answer with one line and exit 2 within a minute."""
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "check_bad_input.sh")], capture_output=True, text=True,
+                       timeout=240, env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count(" ok (exit 2, one line") == 3
