@@ -191,7 +191,10 @@ def test_gate_pass_fail_inconclusive(pair_root: Path, capsys: pytest.CaptureFixt
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68") == 1
     out = capsys.readouterr().out
     assert "inconclusive 1" in out and "INCONCLUSIVE" in out and "items would decide it" in out
-    assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--on-inconclusive", "warn") == 0
+    # the only cell is undecided: a report with no decided cell passes only with --allow-undecided (issue 18)
+    assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--on-inconclusive", "warn") == 1
+    assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--on-inconclusive", "warn",
+                 "--allow-undecided") == 0
     # the old rule decides on the point estimate alone
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--decision", "point") in (0, 1)
     # flip-rate limit: the noisy candidate breaks 5 %, the near-copy keeps it
@@ -209,7 +212,11 @@ def test_gate_without_artifacts_is_inconclusive(tmp_path: Path) -> None:
     report = run_gate(copy / "m" / "base", copy / "m" / "same", Limits(), Decision())
     row = report.rows.iloc[0]
     assert row["status"] == "inconclusive" and "artifact not found" in row["reasons"] and report.exit_code == 1
-    assert run_gate(copy / "m" / "base", copy / "m" / "same", Limits(), Decision(on_inconclusive="warn")).exit_code == 0
+    # zero decided cells never pass on their own (issue 18), only with the explicit allow_undecided
+    warned = run_gate(copy / "m" / "base", copy / "m" / "same", Limits(), Decision(on_inconclusive="warn"))
+    assert warned.decided == 0 and warned.exit_code == 1
+    warned.allow_undecided = True
+    assert warned.exit_code == 0
 
 
 def test_leaderboard_prints_item_level_intervals_diagnostics_and_the_family(pair_root: Path, tmp_path: Path) -> None:

@@ -448,3 +448,25 @@ def test_kept_bad_input_check_script():
                        timeout=240, env=dict(os.environ, OMP_NUM_THREADS="1"))  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
     assert p.stdout.count(" ok (exit 2, one line") == 3
+
+
+# --------------------------------------------------------------------------- 11. check shows the bound that decided
+def test_check_table_shows_the_bounds_that_decided(tmp_path, capsys):
+    import re
+
+    from paired_factory import write_pair
+
+    root = tmp_path / "results"
+    write_pair(root, 120, 1.0, recipe="noisy", model="small", seed=4)
+    rc = main(["check", "-b", str(root / "small" / "base"), "-c", str(root / "small" / "noisy"),
+               "--max-set-size-increase", "0.68", "--max-accuracy-drop", "0.5", "--on-inconclusive", "warn",
+               "--allow-undecided"])  # fmt: skip  (two limits: the bounds that decide are at 97.5 %, Holm)
+    out = capsys.readouterr().out
+    assert rc in (0, 1)
+    rows = [ln for ln in out.splitlines() if ln.startswith("small") and "set size" in ln]
+    assert rows, out
+    for ln in rows:
+        column = re.search(r"\[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\]", ln).groups()
+        why = re.search(r"bounds \[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\]", ln).groups()
+        assert column == why, ln  # one cell, one pair of bounds
+    assert "the level that decided" in out
