@@ -470,3 +470,10 @@ def test_check_table_shows_the_bounds_that_decided(tmp_path, capsys):
         why = re.search(r"bounds \[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\]", ln).groups()
         assert column == why, ln  # one cell, one pair of bounds
     assert "the level that decided" in out
+
+
+def test_fuzz_readers_refuse_fifo_device_and_oversized_items(tmp_path):
+    from fuzz_inputs import special_files
+
+    out = special_files(tmp_path)
+    assert len(out) == 2 * 8 + 1 and all(len(m) < 400 for m in out.values()), out
