@@ -11,9 +11,10 @@ after a two-item warm-up.
 - cloze mode: both compute `loglikelihood(cloze_context, " " + option)` summed over the continuation tokens; the
   numbers must agree directly.
 
-lm-eval is not a cpbench dependency. Install it for this script only, without touching torch/transformers:
+lm-eval is not a cpbench dependency. Install it for this script only, keeping torch/transformers at cpbench's pins
+(its HFLM imports accelerate, which `--no-deps` left out in a fresh venv; the "hf" extra brings it):
 
-    pip install --no-deps lm-eval==0.4.13      # imports HFLM without its metric dependencies
+    pip install 'cpbench[run]' 'lm-eval[hf]==0.4.13' 'torch==2.13.0' 'transformers==5.17.0'
 
 Usage (measured figures and the exact command are in docs/scoring.md):
 

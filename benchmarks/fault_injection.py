@@ -16,6 +16,12 @@ line, after the Python imports, to its end), sometimes killed a second time on t
 - no leftovers: no staging folders, temp files or lock files in the results tree or the cache, no chunk files.
 
 It prints one line per kill (when, what the run had printed last) and a summary; exit 1 when any check fails.
+
+`--signal TERM` sends SIGTERM instead (what SLURM sends at a time limit or on preemption; issue 18): each terminated
+run must also end with exit 143 and one `cpbench: terminated (SIGTERM)` line, and leave no lock file or staging folder
+(checked right after it exits, before the rerun). Before the kills, bad inputs are fed to `cpbench run` (issue 18):
+a FIFO and a device as `--data`, a 10 MB item, a prompt longer than the model's context, an unknown `--model-args`
+key and `trust_remote_code` in `--model-args`; each must answer with one line and exit 2 within 60 s.
 """
 
 from __future__ import annotations
@@ -94,6 +100,58 @@ def started(p: subprocess.Popen, log: Path, timeout: float = 600) -> float:
     return time.perf_counter() - t
 
 
+SIGNAL = signal.SIGKILL  # --signal TERM: signal.SIGTERM
+
+
+def bad_inputs(model: str, work: Path) -> list[str]:
+    """Issue 18's bad inputs: one line and exit 2 within 60 s each; returns the problems (one line per case)."""
+    d = work / "bad-inputs"
+    d.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(d / "fifo.jsonl")
+    items = json.loads((REPO / "tasks" / "samples" / "qa.json").read_text())["items"]
+    big = [dict(it) for it in items]
+    big[3]["question"] = "x" * 10_000_000
+    (d / "big.json").write_text(json.dumps(big))
+    from cpbench.tasks import load_task
+
+    demos = {str(i) for i in load_task("qa").demonstrations.ids}
+    long = [dict(it) for it in items]
+    next(it for it in long if str(it["id"]) not in demos)["question"] = " ".join(["water light river"] * 1500)
+    (d / "long.json").write_text(json.dumps(long))
+    base = ["run", "--model", model, "--tasks", "qa", "--device", "cpu", "--results", str(d / "results")]
+    cases = {
+        "FIFO --data": (base + ["--data", str(d / "fifo.jsonl")], "FIFO"),
+        "/dev/zero --data": (base + ["--data", "/dev/zero"], "device"),
+        "10 MB item": (base + ["--data", str(d / "big.json")], "cap per item"),
+        "prompt over the context": (base + ["--data", str(d / "long.json")], "reads at most"),
+        "unknown --model-args key": (base + ["--data", "samples", "--model-args", "bogus_key=1"], "bogus_key"),
+        "trust_remote_code in --model-args": (base + ["--data", "samples", "--model-args", "trust_remote_code=true"],
+                                              "--trust-remote-code"),
+    }
+    problems = []
+    for name, (args, keyword) in cases.items():
+        t = time.perf_counter()
+        try:
+            p = subprocess.run([sys.executable, "-m", "cpbench", *args], env=env_for(d / "cache"), capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            problems.append(f"{name}: no answer within 60 s")
+            continue
+        lines = p.stderr.strip().splitlines()
+        ok = p.returncode == 2 and len(lines) == 1 and keyword in lines[0]
+        print(f"  bad input {name}: exit {p.returncode}, {len(lines)} line(s), {time.perf_counter() - t:.1f} s"
+              f"{'' if ok else ' FAIL'}: {(lines or [''])[-1][:110]}")  # fmt: skip
+        if not ok:
+            problems.append(f"{name}: exit {p.returncode}, {p.stderr[-300:]}")
+    return problems
+
+
+def leftovers(results: Path, cache: Path) -> list[str]:
+    """Lock files and staging folders (what a terminated run must not leave)."""
+    return [str(p) for root in (results, cache) if root.exists() for p in root.rglob("*")
+            if p.name.endswith(".lock") or p.name.startswith(".tmp-")]  # fmt: skip
+
+
 def kill_at(model: str, results: Path, cache: Path, log: Path, delay: float) -> tuple[bool, str]:
     """Start a run, SIGKILL it `delay` s after it started working (its first printed line: the Python imports
     before it are not worth killing). Returns (killed before it finished, last line it printed)."""
@@ -103,11 +161,21 @@ def kill_at(model: str, results: Path, cache: Path, log: Path, delay: float) -> 
         p.wait(timeout=delay)
         killed = False
     except subprocess.TimeoutExpired:
-        p.send_signal(signal.SIGKILL)
-        p.wait()
+        p.send_signal(SIGNAL)
+        rc = p.wait()
         killed = True
+        if SIGNAL == signal.SIGTERM:  # like Ctrl-C: one line, exit 143, nothing left behind
+            last = ([x for x in log.read_text(errors="replace").splitlines() if x.strip()] or [""])[-1]
+            left = leftovers(results, cache)
+            if rc == 0 or (rc == -signal.SIGTERM and last.startswith("next: ")):
+                killed = False  # it finished (its work, or main() had returned) just before the signal
+            elif rc != 143 or "terminated (SIGTERM)" not in last or left:
+                TERM_PROBLEMS.append(f"exit {rc}, last line {last[:80]!r}, leftovers {left[:3]}")
     lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()]
     return killed, (lines[-1][:90] if lines else "(nothing printed yet)")
+
+
+TERM_PROBLEMS: list[str] = []
 
 
 def sha(p: Path) -> str:
@@ -195,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=20, help="SIGKILLs in all (>= 20 for the issue's acceptance)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="work directory to keep (default: a temp dir, removed)")
+    ap.add_argument("--signal", choices=("KILL", "TERM"), default="KILL", help="TERM: SLURM's time limit (issue 18)")
+    ap.add_argument("--no-bad-inputs", action="store_true", help="skip the bad-input cases")
     args = ap.parse_args(argv)
+    global SIGNAL
+    SIGNAL = signal.SIGTERM if args.signal == "TERM" else signal.SIGKILL
     from tiny_model import tiny_model_dir
 
     model = str(tiny_model_dir())
@@ -206,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fault injection: tiny model, base + magnitude-50, qa+rc, limit 18; OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, seed {args.seed}, {os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+    bad = [] if args.no_bad_inputs else bad_inputs(model, work)
     ref, wall = reference(model, work)
     print(f"reference (uninterrupted) run: {wall:.1f} s of work after imports, {len(ref['artifacts'])} artifacts")
     kills = trials = failures = 0
@@ -226,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             kept.update(snapshot(results))  # finished cells must survive, byte for byte
             print(f"  trial {trials:2d} kill {attempt + 1}: at {delay:5.1f} s "
                   f"{'killed' if killed else 'finished first'}; {len(kept)} artifact(s) done; last: {last}")
+        problems += TERM_PROBLEMS
+        TERM_PROBLEMS.clear()
         rc, _ = finish(model, results, cache, d / "final.log")
         out = (d / "final.log").read_text(errors="replace")
         if rc != 0:
@@ -238,8 +313,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{out.count('artifact reused')} artifact(s) reused, {out.count(' items, ')} scored; {status}")
         if not problems and args.keep is None:
             shutil.rmtree(d, ignore_errors=True)
-    print(f"summary: {kills} kills in {trials} trials, {failures} failed trial(s); {reused_after_kill} finished "
-          f"artifacts reused by reruns; {time.perf_counter() - t0:.0f} s")
+    print(f"summary: {kills} {'SIGTERMs' if SIGNAL == signal.SIGTERM else 'kills'} in {trials} trials, {failures} "
+          f"failed trial(s); {reused_after_kill} finished artifacts reused by reruns; bad inputs: "
+          f"{'skipped' if args.no_bad_inputs else f'{len(bad)} failed'}; {time.perf_counter() - t0:.0f} s")
+    failures += len(bad)
     if args.keep is None and not failures:
         shutil.rmtree(work, ignore_errors=True)
     return 1 if failures else 0

@@ -27,6 +27,7 @@ _USAGE_ERRORS = (click.exceptions.ClickException, _typer_click.ClickException)
 _EXITS = (click.exceptions.Exit, typer.Exit)
 _ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
 _INTERRUPTED = "cpbench: interrupted; finished results are kept, rerun the same command to resume"
+_TERMINATED = "cpbench: terminated (SIGTERM); finished results are kept, rerun the same command to resume"
 
 app = typer.Typer(
     name="cpbench",
@@ -40,6 +41,43 @@ app = typer.Typer(
 
 # Stage modules, in data-flow order. A module that is missing (not yet built) is skipped, not fatal.
 COMMAND_MODULES = ("tasks", "run", "sweep", "analyze", "leaderboard", "check", "registry")
+
+
+# Import name -> (distribution, extra) of what the optional extras bring (tests/test_reliability.py checks it
+# against pyproject.toml). A command that needs one on a bare install says which extra to install, in one line.
+EXTRA_MODULES: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "run"), "transformers": ("transformers", "run"), "llmcompressor": ("llmcompressor", "run"),
+    "compressed_tensors": ("compressed-tensors", "run"), "accelerate": ("accelerate", "run"),
+    "safetensors": ("safetensors", "run"), "datasets": ("datasets", "run"), "gguf": ("gguf", "run"),
+    "tqdm": ("tqdm", "run"), "huggingface_hub": ("huggingface-hub", "run"), "tokenizers": ("tokenizers", "run"),
+    "bitsandbytes": ("bitsandbytes", "gpu"), "gptqmodel": ("gptqmodel", "gpu"), "optimum": ("optimum", "gpu"),
+    "ray": ("ray", "scale"), "submitit": ("submitit", "scale"), "vllm": ("vllm", "vllm"),
+    "matplotlib": ("matplotlib", "plots"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow"),
+}  # fmt: skip
+
+
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error as one line of at most `limit` characters: a message quoting hostile input (a 100,000-option item,
+    a megabyte of id) keeps its head and tail and says how much was cut."""
+    text = " ".join(message.split())
+    if len(text) <= limit:
+        return text
+    head, tail = int(limit * 0.7), int(limit * 0.2)
+    return f"{text[:head]} ... [{len(text) - head - tail:,} characters cut] ... {text[-tail:]}"
+
+
+def missing_extra_message(exc: ModuleNotFoundError, argv: Optional[list[str]]) -> Optional[str]:
+    """One line naming the extra to install for a missing optional module, or None (not one of ours)."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRA_MODULES:
+        return None
+    dist, extra = EXTRA_MODULES[top]
+    words = [a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")]
+    command = f"cpbench {words[0]}" if words else "this command"
+    return f"{command} needs {dist}, which the base install does not include: pip install 'cpbench[{extra}]'"
 
 
 def _version(value: bool) -> None:
@@ -72,11 +110,32 @@ _register_all()
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point: bad input becomes one line on stderr and exit code 2."""
+    """Entry point: bad input becomes one line on stderr and exit code 2. Ctrl-C and SIGTERM (SLURM's time limit
+    or preemption) unwind the same way (locks released, staging folders removed, finished results kept) and end with
+    one line: exit 130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it)."""
+    from cpbench.interrupts import EXIT_TERMINATED, terminate_as_interrupt
+
+    with terminate_as_interrupt() as state:
+        rv = _main(argv)
+    if state["terminated"] and rv == 130:
+        print(_TERMINATED, file=sys.stderr)
+        return EXIT_TERMINATED
+    if rv == 130:
+        print(_INTERRUPTED, file=sys.stderr)
+    return rv
+
+
+def _main(argv: Optional[list[str]]) -> int:
     try:
         rv = app(args=argv, prog_name="cpbench", standalone_mode=False)
     except CpbenchError as exc:
-        print(f"cpbench: error: {exc}", file=sys.stderr)
+        print(f"cpbench: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:  # the bare install (`pip install cpbench`): name the extra, no traceback
+        msg = missing_extra_message(exc, argv)
+        if msg is None:
+            raise
+        print(f"cpbench: error: {msg}", file=sys.stderr)
         return 2
     except _EXITS as exc:
         return exc.exit_code
@@ -89,11 +148,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
         print(f"cpbench: error: {' '.join(exc.format_message().split())}{hint}", file=sys.stderr)
         return exc.exit_code
-    except _ABORTS:
-        print(_INTERRUPTED, file=sys.stderr)
+    except _ABORTS:  # the line is printed by `main` (it knows whether SIGTERM caused it)
         return 130
-    if rv == 130:  # typer turns KeyboardInterrupt into Exit(130), returned as the value in non-standalone mode
-        print(_INTERRUPTED, file=sys.stderr)
+    # typer turns KeyboardInterrupt into Exit(130), returned as the value in non-standalone mode
     return rv if isinstance(rv, int) else 0
 
 

@@ -162,9 +162,123 @@ def _gguf_config(path: Path | None) -> dict[str, Any] | None:
         "intermediate_size": field(f"{arch}.feed_forward_length"),
         "num_attention_heads": field(f"{arch}.attention.head_count"),
         "head_dim": field(f"{arch}.attention.key_length"),
+        "max_position_embeddings": field(f"{arch}.context_length"),
         "source": f"GGUF header of {Path(path).name}",
     }
     return {k: v for k, v in cfg.items() if v is not None}
+
+
+_CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def context_limit(cfg: dict[str, Any] | None, tokenizer: Any = None) -> tuple[int, str] | None:
+    """(tokens the model reads at most, where that number comes from): the config's max_position_embeddings (or its
+    older names), else the tokenizer's model_max_length when it is a real limit. None when neither says."""
+    for name in _CONTEXT_FIELDS:
+        v = (cfg or {}).get(name) or ((cfg or {}).get("text_config") or {}).get(name)
+        if isinstance(v, int) and v > 0:
+            return v, name
+    v = getattr(tokenizer, "model_max_length", None)
+    if isinstance(v, int) and 0 < v < 10**8:  # transformers uses ~1e30 for "no limit"
+        return v, "tokenizer model_max_length"
+    return None
+
+
+def _scored_texts(prompt: Any, scoring: str) -> list[str]:
+    """The longest texts the scorer feeds for one prompt (letter: the prompt; cloze: context + each option)."""
+    if scoring == "cloze":
+        return [f"{prompt.cloze_context} {max(prompt.options, key=len)}"] if prompt.options else [prompt.cloze_context]
+    return [prompt.text]
+
+
+def check_context(inputs: dict[Any, Any], cfg: dict[str, Any] | None, get_tokenizer: Any, model: str,
+                  scoring: str = "letter") -> None:
+    """Before any scoring: every prompt's token count fits the model's context (one line, exit 2, instead of a
+    many-GB allocation or an index error deep in the forward pass). Tokens never outnumber UTF-8 bytes (plus a few
+    special tokens), so only prompts longer than the context in bytes are tokenized; `get_tokenizer()` is called
+    only then. Silent when the model states no limit."""
+    limit = context_limit(cfg)
+    long: list[tuple[Any, Any, str]] = []
+    for cell in inputs.values():
+        for p in cell.prompts:
+            for text in _scored_texts(p, scoring):
+                if limit is None or len(text.encode("utf-8")) + 8 > limit[0]:
+                    long.append((cell, p, text))
+    if not long:
+        return
+    tok = get_tokenizer()
+    if limit is None:
+        limit = context_limit(cfg, tok)
+        if limit is None:
+            return
+        long = [x for x in long if len(x[2].encode("utf-8")) + 8 > limit[0]]
+    n_max, worst, over = 0, None, 0
+    for cell, p, text in long:
+        n = len(tok(text)["input_ids"]) + 1  # + the scored letter / continuation end
+        if n > limit[0]:
+            over += 1
+            if n > n_max:
+                n_max, worst = n, (cell, p)
+    if worst is not None:
+        cell, p = worst
+        more = f" ({over - 1} more prompt(s) too long)" if over > 1 else ""
+        raise CpbenchError(f"task {cell.task}/{cell.method}: item {p.item_id!r} needs {n_max:,} tokens; model "
+                           f"{model} reads at most {limit[0]:,} ({limit[1]}){more}; drop or shorten the item, or use "
+                           f"fewer --shots")  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _from_pretrained_args() -> frozenset[str]:
+    """Keyword arguments `AutoModelForCausalLM.from_pretrained` consumes itself (its signature, the names it pops
+    from **kwargs, and the deprecated names it drops with a warning); any other key goes to the config, and one the
+    config does not take reaches the model's __init__ as a TypeError after the weights are read."""
+    import inspect
+    import re
+
+    from transformers import PreTrainedModel
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    names = set(inspect.signature(PreTrainedModel.from_pretrained).parameters) - {"kwargs", "model_args"}
+    for fn in (PreTrainedModel.from_pretrained, _BaseAutoModelClass.from_pretrained):
+        try:
+            names |= set(re.findall(r'kwargs(?:\.pop|\.get)\(\s*"(\w+)"', inspect.getsource(fn)))
+        except (OSError, TypeError):  # pragma: no cover - no source shipped
+            pass
+    return frozenset(names | {"mirror", "_fast_init", "low_cpu_mem_usage", "from_tf", "from_flax",
+                              "offload_state_dict"})  # fmt: skip
+
+
+def check_model_args(entry: Any, cfg: dict[str, Any] | None) -> None:
+    """Every `--model-args` key is one `from_pretrained` or the model's config takes: an unknown key fails here with
+    one line, not as a TypeError after the model has loaded. Without a readable config only from_pretrained's own
+    arguments are known; other keys are then left to the loader (which fails with one line too)."""
+    args = dict(getattr(entry, "model_args", None) or {})
+    if not args:
+        return
+    try:
+        import transformers
+
+        known = _from_pretrained_args()
+    except ImportError:  # the bare install: `cpbench run` says which extra it needs elsewhere
+        return
+    rest = {k: v for k, v in args.items() if k not in known}
+    if not rest:
+        return
+    if cfg is None or "model_type" not in cfg:  # cannot tell without the config: the loader's check decides
+        return
+    try:
+        config_class = transformers.AutoConfig.for_model(cfg["model_type"]).__class__
+        body = {k: v for k, v in cfg.items() if k not in ("source",)}
+        _, unused = config_class.from_dict(body, return_unused_kwargs=True, **rest)
+    except Exception:  # noqa: BLE001 - an unknown model type or an odd config: leave it to the loader
+        return
+    if unused:
+        k = sorted(unused)[0]
+        from cpbench.config import did_you_mean
+
+        hint = did_you_mean(k, sorted(set(known) | set(cfg))) or ""
+        raise CpbenchError(f"--model-args: {k!r} is neither a from_pretrained argument nor a config field of "
+                           f"{entry.name!r}{hint}")  # fmt: skip
 
 
 def linear_input_widths(cfg: dict[str, Any]) -> dict[str, int]:
@@ -284,6 +398,8 @@ def preflight(
             warnings.append(f"model {entry.name!r}: config not readable before loading; recipe x model checks skipped")
     else:
         check_architecture(cfg, entry)
+    check_model_args(entry, cfg)
+    if cfg is not None:
         widths = linear_input_widths(cfg)
         for recipe in runnable:
             check_group_sizes(recipe, widths, entry.name)

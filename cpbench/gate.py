@@ -22,7 +22,9 @@ beyond, and is `inconclusive` otherwise (the reason names roughly how many items
 not ship. decision="point" keeps the old rule (point estimates against the limits).
 
 A baseline cell with no candidate row is `missing` (a failure unless allow_missing); a candidate cell with no
-baseline is `new` (reported, not failed). Bad input (no records, nothing matched, different item sets) raises
+baseline is `new` (reported, not failed). A report in which no cell was decided (no pass and no fail: every cell
+inconclusive, missing or new) never passes unless allow_undecided says so: zero decided cells show nothing. A
+corrupted record (unparseable or impossible) is bad input, whatever allow_missing says. Bad input (no records, nothing matched, different item sets) raises
 CpbenchError, which the CLI turns into exit 2.
 """
 
@@ -125,6 +127,12 @@ class GateReport:
     candidate_records: int = 0
     sample_data: bool = False
     decision: Decision = field(default_factory=Decision)
+    allow_undecided: bool = False  # --allow-undecided: a report with no decided cell may pass
+
+    @property
+    def decided(self) -> int:
+        """Cells with a verdict (pass or fail)."""
+        return int(self.rows["status"].isin(("pass", "fail")).sum())
 
     @property
     def failing_statuses(self) -> tuple[str, ...]:
@@ -137,6 +145,8 @@ class GateReport:
 
     @property
     def failed(self) -> bool:
+        if self.decided == 0 and not self.allow_undecided:
+            return True
         return bool(self.rows["status"].isin(self.failing_statuses).any())
 
     @property
@@ -224,6 +234,8 @@ def _decide(rows: list[dict], checks: list[_Check], decision: Decision) -> None:
                 undecided.append(f"{c.name}: {row.get('_why') or 'no estimate'}")
                 continue
             lim = f"{t.margin:g}"
+            if c.name == "set size":  # the table shows the bounds that decided, at the level that decided
+                row.update(ss_bound_lo=e.bound("lower", lvl), ss_bound_hi=e.bound("upper", lvl), bound_level=lvl)
             shown = decided(pa, decision.alpha)
             good = t.below == c.good_below
             if shown and good:
@@ -252,7 +264,8 @@ def compare(baseline: pd.DataFrame, candidate: pd.DataFrame, limits: Limits, see
     decision = decision or Decision(mode="point")
     cols = [*KEY_COLS, "baseline_recipe", "acc_base", "acc", "d_acc", "d_acc_lo", "d_acc_hi", "set_size_base",
             "set_size", "d_set_size", "d_set_size_lo", "d_set_size_hi", "coverage_base", "coverage", "d_coverage",
-            "flip_cw", "flip_cw_lo", "flip_cw_hi", "status", "reasons", "sample_data"]
+            "flip_cw", "flip_cw_lo", "flip_cw_hi", "status", "reasons", "sample_data", "ss_bound_lo", "ss_bound_hi",
+            "bound_level"]
     base_groups = {k: g for k, g in baseline.groupby(CELL_COLS, sort=False, dropna=False)}
     rows, used = [], set()
     checks: list[_Check] = []
@@ -361,7 +374,10 @@ def _f(x: object, fmt: str) -> str:
 def _cells(report: GateReport) -> list[list[str]]:
     out = []
     for _, r in report.rows.iterrows():
-        ci = "" if pd.isna(r["d_set_size_lo"]) else f"[{r['d_set_size_lo']:+.3f}, {r['d_set_size_hi']:+.3f}]"
+        lo, hi = r["d_set_size_lo"], r["d_set_size_hi"]
+        if "ss_bound_lo" in r and not pd.isna(r["ss_bound_lo"]):  # interval mode: the bounds that decided (why column)
+            lo, hi = r["ss_bound_lo"], r["ss_bound_hi"]
+        ci = "" if pd.isna(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
         failing = r["status"] in report.failing_statuses
         out.append([
             str(r["model"]), str(r["recipe"]), str(r["baseline_recipe"]) if isinstance(r["baseline_recipe"], str)
@@ -382,12 +398,19 @@ def _verdict(report: GateReport) -> str:
     counts = report.rows["status"].value_counts()
     keys = ["pass", "fail", *(["inconclusive"] if report.decision.mode == "interval" else []), "missing", "new"]
     summary = ", ".join(f"{k} {int(counts.get(k, 0))}" for k in keys)
-    return f"{'FAIL' if report.failed else 'PASS'} ({summary})"
+    none = "; no cell decided" + (" (--allow-undecided)" if report.allow_undecided else
+                                  ", which never passes (--allow-undecided accepts it)")
+    return f"{'FAIL' if report.failed else 'PASS'} ({summary}{none if report.decided == 0 else ''})"
 
 
 def _bounds_text(report: GateReport) -> str:
     if report.decision.mode == "point":
         return "ΔSS bounds: 95 % paired bootstrap interval over the shared splits (split noise only)"
+    levels = report.rows["bound_level"].dropna() if "bound_level" in report.rows else pd.Series(dtype=float)
+    if len(levels):  # what decided: the bounds at the adjusted level (the same numbers as the why column)
+        adj = "" if report.decision.multiplicity == "none" else f" after the {report.decision.multiplicity} adjustment"
+        return (f"ΔSS bounds: one-sided {float(levels.iloc[0]):.2%} item-level lower and upper confidence bounds "
+                f"(the level that decided{adj}; the same bounds as the why column)")
     return (f"ΔSS bounds: one-sided {report.decision.level:.0%} item-level lower and upper confidence bounds "
             "(before the multiplicity adjustment)")
 

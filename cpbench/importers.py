@@ -50,6 +50,11 @@ def _require_file(path: Path, what: str) -> None:
         raise CpbenchError(f"{path}: no such file ({what})")
 
 
+# lm-eval samples: one line is one document (its text, arguments and per-choice responses), a few kB, rarely 1 MB.
+# Read with a bound, so a 1 GiB line is refused after 32 MiB, not parsed into GBs; and at most 26 choices (A-Z).
+MAX_SAMPLE_LINE_BYTES = 32 * 2**20
+MAX_CHOICES = 26
+BENCHMARK_K = 6  # Ye et al.'s six options (A-F, with "I don't know" and "None of the above")
 MAX_PICKLE_BYTES = 512 * 2**20  # a 10k-item LLM-Uncertainty-Bench pickle is ~3 MB
 MAX_PICKLE_STACK = 10_000  # open objects on the unpickler's stack (nesting depth bound); real files need ~1,010
 MAX_PICKLE_MARKS = 64  # nested MARKs (tuples/lists/dicts being built at once); real files need 4
@@ -172,6 +177,13 @@ def scan_pickle(data: bytes, where: str) -> None:
         raise
     except Exception as exc:  # genops: unknown opcode, truncated argument, bad UTF-8, ...
         raise CpbenchError(f"{where}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+
+
+def option_count_note(k: int) -> str:
+    """What a task with K options other than the benchmark's six changes (one line, for notes and warnings)."""
+    return (f"{k} options per item, not the benchmark's {BENCHMARK_K} (A-F with 'I don't know' and 'None of the "
+            f"above'): set sizes range over 1-{k}, UAcc scales accuracy by sqrt({k}) instead of sqrt({BENCHMARK_K}), "
+            f"and these numbers compare only with other {k}-option results")
 
 
 def _letters(k: int) -> list[str]:
@@ -345,8 +357,17 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
         fh = open(p, "rb")
     except OSError as exc:
         raise CpbenchError(f"{p}: unreadable ({exc.strerror or exc})") from None
+    letter_choices = True  # every doc's continuations are option letters (" A", " B", ...): letter scoring
     with fh:
-        for lineno, raw in enumerate(fh, 1):
+        lineno = 0
+        while True:
+            raw = fh.readline(MAX_SAMPLE_LINE_BYTES + 1)
+            if not raw:
+                break
+            lineno += 1
+            if len(raw) > MAX_SAMPLE_LINE_BYTES:
+                raise CpbenchError(f"{p}:{lineno}: line longer than {MAX_SAMPLE_LINE_BYTES >> 20} MiB; an lm-eval "
+                                   f"sample is one document (a few kB)")  # fmt: skip
             if not raw.strip():
                 continue
             s = jsonsafe.loads(raw, f"{p}:{lineno}")  # one line for invalid UTF-8, deep nesting, NaN, huge ints
@@ -362,6 +383,9 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
                 row = [_loglik(r) for r in resps]
             except (TypeError, ValueError, OverflowError) as exc:
                 raise CpbenchError(f"{p}:{lineno}: doc_id {s['doc_id']}: unreadable log-likelihood ({exc})") from None
+            if len(row) > MAX_CHOICES:
+                raise CpbenchError(f"{p}:{lineno}: doc_id {str(s['doc_id'])[:40]} has {len(row):,} choices; at most "
+                                   f"{MAX_CHOICES} (A-Z) are supported")  # fmt: skip
             k = len(row) if k is None else k
             if len(row) != k:
                 raise CpbenchError(f"{p}:{lineno}: doc_id {s['doc_id']} has {len(row)} choices, earlier docs have {k}")
@@ -371,6 +395,8 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
                 raise CpbenchError(f"{p}:{lineno}: doc_id {s['doc_id']}: {exc}") from None
             if not 0 <= gold < k:
                 raise CpbenchError(f"{p}:{lineno}: label {gold} of doc_id {s['doc_id']} is outside the {k} choices")
+            texts = _choices(s)
+            letter_choices = letter_choices and bool(texts) and [t.strip() for t in texts] == _letters(k)
             ids.append(str(s["doc_id"]))
             labels.append(gold)
             logits.append(row)
@@ -398,9 +424,14 @@ def import_lm_eval_samples(path: str | Path, model: str | None = None, task: str
     ]
     if lm_eval_acc:
         notes.append(f"lm-eval's own acc over these samples: {np.mean(lm_eval_acc):.6f}")
+    if k != BENCHMARK_K:
+        notes.append(option_count_note(k))
+    if letter_choices:
+        notes.append("the choices are option letters: scored as letters (the log-likelihood of each letter after "
+                     "the prompt), not cloze")
     sha = _sha256(p)
     provenance = {
-        "run_key": {"model": model or "unknown", "task": task_name, "scoring": "cloze",
+        "run_key": {"model": model or "unknown", "task": task_name, "scoring": "letter" if letter_choices else "cloze",
                     "data": "file:" + sha.split(":")[1][:12]},
         "model_id": model or "unknown",
         "source_format": "lm-evaluation-harness-samples",

@@ -79,6 +79,9 @@ def results_file_for(samples: Path) -> Path | None:
 
 def _read_json_object(path: Path) -> dict[str, Any]:
     try:
+        if not path.is_file():  # a FIFO or a device: reading it would block or never end
+            raise CpbenchError(f"{path}: not a regular file (a FIFO, a device or a directory), not an lm-eval "
+                               f"results file")  # fmt: skip
         size = path.stat().st_size
         if size > MAX_RESULTS_BYTES:
             raise CpbenchError(f"{path}: {size} bytes, larger than an lm-eval results file can be "

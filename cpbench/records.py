@@ -73,6 +73,7 @@ class ModelInfo(_Model):
     model_key: str | None = None
     pypi: dict[str, Any] | None = None
     model_args: dict[str, Any] | None = None
+    trust_remote_code: bool | None = None
     notes: list[str] = Field(default_factory=list)
 
 
@@ -89,6 +90,9 @@ class ArtifactProvenance(_Model):
     model_key: str | None = None
     pypi: dict[str, Any] | None = None
     model_args: dict[str, Any] | None = Field(default=None, description="extra from_pretrained kwargs (--model-args)")
+    trust_remote_code: bool | None = Field(
+        default=None, description="True: the model repository's own code ran (registry entry or --trust-remote-code)"
+    )
     n_params: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)] | None = Field(
         default=None, description="parameter count of the base model (size-effect analysis reads it from here)"
     )

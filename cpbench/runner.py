@@ -67,6 +67,7 @@ class RunPlan:
     dtype: str = "auto"
     revision: str | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
+    trust_remote_code: bool = False  # --trust-remote-code: run the model repository's own code (in provenance)
     scores: tuple[str, ...] = ("lac", "aps")
     task_data: dict[str, str] = field(default_factory=dict)
     # sequential gate (cpbench.seqrun): score in stages of one fixed random order per task until decided
@@ -138,6 +139,7 @@ def plan_from_options(
     dtype: str | None = None,
     revision: str | None = None,
     model_args: str | dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
     seed: int | None = None,
     splits: int | None = None,
     scores: Sequence[str] | None = None,
@@ -192,7 +194,8 @@ def plan_from_options(
     plan.task_data = {**plan.task_data, **task_data}
     plan.dtype = runopts.parse_dtype(dtype if dtype is not None else plan.dtype)
     plan.revision = revision
-    plan.model_args = runopts.parse_model_args(model_args) if isinstance(model_args, str) else dict(model_args or {})
+    plan.model_args = runopts.parse_model_args(model_args)
+    plan.trust_remote_code = bool(trust_remote_code)
     plan.scores = runopts.parse_scores(list(scores) if scores else None) or plan.scores
     plan.calibration = runopts.calibration_spec(plan.calibration, calibration_data, calibration_samples,
                                                 calibration_seq_len)  # fmt: skip
@@ -325,6 +328,7 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
 
         return run_until_decided(plan, echo, progress)
     from cpbench import failfast, models
+    from cpbench.tasks.sources import describe_source
     from cpbench.unit import build_inputs, check_enough_items, units_from_plan
 
     t0 = time.perf_counter()
@@ -351,7 +355,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     notes = list(units[0].notes)
     echo(f"cpbench run: model {entry.name} ({entry.source}), device {device} ({dtype}, {threads} thread(s)), "
          f"recipes {', '.join(plan.recipes)}, tasks {', '.join(plan.tasks)}, {plan.scoring} scoring, "
-         f"data {plan.data}" + "".join(f", {t}={s}" for t, s in plan.task_data.items())
+         f"data {describe_source(plan.data)}" + "".join(f", {t}={s}" for t, s in plan.task_data.items())
+         + (f", candidates {', '.join(c.name for c in plan.candidates)}" if plan.candidates else "")
          + (f", limit {plan.limit}" if plan.limit else ""))  # fmt: skip
     for w in warnings:
         echo(f"warning: {w}")
@@ -364,6 +369,11 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
         tokenizer = models.load_tokenizer(entry)  # revision, trust_remote_code and gguf_file passed through
     inputs = build_inputs(units[0].options, tokenizer)
     check_enough_items(inputs, plan.analysis)
+    # every prompt fits the model's context, before any compression or scoring (tokenizes only long prompts)
+    failfast.check_context(
+        inputs, plan.loaded[0].config.to_dict() if plan.loaded is not None else failfast.model_config(entry),
+        lambda: tokenizer if tokenizer is not None else models.load_tokenizer(entry), entry.name, plan.scoring,
+    )  # fmt: skip
     if plan.candidates:  # refused before any weights load: other token ids make option logits incomparable
         from cpbench.candidates import require_pairable
 

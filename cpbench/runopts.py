@@ -15,7 +15,9 @@ _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "hal
 SCORE_NAMES = ("lac", "aps", "raps", "aps_rand", "raps_rand")
 # from_pretrained arguments cpbench sets itself: passing them through --model-args would contradict the run key
 _RESERVED = {"dtype": "--dtype", "torch_dtype": "--dtype", "revision": "--revision", "device_map": "--device",
-             "gguf_file": "--model", "quantization_config": "--quant"}  # fmt: skip
+             "gguf_file": "--model", "quantization_config": "--quant",
+             # remote code runs code from the model's repository: it takes its own flag and is recorded in provenance
+             "trust_remote_code": "--trust-remote-code"}  # fmt: skip
 
 
 def parse_dtype(value: str | None) -> str:
@@ -40,10 +42,16 @@ def _literal(text: str) -> Any:
     return v if isinstance(v, (int, float)) else text
 
 
-def parse_model_args(value: str | None) -> dict[str, Any]:
-    """`key=value,key=value` -> dict for `from_pretrained` (attn_implementation=sdpa,low_cpu_mem_usage=true)."""
+def parse_model_args(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """`key=value,key=value` -> dict for `from_pretrained` (attn_implementation=sdpa,low_cpu_mem_usage=true). A dict
+    (the Python API) is checked by the same rules."""
     if not value:
         return {}
+    if isinstance(value, dict):
+        for k in value:
+            if k in _RESERVED:
+                raise CpbenchError(f"--model-args: set {k} with {_RESERVED[k]}, not --model-args")
+        return dict(value)
     out: dict[str, Any] = {}
     for part in value.split(","):
         part = part.strip()
@@ -114,11 +122,16 @@ def parse_scores(value: list[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(out))
 
 
-def apply_model_options(entry: Any, revision: str | None, model_args: dict[str, Any]) -> Any:
-    """The model entry with `--revision` and `--model-args` applied. Both change what is scored, so both change
-    the entry's name (and hence its results-tree directory and run keys): `name@rev` and `name+args-<tag>`."""
+def apply_model_options(entry: Any, revision: str | None, model_args: dict[str, Any],
+                        trust_remote_code: bool = False) -> Any:
+    """The model entry with `--revision`, `--model-args` and `--trust-remote-code` applied. The first two change
+    what is scored, so both change the entry's name (and hence its results-tree directory and run keys): `name@rev`
+    and `name+args-<tag>`. `--trust-remote-code` turns remote code on (never off: a registry entry that needs it
+    keeps it); it is recorded in provenance."""
     updates: dict[str, Any] = {}
     name = entry.name
+    if trust_remote_code and not entry.trust_remote_code:
+        updates["trust_remote_code"] = True
     if revision:
         if entry.source != "hub":
             raise CpbenchError(f"--revision applies to hub models; {entry.name!r} comes from {entry.source} "

@@ -136,7 +136,7 @@ def summarize(outcome: Any, log_path: Path | None = None) -> dict[str, Any]:
             "recipes": list(plan.recipes), "tasks": list(plan.tasks), "prompts": list(plan.prompts),
             "shots": plan.shots, "chat": plan.chat, "scoring": plan.scoring, "data": plan.data, "limit": plan.limit,
             "device": plan.device, "suite": plan.suite, "analysis": plan.analysis.model_dump(),
-            **{k: getattr(plan, k) for k in ("dtype", "revision", "model_args") if hasattr(plan, k)},
+            **{k: getattr(plan, k) for k in ("dtype", "revision", "model_args", "trust_remote_code") if hasattr(plan, k)},
         },  # fmt: skip
         "intervals": "acc/coverage/set size/UAcc of one model: 2.5-97.5 percentiles over the calibration/test splits "
         "(how much the number moves with other random splits of the same items); deltas vs the baseline: item-level "

@@ -221,7 +221,8 @@ def load_results(
     Per-split values stay in the `ps_*` columns as float64 arrays (None when the record has none), so that two
     rows on the same splits can be paired. Files that are not valid records (foreign JSON, damaged or impossible
     records, invalid UTF-8, JSON nested too deep) are reported in `skipped` and never merged; with `strict=True`
-    (the CI gate) a file that claims to be a cpbench result record but is invalid raises CpbenchError instead.
+    (the CI gate, `leaderboard --strict`) a .json file that does not parse, or one that claims to be a cpbench result
+    record but is invalid, raises CpbenchError instead: a corrupted record is an error, never a "missing" cell.
     A run key stored in two files is always an error naming both (which one is right cannot be guessed).
     Temporary files of interrupted writes are removed when their writer process is gone (cpbench.atomic).
     """
@@ -248,7 +249,10 @@ def load_results(
                 continue
             try:
                 record = jsonsafe.load_file(path)
-            except CpbenchError as exc:  # not JSON at all: cannot claim to be a record, reported in both modes
+            except CpbenchError as exc:  # not JSON at all (e.g. a truncated record)
+                if strict:
+                    raise CpbenchError(f"{shown}: corrupted, not a readable JSON file "
+                                       f"({str(exc).removeprefix(f'{path}: ')})") from None
                 skipped.append(Skipped(shown, str(exc).removeprefix(f"{path}: ")))
                 continue
             if isinstance(record, dict) and record.get("schema") == "cpbench.run/1":

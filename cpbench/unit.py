@@ -141,7 +141,8 @@ def units_from_plan(plan: RunPlan, model: ModelEntry | str | None = None) -> lis
     from cpbench.runopts import apply_model_options
 
     entry = models.resolve(model if model is not None else plan.model)
-    entry = apply_model_options(entry, getattr(plan, "revision", None), getattr(plan, "model_args", None) or {})
+    entry = apply_model_options(entry, getattr(plan, "revision", None), getattr(plan, "model_args", None) or {},
+                                bool(getattr(plan, "trust_remote_code", False)))
     task_data = dict(getattr(plan, "task_data", None) or {})
     prompts, shots, notes = scored_prompts(plan)
     samples = any(task_data.get(t, plan.data) == "samples" for t in plan.tasks)

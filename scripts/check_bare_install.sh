@@ -2,7 +2,8 @@
 # The base install on its own: `pip install cpbench` (no extras, no torch) must run the analysis half on committed
 # results. Usage: scripts/check_bare_install.sh [VENV]  (default: a fresh venv in a temp dir, removed afterwards).
 # Runs `cpbench --version`, `analyze` on a committed artifact, `leaderboard --no-plots` into a temp dir and `check`
-# on committed results (exit 0 or 1 are answers; 2 or a traceback fail this script).
+# on committed results (exit 0 or 1 are answers; 2 or a traceback fail this script), and that `cpbench run` without
+# the `run` extra is one line naming it (exit 2).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -38,4 +39,7 @@ base="$model_dir/base"; [ -d "$base" ] || base="$model_dir/fp16"
 cand="$(find "$model_dir" -mindepth 1 -maxdepth 1 -type d ! -name base ! -name fp16 | sort | head -1)"
 [ -d "$base" ] && [ -n "$cand" ] || fail "no baseline and candidate result directories under $model_dir"
 run check "0 1" "$cp" check --baseline "$base" --candidate "$cand"
+run run-needs-extra "2" "$cp" run --model smollm2-135m-instruct@pypi --tasks qa --data samples
+[ "$(grep -c . "$work/run-needs-extra.out")" = 1 ] && grep -q "pip install 'cpbench\[run\]'" "$work/run-needs-extra.out" \
+  || { cat "$work/run-needs-extra.out" >&2; fail "run without the run extra: not one line naming cpbench[run]"; }
 echo "bare install: all ok"

@@ -204,3 +204,65 @@ def fuzz(kind: str, n: int, seed_: int, workdir: Path) -> dict[str, int]:
         counts[outcome] += 1
     path.write_bytes(original)
     return counts
+
+
+def special_files(workdir: Path, seconds: int = 20) -> dict[str, str]:
+    """Every reader (each importer kind, item files, the run key's data tag) fed a FIFO nobody writes to and the
+    endless `/dev/zero` (linked under the reader's suffix) and a 10 MB item: each must refuse with one line, never
+    hang (a SIGALRM watchdog turns a hang into a failure) nor read without end (issue 18). Returns {case: message}."""
+    import os
+    import signal
+
+    from cpbench.tasks import data_tag, read_items
+
+    d = Path(workdir) / "special"
+    d.mkdir(parents=True, exist_ok=True)
+    readers: dict[str, Callable[[Path], Any]] = {kind: seed(kind, d / kind)[1] for kind in KINDS}
+    results_file = seed("lm_eval_results", d / "lm_eval_results")[0]
+
+    def read_results_in_place(p: Path) -> Any:  # the special file itself where lm-eval's results file sits
+        from cpbench.importers_lmeval import import_named
+
+        results_file.unlink()
+        results_file.symlink_to(p)
+        return import_named(results_file.with_name(SAMPLES))
+
+    readers["lm_eval_results"] = read_results_in_place
+    readers["item_file"] = read_items
+    readers["data_tag"] = data_tag
+    suffix = {"pickle": ".pkl", "labels_json": ".json", "lm_eval_jsonl": ".jsonl", "lm_eval_results": ".json",
+              "parquet": ".parquet", "record_json": ".json", "item_file": ".json", "data_tag": ".json"}
+    out: dict[str, str] = {}
+
+    def hang(*_: Any) -> None:
+        raise TimeoutError(f"no answer within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    try:
+        for kind, read in readers.items():
+            fifo, dev = d / f"fifo-{kind}{suffix[kind]}", d / f"zero-{kind}{suffix[kind]}"
+            if kind == "pickle":
+                fifo, dev = d / f"f{kind}_mmlu_10k_base_icl0.pkl", d / f"z{kind}_mmlu_10k_base_icl0.pkl"
+            os.mkfifo(fifo)
+            dev.symlink_to("/dev/zero")
+            for name, path in (("FIFO", fifo), ("/dev/zero", dev)):
+                signal.alarm(seconds)
+                try:
+                    outcome, msg = _check(read, path, f"{kind} {name}")
+                except TimeoutError as exc:
+                    raise AssertionError(f"{kind} {name}: {exc}") from None
+                finally:
+                    signal.alarm(0)
+                if outcome != "refused":
+                    raise AssertionError(f"{kind} {name}: loaded")
+                out[f"{kind} {name}"] = msg
+        items = json.loads((Path(__file__).resolve().parents[1] / "tasks" / "samples" / "qa.json").read_text())
+        items["items"][2]["context"] = "y" * 10_000_000
+        (d / "big.json").write_text(json.dumps(items))
+        outcome, msg = _check(read_items, d / "big.json", "10 MB item")
+        if outcome != "refused":
+            raise AssertionError("a 10 MB item loaded")
+        out["10 MB item"] = msg
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    return out

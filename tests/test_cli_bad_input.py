@@ -150,7 +150,7 @@ CASES = [
     # cpbench check
     (["check", "-b", "{d}/missing", "-c", "{d}/res_cand"], "--baseline"),
     (["check", "-b", "{d}/res_base", "-c", "{d}/res_empty"], "--candidate"),
-    (["check", "-b", "{d}/res_base", "-c", "{d}/res_foreign"], "no cpbench result records"),
+    (["check", "-b", "{d}/res_base", "-c", "{d}/res_foreign"], "corrupted"),  # an unparseable .json: an error
     (["check", "-b", "{d}/res_base", "-c", "{d}/res_cand", "--min-coverage", "2"], "--min-coverage"),
     (["check", "-b", "{d}/res_base", "-c", "{d}/res_cand", "--max-set-size-increase", "nan"], "--max-set-size"),
     (["check", "-b", "{d}/res_base", "-c", "{d}/res_base", "--summary", "{d}/res_empty"], "is a directory"),

@@ -178,7 +178,11 @@ def test_inconclusive_names_the_items_needed_and_missing_artifacts(pair_root: Pa
 
 
 def _gate(root: Path, recipe: str, *extra: str, model: str = "m") -> int:
-    return main(["check", "-b", str(root / model / "base"), "-c", str(root / model / recipe), *extra])
+    """`cpbench check` with only the limits the caller names: the default accuracy and flip-rate limits
+    (cpbench.limits) are switched off (1) unless given."""
+    off = [f for f in ("--max-accuracy-drop", "--max-flip-rate") if f not in extra]
+    return main(["check", "-b", str(root / model / "base"), "-c", str(root / model / recipe), *extra,
+                 *[a for f in off for a in (f, "1")]])
 
 
 def test_gate_pass_fail_inconclusive(pair_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -191,7 +195,10 @@ def test_gate_pass_fail_inconclusive(pair_root: Path, capsys: pytest.CaptureFixt
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68") == 1
     out = capsys.readouterr().out
     assert "inconclusive 1" in out and "INCONCLUSIVE" in out and "items would decide it" in out
-    assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--on-inconclusive", "warn") == 0
+    # the only cell is undecided: a report with no decided cell passes only with --allow-undecided (issue 18)
+    assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--on-inconclusive", "warn") == 1
+    assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--on-inconclusive", "warn",
+                 "--allow-undecided") == 0
     # the old rule decides on the point estimate alone
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--decision", "point") in (0, 1)
     # flip-rate limit: the noisy candidate breaks 5 %, the near-copy keeps it
@@ -209,7 +216,11 @@ def test_gate_without_artifacts_is_inconclusive(tmp_path: Path) -> None:
     report = run_gate(copy / "m" / "base", copy / "m" / "same", Limits(), Decision())
     row = report.rows.iloc[0]
     assert row["status"] == "inconclusive" and "artifact not found" in row["reasons"] and report.exit_code == 1
-    assert run_gate(copy / "m" / "base", copy / "m" / "same", Limits(), Decision(on_inconclusive="warn")).exit_code == 0
+    # zero decided cells never pass on their own (issue 18), only with the explicit allow_undecided
+    warned = run_gate(copy / "m" / "base", copy / "m" / "same", Limits(), Decision(on_inconclusive="warn"))
+    assert warned.decided == 0 and warned.exit_code == 1
+    warned.allow_undecided = True
+    assert warned.exit_code == 0
 
 
 def test_leaderboard_prints_item_level_intervals_diagnostics_and_the_family(pair_root: Path, tmp_path: Path) -> None:
@@ -253,7 +264,7 @@ def test_gate_family_wise_adjustment_across_cells() -> None:
     se = 0.1
     point = 0.25 - z_of(0.97) * se  # p_below(0.25) = 0.03
     est = {"d_lac.set_size": Estimate("d_lac.set_size", point, se, se, 0.0, 1000)}
-    limits = Limits(max_set_size_increase=0.25)
+    limits = Limits(max_set_size_increase=0.25, max_accuracy_drop=None, max_flip_rate=None)
     for procedure, expected in (("none", "pass"), ("holm", "inconclusive"), ("bonferroni", "inconclusive")):
         rows = [{"status": "pass", "reasons": ""}, {"status": "pass", "reasons": ""}]
         checks = _cell_checks(0, None, {"score": "lac"}, limits, est) + _cell_checks(1, None, {"score": "lac"},

@@ -99,6 +99,10 @@ def register(app: typer.Typer) -> None:
         records = []
         for path in expand(logits):
             artifact = import_named(path, labels, model=model, recipe=recipe)
+            if artifact.logits.shape[1] != 6:  # said once per input: what K != 6 changes (UAcc's sqrt(K), ...)
+                from cpbench.importers import option_count_note
+
+                typer.echo(f"note: {path}: {option_count_note(int(artifact.logits.shape[1]))}", err=True)
             if results is not None:  # the logits go beside the records, as `cpbench run` keeps them (item-level CIs)
                 artifact = store_artifact(artifact, results)
             records.append(analyze_artifact(artifact, key, scores.split(","), input_path=str(path)))

@@ -70,6 +70,11 @@ def register(app: typer.Typer) -> None:
         ),
         spending: Optional[str] = typer.Option(None, "--spending", metavar="pocock|obf|linear", help="The run's."),
         first_look: Optional[int] = typer.Option(None, "--first-look", metavar="N", help="The run's --first-look."),
+        allow_undecided: bool = typer.Option(
+            False, "--allow-undecided",
+            help="Exit 0 even when no cell was decided (all inconclusive, missing or new); without it such a "
+            "report fails, whatever --on-inconclusive and --allow-missing say.",
+        ),
         summary: Optional[Path] = typer.Option(None, help="Write a Markdown summary here (for a CI step summary)."),
         junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here."),
     ) -> None:
@@ -103,6 +108,7 @@ def register(app: typer.Typer) -> None:
             raise CpbenchError("--max-items, --spending and --first-look apply to --until-decided")
         else:
             report = run_gate(baseline, candidate, limits, dec)
+        report.allow_undecided = allow_undecided
         typer.echo(text_table(report), nl=False)
         if summary is not None:  # overwritten, not appended: in CI `cat` it into $GITHUB_STEP_SUMMARY
             write_text_atomic(summary, markdown_summary(report))

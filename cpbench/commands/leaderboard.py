@@ -36,6 +36,11 @@ def register(app: typer.Typer) -> None:
         ),
         boot: int = typer.Option(300, "--boot", help="Item bootstrap replicates per cell."),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots (needs matplotlib)."),
+        strict: bool = typer.Option(
+            False, "--strict",
+            help="For CI: a file that is not a usable record (corrupted, impossible, foreign JSON) is an error "
+            "(exit 2) instead of a 'skipped' line.",
+        ),
         print_summary: bool = typer.Option(
             False, "--print", help="Also print the decoupling, ranking, threshold and size-effect tables."
         ),
@@ -70,6 +75,13 @@ def register(app: typer.Typer) -> None:
             criterion=criterion,  # type: ignore[arg-type]
             plots=plots,
         )
+        if strict:
+            from cpbench.store import load_results
+
+            _, skipped = load_results(results_dir, strict=True)  # corrupted or impossible records raise here
+            if skipped:
+                more = f" ({len(skipped) - 1} more)" if len(skipped) > 1 else ""
+                raise CpbenchError(f"--strict: {skipped[0].path}: {skipped[0].reason}{more}")
         analysis, written = write_leaderboard(results_dir, out, cfg)
         for s in analysis.skipped:
             typer.echo(f"skipped {s.path}: {s.reason}", err=True)

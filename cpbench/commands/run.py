@@ -62,10 +62,11 @@ def register(app: typer.Typer) -> None:
         ),
         data: Optional[str] = typer.Option(
             None, "--data", metavar="samples|installed|prepared|original|PATH",
-            help="Items: offline samples, real items from an installed package (drs, ds), Ye et al.'s prepared "
-            "files, rebuilt originals, or a local item file; per "
-            "task: drs=PATH,qa=samples (a bare value is the default for the rest). Default: the suite's; with "
-            "--model, prepared.",
+            help="Items: samples (shipped with cpbench, work offline; a smoke test, not benchmark data), installed "
+            "(real items from a package setup installs, offline: drs, ds), prepared (Ye et al.'s files, downloaded "
+            "from the hub), original (rebuilt from the hub datasets), or a local item file; per task: "
+            "drs=PATH,qa=samples (a bare value is the default for the rest). Default: the suite's (the default "
+            "suite: installed); with --model: prepared, which needs the hub (offline: --data samples or installed).",
         ),
         suite: Optional[str] = typer.Option(
             None, "--suite", metavar="NAME", help="Named suite from benchmark/suites.yaml; options override it."
@@ -94,7 +95,13 @@ def register(app: typer.Typer) -> None:
         ),
         revision: Optional[str] = typer.Option(None, "--revision", metavar="REV", help="Hub branch, tag or commit."),
         model_args: Optional[str] = typer.Option(
-            None, "--model-args", metavar="k=v,...", help="Extra from_pretrained arguments (attn_implementation=sdpa)."
+            None, "--model-args", metavar="k=v,...", help="Extra from_pretrained arguments (attn_implementation=sdpa); "
+            "keys are checked against from_pretrained and the model's config before loading."
+        ),
+        trust_remote_code: bool = typer.Option(
+            False, "--trust-remote-code",
+            help="Run the model repository's own Python code (transformers' trust_remote_code). Off unless the "
+            "registry entry needs it; recorded in provenance. Not accepted in --model-args.",
         ),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the calibration/test splits (default 0)."),
         splits: Optional[int] = typer.Option(None, "--splits", help="Calibration/test splits (default 100)."),
@@ -148,7 +155,7 @@ def register(app: typer.Typer) -> None:
             chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,
             chunk_size=chunk_size, results=results, alpha=alpha, force=force, scorer=scorer, candidates=candidate,
             candidate_names=candidate_name, quant_files=quant_file, dtype=dtype, revision=revision,
-            model_args=model_args, seed=seed, splits=splits, scores=_csv(scores), calibration_data=calibration_data,
+            model_args=model_args, trust_remote_code=trust_remote_code, seed=seed, splits=splits, scores=_csv(scores), calibration_data=calibration_data,
             calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len,
         )  # fmt: skip
         if until_decided:

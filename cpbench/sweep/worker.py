@@ -53,8 +53,13 @@ def execute_unit(unit_json: str, *, shared_token: str | None = None) -> dict[str
         raise CpbenchError(f"{shared_token}: not visible on {os.uname().nodename}; the submitit folder must be on a "
                            f"filesystem shared by the driver and the compute nodes (--slurm-folder)")  # fmt: skip
     _maybe_die(unit.uid)
+    from cpbench.interrupts import terminate_as_interrupt
+
     try:
-        return _execute(unit)
+        # a worker process is ours: SIGTERM (SLURM time limit, preemption, Ray cancelling) unwinds like Ctrl-C, so
+        # its cell locks and temp folders go and its finished chunks stay in the node's cache for the retry
+        with terminate_as_interrupt():
+            return _execute(unit)
     except CpbenchError:
         raise
     except Exception as exc:

@@ -15,6 +15,45 @@ from cpbench.tasks.schema import LETTERS, Item, explain_validation_error
 
 ITEM_KEYS = ("id", "source", "context", "question", "choices", "answer", "meta")
 ITEM_SUFFIXES = (".json", ".jsonl", ".parquet")
+# Caps checked before anything is read or scored (one line, exit 2, instead of a hang or a 48 GB allocation):
+# an item file is a regular file of at most MAX_ITEM_FILE_BYTES, and one item's text (context, question and
+# options) is at most MAX_ITEM_CHARS characters. The longest benchmark items (HaluEval summarization documents) are
+# under 20,000 characters; prompts must in any case fit the model's context (cpbench.failfast.check_context).
+MAX_ITEM_FILE_BYTES = 1 << 30
+MAX_ITEM_CHARS = 200_000
+
+
+def check_item_path(path: Path, what: str | None = None) -> None:
+    """Refuse, with one line, what is not an item file: missing, a directory, a FIFO or a device (reading or hashing
+    those would hang or never end), or a file over MAX_ITEM_FILE_BYTES."""
+    import stat
+
+    where = what or f"{path}:"
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise CpbenchError(f"{where} not a readable file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")  # fmt: skip
+        raise CpbenchError(f"{where} {kind}, not an item file (give a .json, .jsonl or .parquet file)")
+    if st.st_size > MAX_ITEM_FILE_BYTES:
+        raise CpbenchError(f"{where} {st.st_size / 2**30:.1f} GiB, over the {MAX_ITEM_FILE_BYTES >> 30} GiB cap on "
+                           f"item files (split it)")
+
+
+def _text_chars(rec: dict[str, Any]) -> int:
+    n = 0
+    for k in ("context", "question"):
+        v = rec.get(k)
+        n += len(v) if isinstance(v, str) else 0
+    choices = rec.get("choices")
+    if isinstance(choices, dict):
+        n += sum(len(v) for v in choices.values() if isinstance(v, str))
+    elif isinstance(choices, list):
+        n += sum(len(v) for v in choices if isinstance(v, str))
+    return n
 
 
 def _check_suffix(path: Path, suffix: str) -> None:
@@ -32,6 +71,11 @@ def items_from_records(records: Iterable[Any], where: str, extra_to_meta: bool =
     for pos, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise CpbenchError(f"{where}: item {pos}: expected an object, got {type(rec).__name__}")
+        chars = _text_chars(rec)
+        if chars > MAX_ITEM_CHARS:
+            ident = f" (id {str(rec.get('id'))[:40]!r})" if "id" in rec else ""
+            raise CpbenchError(f"{where}: item {pos}{ident}: {chars:,} characters of text, over the "
+                               f"{MAX_ITEM_CHARS:,}-character cap per item")
         if extra_to_meta:
             extra = {k: v for k, v in rec.items() if k not in ITEM_KEYS}
             rec = {k: v for k, v in rec.items() if k in ITEM_KEYS}
@@ -92,8 +136,9 @@ def read_records(path: Path) -> list[Any]:
 
 def read_items(path: str | Path, extra_to_meta: bool = False) -> list[Item]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CpbenchError(f"{path}: item file not found")
+    check_item_path(path)
     return items_from_records(read_records(path), str(path), extra_to_meta=extra_to_meta)
 
 

@@ -27,6 +27,15 @@ from cpbench.tasks.spec import samples_path
 log = logging.getLogger(__name__)
 
 NAMED_SOURCES = ("samples", "prepared", "original", "installed")
+DESCRIBE = {"samples": "offline sample items shipped with cpbench, not benchmark data",
+            "prepared": "Ye et al.'s prepared files, downloaded from the Hugging Face hub",
+            "original": "rebuilt from the original datasets on the hub",
+            "installed": "real items built offline from the original dataset as an installed package ships it"}  # fmt: skip
+
+
+def describe_source(source: str | Path) -> str:
+    """`prepared (Ye et al.'s prepared files, downloaded from the Hugging Face hub)`: a source and where it comes from."""
+    return f"{source} ({DESCRIBE.get(str(source), 'a local item file')})"
 
 
 def load_items(spec: TaskSpec, source: str | Path = "samples", limit: int | None = None, *,
@@ -92,8 +101,9 @@ def load_prepared(spec: TaskSpec, cache_dir: str | None = None) -> list[Item]:
                                 revision=prep.revision, cache_dir=cache_dir)
     except Exception as exc:  # noqa: BLE001 - offline, missing file, auth: one line either way
         raise CpbenchError(f"cannot download prepared file {where} ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); offline, use --data PATH "
-                           f"with a local copy") from None
+                           f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); offline, --data samples runs the "
+                           f"items shipped with cpbench (a smoke test, not benchmark data), or --data PATH reads a local "
+                           f"copy") from None
     path = Path(local)
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
@@ -189,6 +199,10 @@ def data_tag(source: str | Path) -> str:
     """The `data` field of a run key: samples / prepared / original, or file:<sha256 prefix> of a local file."""
     if str(source) in NAMED_SOURCES:
         return str(source)
+    from cpbench.tasks.itemfile import check_item_path
+
+    if Path(source).exists():  # a FIFO or a device is refused before hashing (reading it would never end)
+        check_item_path(Path(source), what=f"item source {str(source)!r}:")
     try:
         digest = sha256_file(source)
     except OSError as exc:
