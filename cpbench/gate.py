@@ -175,17 +175,6 @@ class _Check:
     fmt: str
 
 
-def _coverage_estimate(cand: pd.Series) -> Estimate | None:
-    ps = cand["ps_coverage"]
-    if ps is not None and len(ps) >= 2:
-        se = float(np.std(ps, ddof=1)) / math.sqrt(len(ps))
-    elif cand.get("coverage_std") is not None and math.isfinite(float(cand["coverage_std"] or math.nan)):
-        se = float(cand["coverage_std"]) / math.sqrt(max(int(cand["splits"]), 1))
-    else:
-        return None
-    return Estimate("coverage", float(cand["coverage"]), se, 0.0, se, int(cand["n"] or 0))
-
-
 def _cell_checks(i: int, base: pd.Series, cand: pd.Series, limits: Limits, est: dict[str, Estimate]) -> list[_Check]:
     score = str(cand["score"])
     out = []
@@ -197,8 +186,8 @@ def _cell_checks(i: int, base: pd.Series, cand: pd.Series, limits: Limits, est: 
         drop = None if e is None else Estimate("accuracy drop", -e.point, e.se, e.se_item, e.se_split, e.n)
         out.append(_Check(i, "accuracy drop", Directional.test(drop, limits.max_accuracy_drop), True, ".4f"))
     if limits.min_coverage is not None:
-        out.append(_Check(i, "coverage", Directional.test(_coverage_estimate(cand), limits.min_coverage), False,
-                          ".4f"))
+        out.append(_Check(i, "coverage", Directional.test(est.get(f"cand.{score}.coverage"), limits.min_coverage),
+                          False, ".4f"))
     if limits.max_flip_rate is not None:
         out.append(_Check(i, "flip rate", Directional.test(est.get("flip_cw"), limits.max_flip_rate), True, ".4f"))
     return out

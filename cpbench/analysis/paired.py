@@ -336,6 +336,9 @@ class Draws:
     pair: dict[str, np.ndarray]
     n: int
     n_boot: int
+    # per metric: (sum over items of d_i^2, number of items with d_i != 0), d_i the item's own difference at the
+    # full-sample quantiles (set size, coverage, Jaccard): the variance floor when few items' sets differ
+    floor: dict[str, tuple[float, int]] = field(default_factory=dict)
 
 
 def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",), n_boot: int = N_BOOT,
@@ -375,6 +378,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
     out_b: dict[str, np.ndarray] = {}
     out_c: dict[str, np.ndarray] = {}
     pair: dict[str, np.ndarray] = {}
+    floor: dict[str, tuple[float, int]] = {}
     for view, out in ((base, out_b), (cand, out_c)):
         sums = w @ view.values  # columns: acc, brier, nll, entropy, idk, nota, then one ECE gap column per bin
         for j, name in enumerate(("acc", "brier", "nll", "entropy", "idk_rate", "nota_rate")):
@@ -438,6 +442,13 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
             out[f"{s}.coverage"] = cov
             out[f"{s}.uacc"] = M.uacc(out["acc"], size, K)
         (cb0, vb0, cba, vba), (cc0, vc0, cca, vca) = per
+        # each item's own set size and coverage difference at the full-sample (row 0) quantiles
+        nb_i, nc_i = cb0.astype(np.float64), cc0.astype(np.float64)
+        vb_i, vc_i = vb0.astype(np.float64), vc0.astype(np.float64)
+        if len(act):
+            nb_i[act], nc_i[act], vb_i[act], vc_i[act] = cba[0], cca[0], vba[0], vca[0]
+        for key, d_i in ((f"{s}.set_size", nc_i - nb_i), (f"{s}.coverage", vc_i - vb_i)):
+            floor[key] = (float((d_i**2).sum()), int(np.count_nonzero(d_i)))
         ov = _overlaps(orders[0], orders[1])  # [n, K+1, K+1]
         inter0 = ov[rows, cb0, cc0].astype(np.float64)  # noqa: the active rows are overwritten per replicate
         union0 = cb0 + cc0 - inter0
@@ -455,7 +466,11 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         pair[f"{s}.churn"] = (csum[:, 0] + _rowdot(wa, churn_a)) / tot
         pair[f"{s}.jaccard"] = (csum[:, 1] + _rowdot(wa, jac_a)) / tot
         pair[f"{s}.newly_wrong"] = (csum[:, 2] + _rowdot(wa, ncw_a)) / tot
-    return Draws(out_b, out_c, pair, n, w.shape[0] - 1)
+        jac_i = jac0.astype(np.float64)
+        if len(act):
+            jac_i[act] = jac_a[0]
+        floor[f"{s}.jaccard"] = (float(((1.0 - jac_i) ** 2).sum()), int(np.count_nonzero(jac_i < 1.0)))
+    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor)
 
 
 # ------------------------------------------------------------------------------------------------- estimates
@@ -466,9 +481,10 @@ Method = Literal["normal", "wilson"]
 class Estimate:
     """A point estimate with its standard errors and how its interval is formed.
 
-    `se_item` is the item-sampling part (paired bootstrap), `se_split` the split Monte Carlo part (spread of the S
-    per-split paired values / sqrt(S)); `se` combines them. `split_lo`/`split_hi` keep the old split-to-split 95%
-    percentile interval, labelled as what it is (it does not cover item sampling)."""
+    `se_item` is the item-sampling part (paired bootstrap, never below the floor noted in `note`), `se_split` the split
+    Monte Carlo part (spread of the S per-split paired values / sqrt(S)); `se` combines them. `split_lo`/`split_hi`
+    keep the split-to-split 95% percentile range, labelled as what it is (it does not cover item sampling).
+    `lo_limit`/`hi_limit` are the range the quantity can take (a bounded metric's bounds are kept inside it)."""
 
     metric: str
     point: float
@@ -481,7 +497,9 @@ class Estimate:
     note: str = ""
     split_lo: float = math.nan
     split_hi: float = math.nan
-
+    lo_limit: float = -math.inf
+    hi_limit: float = math.inf
+    cap_n_eff: bool = True  # Wilson: effective sample size at most n
     @property
     def ok(self) -> bool:
         return math.isfinite(self.point) and math.isfinite(self.se)
@@ -489,17 +507,23 @@ class Estimate:
     def _n_eff(self) -> float:
         p = min(max(self.point, 0.0), 1.0)
         if self.se > 0 and 0 < p < 1:
-            return min(float(self.n), p * (1 - p) / self.se**2) if self.n else p * (1 - p) / self.se**2
+            return min(float(self.n), p * (1 - p) / self.se**2) if self.n and self.cap_n_eff else p * (
+                1 - p) / self.se**2
         return float(self.n or 1)
 
     def bound(self, side: Literal["lower", "upper"], level_one_sided: float) -> float:
+        """One-sided confidence bound at `level_one_sided`, inside [lo_limit, hi_limit] (and never on the wrong side
+        of the point estimate)."""
         if not self.ok:
             return math.nan
         z = z_of(level_one_sided)
         if self.method == "wilson":
             lo, hi = wilson(self.point, self._n_eff(), z)
-            return lo if side == "lower" else hi
-        return self.point - z * self.se if side == "lower" else self.point + z * self.se
+            b = lo if side == "lower" else hi
+        else:
+            b = self.point - z * self.se if side == "lower" else self.point + z * self.se
+        b = min(max(b, self.lo_limit), self.hi_limit)
+        return min(b, self.point) if side == "lower" else max(b, self.point)
 
     @property
     def lo(self) -> float:
@@ -528,14 +552,20 @@ class Estimate:
         return p if math.isnan(p) else 1.0 - p
 
     def items_to_decide(self, margin: float, level_one_sided: float, power: float = 0.8) -> float:
-        """Items that would decide against `margin` with probability `power` if the estimate is the truth:
-        n * ((z_level + z_power) * se / |estimate - margin|)^2 (the standard error shrinks as 1 / sqrt(n))."""
+        """Items (in all) that would decide against `margin` with probability `power` if the estimate is the truth,
+        from this cell's own per-item variance: n * ((z_level + z_power) * se / |estimate - margin|)^2 (se * sqrt(n)
+        is the per-item standard deviation; both the item and the split terms shrink as 1 / sqrt(n))."""
         gap = abs(self.point - margin)
         if not self.ok or self.n <= 0:
             return math.nan
         if gap == 0 or self.se == 0:
             return math.inf if gap == 0 else float(self.n)
         return float(self.n) * ((z_of(level_one_sided) + z_of(power)) * self.se / gap) ** 2
+
+    def replace(self, **kw) -> "Estimate":
+        from dataclasses import replace as _replace
+
+        return _replace(self, **kw)
 
 
 def wilson(p: float, n: float, z: float) -> tuple[float, float]:
@@ -574,36 +604,107 @@ def _paired_proportion_se(draws: Draws) -> float:
     return math.sqrt(max(p10 + p01 - (p10 - p01) ** 2, 0.0) / (n + 2))
 
 
-def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, float] | None = None,
-              split_ses: dict[str, float] | None = None) -> dict[str, Estimate]:
-    """Estimates of every delta (candidate - baseline: `d_<metric>` / `d_<score>.<metric>`) and pair metric.
+FLOOR_Z = 1.959963984540054  # z_0.975: the floor's pseudo-count, z^2 (a zero count's Wilson upper end, z^2 / n)
+_RANGES = {"acc": (-1.0, 1.0), "coverage": (-1.0, 1.0), "ece": (-1.0, 1.0), "brier": (-2.0, 2.0),
+           "idk_rate": (-1.0, 1.0), "nota_rate": (-1.0, 1.0), "jaccard": (0.0, 1.0), "kl": (0.0, math.inf)}
 
-    `record_points` replaces the plug-in point by the record's split-averaged delta (then `split_ses` must give the
-    split Monte Carlo standard error of that mean, else the point is the plug-in and has no split term)."""
+
+def _floor(draws: Draws, key: str) -> tuple[float, int]:
+    """(floor of the item-level se, number of items whose own value differs) for a set-based metric.
+
+    With d_i each item's own difference at the full-sample quantiles (options of the set; 1 - Jaccard), the floor is
+    sqrt(sum d_i^2 + z^2) / n: the second moment with a pseudo-count of z^2 (z = 1.96) in the way Wilson's interval
+    adds z^2 / 2 successes and failures. With no differing item it is z / n (an interval of +-z^2 / n, a zero count's
+    Wilson upper end); with many it is the fixed-quantile per-item spread, below the bootstrap's in practice. It
+    replaces the bootstrap spread only when it is larger: when few items' sets differ, a bootstrap of a rare count
+    is too narrow (or exactly [0, 0]) in the samples where the count came out low."""
+    if key not in draws.floor or draws.n < 1:
+        return 0.0, -1
+    ss, m = draws.floor[key]
+    return math.sqrt(ss + FLOOR_Z**2) / draws.n, m
+
+
+def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, float] | None = None,
+              split_ses: dict[str, float] | None = None, k_options: int | None = None) -> dict[str, Estimate]:
+    """Estimates of every delta (candidate - baseline: `d_<metric>` / `d_<score>.<metric>`), pair metric, and the
+    candidate's own coverage (`cand.<score>.coverage`, what `--min-coverage` limits).
+
+    `record_points` replaces the plug-in point by the record's split-averaged value (then `split_ses` must give the
+    split Monte Carlo standard error of that mean, else the point is the plug-in and has no split term); keys as the
+    estimates' names.
+
+    Coverage has an item-level term like set size: a split's coverage is k / (n_cal + 1) in expectation only for
+    untied scores whose set is {j : s(x, j) <= q-hat}; APS and RAPS include the option that crosses q-hat, and tied
+    scores put mass at q-hat, so a model's coverage exceeds k / (n_cal + 1) by a model-dependent, item-dependent
+    amount. It is bootstrapped the way set size is (q-hat smoothed over split positions inside every replicate)."""
     record_points = record_points or {}
     split_ses = split_ses or {}
     corr = math.sqrt(draws.n / max(draws.n - 1, 1))  # bootstrap variance is (n-1)/n of the unbiased one
+    K = int(k_options) if k_options else None
     out: dict[str, Estimate] = {}
+
+    def finish(key: str, plug: float, se_item: float, note: str, lo_hi: tuple[float, float]) -> None:
+        point, se_split = plug, 0.0
+        if key in record_points and math.isfinite(record_points[key]):
+            ss = split_ses.get(key, math.nan)
+            if math.isfinite(ss):
+                point, se_split, note = float(record_points[key]), ss, note.replace(
+                    "plug-in (full-sample quantile)", "record mean over splits")
+        se = math.sqrt(se_item**2 + se_split**2)
+        out[key] = Estimate(key, point, se, se_item, se_split, draws.n, "normal", level, note, lo_limit=lo_hi[0],
+                            hi_limit=lo_hi[1])
+
+    floors: dict[str, float] = {}
     for name in draws.base:
         d = draws.cand[name] - draws.base[name]
         se_item = _sd(d[1:]) * corr
         key = f"d_{name}"
+        short = name.split(".")[-1]
+        notes = ["plug-in (full-sample quantile)"]
         if name == "acc":
             se_item = max(se_item, _paired_proportion_se(draws))
-        if name.endswith(".coverage"):
-            # Exchangeability: E[coverage | items] = k / (n_cal + 1) for any model, so the split-averaged coverage
-            # difference has no item-level term (the plug-in's bootstrap spread is only the discreteness of F_n).
-            se_item = 0.0
-        point, se_split, note = float(d[0]), 0.0, "plug-in (full-sample quantile)"
-        if key in record_points and math.isfinite(record_points[key]):
-            ss = split_ses.get(key, math.nan)
-            if math.isfinite(ss):
-                point, se_split, note = float(record_points[key]), ss, "record mean over splits"
-        se = math.sqrt(se_item**2 + se_split**2)
-        out[key] = Estimate(key, point, se, se_item, se_split, draws.n, "normal", level, note)
+        if short in ("set_size", "coverage"):
+            fl, m = _floor(draws, name)
+            if short == "coverage":
+                # no floor: re-calibration pins each model's coverage near k / (n_cal + 1), so items whose coverage
+                # differs at a fixed quantile say little about the spread (their count would be far too wide a
+                # floor); measured calibration in docs/conformal.md
+                fl = 0.0
+            floors[name] = fl
+            if fl > se_item:
+                se_item = fl
+                notes.append(f"se at its floor: {m} of {draws.n} items' sets differ" if m >= 0 else "se floored")
+        if short == "uacc" and K:
+            s_name = name[: -len("uacc")] + "set_size"
+            acc_b, size_b = float(draws.base["acc"][0]), float(draws.base[s_name][0])
+            if size_b > 0 and s_name in floors:
+                g_acc, g_size = math.sqrt(K) / size_b, acc_b * math.sqrt(K) / size_b**2
+                fl = math.hypot(g_acc * _paired_proportion_se(draws), g_size * floors[s_name])
+                if fl > se_item:
+                    se_item = fl
+                    notes.append("se at its floor (from the accuracy and set-size floors)")
+        lim = _RANGES.get(short, (-math.inf, math.inf))
+        if short == "set_size" and K:
+            lim = (-float(K), float(K))
+        finish(key, float(d[0]), se_item, "; ".join(notes), lim)
+        if short == "coverage":
+            c = draws.cand[name]
+            finish(f"cand.{name}", float(c[0]), _sd(c[1:]) * corr, "plug-in (full-sample quantile)", (0.0, 1.0))
+            # a coverage near 1 is a proportion: Wilson's score interval at the effective sample size p(1-p)/se^2
+            # (not capped at n: calibration makes coverage less variable than n independent trials). A normal
+            # interval undercovers there because the samples with the highest coverage have the smallest spread.
+            out[f"cand.{name}"] = out[f"cand.{name}"].replace(method="wilson", cap_n_eff=False)
     for name, v in draws.pair.items():
         se_item = _sd(v[1:]) * corr
-        method: Method = "wilson" if name.split(".")[-1] in PROPORTIONS else "normal"
-        out[name] = Estimate(name, float(v[0]), se_item, se_item, 0.0, draws.n, method, level,
-                             "plug-in (full-sample quantile)" if "." in name else "all items")
+        short = name.split(".")[-1]
+        method: Method = "wilson" if short in PROPORTIONS else "normal"
+        note = "plug-in (full-sample quantile)" if "." in name else "all items"
+        if short == "jaccard":
+            fl, m = _floor(draws, name)
+            if fl > se_item:
+                se_item = fl
+                note += f"; se at its floor: {m} of {draws.n} items' sets differ"
+        lim = _RANGES.get(short, (0.0, 1.0) if method == "wilson" else (-math.inf, math.inf))
+        out[name] = Estimate(name, float(v[0]), se_item, se_item, 0.0, draws.n, method, level, note,
+                             lo_limit=lim[0], hi_limit=lim[1])
     return out
