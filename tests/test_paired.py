@@ -169,7 +169,9 @@ def test_inconclusive_names_the_items_needed_and_missing_artifacts(pair_root: Pa
     df, _ = load_results(pair_root)
     dec = decoupling_table(df, DecouplingConfig(epsilon=0.01, delta=0.1), ArtifactIndex(pair_root))
     small = dec.query("model == 'small'").iloc[0]
-    assert small["category"] == "inconclusive" and "items to decide" in small["note"]
+    # how many MORE items, from the cell's own per-item variance, and how many in all
+    assert small["category"] == "inconclusive" and "more items (" in small["note"]
+    assert "in all) would likely decide it" in small["note"]
     # no results root, or the artifact moved away: inconclusive, never decided on the split spread
     dec = decoupling_table(df, DecouplingConfig(epsilon=0.01, delta=0.1))
     assert set(dec["category"]) == {"inconclusive"}
@@ -190,7 +192,8 @@ def test_gate_pass_fail_inconclusive(pair_root: Path, capsys: pytest.CaptureFixt
     # a limit the data cannot decide: inconclusive, failing by default, a warning with --on-inconclusive warn
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68") == 1
     out = capsys.readouterr().out
-    assert "inconclusive 1" in out and "INCONCLUSIVE" in out and "items would decide it" in out
+    assert "inconclusive 1" in out and "INCONCLUSIVE" in out and "more items (" in out
+    assert "would likely decide it" in out and "one-sided 95% bounds" in out
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--on-inconclusive", "warn") == 0
     # the old rule decides on the point estimate alone
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--decision", "point") in (0, 1)

@@ -499,6 +499,9 @@ class Estimate:
     split_hi: float = math.nan
     lo_limit: float = -math.inf
     hi_limit: float = math.inf
+    # item-level bootstrap replicates of the estimate (rows 1..B of the shared bootstrap counts): comparisons of the
+    # same items resample them identically, so replicates of several models' deltas give their joint distribution
+    reps: np.ndarray | None = field(default=None, compare=False, repr=False)
     cap_n_eff: bool = True  # Wilson: effective sample size at most n
     @property
     def ok(self) -> bool:
@@ -643,7 +646,8 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
     K = int(k_options) if k_options else None
     out: dict[str, Estimate] = {}
 
-    def finish(key: str, plug: float, se_item: float, note: str, lo_hi: tuple[float, float]) -> None:
+    def finish(key: str, plug: float, se_item: float, note: str, lo_hi: tuple[float, float],
+               reps: np.ndarray | None = None) -> None:
         point, se_split = plug, 0.0
         if key in record_points and math.isfinite(record_points[key]):
             ss = split_ses.get(key, math.nan)
@@ -652,7 +656,7 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
                     "plug-in (full-sample quantile)", "record mean over splits")
         se = math.sqrt(se_item**2 + se_split**2)
         out[key] = Estimate(key, point, se, se_item, se_split, draws.n, "normal", level, note, lo_limit=lo_hi[0],
-                            hi_limit=lo_hi[1])
+                            hi_limit=lo_hi[1], reps=reps)
 
     floors: dict[str, float] = {}
     for name in draws.base:
@@ -686,7 +690,7 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
         lim = _RANGES.get(short, (-math.inf, math.inf))
         if short == "set_size" and K:
             lim = (-float(K), float(K))
-        finish(key, float(d[0]), se_item, "; ".join(notes), lim)
+        finish(key, float(d[0]), se_item, "; ".join(notes), lim, d[1:])
         if short == "coverage":
             c = draws.cand[name]
             finish(f"cand.{name}", float(c[0]), _sd(c[1:]) * corr, "plug-in (full-sample quantile)", (0.0, 1.0))

@@ -147,7 +147,7 @@ def decoupling_display(a: Analysis, prov: Provenance, cfg: DecouplingConfig) -> 
         name="decoupling",
         title=f"Decoupling against '{cfg.baseline}'",
         display=pd.DataFrame(rows),
-        data=dec.drop(columns=[c for c in dec.columns if c.startswith("ps_")]),
+        data=dec.drop(columns=[c for c in dec.columns if c.startswith(("ps_", "reps_"))]),
         provenance=f"{prov.line(dec)} {settings} {cfg.describe()}. Cells per category: {summary}."
         + (" Some records carry no items_hash: baseline and candidate were checked to have the same number of "
            "items and analysis key, not the same item ids." if unverified else ""),
@@ -276,6 +276,7 @@ def size_effect_display(a: Analysis, prov: Provenance) -> Table:
         "Recipe": r["recipe"], "Task": r["task"], "Score": r["score"], **{c: r[c] for c in varying},
         "Models": int(r["n_models"]), "Slope (ΔSS per 10x params)": signed(r["slope"]),
         "Item-level 95% CI": interval(r["slope_item_lo"], r["slope_item_hi"]),
+        "Item-level basis": r.get("slope_item_basis", ""),
         "95% CI across models (t)": interval(r["slope_lo"], r["slope_hi"]), "R²": num(r["r2"]),
         "Sizes (source)": r["models"], "Left out": r["left_out"], "Flags": prov.flags(r["sample_data"], r["notes"]),
     } for _, r in se.iterrows()]
@@ -285,7 +286,9 @@ def size_effect_display(a: Analysis, prov: Provenance) -> Table:
         display=pd.DataFrame(rows),
         data=se,
         provenance=f"{prov.line(se)} {settings} Negative slope: larger models lose less. Item-level CI: covers "
-        "the slope through these models' population deltas (each delta's item-level se; needs artifacts). CI across "
+        "the slope through these models' population deltas (needs artifacts); basis 'shared replicates': the models "
+        "answer the same items, so the slope is bootstrapped on the same item resamples for every model (their "
+        "deltas are correlated); 'independent items': the models' items differ and the deltas' ses add. CI across "
         "models: t interval with n-2 degrees of freedom from the scatter around the line (treats the models as a "
         "sample; needs >= 3 models). Sizes from the records' provenance (n_params), else parsed from the name.",
     )
