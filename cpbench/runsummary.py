@@ -35,13 +35,14 @@ def _interval(x: Any) -> list[float] | None:
 
 def _cell_metrics(record: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"n": record.get("n"), "acc": _num(record.get("acc")),
-                           "acc_ci95": _interval(record.get("acc_ci95"))}  # fmt: skip
+                           "acc_ci95": _interval(record.get("acc_split_range95", record.get("acc_ci95")))}  # fmt: skip
     for s in SCORES:
         r = record.get(s)
         if not isinstance(r, dict):
             continue
         out[s] = {m: _num(r.get(m)) for m in ("coverage", "set_size", "uacc")}
-        out[s].update({f"{m}_ci95": _interval(r.get(f"{m}_ci95")) for m in ("coverage", "set_size", "uacc")})
+        out[s].update({f"{m}_ci95": _interval(r.get(f"{m}_split_range95", r.get(f"{m}_ci95")))
+                       for m in ("coverage", "set_size", "uacc")})  # records /3 renamed the split ranges
     return out
 
 
