@@ -110,6 +110,8 @@ def fmt_items(n: float) -> str:
 def fmt_more_items(needed: float, have: int) -> str:
     """'about 1,200 more items (1,300 in all)': how many more items would likely decide a cell (80 % power if the
     estimate were the truth), from the cell's own per-item variance."""
+    if math.isnan(needed):
+        return "an unknown number of items (no per-item variance)"
     if not math.isfinite(needed):
         return "an unbounded number of items (the estimate sits on the margin)"
     more = needed - have
