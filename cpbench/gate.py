@@ -183,7 +183,7 @@ def _cell_checks(i: int, base: pd.Series, cand: pd.Series, limits: Limits, est: 
                                                           limits.max_set_size_increase), True, "+.3f"))
     if limits.max_accuracy_drop is not None:
         e = est.get("d_acc")
-        drop = None if e is None else Estimate("accuracy drop", -e.point, e.se, e.se_item, e.se_split, e.n)
+        drop = None if e is None else e.negated("accuracy drop")
         out.append(_Check(i, "accuracy drop", Directional.test(drop, limits.max_accuracy_drop), True, ".4f"))
     if limits.min_coverage is not None:
         out.append(_Check(i, "coverage", Directional.test(est.get(f"cand.{score}.coverage"), limits.min_coverage),

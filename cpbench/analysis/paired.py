@@ -474,7 +474,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
 
 
 # ------------------------------------------------------------------------------------------------- estimates
-Method = Literal["normal", "wilson"]
+Method = Literal["normal", "wilson", "paired"]
 
 
 @dataclass(frozen=True)
@@ -503,6 +503,49 @@ class Estimate:
     # same items resample them identically, so replicates of several models' deltas give their joint distribution
     reps: np.ndarray | None = field(default=None, compare=False, repr=False)
     cap_n_eff: bool = True  # Wilson: effective sample size at most n
+    # method "paired" (a difference of paired proportions, e.g. accuracy): (share of items the candidate gains, share
+    # it loses); tests and bounds use the score statistic with the variance under the null (Tango 1998)
+    discordant: tuple[float, float] | None = None
+
+    def negated(self, metric: str | None = None) -> "Estimate":
+        """The estimate of minus the quantity (e.g. an accuracy drop from an accuracy difference)."""
+        return self.replace(metric=metric or self.metric, point=-self.point, split_lo=-self.split_hi,
+                            split_hi=-self.split_lo, lo_limit=-self.hi_limit, hi_limit=-self.lo_limit,
+                            reps=None if self.reps is None else -self.reps,
+                            discordant=None if self.discordant is None else self.discordant[::-1])
+
+    def _null_sd(self, delta: float) -> float:
+        """sd of the estimate if the true difference were `delta` (Tango's restricted maximum likelihood for paired
+        proportions: P(gain) = q + delta, P(loss) = q), plus the split term."""
+        gain, loss = self.discordant
+        n = float(self.n)
+        if delta < 0:
+            gain, loss, delta = loss, gain, -delta
+        x, y = gain * n, loss * n
+        m = n - x - y
+        b = x * (1 - delta) + y * (1 - 3 * delta) - 2 * m * delta
+        q = (b + math.sqrt(max(b * b + 8 * n * y * delta * (1 - delta), 0.0))) / (4 * n)
+        var = max(2 * q + delta - delta * delta, 0.0) / n
+        return math.sqrt(var + self.se_split**2)
+
+    def _paired_bound(self, side: str, z: float) -> float:
+        """The delta at which the score statistic (point - delta) / sd(delta) equals z (lower) or -z (upper)."""
+        lo, hi = (self.lo_limit if math.isfinite(self.lo_limit) else -1.0), self.point
+        if side == "upper":
+            lo, hi = self.point, (self.hi_limit if math.isfinite(self.hi_limit) else 1.0)
+        f = (lambda d: (self.point - d) / max(self._null_sd(d), 1e-15) - z) if side == "lower" else (
+            lambda d: (self.point - d) / max(self._null_sd(d), 1e-15) + z)
+        if side == "lower" and f(lo) <= 0:
+            return lo
+        if side == "upper" and f(hi) >= 0:
+            return hi
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if f(mid) > 0:  # f decreases in delta on both sides
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
     @property
     def ok(self) -> bool:
         return math.isfinite(self.point) and math.isfinite(self.se)
@@ -523,6 +566,8 @@ class Estimate:
         if self.method == "wilson":
             lo, hi = wilson(self.point, self._n_eff(), z)
             b = lo if side == "lower" else hi
+        elif self.method == "paired" and self.discordant is not None and self.n > 0:
+            b = self._paired_bound(side, z)
         else:
             b = self.point - z * self.se if side == "lower" else self.point + z * self.se
         b = min(max(b, self.lo_limit), self.hi_limit)
@@ -543,6 +588,8 @@ class Estimate:
         if self.method == "wilson":
             m = min(max(margin, 1e-12), 1 - 1e-12)
             sd = math.sqrt(m * (1 - m) / self._n_eff())
+        elif self.method == "paired" and self.discordant is not None and self.n > 0:
+            sd = self._null_sd(min(max(margin, -1.0 + 1e-12), 1.0 - 1e-12))
         else:
             sd = self.se
         if sd <= 0:
@@ -698,6 +745,12 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
             # (not capped at n: calibration makes coverage less variable than n independent trials). A normal
             # interval undercovers there because the samples with the highest coverage have the smallest spread.
             out[f"cand.{name}"] = out[f"cand.{name}"].replace(method="wilson", cap_n_eff=False)
+    if "d_acc" in out and "flip_cw" in draws.pair and "flip_wc" in draws.pair:
+        # a difference of paired proportions: Tango's score test and interval (the variance under the null), which
+        # keeps its level on the side where a Wald interval (the bootstrap's) does not: samples with few discordant
+        # items show a small spread exactly when their estimate is furthest from the truth
+        out["d_acc"] = out["d_acc"].replace(method="paired", discordant=(
+            float(draws.pair["flip_wc"][0]), float(draws.pair["flip_cw"][0])))
     for name, v in draws.pair.items():
         se_item = _sd(v[1:]) * corr
         short = name.split(".")[-1]

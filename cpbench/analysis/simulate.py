@@ -332,10 +332,9 @@ def calibration_run(labels: np.ndarray, base: np.ndarray, cand: np.ndarray, n: i
         for name, (m, lim, good_below) in checks.items():
             e = est[m]
             if m == "d_acc":
-                e = e.replace(point=-e.point)
-            flip = good_below and lim < 0  # a negative increase limit: test the reversed difference
-            if flip:
-                e, lim = e.replace(point=-e.point, lo_limit=-e.hi_limit, hi_limit=-e.lo_limit), -lim
+                e = e.negated()
+            if good_below and lim < 0:  # a negative increase limit: test the reversed difference
+                e, lim = e.negated(), -lim
             t = Directional.test(e, lim)
             shown = math.isfinite(t.p) and t.p <= 1.0 - level
             passed[name] += shown and t.below == good_below
