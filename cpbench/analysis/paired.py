@@ -339,6 +339,8 @@ class Draws:
     # per metric: (sum over items of d_i^2, number of items with d_i != 0), d_i the item's own difference at the
     # full-sample quantiles (set size, coverage, Jaccard): the variance floor when few items' sets differ
     floor: dict[str, tuple[float, int]] = field(default_factory=dict)
+    item_d: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # items' own set-size
+    # differences at the full-sample quantiles, as (distinct values, counts)
 
 
 def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",), n_boot: int = N_BOOT,
@@ -379,6 +381,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
     out_c: dict[str, np.ndarray] = {}
     pair: dict[str, np.ndarray] = {}
     floor: dict[str, tuple[float, int]] = {}
+    item_d: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for view, out in ((base, out_b), (cand, out_c)):
         sums = w @ view.values  # columns: acc, brier, nll, entropy, idk, nota, then one ECE gap column per bin
         for j, name in enumerate(("acc", "brier", "nll", "entropy", "idk_rate", "nota_rate")):
@@ -449,6 +452,8 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
             nb_i[act], nc_i[act], vb_i[act], vc_i[act] = cba[0], cca[0], vba[0], vca[0]
         for key, d_i in ((f"{s}.set_size", nc_i - nb_i), (f"{s}.coverage", vc_i - vb_i)):
             floor[key] = (float((d_i**2).sum()), int(np.count_nonzero(d_i)))
+        vals, cnt = np.unique(nc_i - nb_i, return_counts=True)
+        item_d[f"{s}.set_size"] = (vals.astype(np.float64), cnt.astype(np.float64))
         ov = _overlaps(orders[0], orders[1])  # [n, K+1, K+1]
         inter0 = ov[rows, cb0, cc0].astype(np.float64)  # noqa: the active rows are overwritten per replicate
         union0 = cb0 + cc0 - inter0
@@ -470,7 +475,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         if len(act):
             jac_i[act] = jac_a[0]
         floor[f"{s}.jaccard"] = (float(((1.0 - jac_i) ** 2).sum()), int(np.count_nonzero(jac_i < 1.0)))
-    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor)
+    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d)
 
 
 # ------------------------------------------------------------------------------------------------- estimates
@@ -506,12 +511,19 @@ class Estimate:
     # method "paired" (a difference of paired proportions, e.g. accuracy): (share of items the candidate gains, share
     # it loses); tests and bounds use the score statistic with the variance under the null (Tango 1998)
     discordant: tuple[float, float] | None = None
+    # method "tilted": the items' own differences at the full-sample quantiles, as (distinct values, counts); tests and
+    # bounds scale the item-level variance by the per-item variance under the null (these values exponentially
+    # tilted to mean delta, as empirical likelihood does) over their sample variance: a variance function of delta,
+    # which keeps the one-sided level where the sample's own spread is smallest exactly when its estimate is furthest
+    # from the truth (a score-type test, like Wilson's for a proportion)
+    item_d: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     def negated(self, metric: str | None = None) -> "Estimate":
         """The estimate of minus the quantity (e.g. an accuracy drop from an accuracy difference)."""
         return self.replace(metric=metric or self.metric, point=-self.point, split_lo=-self.split_hi,
                             split_hi=-self.split_lo, lo_limit=-self.hi_limit, hi_limit=-self.lo_limit,
                             reps=None if self.reps is None else -self.reps,
+                            item_d=None if self.item_d is None else (-self.item_d[0], self.item_d[1]),
                             discordant=None if self.discordant is None else self.discordant[::-1])
 
     def _null_sd(self, delta: float) -> float:
@@ -528,13 +540,38 @@ class Estimate:
         var = max(2 * q + delta - delta * delta, 0.0) / n
         return math.sqrt(var + self.se_split**2)
 
+    def _tilted_sd(self, delta: float) -> float:
+        vals, cnt = self.item_d
+        p = cnt / cnt.sum()
+        mean = float(p @ vals)
+        v0 = float(p @ (vals - mean) ** 2)
+        x = vals - (mean - float(self.point)) - delta  # the values' mean is the plug-in; centre them on the point
+        if v0 <= 0:
+            ratio = 1.0
+        elif not (x.min() < 0 < x.max()):
+            ratio = float(p @ x**2) / v0  # delta outside the values' range: no tilt reaches it; second moment
+        else:
+            lo_l, hi_l = -1.0 / x.max() + 1e-12, -1.0 / x.min() - 1e-12
+            lam = 0.0
+            for _ in range(80):  # sum p x / (1 + lam x) = 0, decreasing in lam
+                lam = 0.5 * (lo_l + hi_l)
+                if float(p @ (x / (1 + lam * x))) > 0:
+                    lo_l = lam
+                else:
+                    hi_l = lam
+            w = p / (1.0 + lam * x)
+            w /= w.sum()
+            ratio = float(w @ x**2) / v0
+        return math.sqrt(self.se_item**2 * max(ratio, 0.0) + self.se_split**2)
+
     def _paired_bound(self, side: str, z: float) -> float:
         """The delta at which the score statistic (point - delta) / sd(delta) equals z (lower) or -z (upper)."""
         lo, hi = (self.lo_limit if math.isfinite(self.lo_limit) else -1.0), self.point
         if side == "upper":
             lo, hi = self.point, (self.hi_limit if math.isfinite(self.hi_limit) else 1.0)
-        f = (lambda d: (self.point - d) / max(self._null_sd(d), 1e-15) - z) if side == "lower" else (
-            lambda d: (self.point - d) / max(self._null_sd(d), 1e-15) + z)
+        sdf = self._null_sd if self.method == "paired" else self._tilted_sd
+        f = (lambda d: (self.point - d) / max(sdf(d), 1e-15) - z) if side == "lower" else (
+            lambda d: (self.point - d) / max(sdf(d), 1e-15) + z)
         if side == "lower" and f(lo) <= 0:
             return lo
         if side == "upper" and f(hi) >= 0:
@@ -568,6 +605,10 @@ class Estimate:
             b = lo if side == "lower" else hi
         elif self.method == "paired" and self.discordant is not None and self.n > 0:
             b = self._paired_bound(side, z)
+        elif self.method == "tilted" and self.item_d is not None:
+            lim = (self.point - 20 * self.se - 1, self.point + 20 * self.se + 1)
+            b = self.replace(lo_limit=max(self.lo_limit, lim[0]), hi_limit=min(self.hi_limit, lim[1]))._paired_bound(
+                side, z)
         else:
             b = self.point - z * self.se if side == "lower" else self.point + z * self.se
         b = min(max(b, self.lo_limit), self.hi_limit)
@@ -590,6 +631,8 @@ class Estimate:
             sd = math.sqrt(m * (1 - m) / self._n_eff())
         elif self.method == "paired" and self.discordant is not None and self.n > 0:
             sd = self._null_sd(min(max(margin, -1.0 + 1e-12), 1.0 - 1e-12))
+        elif self.method == "tilted" and self.item_d is not None:
+            sd = self._tilted_sd(margin)
         else:
             sd = self.se
         if sd <= 0:
@@ -745,6 +788,9 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
             # (not capped at n: calibration makes coverage less variable than n independent trials). A normal
             # interval undercovers there because the samples with the highest coverage have the smallest spread.
             out[f"cand.{name}"] = out[f"cand.{name}"].replace(method="wilson", cap_n_eff=False)
+    for name, d_i in draws.item_d.items():  # set size: a score-type test and interval (Estimate._tilted_sd)
+        if f"d_{name}" in out and len(d_i[0]):
+            out[f"d_{name}"] = out[f"d_{name}"].replace(method="tilted", item_d=d_i)
     if "d_acc" in out and "flip_cw" in draws.pair and "flip_wc" in draws.pair:
         # a difference of paired proportions: Tango's score test and interval (the variance under the null), which
         # keeps its level on the side where a Wald interval (the bootstrap's) does not: samples with few discordant
