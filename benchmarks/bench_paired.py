@@ -120,7 +120,7 @@ def items_needed(lab, base, n_ref=1000, draws=40, splits=20, n_boot=300) -> None
 
 
 def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
-    print(f"\n## Cost of one cell pair, n = {n:,} items, B = 300 replicates, one core\n")
+    print(f"\n## Cost of one cell pair, n = {n:,} items, B = 300 replicates, every estimate's interval, one core\n")
     rng = np.random.default_rng(9)
     a, b = S.sample_pair(lab, base, cand, n, rng)
     key = preset("default", splits=splits)
@@ -136,7 +136,9 @@ def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
                 P._VIEWS.clear()
                 P.boot_counts.cache_clear()
             t, c = time.perf_counter(), time.process_time()
-            compare_numbers(a, b, na, nb, scores)
+            est = compare_numbers(a, b, na, nb, scores)
+            for e in est.values():  # every printed interval and one test: what one look at a cell pair does
+                e.lo, e.hi, e.p_below(0.1)
             wall.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
         return statistics.median(cpu), statistics.median(wall)
@@ -169,7 +171,9 @@ def load_pair(base_path: str, cand_path: str) -> tuple[str, np.ndarray, np.ndarr
         print(f"skipped {cand_path}: not the items of {base_path}")
         return None
     parts = Path(cand_path).parts
-    name = "/".join(parts[-4:-2] + (Path(cand_path).stem,)) if len(parts) >= 4 else Path(cand_path).stem
+    stem = Path(cand_path).stem
+    task = stem.split("__")[2] if stem.count("__") >= 3 else stem
+    name = "/".join(parts[-4:-2] + (task,)) if len(parts) >= 4 else stem
     return name, lb, xb, xc, letters
 
 
@@ -179,8 +183,9 @@ def find_pairs(root: str) -> list[tuple[str, str]]:
         recipe_dir = cand.parent.parent
         if recipe_dir.name == "base":
             continue
-        base = recipe_dir.parent / "base" / "artifacts" / cand.name
-        if base.is_file():
+        names = (cand.name.replace(f"__{recipe_dir.name}__", "__base__", 1), cand.name)  # cpbench run's file names
+        base = next((b for b in (recipe_dir.parent / "base" / "artifacts" / nm for nm in names) if b.is_file()), None)
+        if base is not None:
             out.append((str(base), str(cand)))
     return out
 

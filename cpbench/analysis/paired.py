@@ -542,26 +542,33 @@ class Estimate:
 
     def _tilted_sd(self, delta: float) -> float:
         vals, cnt = self.item_d
-        p = cnt / cnt.sum()
-        mean = float(p @ vals)
-        v0 = float(p @ (vals - mean) ** 2)
-        x = vals - (mean - float(self.point)) - delta  # the values' mean is the plug-in; centre them on the point
+        tot = float(cnt.sum())
+        p = [float(c) / tot for c in cnt]
+        v = [float(x) for x in vals]
+        mean = sum(pi * vi for pi, vi in zip(p, v))
+        v0 = sum(pi * (vi - mean) ** 2 for pi, vi in zip(p, v))
+        x = [vi - (mean - float(self.point)) - delta for vi in v]  # values centred on the point, minus delta
         if v0 <= 0:
             ratio = 1.0
-        elif not (x.min() < 0 < x.max()):
-            ratio = float(p @ x**2) / v0  # delta outside the values' range: no tilt reaches it; second moment
+        elif not (min(x) < 0 < max(x)):
+            ratio = sum(pi * xi * xi for pi, xi in zip(p, x)) / v0  # no tilt reaches delta: second moment
         else:
-            lo_l, hi_l = -1.0 / x.max() + 1e-12, -1.0 / x.min() - 1e-12
+            lo_l, hi_l = -1.0 / max(x) + 1e-12, -1.0 / min(x) - 1e-12
             lam = 0.0
-            for _ in range(80):  # sum p x / (1 + lam x) = 0, decreasing in lam
-                lam = 0.5 * (lo_l + hi_l)
-                if float(p @ (x / (1 + lam * x))) > 0:
+            for _ in range(100):  # sum p x / (1 + lam x) = 0: safeguarded Newton (g decreases in lam)
+                g = sum(pi * xi / (1 + lam * xi) for pi, xi in zip(p, x))
+                if abs(g) < 1e-13:
+                    break
+                if g > 0:
                     lo_l = lam
                 else:
                     hi_l = lam
-            w = p / (1.0 + lam * x)
-            w /= w.sum()
-            ratio = float(w @ x**2) / v0
+                dg = -sum(pi * xi * xi / (1 + lam * xi) ** 2 for pi, xi in zip(p, x))
+                step = lam - g / dg if dg < 0 else 0.5 * (lo_l + hi_l)
+                lam = step if lo_l < step < hi_l else 0.5 * (lo_l + hi_l)
+            w = [pi / (1.0 + lam * xi) for pi, xi in zip(p, x)]
+            sw = sum(w)
+            ratio = sum(wi * xi * xi for wi, xi in zip(w, x)) / sw / v0
         return math.sqrt(self.se_item**2 * max(ratio, 0.0) + self.se_split**2)
 
     def _paired_bound(self, side: str, z: float) -> float:
