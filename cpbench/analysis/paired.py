@@ -541,6 +541,11 @@ class Estimate:
         return math.sqrt(var + self.se_split**2)
 
     def _tilted_sd(self, delta: float) -> float:
+        # beyond 4 se from the estimate the variance is held at its value there, so the statistic keeps growing and
+        # every bound is finite (a far delta would otherwise carry a variance growing like delta^2 when the items'
+        # own differences explain little of the se, and the test could never reject it)
+        reach = 4.0 * self.se
+        delta = min(max(delta, self.point - reach), self.point + reach)
         vals, cnt = self.item_d
         tot = float(cnt.sum())
         p = [float(c) / tot for c in cnt]
@@ -549,9 +554,9 @@ class Estimate:
         v0 = sum(pi * (vi - mean) ** 2 for pi, vi in zip(p, v))
         x = [vi - (mean - float(self.point)) - delta for vi in v]  # values centred on the point, minus delta
         if v0 <= 0:
-            ratio = 1.0
+            vt = v0
         elif not (min(x) < 0 < max(x)):
-            ratio = sum(pi * xi * xi for pi, xi in zip(p, x)) / v0  # no tilt reaches delta: second moment
+            vt = sum(pi * xi * xi for pi, xi in zip(p, x))  # no tilt reaches delta: the second moment about it
         else:
             lo_l, hi_l = -1.0 / max(x) + 1e-12, -1.0 / min(x) - 1e-12
             lam = 0.0
@@ -568,7 +573,10 @@ class Estimate:
                 lam = step if lo_l < step < hi_l else 0.5 * (lo_l + hi_l)
             w = [pi / (1.0 + lam * xi) for pi, xi in zip(p, x)]
             sw = sum(w)
-            ratio = sum(wi * xi * xi for wi, xi in zip(w, x)) / sw / v0
+            vt = sum(wi * xi * xi for wi, xi in zip(w, x)) / sw
+        # the item-level variance scales with the per-item variance under the null (the quantile's part moves with
+        # it: a sample whose sets came out small shows a small spread of both)
+        ratio = vt / v0 if v0 > 0 else 1.0
         return math.sqrt(self.se_item**2 * max(ratio, 0.0) + self.se_split**2)
 
     def _paired_bound(self, side: str, z: float) -> float:
