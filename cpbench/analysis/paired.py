@@ -479,7 +479,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
 
 
 # ------------------------------------------------------------------------------------------------- estimates
-Method = Literal["normal", "wilson", "paired"]
+Method = Literal["normal", "wilson", "paired", "tilted", "lognormal"]
 
 
 @dataclass(frozen=True)
@@ -620,6 +620,9 @@ class Estimate:
             b = lo if side == "lower" else hi
         elif self.method == "paired" and self.discordant is not None and self.n > 0:
             b = self._paired_bound(side, z)
+        elif self.method == "lognormal" and self.point > 0:
+            r = math.exp(z * self.se / self.point)
+            b = self.point / r if side == "lower" else self.point * r
         elif self.method == "tilted" and self.item_d is not None:
             lim = (self.point - 20 * self.se - 1, self.point + 20 * self.se + 1)
             b = self.replace(lo_limit=max(self.lo_limit, lim[0]), hi_limit=min(self.hi_limit, lim[1]))._paired_bound(
@@ -648,6 +651,10 @@ class Estimate:
             sd = self._null_sd(min(max(margin, -1.0 + 1e-12), 1.0 - 1e-12))
         elif self.method == "tilted" and self.item_d is not None:
             sd = self._tilted_sd(margin)
+        elif self.method == "lognormal" and self.point > 0:
+            if margin <= 0:
+                return 1.0
+            return _NORMAL.cdf((math.log(self.point) - math.log(margin)) / (self.se / self.point))
         else:
             sd = self.se
         if sd <= 0:
@@ -815,7 +822,8 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
     for name, v in draws.pair.items():
         se_item = _sd(v[1:]) * corr
         short = name.split(".")[-1]
-        method: Method = "wilson" if short in PROPORTIONS else "normal"
+        # KL >= 0 is a mean of a skewed positive quantity: its interval on the log scale (delta method)
+        method: Method = "wilson" if short in PROPORTIONS else ("lognormal" if short == "kl" else "normal")
         note = "plug-in (full-sample quantile)" if "." in name else "all items"
         if short == "jaccard":
             fl, m = _floor(draws, name)
