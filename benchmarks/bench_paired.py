@@ -240,7 +240,8 @@ def real_tables(name, lab, base, cand, letters, sizes, draws, scores, splits, n_
 
 def real_items_needed(name: str, runs: dict[int, S.CalibrationRun], scores) -> None:
     """Items for an 80 % chance to pass when the true difference is zero (one cell, one limit, one-sided 95 %), from
-    the real pair's measured mean se at the largest n (se * sqrt(n) is the per-item sd)."""
+    the pair's measured mean se at the largest n (se * sqrt(n) is the per-item sd; set size) and its discordance
+    (accuracy)."""
     if not runs:
         return
     n_ref = max(runs)
@@ -254,9 +255,12 @@ def real_items_needed(name: str, runs: dict[int, S.CalibrationRun], scores) -> N
         se = r.mean_se[f"d_{s}.set_size"]
         for lim in (0.1, 0.25, 0.5):
             print(f"| --max-set-size-increase ({s}) | {lim} | {math.ceil(n_ref * (z * se / lim) ** 2):,} |")
-    se = r.mean_se["d_acc"]
+    # accuracy: Tango's test of the drop against L when the true difference is 0, with the pair's discordance d:
+    # per-item variance d under the truth, about d + L - L^2 under the null at the margin
+    disc = r.truth["flip_cw"] + r.truth["flip_wc"]
     for lim in (0.01, 0.02, 0.05):
-        print(f"| --max-accuracy-drop | {lim} | {math.ceil(n_ref * (z * se / lim) ** 2):,} |")
+        n_a = ((z_of(0.95) * math.sqrt(disc + lim - lim * lim) + z_of(0.80) * math.sqrt(disc)) / lim) ** 2
+        print(f"| --max-accuracy-drop (discordant items {100 * disc:.1f} %) | {lim} | {math.ceil(n_a):,} |")
 
 
 def main() -> None:
