@@ -376,3 +376,14 @@ def test_variance_floor_when_few_items_sets_differ_and_bounded_metrics_stay_in_r
         assert 0.0 <= j.lo <= j.point <= j.hi <= 1.0 and j.hi == 1.0
     for name, x in est.items():
         assert x.lo <= x.point <= x.hi, name
+
+
+def test_gate_min_coverage_is_decided_on_the_item_level_estimate(pair_root: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--min-coverage uses the candidate's own item-level coverage estimate (artifacts needed): far below the
+    coverage it passes, far above it fails, and the reason names the one-sided level of the bound shown."""
+    assert _gate(pair_root, "noisy", "--max-set-size-increase", "5", "--min-coverage", "0.5") == 0
+    capsys.readouterr()
+    assert _gate(pair_root, "noisy", "--max-set-size-increase", "5", "--min-coverage", "0.99") == 1
+    out = capsys.readouterr().out
+    assert "FAIL    coverage 0.8" in out and "< 0.99 (one-sided" in out and "upper bound" in out
