@@ -38,7 +38,15 @@ import numpy as np
 import pandas as pd
 
 from cpbench.analysis.compare import ArtifactIndex, RecordNumbers, compare_numbers
-from cpbench.analysis.decisions import PROCEDURE_TEXT, Directional, adjust, check_procedure, decided, decision_levels, fmt_more_items
+from cpbench.analysis.decisions import (
+    PROCEDURE_TEXT,
+    Directional,
+    adjust,
+    check_procedure,
+    decided,
+    decision_levels,
+    fmt_more_items,
+)
 from cpbench.analysis.decoupling import CELL_COLS, EDGE_TOL, pairing_problem
 from cpbench.analysis.paired import N_BOOT, Estimate
 from cpbench.analysis.stats import paired_bootstrap

@@ -24,8 +24,8 @@ version plus a migration function like `migrate_v1` below.
 
 Older records: `cpbench.result/2` records load through `migrate_v2` (the split percentile ranges `<metric>_ci95`
 are renamed `<metric>_split_range95`: they are not confidence intervals; `provenance.migrated_from` set);
-`cpbench.result/1` records load through `migrate_v1` and then `migrate_v2` (baseline recipe `fp16` -> `base`, the factory-only
-`model_params` -> `n_params`, undeclared provenance keys moved into `extra`, `provenance.migrated_from` set).
+`cpbench.result/1` records load through `migrate_v1` and then `migrate_v2` (baseline recipe `fp16` -> `base`, the
+factory-only `model_params` -> `n_params`, undeclared provenance keys moved into `extra`, `provenance.migrated_from` set).
 Unknown schema versions are refused with one line saying how to regenerate them.
 """
 

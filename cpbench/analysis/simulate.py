@@ -91,7 +91,8 @@ def binom_sf(n: int, k: int, p: np.ndarray) -> np.ndarray:
     for c in range(0, len(inner), 512):
         idx = inner[c:c + 512]
         q = p[idx][:, None]
-        out[idx] = np.minimum(1.0, np.exp(lc[None, :] + i[None, :] * np.log(q) + (n - i)[None, :] * np.log1p(-q)).sum(1))
+        logpmf = lc[None, :] + i[None, :] * np.log(q) + (n - i)[None, :] * np.log1p(-q)
+        out[idx] = np.minimum(1.0, np.exp(logpmf).sum(1))
     return out
 
 
