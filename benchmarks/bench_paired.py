@@ -1,15 +1,28 @@
-"""Calibration, gate operating characteristics, items needed and cost of cpbench's item-level paired intervals.
+"""Calibration, gate operating characteristics, items needed and cost of cpbench's item-level paired intervals, on
+real populations (option logits this project produced on real items) and on the Gaussian population model.
 
-Population model (cpbench.analysis.simulate): N = 200,000 items with six options (gold A-D with probability 0.22
-each, E/F 0.06 each); baseline option logits N(0, 1), E and F lowered by 0.5, the gold option raised by an item
-easiness ~ N(2.0, 1.5) (accuracy 0.68, LAC sets of about 2.6 options at alpha = 0.1). A compressed model is the same
-logits plus Gaussian noise of scale sigma (one fixed draw), its gold logit lowered by signal_loss * (0.5 + Exp(1)),
-divided by a temperature. Item samples of size n are drawn with replacement (i.i.d. from the population) and analysed
-as `cpbench run` does (default protocol: textbook quantile, alpha 0.1, cal_ratio 0.5, S random splits, LAC); the
-population value of each quantity is its plug-in value on all N items at the quantile level the sample's analysis
-targets, tau_n = ceil((n_cal + 1)(1 - alpha)) / (n_cal + 1).
+Populations:
 
-Usage: OMP_NUM_THREADS=1 python benchmarks/bench_paired.py [--quick]
+- real (`--population DIR`, repeatable; `--pair BASE CAND`, repeatable): logits artifacts (`LogitsArtifact`) of the
+  same items under a base and a candidate recipe. `--population DIR` pairs every `<model>/<recipe>/artifacts/<task>
+  .parquet` under DIR with the same model's `base` artifact of the same task (same ids and labels). The population is
+  the artifact's N items; item samples of n are drawn from them with replacement (i.i.d. from the population).
+- Gaussian (cpbench.analysis.simulate, unless --no-gaussian): N = 200,000 items, six options; see docs/conformal.md.
+
+Estimand (docs/conformal.md, "Estimand"): accuracy, calibration measures, flips, agreement, KL: their population
+mean; set size, coverage and UAcc: the expected value of the split-conformal procedure calibrated on n_cal i.i.d.
+items of the population (`simulate.procedure_values`), the candidate's own coverage included; set churn and Jaccard:
+the plug-in at the population's tau_n quantile. Each sample is analysed as `cpbench run` does (default protocol,
+textbook quantile, alpha 0.1, cal_ratio 0.5, 100 splits) and compared as the leaderboard and the gate do (B = 300).
+
+Gate at the limit: for each limit type (set-size increase per score, candidate coverage per score, accuracy drop,
+flip rate) a one-cell, one-limit gate with the limit set exactly at the population value (a negative difference is
+tested on the reversed pair): the share of samples that pass, which must be <= 5 % (fixed n).
+
+Usage:
+  OMP_NUM_THREADS=1 python benchmarks/bench_paired.py --population /work/study-results --draws 300
+  OMP_NUM_THREADS=1 python benchmarks/bench_paired.py --pair base.parquet cand.parquet --sizes 100,300
+  OMP_NUM_THREADS=1 python benchmarks/bench_paired.py --quick          # a smoke run
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import argparse  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -106,7 +120,7 @@ def items_needed(lab, base, n_ref=1000, draws=40, splits=20, n_boot=300) -> None
 
 
 def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
-    print(f"\n## Cost of one cell pair, n = {n:,} items, B = 300 replicates, one core\n")
+    print(f"\n## Cost of one cell pair, n = {n:,} items, B = 300 replicates, every estimate's interval, one core\n")
     rng = np.random.default_rng(9)
     a, b = S.sample_pair(lab, base, cand, n, rng)
     key = preset("default", splits=splits)
@@ -122,7 +136,9 @@ def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
                 P._VIEWS.clear()
                 P.boot_counts.cache_clear()
             t, c = time.perf_counter(), time.process_time()
-            compare_numbers(a, b, na, nb, scores)
+            est = compare_numbers(a, b, na, nb, scores)
+            for e in est.values():  # every printed interval and one test: what one look at a cell pair does
+                e.lo, e.hi, e.p_below(0.1)
             wall.append(time.perf_counter() - t)
             cpu.append(time.process_time() - c)
         return statistics.median(cpu), statistics.median(wall)
@@ -138,23 +154,159 @@ def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
                   f"{wall:.3f} |", flush=True)
 
 
+def _canonical(art):
+    from cpbench.conformal.splits import canonical_order
+
+    idx = canonical_order(art.ids)
+    return ([art.ids[i] for i in idx], np.asarray(art.labels, dtype=np.int64)[idx],
+            np.asarray(art.logits, dtype=np.float32)[idx], list(art.letters))
+
+
+def load_pair(base_path: str, cand_path: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
+    from cpbench.artifact import LogitsArtifact
+
+    ib, lb, xb, letters = _canonical(LogitsArtifact.load(base_path))
+    ic, lc, xc, letters_c = _canonical(LogitsArtifact.load(cand_path))
+    if ib != ic or not np.array_equal(lb, lc) or xb.shape != xc.shape:
+        print(f"skipped {cand_path}: not the items of {base_path}")
+        return None
+    parts = Path(cand_path).parts
+    stem = Path(cand_path).stem
+    task = stem.split("__")[2] if stem.count("__") >= 3 else stem
+    name = "/".join(parts[-4:-2] + (task,)) if len(parts) >= 4 else stem
+    return name, lb, xb, xc, letters
+
+
+def find_pairs(root: str) -> list[tuple[str, str]]:
+    out = []
+    for cand in sorted(Path(root).glob("*/*/artifacts/*.parquet")):
+        recipe_dir = cand.parent.parent
+        if recipe_dir.name == "base":
+            continue
+        names = (cand.name.replace(f"__{recipe_dir.name}__", "__base__", 1), cand.name)  # cpbench run's file names
+        base = next((b for b in (recipe_dir.parent / "base" / "artifacts" / nm for nm in names) if b.is_file()), None)
+        if base is not None:
+            out.append((str(base), str(cand)))
+    return out
+
+
+def _mc(p: float, draws: int) -> float:
+    return 100 * math.sqrt(max(p * (1 - p), 0.95 * 0.05) / draws)
+
+
+def real_tables(name, lab, base, cand, letters, sizes, draws, scores, splits, n_boot) -> dict[int, S.CalibrationRun]:
+    N = len(lab)
+    print(f"\n### {name}: N = {N:,} items, K = {base.shape[1]} options\n")
+    runs = {}
+    for n in sizes:
+        if 2 * n > N:
+            print(f"(n = {n:,} skipped: the population has fewer than 2n items)")
+            continue
+        t = time.perf_counter()
+        runs[n] = S.calibration_run(lab, base, cand, n, draws[n], scores=scores, letters=letters, splits=splits,
+                                    n_boot=n_boot, seed=n)
+        runs[n].extra["seconds"] = time.perf_counter() - t
+    if not runs:
+        return runs
+    r0 = next(iter(runs.values()))
+    metrics = list(r0.covered)
+    print("Share of samples whose 95 % interval holds the population value, % (Monte Carlo se in brackets):\n")
+    print("| metric | population value (n = " + f"{min(runs):,})" + " | " + " | ".join(
+        f"n = {n:,} ({runs[n].draws} samples)" for n in runs) + " |")
+    print("|---|---|" + "---|" * len(runs))
+    for m in metrics:
+        cells = [f"{100 * runs[n].covered[m]:.1f} ({_mc(runs[n].covered[m], runs[n].draws):.1f})"
+                 + (f" f{100 * runs[n].floored[m]:.0f}" if runs[n].floored[m] > 0 else "") for n in runs]
+        print(f"| {m} | {r0.truth[m]:+.4f} | " + " | ".join(cells) + " |")
+    print("\n(fNN: share of samples whose se sat at its floor, %.)\n")
+    print("Gate with the limit at the population value (one cell, one limit, one-sided 95 %): pass rate, % (must be "
+          "<= 5):\n")
+    print("| limit | value (n = " + f"{min(runs):,})" + " | " + " | ".join(f"n = {n:,}" for n in runs) + " |")
+    print("|---|---|" + "---|" * len(runs))
+    for k in r0.gate_pass_at_limit:
+        print(f"| {k} | {r0.limits[k]:+.4f} | " + " | ".join(
+            f"{100 * runs[n].gate_pass_at_limit[k]:.1f} ({_mc(0.05, runs[n].draws):.1f})" for n in runs) + " |")
+    plug = [m for m in r0.extra if m.startswith("plug-in ")]
+    if plug:
+        print("\nThe same intervals against the earlier estimand (plug-in at the population's tau_n quantile), %:\n")
+        print("| metric | " + " | ".join(f"n = {n:,}" for n in runs) + " |")
+        print("|---|" + "---|" * len(runs))
+        for m in plug:
+            print(f"| {m[8:]} (value {r0.extra['truth ' + m]:+.4f} vs {r0.truth[m[8:]]:+.4f}) | " + " | ".join(
+                f"{100 * runs[n].extra[m]:.1f}" for n in runs) + " |")
+    print("\nseconds per n: " + ", ".join(f"{n:,}: {runs[n].extra['seconds']:.0f}" for n in runs), flush=True)
+    return runs
+
+
+def real_items_needed(name: str, runs: dict[int, S.CalibrationRun], scores) -> None:
+    """Items for an 80 % chance to pass when the true difference is zero (one cell, one limit, one-sided 95 %), from
+    the pair's measured mean se at the largest n (se * sqrt(n) is the per-item sd; set size) and its discordance
+    (accuracy)."""
+    if not runs:
+        return
+    n_ref = max(runs)
+    r = runs[n_ref]
+    z = z_of(0.95) + z_of(0.80)
+    print(f"\nItems needed, {name} (se measured at n = {n_ref:,}, mean over {r.draws} samples, scaled as 1/sqrt(n)):"
+          "\n")
+    print("| limit | value | items |")
+    print("|---|---|---|")
+    for s in scores:
+        se = r.mean_se[f"d_{s}.set_size"]
+        for lim in (0.1, 0.25, 0.5):
+            print(f"| --max-set-size-increase ({s}) | {lim} | {math.ceil(n_ref * (z * se / lim) ** 2):,} |")
+    # accuracy: Tango's test of the drop against L when the true difference is 0, with the pair's discordance d:
+    # per-item variance d under the truth, about d + L - L^2 under the null at the margin
+    disc = r.truth["flip_cw"] + r.truth["flip_wc"]
+    for lim in (0.01, 0.02, 0.05):
+        n_a = ((z_of(0.95) * math.sqrt(disc + lim - lim * lim) + z_of(0.80) * math.sqrt(disc)) / lim) ** 2
+        print(f"| --max-accuracy-drop (discordant items {100 * disc:.1f} %) | {lim} | {math.ceil(n_a):,} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer draws (a smoke run, not the documented figures)")
+    ap.add_argument("--population", action="append", default=[], help="results directory of real artifacts")
+    ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("BASE", "CAND"))
+    ap.add_argument("--sizes", default="100,300,1000,5000")
+    ap.add_argument("--draws", type=int, default=300, help="item samples per n (real populations)")
+    ap.add_argument("--draws-5000", type=int, default=150, help="item samples at n >= 5000")
+    ap.add_argument("--scores", default="lac,aps")
+    ap.add_argument("--no-gaussian", action="store_true")
+    ap.add_argument("--gaussian-old", action="store_true", help="also the earlier LAC-only Gaussian tables")
+    ap.add_argument("--no-cost", action="store_true")
     args = ap.parse_args()
     q = args.quick
+    sizes = tuple(int(x) for x in args.sizes.split(","))
+    scores = tuple(args.scores.split(","))
+    draws = {n: (20 if q else (args.draws if n < 5000 else args.draws_5000)) for n in sizes}
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average at start "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores")
     t0 = time.perf_counter()
-    lab, base = S.population(200_000)
-    cand = S.perturb(base, 0.3, signal_loss=0.1, labels=lab)
-    print("\nCoverage candidate: sigma 0.3 noise, signal loss 0.1, temperature 1.")
-    sizes = (100, 300, 1000, 10_000)
-    draws = {100: 60, 300: 60, 1000: 40, 10_000: 10} if q else {100: 1000, 300: 1000, 1000: 600, 10_000: 200}
-    coverage_table(lab, base, cand, sizes, draws, splits=100, n_boot=300)
-    gate_table(lab, base, 1000, 40 if q else 400, 0.25, splits=100, n_boot=300, iters=8 if q else 14)
-    items_needed(lab, base, draws=10 if q else 40, splits=100)
-    cost(lab, base, cand, repeats=2 if q else 5)
+    pairs = [tuple(p) for p in args.pair]
+    for root in args.population:
+        pairs += find_pairs(root)
+    for bp, cp in pairs:
+        got = load_pair(bp, cp)
+        if got is None:
+            continue
+        name, lab, xb, xc, letters = got
+        runs = real_tables(name, lab, xb, xc, letters, sizes, draws, scores, 100, 300)
+        real_items_needed(name, runs, scores)
+    if not args.no_gaussian:
+        lab, base = S.population(200_000)
+        cand = S.perturb(base, 0.3, signal_loss=0.1, labels=lab)
+        runs = real_tables("Gaussian population (sigma 0.3 noise, signal loss 0.1)", lab, base, cand, None, sizes,
+                           draws, scores, 100, 300)
+        real_items_needed("Gaussian population", runs, scores)
+        if args.gaussian_old:
+            old_sizes = (100, 300, 1000, 10_000)
+            old = {100: 60, 300: 60, 1000: 40, 10_000: 10} if q else {100: 1000, 300: 1000, 1000: 600, 10_000: 200}
+            coverage_table(lab, base, cand, old_sizes, old, splits=100, n_boot=300)
+            gate_table(lab, base, 1000, 40 if q else 400, 0.25, splits=100, n_boot=300, iters=8 if q else 14)
+            items_needed(lab, base, draws=10 if q else 40, splits=100)
+        if not args.no_cost:
+            cost(lab, base, cand, repeats=2 if q else 5)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s wall, {time.process_time():.0f} s CPU; load average at end "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -40,7 +40,15 @@ import numpy as np
 import pandas as pd
 
 from cpbench.analysis.compare import ArtifactIndex, RecordNumbers, compare_numbers
-from cpbench.analysis.decisions import PROCEDURE_TEXT, Directional, adjust, check_procedure, decided, fmt_items
+from cpbench.analysis.decisions import (
+    PROCEDURE_TEXT,
+    Directional,
+    adjust,
+    check_procedure,
+    decided,
+    decision_levels,
+    fmt_more_items,
+)
 from cpbench.analysis.decoupling import CELL_COLS, EDGE_TOL, pairing_problem
 from cpbench.analysis.paired import N_BOOT, Estimate
 from cpbench.analysis.stats import paired_bootstrap
@@ -188,17 +196,6 @@ class _Check:
     fmt: str
 
 
-def _coverage_estimate(cand: pd.Series) -> Estimate | None:
-    ps = cand["ps_coverage"]
-    if ps is not None and len(ps) >= 2:
-        se = float(np.std(ps, ddof=1)) / math.sqrt(len(ps))
-    elif cand.get("coverage_std") is not None and math.isfinite(float(cand["coverage_std"] or math.nan)):
-        se = float(cand["coverage_std"]) / math.sqrt(max(int(cand["splits"]), 1))
-    else:
-        return None
-    return Estimate("coverage", float(cand["coverage"]), se, 0.0, se, int(cand["n"] or 0))
-
-
 def _cell_checks(i: int, base: pd.Series, cand: pd.Series, limits: Limits, est: dict[str, Estimate]) -> list[_Check]:
     score = str(cand["score"])
     out = []
@@ -207,28 +204,39 @@ def _cell_checks(i: int, base: pd.Series, cand: pd.Series, limits: Limits, est: 
                                                           limits.max_set_size_increase), True, "+.3f"))
     if limits.max_accuracy_drop is not None:
         e = est.get("d_acc")
-        drop = None if e is None else Estimate("accuracy drop", -e.point, e.se, e.se_item, e.se_split, e.n)
+        drop = None if e is None else e.negated("accuracy drop")
         out.append(_Check(i, "accuracy drop", Directional.test(drop, limits.max_accuracy_drop), True, ".4f"))
     if limits.min_coverage is not None:
-        out.append(_Check(i, "coverage", Directional.test(_coverage_estimate(cand), limits.min_coverage), False,
-                          ".4f"))
+        out.append(_Check(i, "coverage", Directional.test(est.get(f"cand.{score}.coverage"), limits.min_coverage),
+                          False, ".4f"))
     if limits.max_flip_rate is not None:
         out.append(_Check(i, "flip rate", Directional.test(est.get("flip_cw"), limits.max_flip_rate), True, ".4f"))
     return out
 
 
+def check_levels(pvalues: list[float], decision: Decision) -> list[float]:
+    """The one-sided level each check is decided at (`decisions.decision_levels`)."""
+    return decision_levels(pvalues, decision.alpha, decision.multiplicity)
+
+
+def _pct(level: float) -> str:
+    txt = f"{100 * level:.2f}".rstrip("0").rstrip(".")
+    return f"{txt}%"
+
+
 def _decide(rows: list[dict], checks: list[_Check], decision: Decision) -> None:
-    """Statuses of the compared rows from the adjusted one-sided tests (in place)."""
-    p_adj = adjust([c.test.p for c in checks], decision.multiplicity)
-    m = int(np.isfinite([c.test.p for c in checks]).sum()) if checks else 0
-    per_row: dict[int, list[tuple[_Check, float]]] = {}
-    for c, pa in zip(checks, p_adj):
-        per_row.setdefault(c.row, []).append((c, pa))
-    lvl = 1.0 - decision.alpha / max(m, 1) if decision.multiplicity != "none" else decision.level
+    """Statuses of the compared rows from the adjusted one-sided tests (in place). Every reason names the one-sided
+    level of the bound it shows, the bound at the level the multiplicity procedure decided that check at."""
+    pvals = [c.test.p for c in checks]
+    p_adj = adjust(pvals, decision.multiplicity)
+    levels = check_levels(pvals, decision)
+    per_row: dict[int, list[tuple[_Check, float, float]]] = {}
+    for c, pa, lv in zip(checks, p_adj, levels):
+        per_row.setdefault(c.row, []).append((c, pa, lv))
     for i, items in per_row.items():
         row = rows[i]
         beyond, undecided, within = [], [], []
-        for c, pa in items:
+        for c, pa, lvl in items:
             t, e = c.test, c.test.estimate
             if e is None or not e.ok:
                 undecided.append(f"{c.name}: {row.get('_why') or 'no estimate'}")
@@ -242,13 +250,15 @@ def _decide(rows: list[dict], checks: list[_Check], decision: Decision) -> None:
                 within.append(c.name)
             elif shown:
                 op = ">" if c.good_below else "<"
-                other = e.bound("lower" if c.good_below else "upper", lvl)
-                beyond.append(f"{c.name} {format(e.point, c.fmt)} {op} {lim} (bound {format(other, c.fmt)})")
+                side = "lower" if c.good_below else "upper"
+                other = e.bound(side, lvl)
+                beyond.append(f"{c.name} {format(e.point, c.fmt)} {op} {lim} (one-sided {_pct(lvl)} {side} bound "
+                              f"{format(other, c.fmt)})")
             else:
-                need = fmt_items(t.items_needed(1.0 - lvl))
+                need_txt = f"{fmt_more_items(t.items_needed(1.0 - lvl), e.n)} would likely decide it"
                 lo_b, hi_b = e.bound("lower", lvl), e.bound("upper", lvl)
-                undecided.append(f"{c.name} {format(e.point, c.fmt)} vs {lim} undecided (bounds "
-                                 f"[{format(lo_b, c.fmt)}, {format(hi_b, c.fmt)}]; {need} would decide it)")
+                undecided.append(f"{c.name} {format(e.point, c.fmt)} vs {lim} undecided (one-sided {_pct(lvl)} "
+                                 f"bounds [{format(lo_b, c.fmt)}, {format(hi_b, c.fmt)}]; {need_txt})")
         if beyond:
             row.update(status="fail", reasons="; ".join(beyond + undecided))
         elif undecided:
@@ -390,8 +400,15 @@ def _cells(report: GateReport) -> list[list[str]]:
     return out
 
 
-HEADER = ["model", "recipe", "vs", "task", "score", "acc base", "acc", "Δacc", "SS base", "SS", "ΔSS", "ΔSS bounds",
-          "coverage", "status", "why"]
+HEADER = ["model", "recipe", "vs", "task", "score", "acc base", "acc", "Δacc", "SS base", "SS", "ΔSS",
+          "ΔSS bounds", "coverage", "status", "why"]
+
+
+def _header(report: GateReport) -> list[str]:
+    h = list(HEADER)
+    # interval mode: the one-sided bounds at the level that decided (named in the header lines), as in 'why'
+    h[11] = "ΔSS 95% split interval" if report.decision.mode == "point" else "ΔSS bounds (decided)"
+    return h
 
 
 def _verdict(report: GateReport) -> str:
@@ -416,7 +433,7 @@ def _bounds_text(report: GateReport) -> str:
 
 
 def text_table(report: GateReport) -> str:
-    rows = [HEADER, *_cells(report)]
+    rows = [_header(report), *_cells(report)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -442,7 +459,7 @@ def markdown_summary(report: GateReport) -> str:
     ]
     if report.sample_data:
         lines += ["> ⚠ Some results come from sample data (offline smoke-test items), not benchmark items.", ""]
-    lines.append("| " + " | ".join(HEADER) + " |")
+    lines.append("| " + " | ".join(_header(report)) + " |")
     lines.append("|" + "|".join("---" for _ in HEADER) + "|")
     for cells in _cells(report):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

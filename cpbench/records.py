@@ -4,7 +4,7 @@
   validated by `LogitsArtifact.save` and `.load`).
 - `ResultProvenance`: the same plus what the analysis adds (`artifact_hash`, `artifact_path`, `cpbench_version`,
   `analyzed_at`).
-- `ResultRecord`: the result record of docs/design.md, schema `cpbench.result/2` (`SCHEMA`), with range checks
+- `ResultRecord`: the result record of docs/design.md, schema `cpbench.result/3` (`SCHEMA`), with range checks
   (probabilities in [0, 1], 0 <= set size <= K, n = n_cal + n_test, per-split arrays of length `splits` whose means are
   the stored means, ...). Built by `cpbench.conformal.protocols.analyze_artifact`, read by `cpbench.store` through
   `load_record`, and by the tests' `result_factory`.
@@ -14,7 +14,7 @@ ignored field. Provenance has one escape hatch, `extra` (a free-form object): de
 importer that no analysis reads (e.g. a backend's tuning flags). Anything the analysis, leaderboard or gate reads
 must be a declared field.
 
-Adding an optional field (the way to extend the schema; it stays `cpbench.result/2`):
+Adding an optional field (the way to extend the schema; it stays `cpbench.result/3`):
 1. declare it on the model with a default of None, e.g. `n_layers: int | None = Field(default=None, ge=1)`;
 2. write it in the producer (scorer provenance dict, importer, or `analyze_artifact`);
 3. read it with `record.provenance.n_layers` (typed) or `record_dict["provenance"].get("n_layers")`.
@@ -22,8 +22,10 @@ Old files without the field stay valid. Dumps leave out fields that were never s
 field does not change existing files. Renaming or removing a field, or changing its meaning, needs a new schema
 version plus a migration function like `migrate_v1` below.
 
-Older records: `cpbench.result/1` records load through `migrate_v1` (baseline recipe `fp16` -> `base`, the factory-only
-`model_params` -> `n_params`, undeclared provenance keys moved into `extra`, `provenance.migrated_from` set).
+Older records: `cpbench.result/2` records load through `migrate_v2` (the split percentile ranges `<metric>_ci95`
+are renamed `<metric>_split_range95`: they are not confidence intervals; `provenance.migrated_from` set);
+`cpbench.result/1` records load through `migrate_v1` and then `migrate_v2` (baseline recipe `fp16` -> `base`, the
+factory-only `model_params` -> `n_params`, undeclared provenance keys moved into `extra`, `provenance.migrated_from` set).
 Unknown schema versions are refused with one line saying how to regenerate them.
 """
 
@@ -37,9 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, mode
 from cpbench.errors import CpbenchError
 from cpbench.runkey import RunKey, ScoreKey
 
-SCHEMA = "cpbench.result/2"
+SCHEMA = "cpbench.result/3"
 SCHEMA_V1 = "cpbench.result/1"
-READABLE_SCHEMAS = (SCHEMA_V1, SCHEMA)
+SCHEMA_V2 = "cpbench.result/2"
+READABLE_SCHEMAS = (SCHEMA_V1, SCHEMA_V2, SCHEMA)
+# schema 3 renamed the split-to-split percentile ranges: `<metric>_ci95` read as a confidence interval, which they are
+# not (how much one split's value moves with other random splits of the same items, not item sampling)
+RENAMED_V2 = {"_ci95": "_split_range95"}
 SCORE_FIELDS = ("lac", "aps", "aps_rand", "raps", "raps_rand")  # conformal score blocks a record may carry
 LEGACY_BASELINE = "fp16"  # the baseline recipe's name in schema 1 ("base" now: it is not always fp16)
 REGENERATE = "regenerate it with `cpbench analyze ARTIFACT --out FILE` or `cpbench run`"
@@ -187,17 +193,19 @@ class ResultProvenance(ArtifactProvenance):
 
 # ---------------------------------------------------------------------------------------------------- the record
 class ScoreBlock(_Model):
-    """One conformal score's results: means across splits, their std and 2.5/97.5 percentiles (None with 1 split)."""
+    """One conformal score's results: means across splits, the std of one split's value and the 2.5/97.5
+    percentiles of the per-split values (`*_split_range95`: where one random split's value falls, not a confidence
+    interval; None with 1 split)."""
 
     coverage: Prob
     coverage_std: NonNeg | None = None
-    coverage_ci95: Interval | None = None
+    coverage_split_range95: Interval | None = None
     set_size: NonNeg
     set_size_std: NonNeg | None = None
-    set_size_ci95: Interval | None = None
+    set_size_split_range95: Interval | None = None
     uacc: NonNeg
     uacc_std: NonNeg | None = None
-    uacc_ci95: Interval | None = None
+    uacc_split_range95: Interval | None = None
     qhat: Finite
     size_hist: list[Prob] = Field(default_factory=list)
     coverage_by_size: dict[str, Prob | None] = Field(default_factory=dict)
@@ -243,11 +251,11 @@ class ProtocolInfo(_Model):
 
 
 class ResultRecord(_Model):
-    """One result record (docs/design.md), schema `cpbench.result/2`."""
+    """One result record (docs/design.md), schema `cpbench.result/3`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    schema_: Literal["cpbench.result/2"] = Field(default=SCHEMA, alias="schema")
+    schema_: Literal["cpbench.result/3"] = Field(default=SCHEMA, alias="schema")
     run_key: RunKey
     provenance: ResultProvenance
     input: str
@@ -259,7 +267,7 @@ class ResultRecord(_Model):
     letters: list[str]
     acc: Prob
     acc_std: NonNeg | None = None
-    acc_ci95: Interval | None = None
+    acc_split_range95: Interval | None = None
     calibration: Calibration
     lac: ScoreBlock | None = None
     aps: ScoreBlock | None = None
@@ -285,9 +293,9 @@ def _check_interval(name: str, ci: tuple[float, float] | None, lo: float, hi: fl
     if ci is None:
         return
     if ci[0] > ci[1] + TOL:
-        raise ValueError(f"{name}_ci95 {list(ci)} has its lower end above its upper end")
+        raise ValueError(f"{name}_split_range95 {list(ci)} has its lower end above its upper end")
     if ci[0] < lo - TOL or ci[1] > hi + TOL:
-        raise ValueError(f"{name}_ci95 {list(ci)} is outside [{lo:g}, {hi:g}]")
+        raise ValueError(f"{name}_split_range95 {list(ci)} is outside [{lo:g}, {hi:g}]")
 
 
 def _check_mean(name: str, mean: float, values: list[float] | None) -> None:
@@ -313,15 +321,15 @@ def _check_consistency(r: ResultRecord) -> None:
     scores = r.scores()
     if not scores:
         raise ValueError("no conformal score block (e.g. 'lac' with coverage, set_size, uacc)")
-    _check_interval("acc", r.acc_ci95, 0.0, 1.0)
+    _check_interval("acc", r.acc_split_range95, 0.0, 1.0)
     if r.calibration.entropy is not None and r.calibration.entropy > math.log(k) + TOL:
         raise ValueError(f"calibration.entropy {r.calibration.entropy!r} exceeds log(k) = {math.log(k):.6g}")
     for s, b in scores.items():
         if b.set_size > k + TOL:
             raise ValueError(f"{s}.set_size {b.set_size!r} is larger than k = {k}")
-        _check_interval(f"{s}.coverage", b.coverage_ci95, 0.0, 1.0)
-        _check_interval(f"{s}.set_size", b.set_size_ci95, 0.0, float(k))
-        _check_interval(f"{s}.uacc", b.uacc_ci95, 0.0, math.inf)
+        _check_interval(f"{s}.coverage", b.coverage_split_range95, 0.0, 1.0)
+        _check_interval(f"{s}.set_size", b.set_size_split_range95, 0.0, float(k))
+        _check_interval(f"{s}.uacc", b.uacc_split_range95, 0.0, math.inf)
         if b.size_hist:
             if len(b.size_hist) != k + 1:
                 raise ValueError(f"{s}.size_hist has {len(b.size_hist)} entries, expected k + 1 = {k + 1}")
@@ -424,12 +432,33 @@ def migrate_run_key(run_key: Any) -> Any:
 def migrate_v1(record: dict[str, Any]) -> dict[str, Any]:
     """A `cpbench.result/1` record as a `cpbench.result/2` object (not yet validated)."""
     out = dict(record)
-    out["schema"] = SCHEMA
+    out["schema"] = SCHEMA_V2
     out["run_key"] = migrate_run_key(record.get("run_key"))
     prov = migrate_provenance_v1(record.get("provenance"))
     if isinstance(prov, dict):
         prov["migrated_from"] = SCHEMA_V1
     out["provenance"] = prov
+    return out
+
+
+def _rename_split_ranges(block: Any) -> Any:
+    if not isinstance(block, dict):
+        return block
+    return {(k[: -len("_ci95")] + "_split_range95" if isinstance(k, str) and k.endswith("_ci95") else k): v
+            for k, v in block.items()}
+
+
+def migrate_v2(record: dict[str, Any]) -> dict[str, Any]:
+    """A `cpbench.result/2` record as a `cpbench.result/3` object (not yet validated): `<metric>_ci95` (top level and
+    in each score block) renamed `<metric>_split_range95`; `provenance.migrated_from` keeps the first schema read."""
+    out = _rename_split_ranges(record)
+    for s in SCORE_FIELDS:
+        if s in out:
+            out[s] = _rename_split_ranges(out[s])
+    out["schema"] = SCHEMA
+    prov = out.get("provenance")
+    if isinstance(prov, dict) and not prov.get("migrated_from"):
+        out["provenance"] = {**prov, "migrated_from": SCHEMA_V2}
     return out
 
 
@@ -441,7 +470,9 @@ def load_record(obj: Any) -> ResultRecord:
     if schema is None:
         raise CpbenchError("not a cpbench result record (no 'schema' key)")
     if schema == SCHEMA_V1:
-        obj = migrate_v1(obj)
+        obj = migrate_v2(migrate_v1(obj))
+    elif schema == SCHEMA_V2:
+        obj = migrate_v2(obj)
     elif schema != SCHEMA:
         raise CpbenchError(f"schema {schema!r} is not one this cpbench reads ({', '.join(READABLE_SCHEMAS)}); "
                            f"{REGENERATE}")

@@ -34,14 +34,22 @@ def _interval(x: Any) -> list[float] | None:
 
 
 def _cell_metrics(record: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": record.get("n"), "acc": _num(record.get("acc")),
-                           "acc_ci95": _interval(record.get("acc_ci95"))}  # fmt: skip
+    """A cell's numbers. Split ranges (2.5-97.5 percentiles over calibration/test splits of the same items) keep
+    their name: they say how much a number moves with the split, not where the population value lies. Accuracy also
+    gets its item-level 95% Wilson interval (the n items as a sample), which is what the terminal shows."""
+    from cpbench.analysis.paired import wilson
+
+    acc, n = _num(record.get("acc")), _num(record.get("n"))
+    out: dict[str, Any] = {"n": record.get("n"), "acc": acc,
+                           "acc_wilson95": list(wilson(acc, n, 1.959964)) if acc is not None and n else None,
+                           "acc_split_range95": _interval(record.get("acc_split_range95", record.get("acc_ci95")))}
     for s in SCORES:
         r = record.get(s)
         if not isinstance(r, dict):
             continue
         out[s] = {m: _num(r.get(m)) for m in ("coverage", "set_size", "uacc")}
-        out[s].update({f"{m}_ci95": _interval(r.get(f"{m}_ci95")) for m in ("coverage", "set_size", "uacc")})
+        out[s].update({f"{m}_split_range95": _interval(r.get(f"{m}_split_range95", r.get(f"{m}_ci95")))
+                       for m in ("coverage", "set_size", "uacc")})  # records /3 renamed the split ranges
     return out
 
 
@@ -138,9 +146,10 @@ def summarize(outcome: Any, log_path: Path | None = None) -> dict[str, Any]:
             "device": plan.device, "suite": plan.suite, "analysis": plan.analysis.model_dump(),
             **{k: getattr(plan, k) for k in ("dtype", "revision", "model_args", "trust_remote_code") if hasattr(plan, k)},
         },  # fmt: skip
-        "intervals": "acc/coverage/set size/UAcc of one model: 2.5-97.5 percentiles over the calibration/test splits "
-        "(how much the number moves with other random splits of the same items); deltas vs the baseline: item-level "
-        "paired 95% intervals of cpbench.analysis.decoupling (cover the population difference; docs/conformal.md)",
+        "intervals": "*_split_range95 of one model: 2.5-97.5 percentiles over the calibration/test splits (how much "
+        "the number moves with other random splits of the same items; not a confidence interval); acc_wilson95: "
+        "item-level 95% Wilson interval of the model's accuracy; deltas vs the baseline: item-level paired 95% "
+        "intervals of cpbench.analysis.decoupling (cover the population difference; docs/conformal.md)",
         "cells": cells,
         "comparisons": comps,
         "gate": gate,
@@ -213,8 +222,8 @@ def render(summary: dict[str, Any], console: Any) -> None:
         table = Table(
             box=box.SIMPLE_HEAD,
             title=f"{summary['model']} ({summary['plan']['scoring']} scoring), {score.upper()}, alpha {a['alpha']:g}, "
-            f"{a['splits']} splits; acc/coverage in %, set size in options; acc and set size [2.5-97.5% over splits]; "
-            f"Δ vs '{base}' [item-level 95% interval]",
+            f"{a['splits']} splits; acc/coverage in %, set size in options (mean over splits); acc [item-level 95% "
+            f"Wilson interval]; Δ vs '{base}' [item-level 95% interval]",
             title_justify="left",
         )
         for name in ("task", "prompt", "recipe", "n", "acc", "Δacc", "coverage", "set size", "Δsize", "UAcc",
@@ -225,10 +234,10 @@ def render(summary: dict[str, Any], console: Any) -> None:
             comp = comps.get((c["recipe"], c["task"], c["prompt"], score))
             table.add_row(
                 c["task"], c["prompt"], c["recipe"], str(c["n"]),
-                f"{_pct(c['acc'])} {_ci(c.get('acc_ci95'))}".strip(),
+                f"{_pct(c['acc'])} {_ci(c.get('acc_wilson95'))}".strip(),
                 _d(comp["d_acc"], comp["d_acc_ci"], True) if comp else "",
                 _pct(m.get("coverage")),
-                f"{m.get('set_size', float('nan')):.2f} {_ci(m.get('set_size_ci95'), pct=False)}".strip(),
+                f"{m.get('set_size', float('nan')):.2f}",
                 _d(comp["d_set_size"], comp["d_set_size_ci"], False) if comp else "",
                 "-" if m.get("uacc") is None else f"{m['uacc']:.2f}",
                 (comp["category"] if comp else ("baseline" if c["recipe"] == base else "")),

@@ -150,8 +150,8 @@ def _rows(record: dict, key: RunKey, ps: dict[str, np.ndarray | None], rel: str)
         "k": record.get("k"),
         "acc": float(record["acc"]),
         "acc_std": record.get("acc_std"),
-        "acc_lo": (record.get("acc_ci95") or [None, None])[0],
-        "acc_hi": (record.get("acc_ci95") or [None, None])[1],
+        "acc_lo": (record.get("acc_split_range95") or [None, None])[0],
+        "acc_hi": (record.get("acc_split_range95") or [None, None])[1],
         **{c: calib.get(c) for c in CALIBRATION},
         "ps_acc": ps["acc"],
         "artifact_hash": prov.get("artifact_hash", ""),
@@ -172,7 +172,7 @@ def _rows(record: dict, key: RunKey, ps: dict[str, np.ndarray | None], rel: str)
         block = record[s]
         row = dict(base, score=s)
         for m in METRICS:
-            ci = block.get(f"{m}_ci95") or [None, None]
+            ci = block.get(f"{m}_split_range95") or [None, None]
             row[m] = float(block[m])
             row[f"{m}_std"] = block.get(f"{m}_std")
             row[f"{m}_lo"], row[f"{m}_hi"] = ci[0], ci[1]

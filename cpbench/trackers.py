@@ -50,7 +50,7 @@ def metrics(summary: dict[str, Any]) -> dict[str, float]:
         put(f"{stem}/acc", c.get("acc"))
         for s in ("lac", "aps"):
             for m, v in (c.get(s) or {}).items():
-                if not m.endswith("_ci95"):
+                if not m.endswith(("_ci95", "_split_range95")):
                     put(f"{stem}/{s}/{m}", v)
     for d in summary["comparisons"]:
         stem = f"{d['recipe']}/{d['task']}/{d['prompt']}/{d['score']}"

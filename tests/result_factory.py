@@ -97,7 +97,7 @@ def make_record(
                                  "coverage_by_class": {}}
         for name, a in (("coverage", cov), ("set_size", ss), ("uacc", uacc)):
             sm = _summary(a)
-            block[name], block[f"{name}_std"], block[f"{name}_ci95"] = sm["mean"], sm["std"], sm["ci95"]
+            block[name], block[f"{name}_std"], block[f"{name}_split_range95"] = sm["mean"], sm["std"], sm["ci95"]
         blocks[s] = block
         per_split[s] = {"coverage": cov.tolist(), "set_size": ss.tolist(), "uacc": uacc.tolist()}
     acc_sm = _summary(ps_acc)
@@ -128,7 +128,7 @@ def make_record(
         "provenance": prov,
         "input": prov["artifact_path"],
         "n": n, "k": K, "n_cal": n_cal, "n_test": n - n_cal, "letters": LETTERS,
-        "acc": acc_sm["mean"], "acc_std": acc_sm["std"], "acc_ci95": acc_sm["ci95"],
+        "acc": acc_sm["mean"], "acc_std": acc_sm["std"], "acc_split_range95": acc_sm["ci95"],
         "calibration": {"ece": 0.05, "brier": 0.5, "nll": 1.1, "entropy": 1.2, "idk_rate": 0.01, "nota_rate": 0.0},
         **blocks,
         "protocol": {"name": protocol, "quantile": "textbook", "empty": "allow", "softmax_dtype": "float64",

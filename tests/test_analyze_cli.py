@@ -50,14 +50,15 @@ def test_json_lines_and_record(art_path, tmp_path, capsys):
     rec = json.loads(lines[0])
     assert "per_split" not in rec
     full = analyze_artifact(LogitsArtifact.load(art_path), preset(splits=20))
-    for key in ("n", "k", "n_cal", "n_test", "acc", "acc_std", "acc_ci95", "calibration", "lac", "aps", "letters"):
+    for key in ("n", "k", "n_cal", "n_test", "acc", "acc_std", "acc_split_range95", "calibration", "lac", "aps",
+                "letters"):
         assert rec[key] == full[key], key
-    assert rec["input"] == str(art_path) and rec["schema"] == "cpbench.result/2"
+    assert rec["input"] == str(art_path) and rec["schema"] == "cpbench.result/3"
     assert rec["run_key"]["score"]["model"] == "m" and rec["run_key"]["analysis"]["splits"] == 20
     assert rec["provenance"]["artifact_hash"] == LogitsArtifact.load(art_path).content_hash
     for s in ("lac", "aps"):
-        assert set(rec[s]) >= {"coverage", "set_size", "uacc", "qhat", "coverage_std", "coverage_ci95", "size_hist",
-                               "coverage_by_size", "coverage_by_class"}
+        assert set(rec[s]) >= {"coverage", "set_size", "uacc", "qhat", "coverage_std", "coverage_split_range95",
+                               "size_hist", "coverage_by_size", "coverage_by_class"}
         assert abs(sum(rec[s]["size_hist"]) - 1) < 1e-12 and len(rec[s]["size_hist"]) == 7
     # means are across splits: recompute from per_split
     assert full["acc"] == pytest.approx(np.mean(full["per_split"]["acc"]))

@@ -190,3 +190,34 @@ def test_change_exactly_at_each_limit_passes(tmp_path: Path, capsys: pytest.Capt
                  *limits, *POINT]) == 1
     out = capsys.readouterr().out
     assert "set size +0.100 > 0.1" in out and "accuracy drop 0.0101 > 0.01" in out and "coverage 0.8999 < 0.9" in out
+
+
+def test_reasons_show_the_one_sided_level_that_decided_each_check() -> None:
+    """Holm decides the j-th smallest of m p-values at alpha / (m - j + 1): a failing check's printed bound is the bound
+    at that level, and it lies beyond the limit (issue 15: 'accuracy drop 0.0917 > 0.02 (bound 0.0172)' showed a
+    Bonferroni bound beside a Holm decision)."""
+    from cpbench.analysis.decisions import Directional, decision_levels
+    from cpbench.analysis.paired import Estimate
+    from cpbench.gate import Decision, _Check, _decide
+
+    # five checks: one clear failure, one near the limit, three clear passes
+    ests = [Estimate("d", 0.0917, 0.030, n=500), Estimate("d", 0.0, 0.001, n=500), Estimate("d", 0.0, 0.001, n=500),
+            Estimate("d", 0.0, 0.001, n=500), Estimate("d", 0.0300, 0.012, n=500)]
+    checks = [_Check(i, "accuracy drop", Directional.test(e, 0.02), True, ".4f") for i, e in enumerate(ests)]
+    rows = [{"status": "pass", "reasons": ""} for _ in ests]
+    _decide(rows, checks, Decision())
+    assert rows[0]["status"] == "fail"
+    levels = decision_levels([c.test.p for c in checks], 0.05, "holm")
+    lvl = levels[0]
+    assert "one-sided" in rows[0]["reasons"] and f"{100 * lvl:.2f}".rstrip("0").rstrip(".") + "%" in rows[0]["reasons"]
+    bound = float(rows[0]["reasons"].split("lower bound ")[1].rstrip(")"))
+    assert bound > 0.02  # the bound shown is beyond the limit: it shows the break
+    assert bound == pytest.approx(ests[0].bound("lower", lvl), abs=1e-4)
+    # Holm's levels: 1 - alpha / m for the smallest p-value, then 1 - alpha / (m - 1), ...
+    assert sorted(levels)[-1] == pytest.approx(1 - 0.05 / 5) and min(levels) == pytest.approx(0.95)
+    assert rows[4]["status"] == "inconclusive" and "more items (" in rows[4]["reasons"]
+    # from the cell's own variance: n ((z_level + z_0.8) se / gap)^2 in all
+    from cpbench.analysis.paired import z_of
+
+    need = 500 * ((z_of(levels[4]) + z_of(0.8)) * 0.012 / 0.01) ** 2
+    assert f"{int(round(need, -2)):,}" in rows[4]["reasons"] or f"{int(round(need, -1)):,}" in rows[4]["reasons"]

@@ -169,7 +169,9 @@ def test_inconclusive_names_the_items_needed_and_missing_artifacts(pair_root: Pa
     df, _ = load_results(pair_root)
     dec = decoupling_table(df, DecouplingConfig(epsilon=0.01, delta=0.1), ArtifactIndex(pair_root))
     small = dec.query("model == 'small'").iloc[0]
-    assert small["category"] == "inconclusive" and "items to decide" in small["note"]
+    # how many MORE items, from the cell's own per-item variance, and how many in all
+    assert small["category"] == "inconclusive" and "more items (" in small["note"]
+    assert "in all) would likely decide it" in small["note"]
     # no results root, or the artifact moved away: inconclusive, never decided on the split spread
     dec = decoupling_table(df, DecouplingConfig(epsilon=0.01, delta=0.1))
     assert set(dec["category"]) == {"inconclusive"}
@@ -194,7 +196,8 @@ def test_gate_pass_fail_inconclusive(pair_root: Path, capsys: pytest.CaptureFixt
     # a limit the data cannot decide: inconclusive, failing by default, a warning with --on-inconclusive warn
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68") == 1
     out = capsys.readouterr().out
-    assert "inconclusive 1" in out and "INCONCLUSIVE" in out and "items would decide it" in out
+    assert "inconclusive 1" in out and "INCONCLUSIVE" in out and "more items (" in out
+    assert "would likely decide it" in out and "one-sided 95% bounds" in out
     # the only cell is undecided: a report with no decided cell passes only with --allow-undecided (issue 18)
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--on-inconclusive", "warn") == 1
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "0.68", "--on-inconclusive", "warn",
@@ -295,3 +298,103 @@ print("clean")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr[-2000:]
+
+
+def _tied_aps_population():
+    labels, base = population()
+    cand = S.perturb(base, 0.3, signal_loss=0.1, labels=labels)
+    return labels, np.round(base * 2) / 2, np.round(cand * 2) / 2  # logits on a 0.5 grid: many tied scores
+
+
+def test_coverage_intervals_have_an_item_term_for_aps_and_ties() -> None:
+    """APS includes the option that crosses q-hat and tied scores put mass at q-hat, so coverage exceeds
+    k / (n_cal + 1) by a model-dependent amount that varies with the items. The Δcoverage interval and the candidate's
+    own coverage interval (what --min-coverage tests) must cover the procedure value; the old interval, split Monte
+    Carlo error only, covers it in far fewer samples, and a --min-coverage set at the true coverage passed often."""
+    from cpbench.analysis.compare import RecordNumbers, compare_numbers
+    from cpbench.analysis.decisions import Directional
+    from cpbench.conformal.protocols import analyze_artifact, preset
+
+    labels, base, cand = _tied_aps_population()
+    n, draws = 200, 60
+    truth = S.population_values(labels, base, cand, n, scores=("aps", "lac"))
+    rng = np.random.default_rng(21)
+    key = preset("default", splits=20)
+    hit = {"d_aps.coverage": 0, "cand.aps.coverage": 0, "d_lac.coverage": 0}
+    old_hit = dict.fromkeys(hit, 0)
+    passed = 0
+    for _ in range(draws):
+        a, b = S.sample_pair(labels, base, cand, n, rng)
+        ra, rb = analyze_artifact(a, key, ("aps", "lac")), analyze_artifact(b, key, ("aps", "lac"))
+        est = compare_numbers(a, b, RecordNumbers.from_record(ra), RecordNumbers.from_record(rb), ("aps", "lac"),
+                              n_boot=200, seed=int(rng.integers(1 << 30)))
+        for m in hit:
+            e = est[m]
+            hit[m] += e.lo <= truth[m] <= e.hi
+            old_hit[m] += abs(e.point - truth[m]) <= 1.96 * e.se_split  # the old interval: split error only
+        t = Directional.test(est["cand.aps.coverage"], truth["cand.aps.coverage"])
+        passed += t.p <= 0.05 and not t.below  # --min-coverage at the true coverage: a pass is a false pass
+    assert truth["cand.aps.coverage"] > 0.93  # APS covers well above k / (n_cal + 1) = 0.901
+    for m in hit:
+        assert hit[m] / draws >= 0.88, (m, hit[m] / draws)
+    assert old_hit["d_aps.coverage"] / draws < 0.7 and old_hit["cand.aps.coverage"] / draws < 0.7, old_hit
+    assert passed / draws <= 0.12
+
+
+def test_split_average_is_unbiased_for_the_procedure_estimand() -> None:
+    """The record's set size and coverage (mean over splits) estimate E over calibration parts of n_cal i.i.d.
+    items of the population's set size and coverage at that part's q-hat (simulate.procedure_values), exactly."""
+    from cpbench.conformal.protocols import analyze_artifact, preset
+
+    labels, base, _ = _tied_aps_population()
+    n, draws = 40, 400
+    view = item_view(S.artifact([f"p{j:07d}" for j in range(len(labels))], labels, base))
+    want = S.procedure_values(view, "aps", n)
+    rng = np.random.default_rng(3)
+    key = preset("default", splits=10)
+    size, cov = [], []
+    for _ in range(draws):
+        a, _b = S.sample_pair(labels, base, base, n, rng)
+        r = analyze_artifact(a, key, ("aps",))
+        size.append(r["aps"]["set_size"])
+        cov.append(r["aps"]["coverage"])
+    for got, target in ((size, want["set_size"]), (cov, want["coverage"])):
+        mc = float(np.std(got, ddof=1)) / math.sqrt(draws)
+        assert abs(float(np.mean(got)) - target) < 3.5 * mc, (np.mean(got), target, mc)
+
+
+def test_variance_floor_when_few_items_sets_differ_and_bounded_metrics_stay_in_range() -> None:
+    """A candidate whose sets equal the baseline's on every item: the bootstrap alone gives a set-size interval of
+    exactly [0, 0] (27 or 150 items would 'show' the sizes equal within any margin); the floor (a Wilson-type
+    pseudo-count, z / n with no differing item) keeps it open and the cell says so. Jaccard stays within [0, 1] and
+    every estimate inside its interval."""
+    from cpbench.analysis.paired import FLOOR_Z, estimates
+
+    labels, base = population()
+    idx = np.random.default_rng(5).integers(0, len(labels), 150)
+    ids = [f"i{j:04d}" for j in range(150)]
+    lb = base[idx]
+    va, vb = item_view(S.artifact(ids, labels[idx], lb)), item_view(S.artifact(ids, labels[idx], lb + 1e-3))
+    d = paired_draws(va, vb, ("lac", "aps"), n_boot=200, seed=1)
+    assert float(np.ptp(d.cand["lac.set_size"] - d.base["lac.set_size"])) == 0.0  # the bootstrap sees nothing
+    est = estimates(d, k_options=6)
+    for s in ("lac", "aps"):
+        e = est[f"d_{s}.set_size"]
+        assert d.floor[f"{s}.set_size"] == (0.0, 0)
+        assert e.se_item == pytest.approx(FLOOR_Z / 150) and "floor: 0 of 150 items' sets differ" in e.note
+        assert e.lo < 0 < e.hi
+        j = est[f"{s}.jaccard"]
+        assert 0.0 <= j.lo <= j.point <= j.hi <= 1.0 and j.hi == 1.0
+    for name, x in est.items():
+        assert x.lo <= x.point <= x.hi, name
+
+
+def test_gate_min_coverage_is_decided_on_the_item_level_estimate(pair_root: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--min-coverage uses the candidate's own item-level coverage estimate (artifacts needed): far below the
+    coverage it passes, far above it fails, and the reason names the one-sided level of the bound shown."""
+    assert _gate(pair_root, "noisy", "--max-set-size-increase", "5", "--min-coverage", "0.5") == 0
+    capsys.readouterr()
+    assert _gate(pair_root, "noisy", "--max-set-size-increase", "5", "--min-coverage", "0.99") == 1
+    out = capsys.readouterr().out
+    assert "FAIL    coverage 0.8" in out and "< 0.99 (one-sided" in out and "upper bound" in out

@@ -14,7 +14,7 @@ from cpbench.artifact import LogitsArtifact
 from cpbench.cli import main
 from cpbench.conformal.protocols import analyze_artifact
 from cpbench.errors import CpbenchError
-from cpbench.records import SCHEMA, ArtifactProvenance, ResultRecord, build_record, load_record, migrate_v1
+from cpbench.records import SCHEMA, ArtifactProvenance, ResultRecord, build_record, load_record, migrate_v1, migrate_v2
 from cpbench.runkey import AnalysisKey, ScoreKey
 from cpbench.store import write_result
 
@@ -72,16 +72,40 @@ def test_migration_v1_to_v2_is_explicit() -> None:
     old["schema"] = "cpbench.result/1"
     old["run_key"]["score"]["recipe"] = "fp16"
     old["provenance"]["run_key"] = {"model": "tiny", "recipe": "fp16", "task": "qa"}
-    new = migrate_v1(old)
+    for k in [k for k in old if k.endswith("_split_range95")]:  # schema 1 and 2 named the split ranges *_ci95
+        old[k.replace("_split_range95", "_ci95")] = old.pop(k)
+    for s in ("lac", "aps"):
+        for k in [k for k in (old.get(s) or {}) if k.endswith("_split_range95")]:
+            old[s][k.replace("_split_range95", "_ci95")] = old[s].pop(k)
+    new = migrate_v2(migrate_v1(old))
     assert new["schema"] == SCHEMA and new["run_key"]["score"]["recipe"] == "base"
     assert new["provenance"]["run_key"]["recipe"] == "base" and new["provenance"]["migrated_from"] == old["schema"]
     assert isinstance(ResultRecord.model_validate(new), ResultRecord)
     assert old["run_key"]["score"]["recipe"] == "fp16"  # the input is not modified
+    assert load_record(old).acc_split_range95 == tuple(old["acc_ci95"])
+
+
+def test_migration_v2_renames_the_split_ranges() -> None:
+    """Schema 2 called the split percentile ranges `*_ci95`; schema 3 reads them as `*_split_range95` (they are not
+    confidence intervals) and a schema-2 record without the rename would be refused as an unknown key."""
+    rec = make_record(recipe="base")
+    old = json.loads(json.dumps(rec))
+    old["schema"] = "cpbench.result/2"
+    old["acc_ci95"] = old.pop("acc_split_range95")
+    old["lac"]["set_size_ci95"] = old["lac"].pop("set_size_split_range95")
+    r = load_record(old)
+    assert r.acc_split_range95 == tuple(old["acc_ci95"]) and r.lac.set_size_split_range95 is not None
+    assert r.provenance.migrated_from == "cpbench.result/2"
+    out = r.to_json()
+    assert out["schema"] == SCHEMA == "cpbench.result/3" and not any(k.endswith("_ci95") for k in out)
+    old["schema"] = SCHEMA  # the old name under the new schema is an unknown key
+    with pytest.raises(CpbenchError, match="_ci95: Extra inputs"):
+        load_record(old)
 
 
 def test_unknown_schema_is_refused_with_how_to_regenerate() -> None:
     rec = make_record()
-    rec["schema"] = "cpbench.result/3"
+    rec["schema"] = "cpbench.result/4"
     with pytest.raises(CpbenchError, match="regenerate it with `cpbench analyze"):
         load_record(rec)
 

@@ -152,3 +152,32 @@ def test_provenance_fields_written_at_scoring_and_read_back(tmp_path: Path) -> N
     assert row["params"] == 3e9 and model_params("mystery", row["params"]) == (3e9, "record")
     knob, source = recorded_knob(row["knob"], "custom-quant", None)
     assert source == "record" and knob is not None and (knob.kind, knob.value) == ("bits", 3.0)
+
+
+def test_item_level_slope_uses_replicates_shared_across_models_on_the_same_items(tmp_path: Path) -> None:
+    """Models that answer the same items have correlated deltas: the slope's se comes from the joint bootstrap
+    replicates (the same resamples for every model), not from independent standard errors. Three near-copies of one
+    perturbation are almost perfectly correlated, so the slope's se is far below the independence formula's."""
+    from paired_factory import population, write_cell
+
+    from cpbench.analysis import simulate as S
+    from cpbench.analysis.compare import ArtifactIndex
+
+    labels, base = population()
+    idx = np.random.default_rng(4).integers(0, len(labels), 500)
+    noise = S.perturb(base, 0.6)[idx] - base[idx]
+    for model, size, k in (("a-1b", 1e9, 1.0), ("b-10b", 1e10, 0.95), ("c-100b", 1e11, 0.9)):
+        write_cell(tmp_path, model, "base", "qa", labels[idx], base[idx], params=size)
+        write_cell(tmp_path, model, "q", "qa", labels[idx], base[idx] + k * noise, params=size)
+    df, _ = load_results(tmp_path)
+    dec = decoupling_table(df, DecouplingConfig(), ArtifactIndex(tmp_path))
+    row = size_effect_table(dec, df[["model", "params", "model_name"]]).iloc[0]
+    assert row["slope_item_basis"] == "shared replicates"
+    x = np.log10([1e9, 1e10, 1e11])
+    c = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+    d = dec.set_index("model")
+    reps = np.vstack([d.loc[m, "reps_d_set_size"]["reps"] for m in ("a-1b", "b-10b", "c-100b")])
+    independent = math.sqrt(float((c**2 * d.loc[["a-1b", "b-10b", "c-100b"], "d_set_size_se"] ** 2).sum()))
+    assert row["slope_item_se"] < 0.6 * independent
+    # the replicate slope's own spread is what the se measures (up to floors and the split term)
+    assert row["slope_item_se"] >= float(np.std(c @ reps, ddof=1)) * 0.9

@@ -127,7 +127,7 @@ def test_duplicate_run_key_is_an_error_naming_both_files(tmp_path: Path) -> None
         (lambda r: r.update(k=7), "letters"),
         (lambda r: r["calibration"].update(entropy=5.0), "entropy"),
         (lambda r: r["lac"].update(size_hist=[0.5] * 7), "size_hist"),
-        (lambda r: r["lac"].update(coverage_ci95=[0.95, 0.85]), "coverage_ci95"),
+        (lambda r: r["lac"].update(coverage_split_range95=[0.95, 0.85]), "coverage_split_range95"),
         (lambda r: r.update(acc=0.61), "mean of its"),  # stored mean disagrees with the per-split values
         (lambda r: r["per_split"].update(acc=[1.5] * 20), "per_split.acc"),
         (lambda r: r["lac"].update(coverage="0.9"), "lac.coverage"),  # strings are not numbers

@@ -17,9 +17,9 @@ SUMMARY = {
     "schema": "cpbench.run/1", "created_at": "2026-11-29T19:00:00Z", "model": "m", "baseline": "base",
     "plan": {"recipes": ["base", "rtn-4bit"], "tasks": ["qa"], "analysis": {"alpha": 0.1, "splits": 100}},
     "cells": [{"recipe": "base", "task": "qa", "prompt": "base", "acc": 0.5,
-               "lac": {"coverage": 0.9, "set_size": 2.0, "uacc": 0.6, "set_size_ci95": [1.9, 2.1]}},
+               "lac": {"coverage": 0.9, "set_size": 2.0, "uacc": 0.6, "set_size_split_range95": [1.9, 2.1]}},
               {"recipe": "rtn-4bit", "task": "qa", "prompt": "base", "acc": 0.4,
-               "lac": {"coverage": 0.9, "set_size": 2.5, "uacc": 0.4, "set_size_ci95": [2.4, 2.6]}}],
+               "lac": {"coverage": 0.9, "set_size": 2.5, "uacc": 0.4, "set_size_split_range95": [2.4, 2.6]}}],
     "comparisons": [{"recipe": "rtn-4bit", "task": "qa", "prompt": "base", "score": "lac", "d_acc": -0.1,
                      "d_coverage": 0.0, "d_set_size": 0.5, "d_uacc": float("nan"), "category": "coupled"}],
 }  # fmt: skip
@@ -29,7 +29,7 @@ def test_metrics_are_flat_and_finite():
     m = trackers.metrics(SUMMARY)
     assert m["rtn-4bit/qa/base/acc"] == 0.4 and m["base/qa/base/lac/set_size"] == 2.0
     assert m["rtn-4bit/qa/base/lac/d_set_size"] == 0.5
-    assert "rtn-4bit/qa/base/lac/d_uacc" not in m and not any(k.endswith("_ci95") for k in m)
+    assert "rtn-4bit/qa/base/lac/d_uacc" not in m and not any(k.endswith(("_ci95", "_split_range95")) for k in m)
 
 
 def test_mlflow_logging_through_its_api(tmp_path, monkeypatch):

@@ -105,6 +105,7 @@ def _simulated_split_se(base_art, cand_art, nb: RecordNumbers, scores: Sequence[
                "uacc": (uacc(acc_b, rb.set_size, vb.k), uacc(acc_c, rc.set_size, vc.k))}
         for m, (b, c) in per.items():
             out[f"d_{s}.{m}"] = float(np.std(c - b, ddof=1)) / math.sqrt(nb.splits)
+        out[f"cand.{s}.coverage"] = float(np.std(rc.coverage, ddof=1)) / math.sqrt(nb.splits)
     return out
 
 
@@ -127,6 +128,14 @@ def compare_numbers(base_art, cand_art, nb: RecordNumbers, nc: RecordNumbers, sc
             ses[f"d_{k}"] = se
             split_iv[f"d_{k}"] = (lo, hi)
             need_sim |= not math.isfinite(se)
+    for s_ in scores:  # the candidate's own coverage (--min-coverage): record mean, split term of that mean
+        k = f"{s_}.coverage"
+        if k in nc.means:
+            points[f"cand.{k}"] = nc.means[k]
+            ps = nc.per_split.get(k)
+            ses[f"cand.{k}"] = (float(np.std(ps, ddof=1)) / math.sqrt(len(ps)) if ps is not None and len(ps) >= 2
+                                else math.nan)
+            need_sim |= not math.isfinite(ses[f"cand.{k}"])
     note = ""
     if need_sim and points:
         sim = _simulated_split_se(base_art, cand_art, nb, scores)
@@ -134,11 +143,10 @@ def compare_numbers(base_art, cand_art, nb: RecordNumbers, nc: RecordNumbers, sc
             if k in points and not math.isfinite(ses.get(k, math.nan)):
                 ses[k] = v
         note = f"split term estimated from {SIM_SPLITS} fresh splits (records hold < 2 per-split values)"
-    est = estimates(draws, level=level, record_points=points, split_ses=ses)
+    est = estimates(draws, level=level, record_points=points, split_ses=ses, k_options=vb.k)
     for k, (lo, hi) in split_iv.items():
         e = est[k]
-        est[k] = Estimate(e.metric, e.point, e.se, e.se_item, e.se_split, e.n, e.method, e.level,
-                          "; ".join(filter(None, [e.note, note])), lo, hi)
+        est[k] = e.replace(note="; ".join(filter(None, [e.note, note])), split_lo=lo, split_hi=hi)
     return est
 
 

@@ -105,3 +105,36 @@ def fmt_items(n: float) -> str:
     digits = max(0, int(math.floor(math.log10(max(n, 1)))) - 1)
     rounded = int(math.ceil(n / 10**digits) * 10**digits)
     return f"about {rounded:,} items"
+
+
+def fmt_more_items(needed: float, have: int) -> str:
+    """'about 1,200 more items (1,300 in all)': how many more items would likely decide a cell (80 % power if the
+    estimate were the truth), from the cell's own per-item variance."""
+    if math.isnan(needed):
+        return "an unknown number of items (no per-item variance)"
+    if not math.isfinite(needed):
+        return "an unbounded number of items (the estimate sits on the margin)"
+    more = needed - have
+    if more <= 0:
+        return f"{fmt_items(needed)} (about as many as it has: another sample of this size may decide it)"
+    return f"{fmt_items(more).replace(' items', '')} more items ({fmt_items(needed).removeprefix('about ')} in all)"
+
+
+def decision_levels(pvalues: Sequence[float], alpha: float, procedure: str = "holm") -> list[float]:
+    """The one-sided confidence level each test of a family is decided at, so that a printed bound says what
+    decided: Holm compares the j-th smallest of m p-values with alpha / (m - j + 1) (bound at 1 - alpha / (m - j +
+    1)); Bonferroni with alpha / m; Benjamini-Hochberg the j-th smallest with alpha j / m; none with alpha. A test
+    shown (its adjusted p-value <= alpha) has its bound at this level beyond its margin."""
+    check_procedure(procedure)
+    p = np.asarray(pvalues, dtype=float)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    out = [1.0 - alpha] * len(p)
+    if procedure == "none" or m == 0:
+        return out
+    if procedure == "bonferroni":
+        return [1.0 - alpha / m] * len(p)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    for j, i in enumerate(order):
+        out[int(i)] = 1.0 - (alpha / (m - j) if procedure == "holm" else alpha * (j + 1) / m)
+    return out

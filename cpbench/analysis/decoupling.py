@@ -39,7 +39,15 @@ import numpy as np
 import pandas as pd
 
 from cpbench.analysis.compare import ArtifactIndex, RecordNumbers, compare_numbers
-from cpbench.analysis.decisions import PROCEDURE_TEXT, Directional, adjust, check_procedure, decided, fmt_items
+from cpbench.analysis.decisions import (
+    PROCEDURE_TEXT,
+    Directional,
+    adjust,
+    check_procedure,
+    decided,
+    decision_levels,
+    fmt_more_items,
+)
 from cpbench.analysis.paired import LEVEL, N_BOOT, Estimate
 from cpbench.analysis.stats import kendall_tau_b, paired_bootstrap
 from cpbench import limits as defaults
@@ -251,13 +259,13 @@ def _decide(table: pd.DataFrame, ests: list[dict[str, Estimate]], cfg: Decouplin
         tests.append((i, "acc", Directional.test(est.get("acc"), -cfg.epsilon)))
         tests.append((i, "set_size", Directional.test(est.get("set_size"), cfg.delta)))
     p_adj = adjust([t[2].p for t in tests], cfg.multiplicity)
-    m = int(np.isfinite([t[2].p for t in tests]).sum()) if tests else 0
-    by_cell: dict[int, dict[str, tuple[Directional, float]]] = {}
-    for (i, what, d), pa in zip(tests, p_adj):
-        by_cell.setdefault(i, {})[what] = (d, pa)
+    levels = decision_levels([t[2].p for t in tests], cfg.alpha, cfg.multiplicity)
+    by_cell: dict[int, dict[str, tuple[Directional, float, float]]] = {}
+    for (i, what, d), pa, lv in zip(tests, p_adj, levels):
+        by_cell.setdefault(i, {})[what] = (d, pa, lv)
         table.at[i, f"p_{what}"] = pa
     for i, parts in by_cell.items():
-        (da, pa), (ds, ps) = parts["acc"], parts["set_size"]
+        (da, pa, la), (ds, ps, ls) = parts["acc"], parts["set_size"]
         if not ests[i]:
             table.at[i, "category"] = "inconclusive"
             continue
@@ -268,12 +276,15 @@ def _decide(table: pd.DataFrame, ests: list[dict[str, Estimate]], cfg: Decouplin
                                        ("dropped", "holds"): "accuracy-only",
                                        ("dropped", "grows"): "coupled"}[(acc, size)]
             continue
-        level = cfg.alpha / max(m, 1) if cfg.multiplicity in ("holm", "bonferroni") else cfg.alpha
         why = []
         if not acc:
-            why.append(f"accuracy vs epsilon undecided ({fmt_items(da.items_needed(level))} to decide)")
+            n_have = da.estimate.n if da.estimate is not None else 0
+            why.append(f"accuracy vs epsilon undecided ({fmt_more_items(da.items_needed(1.0 - la), n_have)} would "
+                       f"likely decide it)")
         if not size:
-            why.append(f"set size vs delta undecided ({fmt_items(ds.items_needed(level))} to decide)")
+            n_have = ds.estimate.n if ds.estimate is not None else 0
+            why.append(f"set size vs delta undecided ({fmt_more_items(ds.items_needed(1.0 - ls), n_have)} would "
+                       f"likely decide it)")
         table.at[i, "category"] = "inconclusive"
         table.at[i, "note"] = "; ".join(filter(None, [*why, str(table.at[i, "note"] or "")]))
 
@@ -292,7 +303,7 @@ def decoupling_table(df: pd.DataFrame, cfg: DecouplingConfig = DecouplingConfig(
         columns += [f"d_{m}", f"d_{m}_lo", f"d_{m}_hi", f"d_{m}_se"]
     for m in DIAGNOSTICS:
         columns += [m, f"{m}_lo", f"{m}_hi"]
-    columns += ["p_acc", "p_set_size", "category", "paired", "note", "sample_data", "notes"]
+    columns += ["p_acc", "p_set_size", "category", "paired", "note", "sample_data", "notes", "reps_d_set_size"]
     if df.empty:
         return pd.DataFrame(columns=columns)
     base_rows = df[df["recipe"] == cfg.baseline]
@@ -324,6 +335,11 @@ def decoupling_table(df: pd.DataFrame, cfg: DecouplingConfig = DecouplingConfig(
         else:
             fields, est = compare_rows(base, cand, cfg, artifacts)
             row.update(fields)
+            e_ss = est.get("set_size")
+            if e_ss is not None and e_ss.reps is not None and str(cand["task"]) != "avg":
+                # the size-effect slope's joint replicates (same items -> the same resamples for every model)
+                row["reps_d_set_size"] = {"reps": e_ss.reps, "se_item": e_ss.se_item, "se_split": e_ss.se_split,
+                                          "items": str(cand["items_hash"] or ""), "n": e_ss.n}
             gkey = tuple(cand[c] for c in group_cols)
             if str(cand["task"]) == "avg" and cfg.decision == "interval":
                 parts = by_group.get(gkey, [])

@@ -336,6 +336,11 @@ class Draws:
     pair: dict[str, np.ndarray]
     n: int
     n_boot: int
+    # per metric: (sum over items of d_i^2, number of items with d_i != 0), d_i the item's own difference at the
+    # full-sample quantiles (set size, coverage, Jaccard): the variance floor when few items' sets differ
+    floor: dict[str, tuple[float, int]] = field(default_factory=dict)
+    item_d: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # items' own set-size
+    # differences at the full-sample quantiles, as (distinct values, counts)
 
 
 def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",), n_boot: int = N_BOOT,
@@ -375,6 +380,8 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
     out_b: dict[str, np.ndarray] = {}
     out_c: dict[str, np.ndarray] = {}
     pair: dict[str, np.ndarray] = {}
+    floor: dict[str, tuple[float, int]] = {}
+    item_d: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for view, out in ((base, out_b), (cand, out_c)):
         sums = w @ view.values  # columns: acc, brier, nll, entropy, idk, nota, then one ECE gap column per bin
         for j, name in enumerate(("acc", "brier", "nll", "entropy", "idk_rate", "nota_rate")):
@@ -438,6 +445,15 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
             out[f"{s}.coverage"] = cov
             out[f"{s}.uacc"] = M.uacc(out["acc"], size, K)
         (cb0, vb0, cba, vba), (cc0, vc0, cca, vca) = per
+        # each item's own set size and coverage difference at the full-sample (row 0) quantiles
+        nb_i, nc_i = cb0.astype(np.float64), cc0.astype(np.float64)
+        vb_i, vc_i = vb0.astype(np.float64), vc0.astype(np.float64)
+        if len(act):
+            nb_i[act], nc_i[act], vb_i[act], vc_i[act] = cba[0], cca[0], vba[0], vca[0]
+        for key, d_i in ((f"{s}.set_size", nc_i - nb_i), (f"{s}.coverage", vc_i - vb_i)):
+            floor[key] = (float((d_i**2).sum()), int(np.count_nonzero(d_i)))
+        vals, cnt = np.unique(nc_i - nb_i, return_counts=True)
+        item_d[f"{s}.set_size"] = (vals.astype(np.float64), cnt.astype(np.float64))
         ov = _overlaps(orders[0], orders[1])  # [n, K+1, K+1]
         inter0 = ov[rows, cb0, cc0].astype(np.float64)  # noqa: the active rows are overwritten per replicate
         union0 = cb0 + cc0 - inter0
@@ -455,20 +471,25 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         pair[f"{s}.churn"] = (csum[:, 0] + _rowdot(wa, churn_a)) / tot
         pair[f"{s}.jaccard"] = (csum[:, 1] + _rowdot(wa, jac_a)) / tot
         pair[f"{s}.newly_wrong"] = (csum[:, 2] + _rowdot(wa, ncw_a)) / tot
-    return Draws(out_b, out_c, pair, n, w.shape[0] - 1)
+        jac_i = jac0.astype(np.float64)
+        if len(act):
+            jac_i[act] = jac_a[0]
+        floor[f"{s}.jaccard"] = (float(((1.0 - jac_i) ** 2).sum()), int(np.count_nonzero(jac_i < 1.0)))
+    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d)
 
 
 # ------------------------------------------------------------------------------------------------- estimates
-Method = Literal["normal", "wilson"]
+Method = Literal["normal", "wilson", "paired", "tilted", "lognormal"]
 
 
 @dataclass(frozen=True)
 class Estimate:
     """A point estimate with its standard errors and how its interval is formed.
 
-    `se_item` is the item-sampling part (paired bootstrap), `se_split` the split Monte Carlo part (spread of the S
-    per-split paired values / sqrt(S)); `se` combines them. `split_lo`/`split_hi` keep the old split-to-split 95%
-    percentile interval, labelled as what it is (it does not cover item sampling)."""
+    `se_item` is the item-sampling part (paired bootstrap, never below the floor noted in `note`), `se_split` the split
+    Monte Carlo part (spread of the S per-split paired values / sqrt(S)); `se` combines them. `split_lo`/`split_hi`
+    keep the split-to-split 95% percentile range, labelled as what it is (it does not cover item sampling).
+    `lo_limit`/`hi_limit` are the range the quantity can take (a bounded metric's bounds are kept inside it)."""
 
     metric: str
     point: float
@@ -481,7 +502,102 @@ class Estimate:
     note: str = ""
     split_lo: float = math.nan
     split_hi: float = math.nan
+    lo_limit: float = -math.inf
+    hi_limit: float = math.inf
+    # item-level bootstrap replicates of the estimate (rows 1..B of the shared bootstrap counts): comparisons of the
+    # same items resample them identically, so replicates of several models' deltas give their joint distribution
+    reps: np.ndarray | None = field(default=None, compare=False, repr=False)
+    cap_n_eff: bool = True  # Wilson: effective sample size at most n
+    # method "paired" (a difference of paired proportions, e.g. accuracy): (share of items the candidate gains, share
+    # it loses); tests and bounds use the score statistic with the variance under the null (Tango 1998)
+    discordant: tuple[float, float] | None = None
+    # method "tilted": the items' own differences at the full-sample quantiles, as (distinct values, counts); tests and
+    # bounds scale the item-level variance by the per-item variance under the null (these values exponentially
+    # tilted to mean delta, as empirical likelihood does) over their sample variance: a variance function of delta,
+    # which keeps the one-sided level where the sample's own spread is smallest exactly when its estimate is furthest
+    # from the truth (a score-type test, like Wilson's for a proportion)
+    item_d: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
+    def negated(self, metric: str | None = None) -> "Estimate":
+        """The estimate of minus the quantity (e.g. an accuracy drop from an accuracy difference)."""
+        return self.replace(metric=metric or self.metric, point=-self.point, split_lo=-self.split_hi,
+                            split_hi=-self.split_lo, lo_limit=-self.hi_limit, hi_limit=-self.lo_limit,
+                            reps=None if self.reps is None else -self.reps,
+                            item_d=None if self.item_d is None else (-self.item_d[0], self.item_d[1]),
+                            discordant=None if self.discordant is None else self.discordant[::-1])
+
+    def _null_sd(self, delta: float) -> float:
+        """sd of the estimate if the true difference were `delta` (Tango's restricted maximum likelihood for paired
+        proportions: P(gain) = q + delta, P(loss) = q), plus the split term."""
+        gain, loss = self.discordant
+        n = float(self.n)
+        if delta < 0:
+            gain, loss, delta = loss, gain, -delta
+        x, y = gain * n, loss * n
+        m = n - x - y
+        b = x * (1 - delta) + y * (1 - 3 * delta) - 2 * m * delta
+        q = (b + math.sqrt(max(b * b + 8 * n * y * delta * (1 - delta), 0.0))) / (4 * n)
+        var = max(2 * q + delta - delta * delta, 0.0) / n
+        return math.sqrt(var + self.se_split**2)
+
+    def _tilted_sd(self, delta: float) -> float:
+        # beyond 4 se from the estimate the variance is held at its value there, so the statistic keeps growing and
+        # every bound is finite (a far delta would otherwise carry a variance growing like delta^2 when the items'
+        # own differences explain little of the se, and the test could never reject it)
+        reach = 4.0 * self.se
+        delta = min(max(delta, self.point - reach), self.point + reach)
+        vals, cnt = self.item_d
+        tot = float(cnt.sum())
+        p = [float(c) / tot for c in cnt]
+        v = [float(x) for x in vals]
+        mean = sum(pi * vi for pi, vi in zip(p, v))
+        v0 = sum(pi * (vi - mean) ** 2 for pi, vi in zip(p, v))
+        x = [vi - (mean - float(self.point)) - delta for vi in v]  # values centred on the point, minus delta
+        if v0 <= 0:
+            vt = v0
+        elif not (min(x) < 0 < max(x)):
+            vt = sum(pi * xi * xi for pi, xi in zip(p, x))  # no tilt reaches delta: the second moment about it
+        else:
+            lo_l, hi_l = -1.0 / max(x) + 1e-12, -1.0 / min(x) - 1e-12
+            lam = 0.0
+            for _ in range(100):  # sum p x / (1 + lam x) = 0: safeguarded Newton (g decreases in lam)
+                g = sum(pi * xi / (1 + lam * xi) for pi, xi in zip(p, x))
+                if abs(g) < 1e-13:
+                    break
+                if g > 0:
+                    lo_l = lam
+                else:
+                    hi_l = lam
+                dg = -sum(pi * xi * xi / (1 + lam * xi) ** 2 for pi, xi in zip(p, x))
+                step = lam - g / dg if dg < 0 else 0.5 * (lo_l + hi_l)
+                lam = step if lo_l < step < hi_l else 0.5 * (lo_l + hi_l)
+            w = [pi / (1.0 + lam * xi) for pi, xi in zip(p, x)]
+            sw = sum(w)
+            vt = sum(wi * xi * xi for wi, xi in zip(w, x)) / sw
+        # the item-level variance scales with the per-item variance under the null (the quantile's part moves with
+        # it: a sample whose sets came out small shows a small spread of both)
+        ratio = vt / v0 if v0 > 0 else 1.0
+        return math.sqrt(self.se_item**2 * max(ratio, 0.0) + self.se_split**2)
+
+    def _paired_bound(self, side: str, z: float) -> float:
+        """The delta at which the score statistic (point - delta) / sd(delta) equals z (lower) or -z (upper)."""
+        lo, hi = (self.lo_limit if math.isfinite(self.lo_limit) else -1.0), self.point
+        if side == "upper":
+            lo, hi = self.point, (self.hi_limit if math.isfinite(self.hi_limit) else 1.0)
+        sdf = self._null_sd if self.method == "paired" else self._tilted_sd
+        f = (lambda d: (self.point - d) / max(sdf(d), 1e-15) - z) if side == "lower" else (
+            lambda d: (self.point - d) / max(sdf(d), 1e-15) + z)
+        if side == "lower" and f(lo) <= 0:
+            return lo
+        if side == "upper" and f(hi) >= 0:
+            return hi
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if f(mid) > 0:  # f decreases in delta on both sides
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
     @property
     def ok(self) -> bool:
         return math.isfinite(self.point) and math.isfinite(self.se)
@@ -489,17 +605,32 @@ class Estimate:
     def _n_eff(self) -> float:
         p = min(max(self.point, 0.0), 1.0)
         if self.se > 0 and 0 < p < 1:
-            return min(float(self.n), p * (1 - p) / self.se**2) if self.n else p * (1 - p) / self.se**2
+            return min(float(self.n), p * (1 - p) / self.se**2) if self.n and self.cap_n_eff else p * (
+                1 - p) / self.se**2
         return float(self.n or 1)
 
     def bound(self, side: Literal["lower", "upper"], level_one_sided: float) -> float:
+        """One-sided confidence bound at `level_one_sided`, inside [lo_limit, hi_limit] (and never on the wrong side
+        of the point estimate)."""
         if not self.ok:
             return math.nan
         z = z_of(level_one_sided)
         if self.method == "wilson":
             lo, hi = wilson(self.point, self._n_eff(), z)
-            return lo if side == "lower" else hi
-        return self.point - z * self.se if side == "lower" else self.point + z * self.se
+            b = lo if side == "lower" else hi
+        elif self.method == "paired" and self.discordant is not None and self.n > 0:
+            b = self._paired_bound(side, z)
+        elif self.method == "lognormal" and self.point > 0:
+            r = math.exp(z * self.se / self.point)
+            b = self.point / r if side == "lower" else self.point * r
+        elif self.method == "tilted" and self.item_d is not None:
+            lim = (self.point - 20 * self.se - 1, self.point + 20 * self.se + 1)
+            b = self.replace(lo_limit=max(self.lo_limit, lim[0]), hi_limit=min(self.hi_limit, lim[1]))._paired_bound(
+                side, z)
+        else:
+            b = self.point - z * self.se if side == "lower" else self.point + z * self.se
+        b = min(max(b, self.lo_limit), self.hi_limit)
+        return min(b, self.point) if side == "lower" else max(b, self.point)
 
     @property
     def lo(self) -> float:
@@ -516,6 +647,14 @@ class Estimate:
         if self.method == "wilson":
             m = min(max(margin, 1e-12), 1 - 1e-12)
             sd = math.sqrt(m * (1 - m) / self._n_eff())
+        elif self.method == "paired" and self.discordant is not None and self.n > 0:
+            sd = self._null_sd(min(max(margin, -1.0 + 1e-12), 1.0 - 1e-12))
+        elif self.method == "tilted" and self.item_d is not None:
+            sd = self._tilted_sd(margin)
+        elif self.method == "lognormal" and self.point > 0:
+            if margin <= 0:
+                return 1.0
+            return _NORMAL.cdf((math.log(self.point) - math.log(margin)) / (self.se / self.point))
         else:
             sd = self.se
         if sd <= 0:
@@ -528,14 +667,20 @@ class Estimate:
         return p if math.isnan(p) else 1.0 - p
 
     def items_to_decide(self, margin: float, level_one_sided: float, power: float = 0.8) -> float:
-        """Items that would decide against `margin` with probability `power` if the estimate is the truth:
-        n * ((z_level + z_power) * se / |estimate - margin|)^2 (the standard error shrinks as 1 / sqrt(n))."""
+        """Items (in all) that would decide against `margin` with probability `power` if the estimate is the truth,
+        from this cell's own per-item variance: n * ((z_level + z_power) * se / |estimate - margin|)^2 (se * sqrt(n)
+        is the per-item standard deviation; both the item and the split terms shrink as 1 / sqrt(n))."""
         gap = abs(self.point - margin)
         if not self.ok or self.n <= 0:
             return math.nan
         if gap == 0 or self.se == 0:
             return math.inf if gap == 0 else float(self.n)
         return float(self.n) * ((z_of(level_one_sided) + z_of(power)) * self.se / gap) ** 2
+
+    def replace(self, **kw) -> "Estimate":
+        from dataclasses import replace as _replace
+
+        return _replace(self, **kw)
 
 
 def wilson(p: float, n: float, z: float) -> tuple[float, float]:
@@ -574,36 +719,118 @@ def _paired_proportion_se(draws: Draws) -> float:
     return math.sqrt(max(p10 + p01 - (p10 - p01) ** 2, 0.0) / (n + 2))
 
 
-def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, float] | None = None,
-              split_ses: dict[str, float] | None = None) -> dict[str, Estimate]:
-    """Estimates of every delta (candidate - baseline: `d_<metric>` / `d_<score>.<metric>`) and pair metric.
+FLOOR_Z = 1.959963984540054  # z_0.975: the floor's pseudo-count, z^2 (a zero count's Wilson upper end, z^2 / n)
+_RANGES = {"acc": (-1.0, 1.0), "coverage": (-1.0, 1.0), "ece": (-1.0, 1.0), "brier": (-2.0, 2.0),
+           "idk_rate": (-1.0, 1.0), "nota_rate": (-1.0, 1.0), "jaccard": (0.0, 1.0), "kl": (0.0, math.inf)}
 
-    `record_points` replaces the plug-in point by the record's split-averaged delta (then `split_ses` must give the
-    split Monte Carlo standard error of that mean, else the point is the plug-in and has no split term)."""
+
+def _floor(draws: Draws, key: str) -> tuple[float, int]:
+    """(floor of the item-level se, number of items whose own value differs) for a set-based metric.
+
+    With d_i each item's own difference at the full-sample quantiles (options of the set; 1 - Jaccard), the floor is
+    sqrt(sum d_i^2 + z^2) / n: the second moment with a pseudo-count of z^2 (z = 1.96) in the way Wilson's interval
+    adds z^2 / 2 successes and failures. With no differing item it is z / n (an interval of +-z^2 / n, a zero count's
+    Wilson upper end); with many it is the fixed-quantile per-item spread, below the bootstrap's in practice. It
+    replaces the bootstrap spread only when it is larger: when few items' sets differ, a bootstrap of a rare count
+    is too narrow (or exactly [0, 0]) in the samples where the count came out low."""
+    if key not in draws.floor or draws.n < 1:
+        return 0.0, -1
+    ss, m = draws.floor[key]
+    return math.sqrt(ss + FLOOR_Z**2) / draws.n, m
+
+
+def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, float] | None = None,
+              split_ses: dict[str, float] | None = None, k_options: int | None = None) -> dict[str, Estimate]:
+    """Estimates of every delta (candidate - baseline: `d_<metric>` / `d_<score>.<metric>`), pair metric, and the
+    candidate's own coverage (`cand.<score>.coverage`, what `--min-coverage` limits).
+
+    `record_points` replaces the plug-in point by the record's split-averaged value (then `split_ses` must give the
+    split Monte Carlo standard error of that mean, else the point is the plug-in and has no split term); keys as the
+    estimates' names.
+
+    Coverage has an item-level term like set size: a split's coverage is k / (n_cal + 1) in expectation only for
+    untied scores whose set is {j : s(x, j) <= q-hat}; APS and RAPS include the option that crosses q-hat, and tied
+    scores put mass at q-hat, so a model's coverage exceeds k / (n_cal + 1) by a model-dependent, item-dependent
+    amount. It is bootstrapped the way set size is (q-hat smoothed over split positions inside every replicate)."""
     record_points = record_points or {}
     split_ses = split_ses or {}
     corr = math.sqrt(draws.n / max(draws.n - 1, 1))  # bootstrap variance is (n-1)/n of the unbiased one
+    K = int(k_options) if k_options else None
     out: dict[str, Estimate] = {}
+
+    def finish(key: str, plug: float, se_item: float, note: str, lo_hi: tuple[float, float],
+               reps: np.ndarray | None = None) -> None:
+        point, se_split = plug, 0.0
+        if key in record_points and math.isfinite(record_points[key]):
+            ss = split_ses.get(key, math.nan)
+            if math.isfinite(ss):
+                point, se_split, note = float(record_points[key]), ss, note.replace(
+                    "plug-in (full-sample quantile)", "record mean over splits")
+        se = math.sqrt(se_item**2 + se_split**2)
+        out[key] = Estimate(key, point, se, se_item, se_split, draws.n, "normal", level, note, lo_limit=lo_hi[0],
+                            hi_limit=lo_hi[1], reps=reps)
+
+    floors: dict[str, float] = {}
     for name in draws.base:
         d = draws.cand[name] - draws.base[name]
         se_item = _sd(d[1:]) * corr
         key = f"d_{name}"
+        short = name.split(".")[-1]
+        notes = ["plug-in (full-sample quantile)"]
         if name == "acc":
             se_item = max(se_item, _paired_proportion_se(draws))
-        if name.endswith(".coverage"):
-            # Exchangeability: E[coverage | items] = k / (n_cal + 1) for any model, so the split-averaged coverage
-            # difference has no item-level term (the plug-in's bootstrap spread is only the discreteness of F_n).
-            se_item = 0.0
-        point, se_split, note = float(d[0]), 0.0, "plug-in (full-sample quantile)"
-        if key in record_points and math.isfinite(record_points[key]):
-            ss = split_ses.get(key, math.nan)
-            if math.isfinite(ss):
-                point, se_split, note = float(record_points[key]), ss, "record mean over splits"
-        se = math.sqrt(se_item**2 + se_split**2)
-        out[key] = Estimate(key, point, se, se_item, se_split, draws.n, "normal", level, note)
+        if short in ("set_size", "coverage"):
+            fl, m = _floor(draws, name)
+            if short == "coverage":
+                # no floor: re-calibration pins each model's coverage near k / (n_cal + 1), so items whose coverage
+                # differs at a fixed quantile say little about the spread (their count would be far too wide a
+                # floor); measured calibration in docs/conformal.md
+                fl = 0.0
+            floors[name] = fl
+            if fl > se_item:
+                se_item = fl
+                notes.append(f"se at its floor: {m} of {draws.n} items' sets differ" if m >= 0 else "se floored")
+        if short == "uacc" and K:
+            s_name = name[: -len("uacc")] + "set_size"
+            acc_b, size_b = float(draws.base["acc"][0]), float(draws.base[s_name][0])
+            if size_b > 0 and s_name in floors:
+                g_acc, g_size = math.sqrt(K) / size_b, acc_b * math.sqrt(K) / size_b**2
+                fl = math.hypot(g_acc * _paired_proportion_se(draws), g_size * floors[s_name])
+                if fl > se_item:
+                    se_item = fl
+                    notes.append("se at its floor (from the accuracy and set-size floors)")
+        lim = _RANGES.get(short, (-math.inf, math.inf))
+        if short == "set_size" and K:
+            lim = (-float(K), float(K))
+        finish(key, float(d[0]), se_item, "; ".join(notes), lim, d[1:])
+        if short == "coverage":
+            c = draws.cand[name]
+            finish(f"cand.{name}", float(c[0]), _sd(c[1:]) * corr, "plug-in (full-sample quantile)", (0.0, 1.0))
+            # a coverage near 1 is a proportion: Wilson's score interval at the effective sample size p(1-p)/se^2
+            # (not capped at n: calibration makes coverage less variable than n independent trials). A normal
+            # interval undercovers there because the samples with the highest coverage have the smallest spread.
+            out[f"cand.{name}"] = out[f"cand.{name}"].replace(method="wilson", cap_n_eff=False)
+    for name, d_i in draws.item_d.items():  # set size: a score-type test and interval (Estimate._tilted_sd)
+        if f"d_{name}" in out and len(d_i[0]):
+            out[f"d_{name}"] = out[f"d_{name}"].replace(method="tilted", item_d=d_i)
+    if "d_acc" in out and "flip_cw" in draws.pair and "flip_wc" in draws.pair:
+        # a difference of paired proportions: Tango's score test and interval (the variance under the null), which
+        # keeps its level on the side where a Wald interval (the bootstrap's) does not: samples with few discordant
+        # items show a small spread exactly when their estimate is furthest from the truth
+        out["d_acc"] = out["d_acc"].replace(method="paired", discordant=(
+            float(draws.pair["flip_wc"][0]), float(draws.pair["flip_cw"][0])))
     for name, v in draws.pair.items():
         se_item = _sd(v[1:]) * corr
-        method: Method = "wilson" if name.split(".")[-1] in PROPORTIONS else "normal"
-        out[name] = Estimate(name, float(v[0]), se_item, se_item, 0.0, draws.n, method, level,
-                             "plug-in (full-sample quantile)" if "." in name else "all items")
+        short = name.split(".")[-1]
+        # KL >= 0 is a mean of a skewed positive quantity: its interval on the log scale (delta method)
+        method: Method = "wilson" if short in PROPORTIONS else ("lognormal" if short == "kl" else "normal")
+        note = "plug-in (full-sample quantile)" if "." in name else "all items"
+        if short == "jaccard":
+            fl, m = _floor(draws, name)
+            if fl > se_item:
+                se_item = fl
+                note += f"; se at its floor: {m} of {draws.n} items' sets differ"
+        lim = _RANGES.get(short, (0.0, 1.0) if method == "wilson" else (-math.inf, math.inf))
+        out[name] = Estimate(name, float(v[0]), se_item, se_item, 0.0, draws.n, method, level, note,
+                             lo_limit=lim[0], hi_limit=lim[1])
     return out

@@ -109,7 +109,7 @@ def _score_names(scores: Iterable[str], protocol: str) -> list[str]:
 
 def _summary_fields(prefix: str, values: np.ndarray) -> dict[str, Any]:
     mean, std, ci = M.summary(values)
-    return {prefix: mean, f"{prefix}_std": std, f"{prefix}_ci95": ci}
+    return {prefix: mean, f"{prefix}_std": std, f"{prefix}_split_range95": ci}
 
 
 def _floats(values: np.ndarray) -> list[float]:

@@ -95,7 +95,7 @@ def main_table(a: Analysis, score: str, prov: Provenance, baseline: str) -> Tabl
             r = by_task.get(t)
             for m, label in METRIC_LABELS:
                 value = float(r[m]) if r is not None else float("nan")
-                d[f"{t} {label}"] = num(value) if m == "set_size" else pct(value)
+                d[f"{t} {label}"] = num(value) if m in ("set_size", "uacc") else pct(value)
                 n[f"{t} {m}"] = value
         sample = bool(g["sample_data"].any())
         notes = merge_notes(g["notes"])
@@ -117,7 +117,8 @@ def main_table(a: Analysis, score: str, prov: Provenance, baseline: str) -> Tabl
         title=f"{upper}: accuracy, coverage, set size and UAcc per task",
         display=disp,
         data=data,
-        provenance=f"{prov.line(res)} {settings} Acc, Cov and UAcc in %, SS = mean {upper} set size (options).",
+        provenance=f"{prov.line(res)} {settings} Acc and Cov in %, SS = mean {upper} set size (options), "
+        "UAcc = acc x sqrt(K) / SS as a ratio (not in %: it can exceed 1), the scale of `cpbench run` and the CSV.",
         legend=prov.legend(),
     )
 
@@ -126,18 +127,19 @@ def decoupling_display(a: Analysis, prov: Provenance, cfg: DecouplingConfig) -> 
     dec = a.decoupling
     varying, settings = varying_settings(a.results)
     rows = []
+    ci = "95% split range" if cfg.decision == "point" else "95% CI"
     unverified = bool(dec["note"].astype(str).str.contains(ITEMS_UNVERIFIED, regex=False).any()) if len(dec) else False
     for _, r in dec.iterrows():
         note = "; ".join(p for p in str(r["note"] or "").split("; ") if p and p != ITEMS_UNVERIFIED)
         rows.append({
             "Model": r["model"], "Recipe": r["recipe"], "Task": r["task"], "Score": r["score"],
             **{c: r[c] for c in varying},
-            "ΔAcc (pts)": signed(r["d_acc"], 2, 100), "ΔAcc 95% CI": interval(r["d_acc_lo"], r["d_acc_hi"], 2, 100),
-            "ΔSS": signed(r["d_set_size"]), "ΔSS 95% CI": interval(r["d_set_size_lo"], r["d_set_size_hi"]),
+            "ΔAcc (pts)": signed(r["d_acc"], 2, 100), f"ΔAcc {ci}": interval(r["d_acc_lo"], r["d_acc_hi"], 2, 100),
+            "ΔSS": signed(r["d_set_size"]), f"ΔSS {ci}": interval(r["d_set_size_lo"], r["d_set_size_hi"]),
             "ΔCov (pts)": signed(r["d_coverage"], 2, 100),
-            "ΔCov 95% CI": interval(r["d_coverage_lo"], r["d_coverage_hi"], 2, 100),
-            "ΔUAcc (pts)": signed(r["d_uacc"], 2, 100),
-            "ΔUAcc 95% CI": interval(r["d_uacc_lo"], r["d_uacc_hi"], 2, 100),
+            f"ΔCov {ci}": interval(r["d_coverage_lo"], r["d_coverage_hi"], 2, 100),
+            "ΔUAcc": signed(r["d_uacc"], 3),
+            f"ΔUAcc {ci}": interval(r["d_uacc_lo"], r["d_uacc_hi"], 3),
             "Category": r["category"], "Note": note, "Flags": prov.flags(r["sample_data"], r["notes"]),
         })
     counts = dec["category"].value_counts() if len(dec) else pd.Series(dtype=int)
@@ -147,16 +149,19 @@ def decoupling_display(a: Analysis, prov: Provenance, cfg: DecouplingConfig) -> 
         name="decoupling",
         title=f"Decoupling against '{cfg.baseline}'",
         display=pd.DataFrame(rows),
-        data=dec.drop(columns=[c for c in dec.columns if c.startswith("ps_")]),
+        data=dec.drop(columns=[c for c in dec.columns if c.startswith(("ps_", "reps_"))]),
         provenance=f"{prov.line(dec)} {settings} {cfg.describe()}. Cells per category: {summary}."
         + (" Some records carry no items_hash: baseline and candidate were checked to have the same number of "
            "items and analysis key, not the same item ids." if unverified else ""),
         legend=[
-            *(["95% CI: item-level paired interval (items resampled with calibration re-run, plus the split "
-               "Monte Carlo error); it covers the population difference over item samples. The CSV keeps the old "
-               "split-to-split interval as d_*_split_lo/hi: it only says how much a number moves with other random "
-               "splits of the same items."] if not point else
-              ["95% CI: split-to-split interval (split noise only, not item sampling): --decision point"]),
+            *(["95% CI: item-level paired interval for every Δ, coverage included (items resampled with calibration "
+               "re-run, plus the split Monte Carlo error); it covers the population difference over item samples "
+               "(docs/conformal.md, 'Estimand'). A note 'se at its floor' marks a cell where few items' sets differ "
+               "and the interval is the floor's, not the bootstrap's. The CSV keeps the split-to-split percentile "
+               "range as d_*_split_lo/hi: it only says how much a number moves with other random splits of the "
+               "same items."] if not point else
+              ["95% split range: the 2.5-97.5 percentiles of the paired difference over random splits of the same "
+               "items (split noise only, not item sampling; --decision point). Not a confidence interval."]),
             "unaffected: accuracy kept (drop shown < epsilon) and set size holds (increase shown < delta)",
             "hidden-risk: accuracy kept but set size shown to grow beyond delta (uncertainty degrades unseen by "
             "accuracy)",
@@ -276,6 +281,7 @@ def size_effect_display(a: Analysis, prov: Provenance) -> Table:
         "Recipe": r["recipe"], "Task": r["task"], "Score": r["score"], **{c: r[c] for c in varying},
         "Models": int(r["n_models"]), "Slope (ΔSS per 10x params)": signed(r["slope"]),
         "Item-level 95% CI": interval(r["slope_item_lo"], r["slope_item_hi"]),
+        "Item-level basis": r.get("slope_item_basis", ""),
         "95% CI across models (t)": interval(r["slope_lo"], r["slope_hi"]), "R²": num(r["r2"]),
         "Sizes (source)": r["models"], "Left out": r["left_out"], "Flags": prov.flags(r["sample_data"], r["notes"]),
     } for _, r in se.iterrows()]
@@ -285,7 +291,9 @@ def size_effect_display(a: Analysis, prov: Provenance) -> Table:
         display=pd.DataFrame(rows),
         data=se,
         provenance=f"{prov.line(se)} {settings} Negative slope: larger models lose less. Item-level CI: covers "
-        "the slope through these models' population deltas (each delta's item-level se; needs artifacts). CI across "
+        "the slope through these models' population deltas (needs artifacts); basis 'shared replicates': the models "
+        "answer the same items, so the slope is bootstrapped on the same item resamples for every model (their "
+        "deltas are correlated); 'independent items': the models' items differ and the deltas' ses add. CI across "
         "models: t interval with n-2 degrees of freedom from the scatter around the line (treats the models as a "
         "sample; needs >= 3 models). Sizes from the records' provenance (n_params), else parsed from the name.",
     )
