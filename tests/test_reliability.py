@@ -477,3 +477,13 @@ def test_fuzz_readers_refuse_fifo_device_and_oversized_items(tmp_path):
 
     out = special_files(tmp_path)
     assert len(out) == 2 * 8 + 1 and all(len(m) < 400 for m in out.values()), out
+
+
+def test_fifo_and_device_refusals_say_what_the_file_is(tmp_path):
+    """The importers refused a FIFO correctly but called it "no such file" (the old `_require_file` message)."""
+    from fuzz_inputs import special_files
+
+    out = special_files(tmp_path)
+    wrong = {case: m for case, m in out.items() if ("FIFO" in case or "/dev/zero" in case)
+             and ("no such file" in m or not ("FIFO" in m or "device" in m))}  # fmt: skip
+    assert not wrong, wrong
