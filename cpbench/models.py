@@ -426,7 +426,8 @@ def registry_match(path: str | Path) -> tuple[ModelEntry, str] | None:
     if repo:
         for e in load_registry().models:
             if e.hf_id.lower() == repo.lower() and _weights.hub_commit(e.hf_id, e.revision) == d.name:
-                return e.with_source("hub"), f"the Hugging Face cache snapshot of {e.hf_id} at {e.revision} ({d.name[:12]})"
+                why = f"the Hugging Face cache snapshot of {e.hf_id} at {e.revision} ({d.name[:12]})"
+                return e.with_source("hub"), why
     return None
 
 

@@ -566,3 +566,22 @@ def test_model_dir_gets_a_readable_name_or_model_name(tmp_path, capsys, cache, t
                 ["--model", str(tiny_dir), "--model-name", "bad name/"]):  # fmt: skip
         assert main(["run", *bad, "--tasks", "qa", "--data", "samples"]) == 2
         assert "--model-name" in _err_line(capsys)
+
+
+def test_hub_cache_snapshot_of_a_registry_model_resolves_to_it(tmp_path, monkeypatch):
+    """`--model ~/.cache/huggingface/hub/models--O--N/snapshots/<sha>`: the registry's hub entry at that commit;
+    another commit is local weights named after the repository, not the 40-hex folder."""
+    from cpbench import models, weights
+    from tiny_model import tiny_model_dir
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    snap = tmp_path / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / sha
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text((tiny_model_dir() / "config.json").read_text())
+    monkeypatch.setattr(weights, "hub_commit", lambda hf_id, rev: sha)
+    entry = models.resolve(str(snap))
+    assert (entry.name, entry.source) == ("smollm2-135m-instruct", "hub")
+    assert "registry model smollm2-135m-instruct" in models.local_note(str(snap))
+    monkeypatch.setattr(weights, "hub_commit", lambda hf_id, rev: "f" * 40)
+    entry = models.resolve(str(snap))
+    assert (entry.name, entry.source) == ("SmolLM2-135M-Instruct", "local") and models.local_note(str(snap)) is None
