@@ -196,6 +196,8 @@ class LogitsArtifact:
         import pyarrow.parquet as pq
 
         p = Path(path)
+        if p.exists() and not p.is_file() and not p.is_dir():  # a FIFO would block, a device never ends
+            raise CpbenchError(f"{p}: not a regular file (FIFO/device)")
         if not p.is_file():
             raise CpbenchError(f"{p}: no such file")
         try:

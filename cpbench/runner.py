@@ -80,6 +80,7 @@ class RunPlan:
     first_look: int = 200
     analyze: bool = True  # False: artifacts only (a sequential stage)
     only: set | None = None  # {(recipe, task, prompt)} to score; recipe "__base__" = the baseline
+    model_note: str | None = None  # --model PATH recognised as registry weights: said in the run header
 
     def data_for(self, task: str) -> str:
         return self.task_data.get(task, self.data)
@@ -146,6 +147,7 @@ def plan_from_options(
     calibration_data: str | None = None,
     calibration_samples: int | None = None,
     calibration_seq_len: int | None = None,
+    model_name: str | None = None,
 ) -> RunPlan:
     """Options -> RunPlan. With --suite, or with neither --model nor --suite, the suite (default: `default`) gives
     every value not given on the command line. With --model and no suite: all tasks, base prompts, 0 shots, letter
@@ -155,8 +157,12 @@ def plan_from_options(
     from cpbench.compress import CalibrationSpec
     from cpbench.tasks import list_tasks
 
+    if model_name is not None and model is None:
+        raise CpbenchError("--model-name names the --model directory or .gguf file; no --model was given")
     if model is not None:
-        models.resolve(model)  # did-you-mean now, before anything loads
+        resolved = models.resolve(model, model_name)  # did-you-mean now, before anything loads
+        if model_name is not None and resolved.name == model_name:
+            model = resolved  # local weights under --model-name (a ModelEntry plans like any --model)
     quant_names: list[str] | None = None
     if quant:
         quant_names = []
@@ -214,6 +220,7 @@ def plan_from_options(
     elif candidate_names:
         raise CpbenchError("--candidate-name names a --candidate; none was given")
     plan.analysis = preset("default", alpha=alpha, seed=seed, splits=splits)
+    plan.model_note = models.local_note(model, model_name)
     _normalise(plan)
     return plan
 
@@ -358,6 +365,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
          f"data {describe_source(plan.data)}" + "".join(f", {t}={s}" for t, s in plan.task_data.items())
          + (f", candidates {', '.join(c.name for c in plan.candidates)}" if plan.candidates else "")
          + (f", limit {plan.limit}" if plan.limit else ""))  # fmt: skip
+    if plan.model_note:
+        echo(f"note: {plan.model_note}")
     for w in warnings:
         echo(f"warning: {w}")
 

@@ -193,3 +193,50 @@ def test_empty_analyses_collapse_to_one_line_and_ties_read_as_ties(page_url: str
     # the synthetic tree has one sweep of several levels but no model-size series: the size effect says why
     assert "<details class=\"empty\"><summary><strong>Size effect" in text
     assert "nothing to show" in text
+
+
+def test_page_fits_a_390px_phone_without_horizontal_overflow(browser, page_url: str) -> None:
+    """At 390 px (a phone) nothing makes the page scroll sideways: the forest plots scale down (viewBox, width 100%),
+    wide tables scroll inside their own box; and no forest-plot label is cut on the left."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(page_url)
+    page.wait_for_load_state("load")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    wide = page.evaluate("""() => Array.from(document.querySelectorAll('body *'))
+        .filter(el => { const r = el.getBoundingClientRect(); return r.width > 0 && r.right > 390.5
+            && !(el.parentElement && el.parentElement.closest('.wrap, .chart')); })
+        .slice(0, 5).map(el => el.tagName + '.' + el.className + ' ' + Math.round(el.getBoundingClientRect().right))""")
+    assert width <= 390 and not wide, (width, wide)
+    svgs = page.locator("#s-charts svg")
+    assert svgs.count() >= 2
+    for i in range(svgs.count()):
+        box = svgs.nth(i).bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390.5, box
+        # every label lies inside its SVG (the plot's left margin is sized to the longest label)
+        cut = svgs.nth(i).evaluate("""svg => { const b = svg.getBoundingClientRect();
+            return Array.from(svg.querySelectorAll('text')).map(t => t.getBoundingClientRect())
+                .filter(r => r.left < b.left - 0.5 || r.right > b.right + 0.5).length; }""")
+        assert cut == 0, f"{cut} label(s) of chart {i} outside the chart"
+    page.close()
+
+
+def test_forest_plot_labels_are_not_cut_on_the_left(browser) -> None:
+    """A long model name made its label start left of the SVG (fixed 260 px margin): the margin fits the label."""
+    import pandas as pd
+
+    from cpbench.leaderboard.html import _forest
+
+    rows = pd.DataFrame([{"model": "a-rather-long-organisation-model-name-70b-instruct-v2", "recipe": r,
+                          "task": "qa", "category": "unaffected", "d_acc": d, "d_acc_lo": d - 0.02,
+                          "d_acc_hi": d + 0.02} for r, d in (("gptq-w4a16-g128-sym-act-order", -0.01),
+                                                             ("rtn-2bit-g64", -0.2))])  # fmt: skip
+    svg = _forest(rows, "acc", "Δ accuracy (points) vs the baseline", 100.0, "lac")
+    for px in (1280, 390):
+        page = browser.new_page(viewport={"width": px, "height": 800})
+        page.set_content(f"<!doctype html><body style='margin:0'><div style='max-width:100%'>{svg}</div></body>")
+        out = page.evaluate("""() => { const s = document.querySelector('svg').getBoundingClientRect();
+            return Array.from(document.querySelectorAll('svg text')).map(t => t.getBoundingClientRect())
+              .filter(r => r.left < s.left - 0.5 || r.right > s.right + 0.5).length
+              + (s.right > innerWidth + 0.5 ? 100 : 0); }""")
+        assert out == 0, (px, out)
+        page.close()

@@ -197,3 +197,85 @@ def test_table_renderers_escape_special_characters() -> None:
     assert "a|b & c\\_d" in t.latex() and "50\\%" in t.latex()
     assert t.csv() == "v\n0.123457\n"
     assert io.StringIO(t.csv()).read().count("\n") == 2
+
+
+# ------------------------------------------------------------------ figures readable (issue 18 item 13)
+def _layout_problems(fig) -> list[str]:
+    """Text of a drawn figure that overlaps the title, or tick labels / axis labels outside the figure."""
+    import matplotlib.text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle
+    assert title is not None and title.get_text()
+    tb = title.get_window_extent(renderer)
+    inside = fig.bbox
+    problems = []
+    ticks, hidden = [], []  # tick labels drawn, and those of ticks outside the view (never drawn)
+    for ax in fig.axes:
+        for labels, (lo, hi), i in ((ax.get_xticklabels(), sorted(ax.get_xlim()), 0),
+                                    (ax.get_yticklabels(), sorted(ax.get_ylim()), 1)):  # fmt: skip
+            for t in labels:
+                (ticks if lo - 1e-9 <= t.get_position()[i] <= hi + 1e-9 else hidden).append(t)
+    for t in fig.findobj(matplotlib.text.Text):
+        if t is title or not t.get_visible() or not t.get_text().strip() or any(t is h for h in hidden):
+            continue
+        bb = t.get_window_extent(renderer)
+        if bb.overlaps(tb):
+            problems.append(f"{t.get_text()!r} overlaps the title")
+        is_tick = any(t is k for k in ticks)
+        is_label = any(t in (ax.xaxis.label, ax.yaxis.label, ax.title) for ax in fig.axes)
+        if (is_tick or is_label) and (bb.x0 < inside.x0 - 1 or bb.x1 > inside.x1 + 1 or bb.y0 < inside.y0 - 1
+                                      or bb.y1 > inside.y1 + 1):  # fmt: skip
+            problems.append(f"{t.get_text()!r} outside the figure")
+    if tb.x0 < inside.x0 - 1 or tb.x1 > inside.x1 + 1 or tb.y1 > inside.y1 + 1:
+        problems.append("the title runs past the figure")
+    return problems
+
+
+def _decoupling(models: list[str], recipes: list[str]) -> pd.DataFrame:
+    rows = [dict(score="lac", category="coupled", task="avg", model=m, recipe=r, d_set_size=0.1 * (i - j),
+                 d_set_size_se=0.05) for i, m in enumerate(models) for j, r in enumerate(recipes)]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("n_models", [1, 14])
+def test_heatmap_is_readable_with_one_row_and_with_many(n_models: int) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from cpbench.leaderboard import plots
+
+    models = [f"organisation-model-{i}-instruct-gguf-q4_1" for i in range(n_models)]
+    recipes = ["gptq-w4a16-g128", "rtn-2bit-g64", "magnitude-50", "sparsegpt-2:4"]
+    with plt.rc_context({"font.size": 8, "axes.titlesize": 9}):
+        fig = plots.heatmap_figure(_decoupling(models, recipes), "lac")
+        assert _layout_problems(fig) == []
+        (ax, _colorbar) = fig.axes
+        height_in = ax.get_window_extent().height / fig.dpi
+        assert height_in / n_models >= plots.MIN_ROW_IN * 0.9, height_in  # rows keep their height
+        assert height_in >= plots.MIN_MAP_IN * 0.9, height_in  # one row is not squashed into a strip
+        plt.close(fig)
+
+
+def test_accuracy_axes_stay_within_0_and_100_and_titles_do_not_overlap(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from cpbench.leaderboard import plots
+    from cpbench.leaderboard.build import analyze_tree
+
+    synthetic_tree(tmp_path / "results")
+    a = analyze_tree(tmp_path / "results")
+    res, dec = a.results.copy(), a.decoupling.copy()
+    low = res["recipe"] == "gptq-2bit"
+    res.loc[low, "acc"] = 0.01  # near 0 with wide intervals: the error bars reach below 0
+    dec.loc[dec["recipe"] == "gptq-2bit", "d_acc_lo"] = -0.9
+    with plt.rc_context({"font.size": 8, "axes.titlesize": 9}):
+        fig = plots.acc_vs_size_figure(res, "lac", "base", dec)
+        for ax in fig.axes:
+            if ax.get_visible() and ax.get_ylabel() == "accuracy (%)":
+                lo, hi = ax.get_ylim()
+                assert lo >= 0 and hi <= 100, (lo, hi)
+        assert _layout_problems(fig) == []
+        plt.close(fig)

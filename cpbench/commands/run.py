@@ -28,6 +28,11 @@ def register(app: typer.Typer) -> None:
             help="Registry name or alias (llama, llama-3.1-8b, smollm2-135m-instruct@pypi), an HF id or a local "
             "directory. Without --model (and --suite) the `default` suite runs.",
         ),
+        model_name: Optional[str] = typer.Option(
+            None, "--model-name", metavar="NAME",
+            help="Name of a local --model directory or .gguf file in run keys and results (default: a readable name "
+            "from the folder, the GGUF file or the config; weights the registry knows keep the registry's name).",
+        ),
         quant: Optional[str] = typer.Option(
             None, "--quant", "-q", metavar="Q",
             help="Recipe(s): a name (gptq-4bit, sparsegpt-2:4, ...), a sweep (gptq-bits) or a brace spec "
@@ -156,7 +161,7 @@ def register(app: typer.Typer) -> None:
             chunk_size=chunk_size, results=results, alpha=alpha, force=force, scorer=scorer, candidates=candidate,
             candidate_names=candidate_name, quant_files=quant_file, dtype=dtype, revision=revision,
             model_args=model_args, trust_remote_code=trust_remote_code, seed=seed, splits=splits, scores=_csv(scores), calibration_data=calibration_data,
-            calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len,
+            calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len, model_name=model_name,
         )  # fmt: skip
         if until_decided:
             from cpbench.seqrun import parse_limits

@@ -71,8 +71,8 @@ ul.legend{font-size:.8rem;color:#444}
 details.empty{font-size:.9rem;color:#444;margin:.6rem 0}details.empty summary{cursor:pointer}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0;max-width:100%}figure img{max-width:100%;border:1px solid #ddd}
 figcaption{font-size:.8rem;color:#444}
-.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:.5rem 1.5rem}
-.chart{max-width:100%;overflow-x:auto}.chart svg{display:block;width:100%;height:auto}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(520px,100%),1fr));gap:.5rem 1.5rem}
+.chart{max-width:100%;min-width:0;overflow-x:auto}.chart svg{display:block;width:100%;max-width:100%;height:auto}
 table.map td{min-width:5.5rem;text-align:center;font-size:.75rem}table.map th{background:#f1f3f5}
 .swatch{display:inline-block;width:.9rem;height:.9rem;border:1px solid #999;vertical-align:middle;margin-right:.25rem}
 """
@@ -263,23 +263,28 @@ def _forest(rows: pd.DataFrame, metric: str, label: str, scale: float, score: st
     lo, hi = min(min(los), 0.0), max(max(his), 0.0)
     pad = (hi - lo) * 0.08 or 1.0
     lo, hi = lo - pad, hi + pad
-    left, width, row_h, top = 260, 420, 18, 28
+    names = [f"{r['model']} / {r['recipe']} / {r['task']}" for _, r in rows.iterrows()]
+    # the left margin fits the longest label (11 px text: under 6.6 px a character; the page scales the SVG down)
+    left, width, row_h, top = max(120, int(6.6 * max(len(n) for n in names)) + 14), 420, 18, 28
     height = top + row_h * len(rows) + 24
+    title = f"{label}, {score.upper()} (dot: estimate; bar: 95% interval)"
+    width = max(width, int(7.2 * len(title)) + 8 - left - 20)  # 12 px semibold title: under 7.2 px a character
+    total = left + width + 20
 
     def x(v: float) -> float:
         return left + (v - lo) / (hi - lo) * width
 
-    parts = [f"<svg viewBox=\"0 0 {left + width + 20} {height}\" "
-             f"width=\"{left + width + 20}\" height=\"{height}\" role=\"img\" aria-label=\"{e(label)} ({score})\">",
-             f"<text x=\"4\" y=\"14\" font-size=\"12\" font-weight=\"600\">{e(label)}, {e(score.upper())} "
-             f"(dot: estimate; bar: 95% interval)</text>",
+    parts = [f"<svg viewBox=\"0 0 {total} {height}\" width=\"{total}\" height=\"{height}\" "
+             f"style=\"width:100%;max-width:{total}px;height:auto\" preserveAspectRatio=\"xMinYMin meet\" "
+             f"role=\"img\" aria-label=\"{e(label)} ({score})\">",
+             f"<text x=\"4\" y=\"14\" font-size=\"12\" font-weight=\"600\">{e(title)}</text>",
              f"<line x1=\"{x(0):.1f}\" y1=\"{top - 6}\" x2=\"{x(0):.1f}\" y2=\"{height - 20}\" stroke=\"#888\" "
              f"stroke-dasharray=\"3,3\"/>"]  # fmt: skip
     for i, ((_, r), v, a, b) in enumerate(zip(rows.iterrows(), vals, los, his)):
         y = top + i * row_h + row_h / 2
         colour = {"hidden-risk": "#c0392b", "coupled": "#8e44ad", "accuracy-only": "#d68910",
                   "unaffected": "#1e8449"}.get(str(r.get("category")), "#555")  # fmt: skip
-        name = f"{r['model']} / {r['recipe']} / {r['task']}"
+        name = names[i]
         parts.append(
             f"<g data-model=\"{e(str(r['model']))}\" data-recipe=\"{e(str(r['recipe']))}\" "
             f"data-task=\"{e(str(r['task']))}\"><title>{e(name)}: {v:+.3f} [{a:+.3f}, {b:+.3f}] "

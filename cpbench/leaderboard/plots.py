@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,12 +30,28 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _panels(n: int):
+# Layout: every figure uses matplotlib's constrained layout (titles, tick labels, colour bars and legends get room and
+# never overlap), is sized from its content (a minimum height per heatmap row, room for the longest label) and keeps
+# its text inside the figure; axes that show a share (accuracy) stay within [0, 100] %.
+CHAR_IN = 0.075  # inches per character of 8 pt text (DejaVu Sans averages ~0.07)
+MIN_ROW_IN = 0.42  # heatmap: inches per row
+MIN_MAP_IN = 1.9  # heatmap: smallest axes height (room for the colour bar's label)
+
+
+def _wrap(text: str, width_in: float, points: float = 9) -> str:
+    """`text` in lines that fit `width_in` inches at `points` pt (a long suptitle never runs past the figure)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(20, int(width_in / (CHAR_IN * points / 8)))))
+
+
+def _panels(n: int, extra_h: float = 0.0):
     import matplotlib.pyplot as plt
 
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(4.6 * cols, 5.5), 3.8 * rows + extra_h), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -66,13 +81,32 @@ def _acc_vs_size(results: pd.DataFrame, score: str, baseline: str, dec: pd.DataF
                  ) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
+    fig = acc_vs_size_figure(results, score, baseline, dec)
+    if fig is None:
+        return {}
+    data = _png(fig)
+    plt.close(fig)
+    return {f"acc_vs_set_size_{score}.png": data}
+
+
+def _clip_share(ax, top: float = 100.0) -> None:
+    """An accuracy axis (percent) never shows below 0 or above 100 (intervals near the ends are cut at the edge)."""
+    lo, hi = ax.get_ylim()
+    lo, hi = max(lo, 0.0), min(hi, top)
+    ax.set_ylim(lo, hi if hi > lo else min(lo + 1.0, top))
+
+
+def acc_vs_size_figure(results: pd.DataFrame, score: str, baseline: str, dec: pd.DataFrame | None = None):
+    """The accuracy-vs-set-size figure of one score (a matplotlib Figure; None when there is nothing to plot)."""
+    import matplotlib.pyplot as plt
+
     res = results[results["score"] == score]
     tasks = task_order(res)
     if not tasks:
-        return {}
+        return None
     recipes = sorted(r for r in res["recipe"].unique() if r != baseline)
     colors = {r: plt.get_cmap("tab10")(i % 10) for i, r in enumerate(recipes)}
-    fig, axes = _panels(len(tasks))
+    fig, axes = _panels(len(tasks), extra_h=0.25 * math.ceil((len(recipes) + 1) / 5))
     for ax, task in zip(axes, tasks):
         g = res[res["task"] == task]
         base = g[g["recipe"] == baseline].set_index("model")
@@ -94,16 +128,14 @@ def _acc_vs_size(results: pd.DataFrame, score: str, baseline: str, dec: pd.DataF
         ax.set_xlabel("mean set size (options)")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
+        _clip_share(ax)
+        ax.set_xlim(left=max(ax.get_xlim()[0], 0.0))
     handles = [plt.Line2D([], [], marker="o", ls="", color="black", label=f"{baseline} (baseline)")]
     handles += [plt.Line2D([], [], marker="o", ls="", color=colors[r], label=r) for r in recipes]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle("Accuracy vs set size: arrows go from each model's baseline to its compressed versions; error bars: "
-                 "95% item-level intervals of the change")
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    data = _png(fig)
-    plt.close(fig)
-    return {f"acc_vs_set_size_{score}.png": data}
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5), fontsize=7, frameon=False)
+    fig.suptitle(_wrap("Accuracy vs set size: arrows go from each model's baseline to its compressed versions; "
+                       "error bars: 95% item-level intervals of the change", fig.get_figwidth() - 0.3))
+    return fig
 
 
 def _error_bars(ax, dec: pd.DataFrame | None, c: pd.DataFrame, score: str, task: str, recipe: str, color) -> None:
@@ -139,9 +171,23 @@ def heatmap_marks(d: pd.DataFrame, level: float = 0.95) -> pd.Series:
 def _heatmap(dec: pd.DataFrame, score: str) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
 
+    fig = heatmap_figure(dec, score)
+    if fig is None:
+        return {}
+    data = _png(fig)
+    plt.close(fig)
+    return {f"heatmap_delta_set_size_{score}.png": data}
+
+
+def heatmap_figure(dec: pd.DataFrame, score: str):
+    """The model x recipe heatmap of Δ set size for one score (a matplotlib Figure; None when nothing is paired).
+    Its height grows with the rows (MIN_ROW_IN a row, at least MIN_MAP_IN), its width with the columns and the
+    longest model name; constrained layout keeps the title, tick labels and colour bar apart."""
+    import matplotlib.pyplot as plt
+
     d = dec[(dec["score"] == score) & (dec["category"] != "unpaired")]
     if d.empty:
-        return {}
+        return None
     task = AVG if (d["task"] == AVG).any() else None
     d = d[d["task"] == task] if task else d
     label = "task average" if task else "mean over tasks"
@@ -151,25 +197,26 @@ def _heatmap(dec: pd.DataFrame, score: str) -> dict[str, bytes]:
     sig = d.pivot_table(index="model", columns="recipe", values="sig", aggfunc="max").reindex_like(grid)
     values = grid.to_numpy(dtype=float)
     lim = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
-    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * len(grid.columns), 1.0 + 0.45 * len(grid.index)))
+    n_rows, n_cols = len(grid.index), len(grid.columns)
+    y_labels = CHAR_IN * max(len(str(m)) for m in grid.index)
+    x_labels = CHAR_IN * 0.72 * max(len(str(r)) for r in grid.columns)  # rotated 45 degrees
+    map_w, map_h = max(0.75 * n_cols, 1.5), max(MIN_ROW_IN * n_rows, MIN_MAP_IN)
+    width = max(y_labels + map_w + 1.3, 4.5)  # + colour bar and its label
+    height = 0.75 + map_h + x_labels + 0.3  # title (two lines) + map + rotated recipe names
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
     im = ax.imshow(values, cmap="RdBu_r", vmin=-lim or -1, vmax=lim or 1, aspect="auto")
-    ax.set_xticks(range(len(grid.columns)), grid.columns, rotation=45, ha="right")
-    ax.set_yticks(range(len(grid.index)), grid.index)
+    ax.set_xticks(range(n_cols), grid.columns, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n_rows), grid.index)
     marks = sig.to_numpy(dtype=object)
     for (i, j), v in np.ndenumerate(values):
         if np.isfinite(v):
             star = marks[i, j] is True or marks[i, j] == 1
             ax.text(j, i, f"{v:+.2f}" + ("*" if star else ""), ha="center", va="center", fontsize=7,
-                    fontweight="bold" if star else "normal")
-    fig.colorbar(im, ax=ax, label=f"Δ set size vs baseline ({label})")
-    ax.set_title(f"Δ {score.upper()} set size, model x recipe\n* bold: differs from 0 (item-level, Holm over "
-                 "these cells, 5%)", fontsize=8)
-    with warnings.catch_warnings():  # long model names: savefig(bbox_inches="tight") makes room anyway
-        warnings.simplefilter("ignore", UserWarning)
-        fig.tight_layout()
-    data = _png(fig)
-    plt.close(fig)
-    return {f"heatmap_delta_set_size_{score}.png": data}
+                    fontweight="bold" if star else "normal", color="white" if abs(v) > 0.6 * (lim or 1) else "black")
+    fig.colorbar(im, ax=ax, label="Δ set size vs baseline", fraction=0.08, pad=0.03)
+    fig.suptitle(_wrap(f"Δ {score.upper()} set size ({label}), model x recipe; * bold: differs from 0 "
+                       "(item-level, Holm over these cells, 5%)", width - 0.2, 8), fontsize=8)
+    return fig
 
 
 def _thresholds(a: "Analysis", score: str) -> dict[str, bytes]:
@@ -181,7 +228,7 @@ def _thresholds(a: "Analysis", score: str) -> dict[str, bytes]:
         task = AVG if (gf["task"] == AVG).any() else min(gf["task"].unique())
         gf = gf[gf["task"] == task]
         models = sorted(gf["model"].unique())
-        fig, axes = _panels(len(models))
+        fig, axes = _panels(len(models))  # constrained layout: no tight_layout
         for ax, model in zip(axes, models):
             for _, r in gf[gf["model"] == model].iterrows():
                 x = np.array([float(v) for v in r["levels"].split()])
@@ -202,8 +249,8 @@ def _thresholds(a: "Analysis", score: str) -> dict[str, bytes]:
                 ax.invert_xaxis()  # compression grows to the right on both kinds of sweep
             ax.set_ylabel(f"mean {score.upper()} set size")
             ax.set_title(f"{model}: {family} ({task})")
+            ax.set_ylim(bottom=max(ax.get_ylim()[0], 0.0))  # a set size is never negative
             ax.grid(alpha=0.3)
-        fig.tight_layout()
         images[f"threshold_{_safe(family)}_{score}.png"] = _png(fig)
         plt.close(fig)
     return images
