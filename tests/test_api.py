@@ -71,7 +71,8 @@ def test_evaluate_with_results_dir_then_compare(pair, tiny_dir, tmp_path):
 
     res = tmp_path / "res"
     report = cpbench.evaluate(base=tiny_dir, candidates={"w4a16": pair[1]}, tasks=["qa"], data="samples",
-                              results=res, limits={"max_set_size_increase": 5.0})  # fmt: skip
+                              results=res, limits={"max_set_size_increase": 5.0, "max_accuracy_drop": None,
+                                                   "max_flip_rate": None})  # fmt: skip
     assert report.verdict.passed  # a set-size increase of 5 options cannot happen with 6 options and ~6-wide sets
     arts = sorted(res.rglob("*.parquet"))
     assert len(arts) == 2 and len(list(res.rglob("*.json"))) == 2

@@ -63,7 +63,8 @@ def test_small_run_output_is_quiet_unbroken_and_ends_with_next_step(tmp_path, ti
     row = next(ln for ln in lines if re.match(r"\s*qa\s+base\s+rtn-4bit\s", ln))
     assert re.search(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", row), row
     assert any(ln.strip().startswith("rtn-4bit: ") for ln in lines)
-    assert lines[-1] == f"next: cpbench leaderboard {results} --out leaderboards"
+    # the leaderboard lands beside the run's results, never in the published leaderboards/
+    assert lines[-1] == f"next: cpbench leaderboard {results} --out {results / 'leaderboards'}"
     # the run summary JSON holds what was printed
     summary = json.loads(summary_path.read_text())
     assert summary["schema"] == "cpbench.run/1"

@@ -195,3 +195,24 @@ def test_item_noise_decides_whether_a_fitted_bend_is_reported() -> None:
     assert calm["item_check"] == "distinguishable from item noise" and calm["slope_change_lo"] > 0
     assert calm["threshold_lo"] <= 4.0 <= calm["threshold_hi"]
     assert noisy["item_check"] == "not distinguishable from item noise" and noisy["slope_change_lo"] < 0
+
+
+@pytest.mark.slow
+def test_published_thresholds_keep_every_estimate_inside_its_interval() -> None:
+    """On the committed study (real artifacts): a row's breakpoint and jump intervals are printed only beside a
+    reported threshold, and then contain their estimates (a straight-line fit's jump of 0 never stands beside the
+    hinge refits' interval)."""
+    from cpbench.analysis.compare import ArtifactIndex
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    if not any(root.rglob("artifacts/*.parquet")):
+        pytest.skip("no committed results")
+    df, _ = load_results(root)
+    th = threshold_table(df, artifacts=ArtifactIndex(root), n_boot=100)
+    assert len(th)
+    for _, r in th.iterrows():
+        if r["verdict"] != "threshold":
+            assert np.isnan(r["jump_lo"]) and np.isnan(r["threshold_lo"]), r.to_dict()
+        else:
+            assert r["threshold_lo"] <= r["threshold"] <= r["threshold_hi"]
+            assert r["jump_lo"] <= r["jump"] <= r["jump_hi"]

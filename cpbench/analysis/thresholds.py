@@ -337,6 +337,10 @@ def threshold_table(
             else:
                 fitd.update(verdict="gradual", threshold=math.nan, note="; ".join(filter(None, [
                     fit.note, "the breakpoint's slope change is not distinguishable from item noise"])))
+        if fitd["verdict"] != "threshold":
+            # The breakpoint and jump intervals describe the hinge fit; with no threshold reported the estimates
+            # are the straight line's (jump 0), so those intervals would sit beside an estimate outside them.
+            item.update(threshold_lo=math.nan, threshold_hi=math.nan, jump_lo=math.nan, jump_hi=math.nan)
         sources = sorted(set(g["knob_source"]) - {"baseline"})
         rows.append({
             **dict(zip([*SWEEP_COLS, "family"], key[:-1])),
