@@ -22,6 +22,7 @@ import difflib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 import re
 import time
@@ -37,6 +38,8 @@ from cpbench.errors import CpbenchError
 from cpbench.paths import cache_dir, data_dir
 from cpbench.weights import WeightsIdentity, local_fingerprint, pypi_revision
 from cpbench import weights as _weights
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -688,9 +691,52 @@ def load_tokenizer(entry_or_path: ModelEntry | str | Path, *, revision: str | No
         hint = hub_hint(entry)
         raise CpbenchError(f"cannot load the tokenizer of {entry.name!r} from {where}{hint}: "
                            f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+    tok = _as_saved(tok, Path(where), kwargs, add_bos=_gguf_add_bos(entry))
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+# Letters, words, digits, punctuation and a newline: enough to tell a tokenizer from a re-derived one.
+_TOKENIZER_PROBE = "Answer: A\nThe quick brown fox, 123 jumps over None of the above."
+
+
+def _gguf_add_bos(entry: ModelEntry) -> bool | None:
+    """The GGUF file's own `tokenizer.ggml.add_bos_token` for a PyPI GGUF model (None: not a GGUF, or unsaid)."""
+    src = gguf_source(entry) if entry.source == "pypi-gguf" else None
+    if src is None or not src.is_file():
+        return None
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(str(src)).fields.get("tokenizer.ggml.add_bos_token")
+        return bool(field.parts[field.data[0]][0]) if field is not None and field.data else None
+    except Exception:  # noqa: BLE001 - unreadable metadata: leave the tokenizer's own setting
+        return None
+
+
+def _as_saved(tok: Any, where: Path, kwargs: dict[str, Any], add_bos: bool | None = None) -> Any:
+    """The tokenizer exactly as its `tokenizer.json` defines it. Some tokenizer classes rebuild their model from the
+    vocabulary instead of reading the file: transformers 5's GemmaTokenizer turns the Unigram tokenizer that the GGUF
+    loader saved into a character-level one ("Answer" -> A, n, s, ...), which would score a model on inputs it never
+    saw. When the class tokenizes a probe differently from the file, the file wins (PreTrainedTokenizerFast)."""
+    file = where / "tokenizer.json"
+    if not file.is_file() or not getattr(tok, "is_fast", False):
+        return tok
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        want = Tokenizer.from_file(str(file)).encode(_TOKENIZER_PROBE, add_special_tokens=False).ids
+    except Exception:  # noqa: BLE001 - a file the tokenizers library cannot read: keep what transformers loaded
+        return tok
+    if list(tok(_TOKENIZER_PROBE, add_special_tokens=False)["input_ids"]) == list(want):
+        return tok
+    log.warning("%s: %s tokenizes differently from its tokenizer.json; using the file as saved", where,
+                type(tok).__name__)
+    # the file carries no "add BOS" flag of its own: a GGUF says it in its metadata (Gemma: yes)
+    extra = {"add_bos_token": add_bos} if add_bos is not None else {}
+    return PreTrainedTokenizerFast.from_pretrained(str(where), **kwargs, **extra)
 
 
 def _saved_quant_method(where: str) -> str:
