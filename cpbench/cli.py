@@ -15,7 +15,7 @@ import click
 import typer
 
 from cpbench import __version__
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 
 # typer >= 0.22 vendors click as `typer._click` and raises its own exception classes, which are not click's: catch
 # both, or a usage error (`--alpha abc`, a missing argument, bare `cpbench`) escapes `main` as a traceback.
@@ -113,7 +113,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: bad input becomes one line on stderr and exit code 2. Ctrl-C and SIGTERM (SLURM's time limit
     or preemption) unwind the same way (locks released, staging folders removed, finished results kept) and end with
     one line: exit 130 after Ctrl-C, 143 after SIGTERM (128 + the signal, as a shell reports it)."""
-    from cpbench.interrupts import EXIT_TERMINATED, terminate_as_interrupt
+    from cpbench.base.interrupts import EXIT_TERMINATED, terminate_as_interrupt
 
     with terminate_as_interrupt() as state:
         rv = _main(argv)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 
 KINDS = ("pickle", "labels_json", "lm_eval_jsonl", "lm_eval_results", "parquet", "record_json")
 LETTERS = ["A", "B", "C", "D", "E", "F"]
@@ -77,10 +77,10 @@ RESULTS = "results_2026-11-29T10-00-00.123456.json"
 
 def seed(kind: str, d: Path) -> tuple[Path, Callable[[Path], Any]]:
     """(the valid seed file, the reader that takes a mutant path) for one kind."""
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.importers import import_lm_eval_samples, import_ye2024
-    from cpbench.jsonsafe import load_file
-    from cpbench.records import load_record
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.backends.pickles import import_lm_eval_samples, import_ye2024
+    from cpbench.base.jsonsafe import load_file
+    from cpbench.results.records import load_record
 
     d.mkdir(parents=True, exist_ok=True)
     rows, data = _ye_rows()
@@ -97,7 +97,7 @@ def seed(kind: str, d: Path) -> tuple[Path, Callable[[Path], Any]]:
     if kind == "lm_eval_jsonl":
         return samples, import_lm_eval_samples
     if kind == "lm_eval_results":
-        from cpbench.importers_lmeval import import_named
+        from cpbench.backends.lmeval import import_named
 
         results = d / RESULTS
         results.write_text(json.dumps(_results_json()))
@@ -162,7 +162,7 @@ def _check(read: Callable[[Path], Any], path: Path, case: str, same: Callable[[A
         return "refused", msg
     except Exception as exc:  # noqa: BLE001 - the point of the test
         raise AssertionError(f"{case}: {type(exc).__name__} escaped: {exc}\n{traceback.format_exc()}") from None
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     if isinstance(out, LogitsArtifact):
         out.validate()
@@ -179,7 +179,7 @@ def fuzz(kind: str, n: int, seed_: int, workdir: Path) -> dict[str, int]:
     assert _check(read, path, f"{kind} seed")[0] == "ok", f"{kind}: the seed itself does not load"
     same = None
     if kind == "parquet":  # the content hash covers everything: a mutant that loads must be the same artifact
-        from cpbench.artifact import LogitsArtifact
+        from cpbench.results.artifact import LogitsArtifact
 
         ref = LogitsArtifact.load(path)
 
@@ -213,7 +213,7 @@ def special_files(workdir: Path, seconds: int = 20) -> dict[str, str]:
     import os
     import signal
 
-    from cpbench.tasks import data_tag, read_items
+    from cpbench.specs.tasks import data_tag, read_items
 
     d = Path(workdir) / "special"
     d.mkdir(parents=True, exist_ok=True)
@@ -221,7 +221,7 @@ def special_files(workdir: Path, seconds: int = 20) -> dict[str, str]:
     results_file = seed("lm_eval_results", d / "lm_eval_results")[0]
 
     def read_results_in_place(p: Path) -> Any:  # the special file itself where lm-eval's results file sits
-        from cpbench.importers_lmeval import import_named
+        from cpbench.backends.lmeval import import_named
 
         results_file.unlink()
         results_file.symlink_to(p)

@@ -1,4 +1,4 @@
-"""Real artifacts and records from the population model (cpbench.analysis.simulate), written as `cpbench run` does:
+"""Real artifacts and records from the population model (cpbench.results.analysis.simulate), written as `cpbench run` does:
 the artifact in <root>/<model>/<recipe>/artifacts/<task>.parquet, the record beside it naming it as its input."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cpbench.analysis import simulate as S
-from cpbench.artifact import LogitsArtifact
-from cpbench.conformal.protocols import analyze_artifact, preset
-from cpbench.runkey import ScoreKey
-from cpbench.store import write_result
+from cpbench.results.analysis import simulate as S
+from cpbench.results.artifact import LogitsArtifact
+from cpbench.results.conformal.protocols import analyze_artifact, preset
+from cpbench.base.runkey import ScoreKey
+from cpbench.results.store import write_result
 
 
 @lru_cache(maxsize=2)

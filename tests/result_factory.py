@@ -2,8 +2,8 @@
 
 Tests state the numbers they want per split (or a mean plus seeded noise) and get a record whose means, std and ci95
 are computed from those splits exactly as docs/design.md defines them, so analyses have known answers. Records are
-built through `cpbench.records.build_record`, the typed model the writer and the store use, so a factory record is
-exactly what production would write (schema `cpbench.records.SCHEMA`, range and consistency checks included).
+built through `cpbench.results.records.build_record`, the typed model the writer and the store use, so a factory record is
+exactly what production would write (schema `cpbench.results.records.SCHEMA`, range and consistency checks included).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cpbench.records import SCHEMA, build_record
+from cpbench.results.records import SCHEMA, build_record
 
 K = 6
 LETTERS = ["A", "B", "C", "D", "E", "F"]
@@ -148,7 +148,7 @@ def synthetic_tree(root, *, order: str = "forward") -> list[dict[str, Any]]:
     `smol-135m` is flagged as sample data with a model note, so the leaderboard must label it. `order` writes the
     records forwards or backwards (the leaderboard must not care).
     """
-    from cpbench.store import write_result
+    from cpbench.results.store import write_result
 
     records = []
     for m_i, (model, params) in enumerate((("smol-135m", 1.35e8), ("big-8b", 8e9))):

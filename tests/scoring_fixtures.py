@@ -1,5 +1,5 @@
 """Shared helpers for tests/test_scoring_*.py and tests/test_run_*.py: synthetic items, real prompts, and the naive
-reference scorers (one unpadded, uncached forward pass per sequence, written independently of cpbench.scoring)."""
+reference scorers (one unpadded, uncached forward pass per sequence, written independently of cpbench.backends)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ WORDS = (
 
 
 def make_items(n: int = 24, seed: int = 0):
-    from cpbench.tasks import Item
+    from cpbench.specs.tasks import Item
 
     rng = random.Random(seed)
     items = []
@@ -33,9 +33,9 @@ def make_items(n: int = 24, seed: int = 0):
 
 
 def make_prompts(n: int = 24, method: str = "task", shots: int = 3, chat: str = "none", tokenizer=None, seed: int = 0):
-    """`n` real prompts from cpbench.tasks' builder on synthetic items of the qa task (ids 1,3,5,7,9 are its
+    """`n` real prompts from cpbench.specs.tasks' builder on synthetic items of the qa task (ids 1,3,5,7,9 are its
     demonstrations and never evaluated, so build from n + 10 items and keep the first n)."""
-    from cpbench.tasks import build_prompts, load_task
+    from cpbench.specs.tasks import build_prompts, load_task
 
     prompts = build_prompts(load_task("qa"), make_items(n + 10, seed), method=method, shots=shots, chat=chat,
                             tokenizer=tokenizer)  # fmt: skip

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpbench.conformal.protocols import analyze_artifact, preset
-from cpbench.artifact import FORMAT, LogitsArtifact, content_hash
+from cpbench.results.conformal.protocols import analyze_artifact, preset
+from cpbench.results.artifact import FORMAT, LogitsArtifact, content_hash
 from cpbench.cli import main
 
 LETTERS = ["A", "B", "C", "D", "E", "F"]

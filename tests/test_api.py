@@ -84,7 +84,7 @@ def test_evaluate_with_results_dir_then_compare(pair, tiny_dir, tmp_path):
     a = report.comparison.to_frame().set_index("score")
     b = cmp.comparison.to_frame().set_index("score")
     assert a.loc["lac", "d_set_size"] == pytest.approx(b.loc["lac", "d_set_size"])
-    from cpbench.errors import CpbenchError
+    from cpbench.base.errors import CpbenchError
 
     with pytest.raises(CpbenchError, match="missing.parquet"):
         cpbench.compare(base_art, base_art.with_name("missing.parquet"))
@@ -98,7 +98,7 @@ def test_evaluate_until_decided_matches_check(tmp_path, cache, tiny_dir, capsys)
 
     import cpbench
     from cpbench.cli import main
-    from cpbench.errors import CpbenchError
+    from cpbench.base.errors import CpbenchError
 
     with pytest.raises(CpbenchError, match="needs results="):
         cpbench.evaluate(base=tiny_dir, recipes=["magnitude-50"], tasks=["qa"], data="samples", until_decided=True)

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpbench.artifact import FORMAT, FORMAT_V1, LogitsArtifact, content_hash_v1
-from cpbench.errors import CpbenchError
+from cpbench.results.artifact import FORMAT, FORMAT_V1, LogitsArtifact, content_hash_v1
+from cpbench.base.errors import CpbenchError
 
 LETTERS = ["A", "B", "C", "D", "E", "F"]
 

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from cpbench.atomic import atomic_path, write_json_atomic
+from cpbench.base.atomic import atomic_path, write_json_atomic
 
 
 def test_failed_write_leaves_previous_file_and_no_temp(tmp_path):

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from result_factory import make_record
 
-from cpbench import atomic
-from cpbench.atomic import atomic_path, clean_stale_temporaries, write_json_atomic, write_text_atomic
+from cpbench.base import atomic
+from cpbench.base.atomic import atomic_path, clean_stale_temporaries, write_json_atomic, write_text_atomic
 from cpbench.cli import main
-from cpbench.errors import CpbenchError
-from cpbench.store import load_results, write_result
+from cpbench.base.errors import CpbenchError
+from cpbench.results.store import load_results, write_result
 
 
 def _files(d: Path) -> list[str]:
@@ -67,7 +67,7 @@ def test_pyarrow_style_error_without_errno_is_recognised(tmp_path: Path, monkeyp
 
     import numpy as np
 
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     def full(*args, **kwargs):
         raise OSError("Failed to write: [Errno 28] No space left on device")
@@ -197,7 +197,7 @@ def test_writer_killed_mid_write_leaves_a_temporary_that_the_next_load_removes(t
     root = Path(__file__).resolve().parent.parent
     code = (
         "import sys, time\n"
-        "from cpbench.atomic import atomic_path\n"
+        "from cpbench.base.atomic import atomic_path\n"
         f"with atomic_path({str(tmp_path / 'tiny' / 'base' / 'r.json')!r}) as tmp:\n"
         "    tmp.write_text('{\"schema\": \"cpbench.res')\n"
         "    print('writing', flush=True)\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cpbench.cli import main
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 from run_fixtures import cache, tiny_dir  # noqa: F401  (pytest fixtures)
 
 
@@ -62,8 +62,8 @@ def test_candidate_with_another_tokenizer_is_refused_with_one_line(tiny_dir, oth
 
 
 def test_candidate_with_another_architecture_is_refused(tiny_dir, tmp_path, capsys):
-    from cpbench.candidates import require_pairable
-    from cpbench.models import load_tokenizer, model_config, resolve, resolve_candidate
+    from cpbench.weights.candidates import require_pairable
+    from cpbench.weights.models import load_tokenizer, model_config, resolve, resolve_candidate
 
     other = tmp_path / "wider"
     shutil.copytree(tiny_dir, other)
@@ -78,8 +78,8 @@ def test_candidate_with_another_architecture_is_refused(tiny_dir, tmp_path, caps
 
 
 def test_candidate_names(tiny_dir, capsys):
-    from cpbench.models import resolve_candidate
-    from cpbench.runner import plan_from_options
+    from cpbench.weights.models import resolve_candidate
+    from cpbench.run.runner import plan_from_options
 
     c = resolve_candidate(tiny_dir)
     assert c.name == Path(tiny_dir).name and c.weights().kind == "candidate"
@@ -103,7 +103,7 @@ def test_candidate_names(tiny_dir, capsys):
 
 
 def test_quantized_checkpoint_needs_its_loader(tmp_path):
-    from cpbench.models import require_quant_loader
+    from cpbench.weights.models import require_quant_loader
 
     require_quant_loader({"quant_method": "compressed-tensors"}, "x")  # installed with llm-compressor
     require_quant_loader(None, "x")
@@ -115,7 +115,7 @@ def test_quantized_checkpoint_needs_its_loader(tmp_path):
 
 
 def test_description_reads_gptq_awq_and_bnb_configs():
-    from cpbench.candidates import quantization
+    from cpbench.weights.candidates import quantization
 
     assert quantization({"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False, "sym": True,
                          "tokenizer": None, "dataset": ["x"]}) == {
@@ -128,9 +128,9 @@ def test_description_reads_gptq_awq_and_bnb_configs():
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
 def test_llmcompressor_checkpoint_as_candidate_pairs_with_the_base(tiny_dir, w4a16_dir, tmp_path, capsys):
-    from cpbench.analysis.decoupling import DecouplingConfig, decoupling_table
-    from cpbench.models import resolve
-    from cpbench.store import load_results
+    from cpbench.results.analysis.decoupling import DecouplingConfig, decoupling_table
+    from cpbench.weights.models import resolve
+    from cpbench.results.store import load_results
 
     res = tmp_path / "res"
     args = ["run", "--model", tiny_dir, "--candidate", w4a16_dir, "--candidate-name", "w4a16-rtn", "--tasks", "qa",
@@ -179,7 +179,7 @@ def test_check_accepts_the_old_baseline_folder_name(tmp_path, capsys):
     """`--baseline results/<model>/fp16` (the folder's name before `base`) maps to `.../base` with a note."""
     from result_factory import make_record
 
-    from cpbench.store import write_result
+    from cpbench.results.store import write_result
 
     root = tmp_path / "res"
     write_result(make_record(recipe="base"), root)
@@ -234,7 +234,7 @@ def test_gguf_file_as_candidate(tiny_dir, tmp_path, capsys):
     import numpy as np
     from tiny_gguf import write_tiny_gguf
 
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     gguf_file = write_tiny_gguf(tiny_dir, tmp_path / "tiny-f32.gguf")
     res = tmp_path / "res"

@@ -128,8 +128,8 @@ def test_until_decided_inputs_reach_run_and_check(tmp_path):
 def test_result_dirs_match_where_run_writes(tmp_path):
     from tiny_model import tiny_model_dir
 
-    from cpbench.candidates import result_dirs
-    from cpbench.models import resolve
+    from cpbench.weights.candidates import result_dirs
+    from cpbench.weights.models import resolve
 
     d = str(tiny_model_dir())
     b, c = result_dirs(d, d, "w4", tmp_path)

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cpbench.artifact import FORMAT, LogitsArtifact, content_hash
+from cpbench.results.artifact import FORMAT, LogitsArtifact, content_hash
 from cpbench.cli import main
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 
 N = 200
 LETTERS = list("ABCDEF")
@@ -89,7 +89,7 @@ def fx(tmp_path_factory) -> Path:
     sys.path.insert(0, str(Path(__file__).parent))
     from result_factory import make_record
 
-    from cpbench.store import write_result
+    from cpbench.results.store import write_result
 
     write_result(make_record(recipe="base", set_size=2.0), d / "res_base")
     write_result(make_record(recipe="base", set_size=3.5), d / "res_cand")
@@ -234,12 +234,12 @@ def test_help_and_version_render(capsys, args):
 
 
 def test_interrupt_is_one_line_exit_130(monkeypatch, capsys):
-    import cpbench.conformal.protocols
+    import cpbench.results.conformal.protocols
 
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cpbench.conformal.protocols, "preset", interrupted)
+    monkeypatch.setattr(cpbench.results.conformal.protocols, "preset", interrupted)
     assert main(["analyze", "whatever.parquet"]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -263,7 +263,7 @@ def _write(path: Path, text: str | bytes) -> Path:
 @pytest.mark.parametrize("text", list(BAD_YAML.values()) + ["models:\n  foo: bar\n", "models:\n  - foo\n"],
                          ids=list(BAD_YAML) + ["models as mapping", "models of strings"])
 def test_bad_models_yaml(tmp_path, text):
-    from cpbench.models import load_registry
+    from cpbench.weights.models import load_registry
 
     with pytest.raises(CpbenchError, match="models.yaml"):
         load_registry(_write(tmp_path / "models.yaml", text))
@@ -273,7 +273,7 @@ def test_bad_models_yaml(tmp_path, text):
                                                              "sweeps:\n  - a\n"],
                          ids=list(BAD_YAML) + ["recipes as list", "recipe as string", "sweeps as list"])
 def test_bad_recipes_yaml(tmp_path, text):
-    from cpbench.recipes import load_registry
+    from cpbench.specs.recipes import load_registry
 
     with pytest.raises(CpbenchError, match="recipes.yaml"):
         load_registry(_write(tmp_path / "recipes.yaml", text))
@@ -282,7 +282,7 @@ def test_bad_recipes_yaml(tmp_path, text):
 @pytest.mark.parametrize("text", list(BAD_YAML.values()) + ["suites:\n  default: hello\n"],
                          ids=list(BAD_YAML) + ["suite as string"])
 def test_bad_suites_yaml(tmp_path, text):
-    from cpbench.suites import load_suite
+    from cpbench.run.suites import load_suite
 
     with pytest.raises(CpbenchError, match="suites.yaml"):
         load_suite("default", _write(tmp_path / "suites.yaml", text))
@@ -290,8 +290,8 @@ def test_bad_suites_yaml(tmp_path, text):
 
 @pytest.mark.parametrize("change", ["unknown key", "missing name", "not utf-8", "scalar"])
 def test_bad_task_yaml(tmp_path, change):
-    from cpbench.paths import data_dir
-    from cpbench.tasks.spec import load_task_file
+    from cpbench.base.paths import data_dir
+    from cpbench.specs.tasks.spec import load_task_file
 
     text = (data_dir("tasks") / "qa.yaml").read_text(encoding="utf-8")
     body: str | bytes = {

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from cpbench.compress import CalibrationSpec, compress
-from cpbench.errors import CpbenchError
-from cpbench.models import converted_dir, load, resolve
+from cpbench.weights.compress import CalibrationSpec, compress
+from cpbench.base.errors import CpbenchError
+from cpbench.weights.models import converted_dir, load, resolve
 
 pytestmark = pytest.mark.slow
 

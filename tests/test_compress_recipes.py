@@ -1,5 +1,5 @@
 """Every registered recipe that runs on CPU, applied to the tiny random Llama: the effect is measured on the
-reloaded checkpoint (independently of cpbench.compress.verify), the checkpoint reloads with AutoModelForCausalLM
+reloaded checkpoint (independently of cpbench.weights.compress.verify), the checkpoint reloads with AutoModelForCausalLM
 and runs a forward pass. GPU-only recipes are skipped here with the reason and run on a CUDA machine."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import os
 import pytest
 import torch
 
-from cpbench import compress as compress_pkg
-from cpbench.compress import CalibrationSpec, compress
-from cpbench.compress import cache as cache_mod
-from cpbench.errors import CpbenchError
-from cpbench.locks import MARKER
-from cpbench.models import load, resolve
-from cpbench.recipes import list_recipes
-from cpbench.recipes import resolve as resolve_recipe
+from cpbench.weights import compress as compress_pkg
+from cpbench.weights.compress import CalibrationSpec, compress
+from cpbench.weights.compress import cache as cache_mod
+from cpbench.base.errors import CpbenchError
+from cpbench.base.locks import MARKER
+from cpbench.weights.models import load, resolve
+from cpbench.specs.recipes import list_recipes
+from cpbench.specs.recipes import resolve as resolve_recipe
 from tiny_model import tiny_model_dir
 
 HAS_CUDA = torch.cuda.is_available()
@@ -168,7 +168,7 @@ def test_cache_reuse_and_keys(tiny, monkeypatch):
 
 def test_failed_verification_caches_nothing(tiny, monkeypatch):
     entry, _, _ = tiny
-    import cpbench.compress.magnitude as mag
+    import cpbench.weights.compress.magnitude as mag
 
     monkeypatch.setattr(mag, "magnitude_prune", lambda model, **kw: {})  # "succeeds" and zeroes nothing
     before = set(os.listdir(cache_mod.root()))
@@ -189,8 +189,8 @@ def test_awq_needs_the_pin_memory_guard_on_cpu(tiny, monkeypatch, tmp_path):
     starts failing after an upgrade, the guard can go."""
     from llmcompressor.pipelines.cache import IntermediatesCache
 
-    from cpbench.compress import llmc
-    from cpbench.compress.calibration import sample
+    from cpbench.weights.compress import llmc
+    from cpbench.weights.compress.calibration import sample
 
     entry, _, tok = tiny
     model, _ = load(entry, "cpu")
@@ -221,7 +221,7 @@ def test_first_compression_of_a_hub_model_is_keyed_by_its_commit(tmp_path, monke
     or the next run, which finds the snapshot, misses the cache and recompresses (hours for a large model)."""
     import huggingface_hub.constants as hub_constants
 
-    from cpbench import models
+    from cpbench.weights import models
 
     hub = tmp_path / "hub"
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(hub))
@@ -242,7 +242,7 @@ def test_first_compression_of_a_hub_model_is_keyed_by_its_commit(tmp_path, monke
 def test_checkpoint_without_marker_is_not_trusted_and_is_rebuilt(tiny):
     """The issue's broken cache: a committed directory holding only its report made every later run fail. Lookups
     trust only the completion marker (written last, listing every file and size); a broken directory is rebuilt."""
-    from cpbench.locks import is_complete
+    from cpbench.base.locks import is_complete
 
     entry, _, _ = tiny
     first = compress(entry, "magnitude-50", CALIB, "cpu")

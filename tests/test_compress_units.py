@@ -11,12 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.compress import calibration as cal
-from cpbench.compress.calibration import CalibrationSpec, sample
-from cpbench.compress.magnitude import magnitude_prune, prune_nm_, prune_unstructured_
-from cpbench.compress.verify import failed_checks, max_distinct_per_group, nm_fraction
-from cpbench.errors import CpbenchError
-from cpbench.recipes import resolve
+from cpbench.weights.compress import calibration as cal
+from cpbench.weights.compress.calibration import CalibrationSpec, sample
+from cpbench.weights.compress.magnitude import magnitude_prune, prune_nm_, prune_unstructured_
+from cpbench.weights.compress.verify import failed_checks, max_distinct_per_group, nm_fraction
+from cpbench.base.errors import CpbenchError
+from cpbench.specs.recipes import resolve
 from tiny_model import tiny_model_dir
 
 

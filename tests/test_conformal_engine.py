@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.conformal import SplitConformal, build, evaluate, random_splits
-from cpbench.conformal.quantile import order_statistic
-from cpbench.errors import CpbenchError
+from cpbench.results.conformal import SplitConformal, build, evaluate, random_splits
+from cpbench.results.conformal.quantile import order_statistic
+from cpbench.base.errors import CpbenchError
 
 SCORE_NAMES = ["lac", "aps", "aps_rand", "raps", "raps_rand"]
 

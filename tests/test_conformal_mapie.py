@@ -19,7 +19,7 @@ pytest.importorskip("mapie")
 from mapie.classification import SplitConformalClassifier
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from cpbench.conformal import SplitConformal, build, conformal_quantile, random_splits
+from cpbench.results.conformal import SplitConformal, build, conformal_quantile, random_splits
 
 
 class StoredProbs(ClassifierMixin, BaseEstimator):

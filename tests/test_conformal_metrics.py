@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.conformal import random_splits
-from cpbench.conformal.metrics import per_split_base, ratio_map, summary, uacc
+from cpbench.results.conformal import random_splits
+from cpbench.results.conformal.metrics import per_split_base, ratio_map, summary, uacc
 
 
 def reference(logits, y, letters, test):

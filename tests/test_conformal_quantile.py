@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.conformal.quantile import conformal_quantile, min_calibration_size, order_statistic
-from cpbench.errors import CpbenchError
+from cpbench.results.conformal.quantile import conformal_quantile, min_calibration_size, order_statistic
+from cpbench.base.errors import CpbenchError
 
 ALPHAS = [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5]
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.conformal import SplitConformal, build, softmax
-from cpbench.conformal.scores import aps, lac
-from cpbench.errors import CpbenchError
+from cpbench.results.conformal import SplitConformal, build, softmax
+from cpbench.results.conformal.scores import aps, lac
+from cpbench.base.errors import CpbenchError
 
 
 def dirichlet_data(seed: int, n: int, k: int, conc: float = 1.0):

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.conformal.splits import canonical_order, random_splits, sklearn_split
-from cpbench.errors import CpbenchError
+from cpbench.results.conformal.splits import canonical_order, random_splits, sklearn_split
+from cpbench.base.errors import CpbenchError
 
 
 @settings(max_examples=80, deadline=None)

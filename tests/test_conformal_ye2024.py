@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.conformal.protocols import analyze_artifact, preset
+from cpbench.results.conformal.protocols import analyze_artifact, preset
 from cpbench.cli import main
-from cpbench.conformal import SplitConformal, softmax
-from cpbench.errors import CpbenchError
-from cpbench.importers import import_ye2024
+from cpbench.results.conformal import SplitConformal, softmax
+from cpbench.base.errors import CpbenchError
+from cpbench.backends.pickles import import_ye2024
 
 # ------------------------------------------------------------------------------------------ reference (transcribed)
 options = ["A", "B", "C", "D", "E", "F"]
@@ -184,7 +184,7 @@ def test_ye2024_preset_matches_reference(tmp_path_factory, seed, n, ties, alpha)
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 100_000), ties=st.booleans())
 def test_ye2024_sets_match_reference_item_by_item(tmp_path_factory, seed, ties):
-    from cpbench.conformal.splits import sklearn_split
+    from cpbench.results.conformal.splits import sklearn_split
 
     tmp = tmp_path_factory.mktemp("ye")
     logits, answers = random_case(seed, 400, ties)

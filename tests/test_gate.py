@@ -12,9 +12,9 @@ import pytest
 from result_factory import make_record
 
 from cpbench.cli import main
-from cpbench.errors import CpbenchError
-from cpbench.gate import Decision, Limits, run_gate
-from cpbench.store import write_result
+from cpbench.base.errors import CpbenchError
+from cpbench.results.gate import Decision, Limits, run_gate
+from cpbench.results.store import write_result
 
 
 def _write(root: Path, *records: dict) -> Path:
@@ -151,9 +151,9 @@ def test_gate_on_records_from_cpbench_analyze(tmp_path: Path, capsys: pytest.Cap
     """Real records: the same items scored by a baseline and by a noisier 'compressed' model, analysed and gated."""
     import numpy as np
 
-    analyze = pytest.importorskip("cpbench.conformal.protocols")
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.runkey import AnalysisKey, ScoreKey
+    analyze = pytest.importorskip("cpbench.results.conformal.protocols")
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.base.runkey import AnalysisKey, ScoreKey
 
     rng = np.random.default_rng(1)
     n = 400
@@ -196,9 +196,9 @@ def test_reasons_show_the_one_sided_level_that_decided_each_check() -> None:
     """Holm decides the j-th smallest of m p-values at alpha / (m - j + 1): a failing check's printed bound is the bound
     at that level, and it lies beyond the limit (issue 15: 'accuracy drop 0.0917 > 0.02 (bound 0.0172)' showed a
     Bonferroni bound beside a Holm decision)."""
-    from cpbench.analysis.decisions import Directional, decision_levels
-    from cpbench.analysis.paired import Estimate
-    from cpbench.gate import Decision, _Check, _decide
+    from cpbench.results.analysis.decisions import Directional, decision_levels
+    from cpbench.results.analysis.paired import Estimate
+    from cpbench.results.gate import Decision, _Check, _decide
 
     # five checks: one clear failure, one near the limit, three clear passes
     ests = [Estimate("d", 0.0917, 0.030, n=500), Estimate("d", 0.0, 0.001, n=500), Estimate("d", 0.0, 0.001, n=500),
@@ -217,7 +217,7 @@ def test_reasons_show_the_one_sided_level_that_decided_each_check() -> None:
     assert sorted(levels)[-1] == pytest.approx(1 - 0.05 / 5) and min(levels) == pytest.approx(0.95)
     assert rows[4]["status"] == "inconclusive" and "more items (" in rows[4]["reasons"]
     # from the cell's own variance: n ((z_level + z_0.8) se / gap)^2 in all
-    from cpbench.analysis.paired import z_of
+    from cpbench.results.analysis.paired import z_of
 
     need = 500 * ((z_of(levels[4]) + z_of(0.8)) * 0.012 / 0.01) ** 2
     assert f"{int(round(need, -2)):,}" in rows[4]["reasons"] or f"{int(round(need, -1)):,}" in rows[4]["reasons"]

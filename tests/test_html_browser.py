@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from result_factory import synthetic_tree
 
-from cpbench.leaderboard import LeaderboardConfig, write_leaderboard
+from cpbench.results.leaderboard import LeaderboardConfig, write_leaderboard
 
 pytestmark = pytest.mark.browser
 
@@ -224,7 +224,7 @@ def test_forest_plot_labels_are_not_cut_on_the_left(browser) -> None:
     """A long model name made its label start left of the SVG (fixed 260 px margin): the margin fits the label."""
     import pandas as pd
 
-    from cpbench.leaderboard.html import _forest
+    from cpbench.results.leaderboard.html import _forest
 
     rows = pd.DataFrame([{"model": "a-rather-long-organisation-model-name-70b-instruct-v2", "recipe": r,
                           "task": "qa", "category": "unaffected", "d_acc": d, "d_acc_lo": d - 0.02,

@@ -9,9 +9,9 @@ import pickle
 import numpy as np
 import pytest
 
-from cpbench.artifact import LogitsArtifact, content_hash_v1
-from cpbench.errors import CpbenchError
-from cpbench.importers import import_lm_eval_samples, import_ye2024, load_any
+from cpbench.results.artifact import LogitsArtifact, content_hash_v1
+from cpbench.base.errors import CpbenchError
+from cpbench.backends.pickles import import_lm_eval_samples, import_ye2024, load_any
 
 LETTERS = ["A", "B", "C", "D", "E", "F"]
 

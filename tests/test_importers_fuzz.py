@@ -15,7 +15,7 @@ import pytest
 from fuzz_inputs import HOSTILE_PICKLES, KINDS, fuzz
 
 from cpbench.cli import main
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 
 FAST_CASES = 120  # per kind: ~1 s each on one core
 SLOW_CASES = 3000
@@ -37,7 +37,7 @@ def test_fuzzed_inputs_many(tmp_path: Path, kind: str) -> None:
 
 @pytest.mark.parametrize("index", range(len(HOSTILE_PICKLES)))
 def test_hostile_pickles_refused_before_building_objects(tmp_path: Path, index: int) -> None:
-    from cpbench.importers import import_ye2024
+    from cpbench.backends.pickles import import_ye2024
 
     pkl = tmp_path / "x_mmlu_10k_base_icl0.pkl"
     pkl.write_bytes(HOSTILE_PICKLES[index])
@@ -50,7 +50,7 @@ def test_hostile_pickles_refused_before_building_objects(tmp_path: Path, index: 
 
 def test_scan_refuses_out_of_order_memo_before_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
     """The scan runs first: the unpickler is never reached for a memo index that would allocate gigabytes."""
-    from cpbench import importers
+    from cpbench.backends import pickles as importers
 
     called = []
     monkeypatch.setattr(importers._NumpyOnlyUnpickler, "load", lambda self: called.append(1))
@@ -69,7 +69,7 @@ def test_cli_exit_2_for_a_hostile_pickle(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_jsonl_invalid_utf8_and_deep_nesting_one_line(tmp_path: Path) -> None:
-    from cpbench.importers import import_lm_eval_samples
+    from cpbench.backends.pickles import import_lm_eval_samples
 
     p = tmp_path / "samples_t_2026-01-01T00-00-00.1.jsonl"
     p.write_bytes(b'{"doc_id": 0, "target": "\xff"}\n')
@@ -87,7 +87,7 @@ def test_parquet_invalid_utf8_ids_one_line(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     ids = pa.array([b"ok", b"\xff\xfe"], type=pa.binary()).cast(pa.string(), safe=False)
     flat = pa.array([0.0] * 12, type=pa.float32())
@@ -139,7 +139,7 @@ def test_pickle_with_absurd_values_is_one_line(tmp_path: Path) -> None:
 
     import numpy as np
 
-    from cpbench.importers import import_ye2024
+    from cpbench.backends.pickles import import_ye2024
 
     labels = tmp_path / "d.json"
     labels.write_text(json.dumps([{"id": 0, "answer": "A"}]))

@@ -13,7 +13,7 @@ import pytest
 from result_factory import make_record, synthetic_tree
 
 from cpbench.cli import main
-from cpbench.leaderboard import LeaderboardConfig, write_leaderboard
+from cpbench.results.leaderboard import LeaderboardConfig, write_leaderboard
 
 NO_PLOTS = LeaderboardConfig(plots=False)
 
@@ -100,7 +100,7 @@ def test_decoupling_threshold_and_size_effect_summaries(board: tuple[Path, Path]
     s2 = se.query("recipe == 'gptq-2bit' and task == 'qa' and score == 'lac'").iloc[0]
     assert s2["n_models"] == 2 and s2["slope"] < 0  # the 8B model loses less than the 135M one
     md = (out / "leaderboard.md").read_text()
-    assert "epsilon = 0.02" in md and "delta = 0.25" in md  # the gate's default limits (cpbench.limits)
+    assert "epsilon = 0.02" in md and "delta = 0.25" in md  # the gate's default limits (cpbench.base.limits)
     assert "permutation test" in md
 
 
@@ -161,7 +161,7 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "no cpbench result records" in capsys.readouterr().err
     assert main(["leaderboard", str(tmp_path / "absent"), "--out", str(tmp_path / "o")]) == 2
     write = make_record()
-    from cpbench.store import write_result
+    from cpbench.results.store import write_result
 
     write_result(write, tmp_path / "one")
     assert main(["leaderboard", str(tmp_path / "one"), "--criterion", "aic", "--out", str(tmp_path / "o")]) == 2
@@ -190,7 +190,7 @@ print("clean")
 
 
 def test_table_renderers_escape_special_characters() -> None:
-    from cpbench.leaderboard.tables import Table
+    from cpbench.results.leaderboard.tables import Table
 
     t = Table("x", "T", pd.DataFrame({"a|b": ["1|2"], "c_d": ["50%"]}), pd.DataFrame({"v": [0.1234567]}), "prov")
     assert "| a\\|b | c_d |" in t.markdown() and "| 1\\|2 | 50% |" in t.markdown()
@@ -244,7 +244,7 @@ def test_heatmap_is_readable_with_one_row_and_with_many(n_models: int) -> None:
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    from cpbench.leaderboard import plots
+    from cpbench.results.leaderboard import plots
 
     models = [f"organisation-model-{i}-instruct-gguf-q4_1" for i in range(n_models)]
     recipes = ["gptq-w4a16-g128", "rtn-2bit-g64", "magnitude-50", "sparsegpt-2:4"]
@@ -262,8 +262,8 @@ def test_accuracy_axes_stay_within_0_and_100_and_titles_do_not_overlap(tmp_path:
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    from cpbench.leaderboard import plots
-    from cpbench.leaderboard.build import analyze_tree
+    from cpbench.results.leaderboard import plots
+    from cpbench.results.leaderboard.build import analyze_tree
 
     synthetic_tree(tmp_path / "results")
     a = analyze_tree(tmp_path / "results")

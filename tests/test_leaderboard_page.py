@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cpbench.analysis.aggregate import task_order
-from cpbench.analysis.decoupling import _ranked
-from cpbench.leaderboard.html import _empty_reason
-from cpbench.leaderboard.tables import Table
+from cpbench.results.analysis.aggregate import task_order
+from cpbench.results.analysis.decoupling import _ranked
+from cpbench.results.leaderboard.html import _empty_reason
+from cpbench.results.leaderboard.tables import Table
 
 
 def test_equal_values_are_shown_as_ties():

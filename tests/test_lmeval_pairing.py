@@ -60,9 +60,9 @@ def runs(tmp_path):
 
 
 def test_two_lm_eval_runs_pair_with_model_and_recipe_and_gate(runs, tmp_path, capsys):
-    from cpbench.analysis.compare import ArtifactIndex
-    from cpbench.analysis.decoupling import DecouplingConfig, decoupling_table
-    from cpbench.store import load_results
+    from cpbench.results.analysis.compare import ArtifactIndex
+    from cpbench.results.analysis.decoupling import DecouplingConfig, decoupling_table
+    from cpbench.results.store import load_results
 
     base, comp = runs
     res = tmp_path / "results"

@@ -1,4 +1,4 @@
-"""cpbench.locks: cross-process exclusion, holders named on timeout, dead holders recovered, staged directories
+"""cpbench.base.locks: cross-process exclusion, holders named on timeout, dead holders recovered, staged directories
 committed with a marker written last and trusted only with it, leftovers of dead processes swept (live ones never)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cpbench import locks
-from cpbench.errors import CpbenchError
+from cpbench.base import locks
+from cpbench.base.errors import CpbenchError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
 HOLD = """
 import sys, time
 from pathlib import Path
-from cpbench.locks import file_lock
+from cpbench.base.locks import file_lock
 with file_lock(sys.argv[1], what="holding for the test"):
     Path(sys.argv[2]).write_text("held")
     time.sleep(float(sys.argv[3]))
@@ -140,7 +140,7 @@ def test_staged_dir_is_removed_on_error_and_empty_commit_refused(tmp_path):
 BUILD = """
 import sys, time
 from pathlib import Path
-from cpbench.locks import staged_dir
+from cpbench.base.locks import staged_dir
 final, log = Path(sys.argv[1]), Path(sys.argv[2])
 with staged_dir(final, what="child build") as st:
     if not st.done:

@@ -9,9 +9,9 @@ import shutil
 import pytest
 import torch
 
-from cpbench import models
-from cpbench.errors import CpbenchError
-from cpbench.models import load, resolve, resolve_device, resolve_dtype
+from cpbench.weights import models
+from cpbench.base.errors import CpbenchError
+from cpbench.weights.models import load, resolve, resolve_device, resolve_dtype
 from tiny_model import LETTERS, tiny_model_dir
 
 HAS_CUDA = torch.cuda.is_available()

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from cpbench import models
-from cpbench.errors import CpbenchError
-from cpbench.models import ModelEntry, load_registry, resolve
+from cpbench.weights import models
+from cpbench.base.errors import CpbenchError
+from cpbench.weights.models import ModelEntry, load_registry, resolve
 
 
 def test_registry_contents():

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 from paired_factory import population, write_pair
 
-from cpbench.analysis import simulate as S
-from cpbench.analysis.compare import ArtifactIndex
-from cpbench.analysis.decisions import adjust
-from cpbench.analysis.decoupling import DecouplingConfig, decoupling_table
-from cpbench.analysis.paired import Estimate, boot_counts, item_view, paired_draws, wilson
+from cpbench.results.analysis import simulate as S
+from cpbench.results.analysis.compare import ArtifactIndex
+from cpbench.results.analysis.decisions import adjust
+from cpbench.results.analysis.decoupling import DecouplingConfig, decoupling_table
+from cpbench.results.analysis.paired import Estimate, boot_counts, item_view, paired_draws, wilson
 from cpbench.cli import main
-from cpbench.conformal.quantile import order_statistic
-from cpbench.conformal.scores import build, softmax
-from cpbench.gate import Decision, Limits, run_gate
-from cpbench.store import load_results
+from cpbench.results.conformal.quantile import order_statistic
+from cpbench.results.conformal.scores import build, softmax
+from cpbench.results.gate import Decision, Limits, run_gate
+from cpbench.results.store import load_results
 
 
 def _naive(labels, lb, lc, weights, score, tau):
@@ -74,7 +74,7 @@ def test_vectorised_bootstrap_matches_the_naive_computation(score: str) -> None:
 def test_smoothed_plug_in_is_the_split_average() -> None:
     """Averaged over many random splits, a record's set size and coverage equal the plug-in with q-hat smoothed over
     where a random split puts it (what the bootstrap replicates then measure), far closer than the plain quantile."""
-    from cpbench.conformal.protocols import analyze_artifact, preset
+    from cpbench.results.conformal.protocols import analyze_artifact, preset
 
     labels, base = population()
     a, _ = S.sample_pair(labels, base, base, 300, np.random.default_rng(8))
@@ -106,8 +106,8 @@ def test_intervals_cover_the_population_difference_and_split_intervals_do_not() 
 def test_accuracy_interval_is_not_degenerate_when_the_models_agree_on_every_item() -> None:
     """Two models with the same top-1 option on all 27 items: the bootstrap alone gives Δacc in [0, 0]; the paired
     proportion floor keeps the interval about ±0.07 wide, so 27 items cannot show equivalence within 0.01."""
-    from cpbench.analysis.paired import estimates
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.analysis.paired import estimates
+    from cpbench.results.artifact import LogitsArtifact
 
     rng = np.random.default_rng(3)
     n, letters = 27, list("ABCDEF")
@@ -181,7 +181,7 @@ def test_inconclusive_names_the_items_needed_and_missing_artifacts(pair_root: Pa
 
 def _gate(root: Path, recipe: str, *extra: str, model: str = "m") -> int:
     """`cpbench check` with only the limits the caller names: the default accuracy and flip-rate limits
-    (cpbench.limits) are switched off (1) unless given."""
+    (cpbench.base.limits) are switched off (1) unless given."""
     off = [f for f in ("--max-accuracy-drop", "--max-flip-rate") if f not in extra]
     return main(["check", "-b", str(root / model / "base"), "-c", str(root / model / recipe), *extra,
                  *[a for f in off for a in (f, "1")]])
@@ -229,8 +229,8 @@ def test_gate_without_artifacts_is_inconclusive(tmp_path: Path) -> None:
 def test_leaderboard_prints_item_level_intervals_diagnostics_and_the_family(pair_root: Path, tmp_path: Path) -> None:
     import pandas as pd
 
-    from cpbench.leaderboard import LeaderboardConfig, write_leaderboard
-    from cpbench.leaderboard.plots import heatmap_marks
+    from cpbench.results.leaderboard import LeaderboardConfig, write_leaderboard
+    from cpbench.results.leaderboard.plots import heatmap_marks
 
     a, _ = write_leaderboard(pair_root, tmp_path / "lb", LeaderboardConfig(plots=False))
     md = (tmp_path / "lb" / "leaderboard.md").read_text()
@@ -261,8 +261,8 @@ def test_leaderboard_cli_decision_and_multiplicity_options(pair_root: Path, tmp_
 def test_gate_family_wise_adjustment_across_cells() -> None:
     """Two cells whose set-size increase is each shown below the limit at p = 0.03: alone (or unadjusted) they pass;
     as a family under Holm or Bonferroni (adjusted p = 0.06) neither is shown, so both are inconclusive."""
-    from cpbench.analysis.paired import z_of
-    from cpbench.gate import _cell_checks, _decide
+    from cpbench.results.analysis.paired import z_of
+    from cpbench.results.gate import _cell_checks, _decide
 
     se = 0.1
     point = 0.25 - z_of(0.97) * se  # p_below(0.25) = 0.03
@@ -311,9 +311,9 @@ def test_coverage_intervals_have_an_item_term_for_aps_and_ties() -> None:
     k / (n_cal + 1) by a model-dependent amount that varies with the items. The Δcoverage interval and the candidate's
     own coverage interval (what --min-coverage tests) must cover the procedure value; the old interval, split Monte
     Carlo error only, covers it in far fewer samples, and a --min-coverage set at the true coverage passed often."""
-    from cpbench.analysis.compare import RecordNumbers, compare_numbers
-    from cpbench.analysis.decisions import Directional
-    from cpbench.conformal.protocols import analyze_artifact, preset
+    from cpbench.results.analysis.compare import RecordNumbers, compare_numbers
+    from cpbench.results.analysis.decisions import Directional
+    from cpbench.results.conformal.protocols import analyze_artifact, preset
 
     labels, base, cand = _tied_aps_population()
     n, draws = 200, 60
@@ -344,7 +344,7 @@ def test_coverage_intervals_have_an_item_term_for_aps_and_ties() -> None:
 def test_split_average_is_unbiased_for_the_procedure_estimand() -> None:
     """The record's set size and coverage (mean over splits) estimate E over calibration parts of n_cal i.i.d.
     items of the population's set size and coverage at that part's q-hat (simulate.procedure_values), exactly."""
-    from cpbench.conformal.protocols import analyze_artifact, preset
+    from cpbench.results.conformal.protocols import analyze_artifact, preset
 
     labels, base, _ = _tied_aps_population()
     n, draws = 40, 400
@@ -368,7 +368,7 @@ def test_variance_floor_when_few_items_sets_differ_and_bounded_metrics_stay_in_r
     exactly [0, 0] (27 or 150 items would 'show' the sizes equal within any margin); the floor (a Wilson-type
     pseudo-count, z / n with no differing item) keeps it open and the cell says so. Jaccard stays within [0, 1] and
     every estimate inside its interval."""
-    from cpbench.analysis.paired import FLOOR_Z, estimates
+    from cpbench.results.analysis.paired import FLOOR_Z, estimates
 
     labels, base = population()
     idx = np.random.default_rng(5).integers(0, len(labels), 150)

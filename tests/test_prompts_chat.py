@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from test_prompts_golden import CASES, expected
 
-from cpbench.errors import CpbenchError
-from cpbench.tasks import build_prompts, load_items, load_task
+from cpbench.base.errors import CpbenchError
+from cpbench.specs.tasks import build_prompts, load_items, load_task
 
 SMOL_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
                  "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"

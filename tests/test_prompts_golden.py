@@ -13,7 +13,7 @@ import hashlib
 
 import pytest
 
-from cpbench.tasks import Item, build_prompts, load_task
+from cpbench.specs.tasks import Item, build_prompts, load_task
 
 EF = {"E": "I don't know", "F": "None of the above"}
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.errors import CpbenchError
-from cpbench.tasks import Item, build_prompts, format_item, list_tasks, load_task
+from cpbench.base.errors import CpbenchError
+from cpbench.specs.tasks import Item, build_prompts, format_item, list_tasks, load_task
 
 EF = {"E": "I don't know", "F": "None of the above"}
 
@@ -156,7 +156,7 @@ def test_build_properties(items, task, method, data):
 
 
 def test_every_shipped_task_builds_every_method_from_its_samples():
-    from cpbench.tasks import load_items, prompts_hash
+    from cpbench.specs.tasks import load_items, prompts_hash
 
     hashes = set()
     for name in list_tasks():

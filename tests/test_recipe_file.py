@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cpbench.cli import main
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 W4A16_GPTQ = """
@@ -42,14 +42,14 @@ sparsity_stage:
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CPBENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    from cpbench import recipes
+    from cpbench.specs import recipes
 
     monkeypatch.setattr(recipes, "FILE_RECIPES", {})
 
 
 def test_knobs_are_read_from_the_modifiers(tmp_path):
-    from cpbench.recipe_file import file_needs_calibration, load_recipe_file
-    from cpbench.recipes import resolve
+    from cpbench.specs.recipe_file import file_needs_calibration, load_recipe_file
+    from cpbench.specs.recipes import resolve
 
     (tmp_path / "my-gptq.yaml").write_text(W4A16_GPTQ)
     r = load_recipe_file(tmp_path / "my-gptq.yaml")
@@ -71,7 +71,7 @@ def test_knobs_are_read_from_the_modifiers(tmp_path):
     ("stage:\n  mods:\n    GPTQModifier:\n      scheme: W4A16\n", "the recipe has no modifiers"),  # not *_stage
 ])  # fmt: skip
 def test_bad_recipe_files_are_one_line(tmp_path, text, msg):
-    from cpbench.recipe_file import load_recipe_file
+    from cpbench.specs.recipe_file import load_recipe_file
 
     (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(CpbenchError, match=msg) as exc:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench import recipes
-from cpbench.errors import CpbenchError
-from cpbench.recipes import Recipe, expand, load_registry, resolve
+from cpbench.specs import recipes
+from cpbench.base.errors import CpbenchError
+from cpbench.specs.recipes import Recipe, expand, load_registry, resolve
 
 ISSUE_NAMES = [
     "base", "gptq-8bit", "gptq-4bit", "gptq-3bit", "gptq-2bit", "awq-4bit", "rtn-4bit", "w8a8", "w4a4", "fp8",

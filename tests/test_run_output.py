@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cpbench import progress
+from cpbench.base import progress
 from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 TESTS = Path(__file__).resolve().parent
@@ -75,7 +75,7 @@ def test_small_run_output_is_quiet_unbroken_and_ends_with_next_step(tmp_path, ti
     log = Path(summary["files"]["third_party_log"])
     assert log.is_file()
     # the leaderboard still reads the results tree (the run summary is not mistaken for a record)
-    from cpbench.store import load_results
+    from cpbench.results.store import load_results
 
     df, skipped = load_results(results)
     assert not skipped and set(df["recipe"]) == {"base", "rtn-4bit"}
@@ -135,7 +135,7 @@ def test_quiet_context_restores_logging_and_streams(tmp_path):
     import logging
     import warnings
 
-    from cpbench.console import quiet_third_party
+    from cpbench.base.console import quiet_third_party
 
     before = logging.getLogger("transformers").level
     out, err = sys.stdout, sys.stderr
@@ -152,8 +152,8 @@ def test_scoring_reports_progress_per_batch_not_per_chunk():
     """A cell smaller than one chunk still moves: the scorer's batches advance cpbench's progress."""
     from scoring_fixtures import make_prompts, tiny
 
-    from cpbench.runkey import ScoreKey
-    from cpbench.scoring.score import score_prompts
+    from cpbench.base.runkey import ScoreKey
+    from cpbench.backends.pipeline import score_prompts
 
     model, tok = tiny()
     prompts = make_prompts(24, method="base", shots=0)

@@ -21,9 +21,9 @@ pytestmark = [
 
 def test_smoke_suite_end_to_end(tmp_path, capsys):
     """Every task's sample items through every CPU recipe kind (RTN, magnitude, Wanda), trimmed with --limit."""
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.store import load_results
-    from cpbench.suites import load_suite
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.results.store import load_results
+    from cpbench.run.suites import load_suite
 
     suite = load_suite("smoke")
     results = tmp_path / "results"
@@ -62,8 +62,8 @@ def test_default_run_decides_on_real_items(tmp_path, capsys):
     The same verdicts from `cpbench check` on the written records."""
     import json
 
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.suites import load_suite
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.run.suites import load_suite
 
     suite = load_suite("default")
     results = tmp_path / "runs"

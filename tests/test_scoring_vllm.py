@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cpbench.errors import CpbenchError
-from cpbench.scoring import vllm as sv
+from cpbench.base.errors import CpbenchError
+from cpbench.backends import vllm as sv
 
 
 def _output(values: dict[int, float], sampled: int | None = None, recorded: bool = False):
@@ -64,7 +64,7 @@ def test_request_and_engine_settings():
 def test_requests_are_the_hf_scorers_token_ids():
     from scoring_fixtures import make_prompts, tiny
 
-    from cpbench.scoring.letter import plan_letter_work
+    from cpbench.backends.letter import plan_letter_work
 
     model, tok = tiny()
     prompts = make_prompts(12, shots=2)
@@ -99,8 +99,8 @@ class _StandIn:
 def test_scoring_through_an_engine_stand_in_reproduces_the_hf_scorer(tmp_path, monkeypatch):
     from scoring_fixtures import make_prompts, reference_letter_logits, tiny
 
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.runkey import ScoreKey
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.base.runkey import ScoreKey
 
     monkeypatch.setenv("CPBENCH_CACHE", str(tmp_path / "cache"))
     model, tok = tiny()
@@ -136,8 +136,8 @@ def test_vllm_matches_hf_option_logits_on_gpu(tmp_path, monkeypatch):
     from tiny_model import tiny_model_dir
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cpbench.runkey import ScoreKey
-    from cpbench.scoring.score import score_prompts
+    from cpbench.base.runkey import ScoreKey
+    from cpbench.backends.pipeline import score_prompts
 
     monkeypatch.setenv("CPBENCH_CACHE", str(tmp_path / "cache"))
     path = str(tiny_model_dir())

@@ -1,4 +1,4 @@
-"""The sequential gate's statistics (cpbench.analysis.sequential): exact boundaries, and a simulation that can fail:
+"""The sequential gate's statistics (cpbench.results.analysis.sequential): exact boundaries, and a simulation that can fail:
 false passes at the limit stay within nominal + Monte Carlo error, fixed-n and sequential, on a synthetic
 population with the gate's own estimator (item-level paired estimates of accuracy drop)."""
 
@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from cpbench.analysis.sequential import Design, SequentialGate, boundaries, schedule, spent, z_within
+from cpbench.results.analysis.sequential import Design, SequentialGate, boundaries, schedule, spent, z_within
 
 
 def test_boundaries_match_published_values():
@@ -59,7 +59,7 @@ def test_holm_recycles_alpha_and_cells_stop():
 
 
 def _acc_drop_z(correct_b: np.ndarray, correct_c: np.ndarray, margin: float) -> float:
-    """The gate's accuracy-drop test on these items (cpbench.analysis.paired's Agresti-Min floored paired se)."""
+    """The gate's accuracy-drop test on these items (cpbench.results.analysis.paired's Agresti-Min floored paired se)."""
     n = len(correct_b)
     d = correct_b.astype(float) - correct_c
     b, c = float(((correct_b == 1) & (correct_c == 0)).sum()), float(((correct_b == 0) & (correct_c == 1)).sum())

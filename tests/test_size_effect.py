@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from result_factory import make_record
 
-from cpbench.analysis import DecouplingConfig, decoupling_table, size_effect_table
-from cpbench.analysis.knobs import model_params, params_from_name
-from cpbench.analysis.stats import fit_line, t_ppf
-from cpbench.store import load_results, write_result
+from cpbench.results.analysis import DecouplingConfig, decoupling_table, size_effect_table
+from cpbench.results.analysis.knobs import model_params, params_from_name
+from cpbench.results.analysis.stats import fit_line, t_ppf
+from cpbench.results.store import load_results, write_result
 
 SIZES = [1.35e8, 5e8, 1.5e9, 3e9, 8e9, 14e9, 32e9, 70e9]
 
@@ -118,7 +118,7 @@ def test_item_level_slope_interval_from_the_deltas_standard_errors(tmp_path: Pat
     """Two models with artifacts: the item-level slope se is sqrt(sum c_m^2 se_m^2) of the decoupling table's se."""
     from paired_factory import write_pair
 
-    from cpbench.analysis.compare import ArtifactIndex
+    from cpbench.results.analysis.compare import ArtifactIndex
 
     write_pair(tmp_path, 600, 0.9, model="tiny-1b", recipe="q", seed=1)
     write_pair(tmp_path, 600, 0.3, model="huge-100b", recipe="q", seed=2)
@@ -139,7 +139,7 @@ def test_provenance_fields_written_at_scoring_and_read_back(tmp_path: Path) -> N
     edit cannot change an old table."""
     from paired_factory import population, write_cell
 
-    from cpbench.analysis.knobs import provenance_fields, recorded_knob
+    from cpbench.results.analysis.knobs import provenance_fields, recorded_knob
 
     assert provenance_fields(8.0, "gptq-4bit", {"bits": 4}) == {"n_params": 8e9, "knob": {"bits": 4.0}}
     assert provenance_fields(None, "magnitude-70", None) == {"knob": {"sparsity": 0.7}}
@@ -160,8 +160,8 @@ def test_item_level_slope_uses_replicates_shared_across_models_on_the_same_items
     perturbation are almost perfectly correlated, so the slope's se is far below the independence formula's."""
     from paired_factory import population, write_cell
 
-    from cpbench.analysis import simulate as S
-    from cpbench.analysis.compare import ArtifactIndex
+    from cpbench.results.analysis import simulate as S
+    from cpbench.results.analysis.compare import ArtifactIndex
 
     labels, base = population()
     idx = np.random.default_rng(4).integers(0, len(labels), 500)

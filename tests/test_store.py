@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from result_factory import make_record
 
-from cpbench.errors import CpbenchError
-from cpbench.runkey import RunKey
-from cpbench.store import KEY_COLS, load_results, write_result
+from cpbench.base.errors import CpbenchError
+from cpbench.base.runkey import RunKey
+from cpbench.results.store import KEY_COLS, load_results, write_result
 
 
 def test_write_result_path_layout(tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ def test_schema_1_records_load_through_the_migration(tmp_path: Path) -> None:
     (tmp_path / "old.json").write_text(json.dumps(old))
     df, skipped = load_results(tmp_path)
     assert skipped == [] and set(df["recipe"]) == {"base"} and df["params"].iloc[0] == 1.35e8
-    from cpbench.records import load_record
+    from cpbench.results.records import load_record
 
     migrated = load_record(old)
     assert migrated.provenance.migrated_from == "cpbench.result/1"
@@ -248,10 +248,10 @@ def test_json_list_of_records_loads_each(tmp_path: Path) -> None:
 
 
 def test_records_from_cpbench_analyze_load(tmp_path: Path) -> None:
-    """Real records: a synthetic artifact analysed by `cpbench.conformal.protocols`, stored and loaded back."""
-    analyze = pytest.importorskip("cpbench.conformal.protocols")
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.runkey import AnalysisKey, ScoreKey
+    """Real records: a synthetic artifact analysed by `cpbench.results.conformal.protocols`, stored and loaded back."""
+    analyze = pytest.importorskip("cpbench.results.conformal.protocols")
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.base.runkey import AnalysisKey, ScoreKey
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 6, 300)
@@ -272,7 +272,7 @@ def test_records_from_cpbench_analyze_load(tmp_path: Path) -> None:
 
 
 def test_notes_keep_their_own_semicolons(tmp_path: Path) -> None:
-    from cpbench.store import merge_notes, split_notes
+    from cpbench.results.store import merge_notes, split_notes
 
     write_result(make_record(notes=["weights were GGUF Q4_1; the fp32 'baseline' is their dequantization", "second"]),
                  tmp_path)

@@ -60,7 +60,7 @@ def _unit_uid(tiny_dir: str, recipe: str) -> str:
 
 
 def _same_results(a: Path, b: Path) -> None:
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     arts = sorted(p.relative_to(a) for p in a.rglob("artifacts/*.parquet"))
     assert len(arts) == 2 and arts == sorted(p.relative_to(b) for p in b.rglob("artifacts/*.parquet"))
@@ -97,7 +97,8 @@ def test_dry_run_lists_units_cache_state_and_estimates(tmp_path, tiny_dir, cache
 
 
 def test_estimates_scale_with_model_size():
-    from cpbench import models, recipes
+    from cpbench.weights import models
+    from cpbench.specs import recipes
     from cpbench.sweep.estimate import estimate_unit
 
     big, small = models.resolve("llama-3.1-70b"), models.resolve("llama-3.1-8b")
@@ -272,7 +273,7 @@ def test_ray_preflight_refuses_units_larger_than_any_node():
     """Checked against the live cluster description (ray.nodes / cluster_resources), here a stand-in of 2 nodes."""
     from types import SimpleNamespace
 
-    from cpbench.errors import CpbenchError
+    from cpbench.base.errors import CpbenchError
     from cpbench.sweep.estimate import UnitEstimate
     from cpbench.sweep.executors import RayExecutor
 
@@ -300,7 +301,7 @@ def test_a_candidate_is_a_unit_like_a_recipe(tmp_path, tiny_dir, cache, local_re
     under its name, with exactly the recipe's logits (same weights, same prompts); a rerun submits nothing."""
     import shutil
 
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.results.artifact import LogitsArtifact
 
     out_dir = tmp_path / "cand"
     shutil.copytree(local_results, out_dir)

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cpbench.cli import main
-from cpbench.tasks import build_prompts, load_items, load_task, read_items
+from cpbench.specs.tasks import build_prompts, load_items, load_task, read_items
 
 
 def run(capsys, *argv):

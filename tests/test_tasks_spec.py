@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cpbench.errors import CpbenchError
-from cpbench.paths import data_dir
-from cpbench.tasks import list_tasks, load_task, load_task_file
+from cpbench.base.errors import CpbenchError
+from cpbench.base.paths import data_dir
+from cpbench.specs.tasks import list_tasks, load_task, load_task_file
 
 TASKS = data_dir("tasks")
 

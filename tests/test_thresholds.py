@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from result_factory import make_record
 
-from cpbench.analysis import fit_threshold, threshold_table
-from cpbench.analysis.knobs import recipe_knob
-from cpbench.store import load_results, write_result
+from cpbench.results.analysis import fit_threshold, threshold_table
+from cpbench.results.analysis.knobs import recipe_knob
+from cpbench.results.store import load_results, write_result
 
 BITS = np.array([16.0, 8.0, 6.0, 4.0, 3.0, 2.0])
 SPARSITY = np.arange(0.0, 100.0, 10.0)
@@ -155,8 +155,8 @@ def test_threshold_needs_a_jump_beyond_item_noise(tmp_path: Path) -> None:
     loss): distinguishable from item noise, reported with a breakpoint interval. A mild bend on 150 items is not."""
     from paired_factory import population, write_cell
 
-    from cpbench.analysis import simulate as S
-    from cpbench.analysis.compare import ArtifactIndex
+    from cpbench.results.analysis import simulate as S
+    from cpbench.results.analysis.compare import ArtifactIndex
 
     labels, base = population()
     strong = {16: 0.0, 8: 0.0, 6: 0.02, 5: 0.04, 4: 0.06, 3: 0.6, 2: 1.2}
@@ -182,7 +182,7 @@ def test_item_noise_decides_whether_a_fitted_bend_is_reported() -> None:
     is not (then the table reports `gradual`)."""
     import pandas as pd
 
-    from cpbench.analysis.thresholds import _item_fields
+    from cpbench.results.analysis.thresholds import _item_fields
 
     levels = np.array([16.0, 8, 6, 4, 3, 2])
     y = 1.6 + 0.4 * np.maximum(0.0, 4 - levels)
@@ -202,7 +202,7 @@ def test_published_thresholds_keep_every_estimate_inside_its_interval() -> None:
     """On the committed study (real artifacts): a row's breakpoint and jump intervals are printed only beside a
     reported threshold, and then contain their estimates (a straight-line fit's jump of 0 never stands beside the
     hinge refits' interval)."""
-    from cpbench.analysis.compare import ArtifactIndex
+    from cpbench.results.analysis.compare import ArtifactIndex
 
     root = Path(__file__).resolve().parents[1] / "results"
     if not any(root.rglob("artifacts/*.parquet")):

@@ -1,4 +1,4 @@
-"""A tokenizer is used exactly as its saved `tokenizer.json` defines it (cpbench.models._as_saved): transformers 5's
+"""A tokenizer is used exactly as its saved `tokenizer.json` defines it (cpbench.weights.models._as_saved): transformers 5's
 GemmaTokenizer rebuilt the Unigram tokenizer that the GGUF loader saved for Gemma 3 into a character-level one
 ("Answer" -> A, n, s, w, e, r), so every Gemma prompt was scored on inputs the model never saw."""
 
@@ -10,7 +10,7 @@ import shutil
 import pytest
 from run_fixtures import tiny_dir  # noqa: F401 - fixture
 
-from cpbench import models
+from cpbench.weights import models
 
 PROBE = models._TOKENIZER_PROBE
 

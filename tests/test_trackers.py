@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cpbench import trackers
-from cpbench.errors import CpbenchError
+from cpbench.run import trackers
+from cpbench.base.errors import CpbenchError
 
 SUMMARY = {
     "schema": "cpbench.run/1", "created_at": "2026-11-29T19:00:00Z", "model": "m", "baseline": "base",
@@ -69,7 +69,7 @@ def test_tracker_names_are_checked():
 
 
 def test_notes_for_base_weights_that_were_already_quantized(tmp_path):
-    from cpbench import models
+    from cpbench.weights import models
 
     gguf_copy = tmp_path / "converted"
     gguf_copy.mkdir()

@@ -1,12 +1,12 @@
-"""cpbench.unit: a RunPlan resolves once into WorkUnits (model entry, recipe, cells) that serialise for workers, and
+"""cpbench.run.unit: a RunPlan resolves once into WorkUnits (model entry, recipe, cells) that serialise for workers, and
 the weights identity a unit predicts before compressing is the one the runner records after compressing."""
 
 from __future__ import annotations
 
 import pytest
 
-from cpbench.runner import plan_from_options
-from cpbench.unit import WorkUnit, units_from_plan, weights_identity
+from cpbench.run.runner import plan_from_options
+from cpbench.run.unit import WorkUnit, units_from_plan, weights_identity
 from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 
@@ -39,8 +39,8 @@ def test_cloze_units_score_base_prompts_without_shots(tiny_dir):
 
 
 def test_weights_identity_before_compressing_matches_the_checkpoint(tiny_dir, cache):
-    from cpbench.compress import CalibrationSpec, compress
-    from cpbench.runner import _weights
+    from cpbench.weights.compress import CalibrationSpec, compress
+    from cpbench.run.runner import _weights
 
     plan = plan_from_options(model=tiny_dir, quant=["magnitude-50"], tasks=["qa"], data="samples")
     base, pruned = units_from_plan(plan)

@@ -1,4 +1,4 @@
-"""Shard-wise checkpoint verification (cpbench.compress.verify) measures exactly what the whole-model reload
+"""Shard-wise checkpoint verification (cpbench.weights.compress.verify) measures exactly what the whole-model reload
 measured, for dense (pruned), packed 4-bit and int8 checkpoints of the tiny model, without loading the model."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 def checkpoints(tmp_path_factory):
     import os
 
-    from cpbench.compress import CalibrationSpec, compress
-    from cpbench.models import resolve
+    from cpbench.weights.compress import CalibrationSpec, compress
+    from cpbench.weights.models import resolve
     from tiny_model import tiny_model_dir
 
     old = os.environ.get("CPBENCH_CACHE")
@@ -31,7 +31,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.mark.parametrize("recipe", ["magnitude-2:4", "rtn-4bit", "w8a8-rtn"])
 def test_shard_wise_verification_equals_the_whole_model_reload(checkpoints, recipe):
-    from cpbench.compress.verify import _load_dense, iter_linear_weights, verify_checkpoint
+    from cpbench.weights.compress.verify import _load_dense, iter_linear_weights, verify_checkpoint
 
     ck = checkpoints[recipe]
     shards = verify_checkpoint(ck.path, ck.recipe)
@@ -50,7 +50,7 @@ def test_non_finite_weights_fail_verification(checkpoints, tmp_path):
 
     from safetensors.torch import load_file, save_file
 
-    from cpbench.compress.verify import failed_checks, verify_checkpoint
+    from cpbench.weights.compress.verify import failed_checks, verify_checkpoint
 
     ck = checkpoints["magnitude-2:4"]
     bad = tmp_path / "bad"

@@ -1,4 +1,4 @@
-"""cpbench.weights: the one owner of "which weights were scored"."""
+"""cpbench.weights.identity: the one owner of "which weights were scored"."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ import sys
 
 import pytest
 
-from cpbench import weights
-from cpbench.models import resolve
-from cpbench.recipes import resolve as resolve_recipe
+from cpbench.weights import identity as weights
+from cpbench.weights.models import resolve
+from cpbench.specs.recipes import resolve as resolve_recipe
 from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 
 def test_no_import_cycle_and_no_torch():
-    """cpbench.weights imports neither cpbench.models nor cpbench.compress (both import it), nor torch."""
+    """cpbench.weights.identity imports neither cpbench.weights.models nor cpbench.weights.compress (both import it), nor torch."""
     code = (
-        "import sys; import cpbench.weights; "
-        "assert 'cpbench.models' not in sys.modules and 'cpbench.compress' not in sys.modules; "
+        "import sys; import cpbench.weights.identity; "
+        "assert 'cpbench.weights.models' not in sys.modules and 'cpbench.weights.compress' not in sys.modules; "
         "assert 'torch' not in sys.modules; "
-        "import cpbench.compress.cache; import cpbench.models; assert 'torch' not in sys.modules"
+        "import cpbench.weights.compress.cache; import cpbench.weights.models; assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

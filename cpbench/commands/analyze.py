@@ -91,23 +91,23 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Split conformal prediction (LAC, APS) over option logits: accuracy, coverage, set size, UAcc."""
-        from cpbench.conformal.protocols import analyze_artifact, preset, summary_line
-        from cpbench.atomic import write_json_atomic
-        from cpbench.importers_lmeval import expand, import_named, store_artifact
+        from cpbench.results.conformal.protocols import analyze_artifact, preset, summary_line
+        from cpbench.base.atomic import write_json_atomic
+        from cpbench.backends.lmeval import expand, import_named, store_artifact
 
         key = preset(protocol, alpha=alpha, splits=splits, seed=seed, cal_ratio=cal_ratio, stratify=stratify or None)
         records = []
         for path in expand(logits):
             artifact = import_named(path, labels, model=model, recipe=recipe)
             if artifact.logits.shape[1] != 6:  # said once per input: what K != 6 changes (UAcc's sqrt(K), ...)
-                from cpbench.importers import option_count_note
+                from cpbench.backends.pickles import option_count_note
 
                 typer.echo(f"note: {path}: {option_count_note(int(artifact.logits.shape[1]))}", err=True)
             if results is not None:  # the logits go beside the records, as `cpbench run` keeps them (item-level CIs)
                 artifact = store_artifact(artifact, results)
             records.append(analyze_artifact(artifact, key, scores.split(","), input_path=str(path)))
         if results is not None:
-            from cpbench.store import write_result
+            from cpbench.results.store import write_result
 
             for r in records:
                 write_result(r, results)

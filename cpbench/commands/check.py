@@ -7,12 +7,12 @@ from typing import Optional
 
 import typer
 
-from cpbench import limits as defaults
+from cpbench.base import limits as defaults
 
 
 def _legacy_baseline(path: Path) -> Path:
     """`--baseline results/<model>/fp16` (the baseline's folder before it was renamed `base`) -> `.../base`, with a
-    note, when only the new folder exists. Old records inside any folder read as `base` anyway (cpbench.store)."""
+    note, when only the new folder exists. Old records inside any folder read as `base` anyway (cpbench.results.store)."""
     if path.name == "fp16" and not path.exists() and path.with_name("base").is_dir():
         typer.echo(f"note: the baseline recipe 'fp16' is now called 'base'; using {path.with_name('base')}", err=True)
         return path.with_name("base")
@@ -79,9 +79,9 @@ def register(app: typer.Typer) -> None:
         junit: Optional[Path] = typer.Option(None, help="Write JUnit XML here."),
     ) -> None:
         """Compare candidate results with baseline results; exit 1 when uncertainty regresses beyond the limits."""
-        from cpbench.atomic import write_text_atomic
-        from cpbench.errors import CpbenchError
-        from cpbench.gate import Decision, Limits, junit_xml, markdown_summary, run_gate, text_table
+        from cpbench.base.atomic import write_text_atomic
+        from cpbench.base.errors import CpbenchError
+        from cpbench.results.gate import Decision, Limits, junit_xml, markdown_summary, run_gate, text_table
 
         if boot < 50:
             raise CpbenchError(f"--boot must be >= 50, got {boot}")
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
                        n_boot=boot, seed=seed)
         baseline = _legacy_baseline(baseline)
         if until_decided:
-            from cpbench.seqrun import check_design, replay
+            from cpbench.run.seqrun import check_design, replay
 
             # flags set on the command line (not defaults) must agree with the design stored with the results
             names = ("max_items", "spending", "first_look", "max_set_size_increase", "min_coverage",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cpbench import limits as defaults
+from cpbench.base import limits as defaults
 
 
 def register(app: typer.Typer) -> None:
@@ -46,9 +46,9 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Write Markdown, CSV, LaTeX, an HTML page and plots; report skipped files."""
-        from cpbench.analysis.decoupling import DecouplingConfig
-        from cpbench.errors import CpbenchError
-        from cpbench.leaderboard.build import LeaderboardConfig, build_tables, write_leaderboard
+        from cpbench.results.analysis.decoupling import DecouplingConfig
+        from cpbench.base.errors import CpbenchError
+        from cpbench.results.leaderboard.build import LeaderboardConfig, build_tables, write_leaderboard
 
         if baseline == "fp16":  # the baseline's name before it was renamed `base`
             typer.echo("note: --baseline fp16 is now called 'base'; using 'base'", err=True)
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             plots=plots,
         )
         if strict:
-            from cpbench.store import load_results
+            from cpbench.results.store import load_results
 
             _, skipped = load_results(results_dir, strict=True)  # corrupted or impossible records raise here
             if skipped:
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"skipped {s.path}: {s.reason}", err=True)
         known = sorted(set(analysis.results["recipe"].astype(str)))
         if baseline not in known:  # every row would be 'unpaired' without saying why at the top
-            from cpbench.config import did_you_mean
+            from cpbench.base.config import did_you_mean
 
             hint = did_you_mean(baseline, known) or ""
             typer.echo(f"warning: --baseline {baseline!r} matches no recipe in {results_dir}{hint} (recipes: "

@@ -14,7 +14,7 @@ import typer
 def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.table import Table
 
-    from cpbench.console import make_console
+    from cpbench.base.console import make_console
 
     console = make_console()
     table = Table(title=title, title_justify="left")
@@ -37,9 +37,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One JSON object per model."),
     ) -> None:
         """Registered models: name, aliases, HF id, size, where the weights come from here, licence."""
-        from cpbench import models
-        from cpbench.config import did_you_mean
-        from cpbench.errors import CpbenchError
+        from cpbench.weights import models
+        from cpbench.base.config import did_you_mean
+        from cpbench.base.errors import CpbenchError
 
         entries = models.list_models()
         if family is not None:
@@ -74,8 +74,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One JSON object per recipe."),
     ) -> None:
         """Recipes and sweeps: what each does, and whether it runs on a CPU or needs a CUDA GPU."""
-        from cpbench import recipes
-        from cpbench.errors import CpbenchError
+        from cpbench.specs import recipes
+        from cpbench.base.errors import CpbenchError
 
         if device not in (None, "cpu", "cuda"):
             raise CpbenchError(f"--device {device!r}: use cpu or cuda")

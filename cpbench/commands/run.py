@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from cpbench.paths import DEFAULT_RESULTS
+from cpbench.base.paths import DEFAULT_RESULTS
 
 
 def _csv(value: Optional[str]) -> Optional[list[str]]:
@@ -147,10 +147,14 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Compress, score and analyse one model: coverage, set size and accuracy vs the uncompressed baseline."""
-        from cpbench import models, progress, runner, runsummary, trackers
-        from cpbench.console import make_console, quiet_third_party
-        from cpbench.paths import cache_dir
-        from cpbench.stamps import utc_now
+        from cpbench.weights import models
+        from cpbench.base import progress
+        from cpbench.run import runner
+        from cpbench.run import summary as runsummary
+        from cpbench.run import trackers
+        from cpbench.base.console import make_console, quiet_third_party
+        from cpbench.base.paths import cache_dir
+        from cpbench.base.stamps import utc_now
 
         models.configure_threads()  # process-wide: the CLI's decision (OMP_NUM_THREADS / CPBENCH_THREADS)
         loggers = trackers.parse(log)
@@ -164,12 +168,12 @@ def register(app: typer.Typer) -> None:
             calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len, model_name=model_name,
         )  # fmt: skip
         if until_decided:
-            from cpbench.seqrun import parse_limits
+            from cpbench.run.seqrun import parse_limits
 
             plan.until_decided, plan.max_items, plan.spending, plan.first_look = True, max_items, spending, first_look
             plan.gate_limits = parse_limits(gate_limits)
         elif max_items is not None or gate_limits is not None:
-            from cpbench.errors import CpbenchError
+            from cpbench.base.errors import CpbenchError
 
             raise CpbenchError("--max-items and --gate-limits apply to --until-decided")
         console = make_console()

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from cpbench.paths import DEFAULT_RESULTS
+from cpbench.base.paths import DEFAULT_RESULTS
 
 from cpbench.commands.run import _csv
 
@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
         """Run a grid of models x recipes (each a unit: compress once, score all its cells) on an executor."""
         from rich.console import Console
 
-        from cpbench.errors import CpbenchError
+        from cpbench.base.errors import CpbenchError
         from cpbench.sweep import driver, estimate
         from cpbench.sweep.grid import grid_units
 
@@ -89,8 +89,8 @@ def register(app: typer.Typer) -> None:
                 gpu_memory_gb=gpu_memory, gpus=None if gpus_per_unit is None else int(max(1, gpus_per_unit)),
             )  # fmt: skip
         if executor == "local":
-            from cpbench import models as _models
-            from cpbench.unit import device_problem
+            from cpbench.weights import models as _models
+            from cpbench.run.unit import device_problem
 
             _models.configure_threads()
             local_dev = _models.resolve_device(plan.device)
@@ -127,8 +127,8 @@ def register(app: typer.Typer) -> None:
 def _checkpoint_state(unit, device: str) -> str:
     """Whether this machine's checkpoint cache holds the unit's compressed checkpoint (what a local run or a worker on
     this node would reuse): cached / compress / - (nothing to compress) / ? (cannot tell offline)."""
-    from cpbench.compress import cache, checkpoint_key
-    from cpbench.errors import CpbenchError
+    from cpbench.weights.compress import cache, checkpoint_key
+    from cpbench.base.errors import CpbenchError
 
     if unit.candidate is not None or unit.recipe.is_baseline or unit.recipe.load_time:
         return "-"

@@ -1,6 +1,6 @@
 """`cpbench tasks list | show | build`: inspect the task definitions, print exact prompts, build item files.
 
-Only typer and cpbench.tasks (pydantic, PyYAML) at import time; transformers is imported by `show --chat v1` only,
+Only typer and cpbench.specs.tasks (pydantic, PyYAML) at import time; transformers is imported by `show --chat v1` only,
 `datasets` / `huggingface_hub` by the hub sources only.
 """
 
@@ -10,8 +10,8 @@ import sys
 
 import typer
 
-from cpbench.stamps import utc_now
-from cpbench.errors import CpbenchError
+from cpbench.base.stamps import utc_now
+from cpbench.base.errors import CpbenchError
 
 SOURCES_HELP = "samples (offline smoke-test items), prepared (Ye et al.'s files), original (built), or a file path"
 
@@ -27,7 +27,7 @@ def _tokenizer_source(name: str, gguf_file: str | None) -> tuple[str, dict]:
         return str(p.parent), {"gguf_file": p.name}
     if gguf_file is None and not p.exists():
         try:
-            from cpbench import models
+            from cpbench.weights import models
 
             entry = models.resolve(name)
         except CpbenchError:
@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
     @tasks_app.command("list")
     def list_cmd() -> None:
         """List the task definitions in tasks/."""
-        from cpbench.tasks import list_tasks, load_items, load_task
+        from cpbench.specs.tasks import list_tasks, load_items, load_task
 
         rows = [("task", "title", "demos", "samples", "prepared file", "original")]
         for name in list_tasks():
@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         max_tokens: int | None = typer.Option(None, "--max-tokens", help="left-truncate to this token budget"),
     ) -> None:
         """Print the exact prompt of one item (stdout); its id, label and hash go to stderr."""
-        from cpbench.tasks import build_prompts, load_items, load_task
+        from cpbench.specs.tasks import build_prompts, load_items, load_task
 
         chat_mode = {"none": "none", "v1": "v1", "v2": "v2", "chat-v1": "v1", "chat-v2": "v2"}.get(chat)
         if chat_mode is None:
@@ -135,8 +135,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a task's items to a file and print the answer-letter distribution."""
         from cpbench import __version__
-        from cpbench.tasks import letter_distribution, load_items, load_task, source_provenance, write_items
-        from cpbench.tasks.sources import load_original
+        from cpbench.specs.tasks import letter_distribution, load_items, load_task, source_provenance, write_items
+        from cpbench.specs.tasks.sources import load_original
 
         spec = load_task(task)
         update = {k: v for k, v in (("count", count), ("seed", seed)) if v is not None}
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
             spec = spec.model_copy(update=update)
         report = None
         if source == "original":
-            from cpbench.console import quiet_third_party
+            from cpbench.base.console import quiet_third_party
 
             with quiet_third_party(False):  # datasets' progress bars and warnings: cpbench prints the outcome below
                 items, report = load_original(spec, original_path=original_path)

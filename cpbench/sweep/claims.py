@@ -6,7 +6,7 @@ while the unit is queued or running and released (file removed) when its results
 kernel drops the lock when the driver dies (SIGKILL included), so a killed sweep leaves no stale claim: a rerun, or
 another sweep, simply takes it. The holder's pid/host/time are written inside for messages. On NFS, Linux emulates
 flock with lockd byte-range locks, so claims hold across hosts that share the results tree (same mechanism as
-cpbench.locks).
+cpbench.base.locks).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import os
 import socket
 from pathlib import Path
 
-from cpbench.errors import CpbenchError
-from cpbench.stamps import utc_now
+from cpbench.base.errors import CpbenchError
+from cpbench.base.stamps import utc_now
 
 
 class Claims:

@@ -4,7 +4,7 @@ The driver is the only writer of the results tree. A worker returns a unit's Par
 checks each one belongs to a cell of the unit (run key in its provenance), writes it atomically, then analyses it
 (numpy only) and writes the result record atomically, so records name the driver's paths. A cell is done when its
 artifact was produced for the same run key, prompts and weights id (the weights id is predicted before compressing,
-`cpbench.unit.weights_identity`) and its record exists; an artifact without its record (driver killed between the
+`cpbench.run.unit.weights_identity`) and its record exists; an artifact without its record (driver killed between the
 two writes) is finished on the driver without resubmitting. Rerunning the same command therefore resumes: done
 units are not submitted again, dead ones are.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 from cpbench.sweep.claims import Claims
 
 QUEUED, WAITING, RUNNING, DONE, FAILED, SKIPPED = "queued", "waiting", "running", "done", "failed", "skipped"
@@ -69,8 +69,8 @@ class DriverOptions:
 def _artifact_ok(path: Path, key: Any, p_hash: str, unit: Any, device: str, wid_cache: dict) -> Any:
     """The stored artifact when it was produced for exactly this cell, prompts and weights (any device type when
     the sweep's device is auto; the weights id names the compute dtype of a checkpoint), else None."""
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.unit import weights_identity
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.run.unit import weights_identity
 
     if not path.is_file():
         return None
@@ -94,8 +94,8 @@ def _artifact_ok(path: Path, key: Any, p_hash: str, unit: Any, device: str, wid_
 
 
 def _write_record(art: Any, path: Path, unit: Any, results: Path) -> Path:
-    from cpbench import store
-    from cpbench.conformal.protocols import analyze_artifact
+    from cpbench.results import store
+    from cpbench.results.conformal.protocols import analyze_artifact
 
     record = analyze_artifact(art, unit.options.analysis, input_path=str(path))
     return store.write_result(record, results)
@@ -104,11 +104,12 @@ def _write_record(art: Any, path: Path, unit: Any, results: Path) -> Path:
 def survey(units: Sequence[Any], results: Path, device: str = "auto", echo: Callable[[str], None] = print
            ) -> list[UnitState]:  # fmt: skip
     """For each unit, the cells still to do (and how many items they hold). Builds prompts once per model."""
-    from cpbench import models, store
-    from cpbench.runkey import RunKey
-    from cpbench.runner import artifact_path
+    from cpbench.weights import models
+    from cpbench.results import store
+    from cpbench.base.runkey import RunKey
+    from cpbench.run.runner import artifact_path
     from cpbench.sweep.estimate import estimate_unit
-    from cpbench.unit import build_inputs, check_enough_items
+    from cpbench.run.unit import build_inputs, check_enough_items
 
     states: list[UnitState] = []
     inputs_by_model: dict[tuple[str, str], Any] = {}
@@ -161,9 +162,9 @@ def _record_matches(rpath: Path, art: Any) -> bool:
 def write_unit_results(st: UnitState, payload: dict[str, Any], results: Path) -> int:
     """Write the artifacts a worker returned (atomically, after checking they are the unit's cells) and their
     records. Returns the number of cells written."""
-    from cpbench.artifact import LogitsArtifact
-    from cpbench.atomic import atomic_path
-    from cpbench.runner import artifact_path
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.base.atomic import atomic_path
+    from cpbench.run.runner import artifact_path
 
     expected = {artifact_path(Path("."), k).as_posix().removeprefix("./"): k for k in st.todo.cells}
     got = payload.get("artifacts") or {}
@@ -204,7 +205,7 @@ def _retry_worthy(exc: BaseException) -> bool:
     """A unit that died (worker killed, node lost, job timed out) or hit a RetryableUnitError; never bad input."""
     name = type(exc).__name__
     text = str(exc)
-    if "CpbenchError" in name or "cpbench.errors.CpbenchError" in text:
+    if "CpbenchError" in name or "cpbench.base.errors.CpbenchError" in text:
         return False
     return name in ("UncompletedJobError", "RetryableUnitError", "WorkerCrashedError", "NodeDiedError") or (
         "RetryableUnitError" in text

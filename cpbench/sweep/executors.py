@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 
 # Environment forwarded to Ray workers when set on the driver (caches, threads, offline flags, import path).
 FORWARDED_ENV = ("CPBENCH_CACHE", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CPBENCH_THREADS", "HF_HUB_OFFLINE",

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 
 
 def grid_units(models: Sequence[str] | None, **run_options: Any) -> tuple[Any, list[Any]]:
-    """(RunPlan shared by the grid, units). `run_options` are `cpbench.runner.plan_from_options` keywords."""
-    from cpbench.runner import plan_from_options
-    from cpbench.unit import units_from_plan
+    """(RunPlan shared by the grid, units). `run_options` are `cpbench.run.runner.plan_from_options` keywords."""
+    from cpbench.run.runner import plan_from_options
+    from cpbench.run.unit import units_from_plan
 
     names = list(dict.fromkeys(models or []))
     if run_options.get("candidates") and len(names) != 1:
@@ -33,12 +33,12 @@ def grid_units(models: Sequence[str] | None, **run_options: Any) -> tuple[Any, l
 
 def _candidates(plan: Any, base: Any) -> list[Any]:
     """Candidate units, each checked pairable with the base (same tokenizer and vocabulary) before anything runs."""
-    from cpbench.unit import candidate_units
+    from cpbench.run.unit import candidate_units
 
     units = candidate_units(plan, base)
     if units:
-        from cpbench import models
-        from cpbench.candidates import require_pairable
+        from cpbench.weights import models
+        from cpbench.weights.candidates import require_pairable
 
         tok, cfg = models.load_tokenizer(base.model), models.model_config(base.model)
         for u in units:

@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from cpbench.errors import CpbenchError
+from cpbench.base.errors import CpbenchError
 
 FAULT_ENV = "CPBENCH_SWEEP_FAULT_DIR"  # fault injection for tests: `<dir>/<uid>.die-once` kills the first attempt
 
@@ -43,17 +43,17 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def execute_unit(unit_json: str, *, shared_token: str | None = None) -> dict[str, Any]:
-    """Run one unit (JSON of `cpbench.unit.WorkUnit`); returns {uid, artifacts: {relative path: bytes}, items,
+    """Run one unit (JSON of `cpbench.run.unit.WorkUnit`); returns {uid, artifacts: {relative path: bytes}, items,
     wall_s, device, log}. `shared_token` is a file path the driver wrote: a SLURM job checks that it sees it (the
     submitit folder must be on a filesystem shared by the driver and the nodes)."""
-    from cpbench.unit import WorkUnit
+    from cpbench.run.unit import WorkUnit
 
     unit = WorkUnit.from_json(unit_json)
     if shared_token is not None and not Path(shared_token).is_file():
         raise CpbenchError(f"{shared_token}: not visible on {os.uname().nodename}; the submitit folder must be on a "
                            f"filesystem shared by the driver and the compute nodes (--slurm-folder)")  # fmt: skip
     _maybe_die(unit.uid)
-    from cpbench.interrupts import terminate_as_interrupt
+    from cpbench.base.interrupts import terminate_as_interrupt
 
     try:
         # a worker process is ours: SIGTERM (SLURM time limit, preemption, Ray cancelling) unwinds like Ctrl-C, so
@@ -69,14 +69,14 @@ def execute_unit(unit_json: str, *, shared_token: str | None = None) -> dict[str
 
 
 def _execute(unit: Any) -> dict[str, Any]:
-    from cpbench import models
-    from cpbench.runner import run_unit
-    from cpbench.unit import build_inputs, device_problem
+    from cpbench.weights import models
+    from cpbench.run.runner import run_unit
+    from cpbench.run.unit import build_inputs, device_problem
 
     models.configure_threads()  # a worker process is ours: pin threads like the CLI does
     device = models.resolve_device(unit.options.device)
     if unit.options.scorer == "vllm":
-        from cpbench.scoring.vllm import require_vllm
+        from cpbench.backends.vllm import require_vllm
 
         require_vllm(device)
     problem = device_problem(unit.recipe, device)
@@ -91,7 +91,7 @@ def _execute(unit: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cpbench-unit-") as tmp:
         root = Path(tmp)
         if unit.candidate is not None:
-            from cpbench.runner import run_candidate
+            from cpbench.run.runner import run_candidate
 
             base = unit.model_copy(update={"candidate": None, "cells": unit.base_cells()})
             cells = run_candidate(unit.candidate, base, inputs, device, root, echo=log.append, progress=False)

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from cpbench.analysis.thresholds import fit_threshold
+from cpbench.results.analysis.thresholds import fit_threshold
 
 BITS = np.array([16.0, 8.0, 6.0, 4.0, 3.0, 2.0])
 SPARSITY = np.arange(0.0, 100.0, 10.0)

@@ -1,0 +1,234 @@
+"""Compression: model entry + recipe + calibration -> a verified, cached checkpoint.
+
+```python
+ckpt = compress(resolve("smollm2-135m-instruct"), resolve_recipe("gptq-4bit"), CalibrationSpec(n=16), "cpu")
+model, tokenizer = ckpt.load("cpu")       # compressed weights (or, for bnb-*, quantized at load time)
+ckpt.report                               # what was done and measured, for artifact provenance
+```
+
+- baseline (`base`): nothing is written; `path` is None and `load()` loads the model itself.
+- llmcompressor / magnitude: the checkpoint is written to a temporary directory under the cache, reloaded with
+  `AutoModelForCausalLM` and verified (zeros per layer, N:M pattern, bits/group in config.json, distinct values per
+  quantization group, a forward pass), then committed (a completion marker written last, then one rename). A later
+  call with the same key reuses it; a concurrent call (another process) waits for it and reuses it
+  (`cpbench.base.locks.staged_dir`). The key is known without compressing (`checkpoint_key`: no weights, no tokenizer).
+- bitsandbytes (`bnb-*`): load-time quantization; nothing is written; needs CUDA.
+
+A checkpoint whose verification fails is not cached: `compress` raises CpbenchError naming the failed check.
+"""
+
+from __future__ import annotations
+
+import logging
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from cpbench.weights.compress.calibration import CalibrationSet, CalibrationSpec, sample
+from cpbench.base.errors import CpbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cpbench.weights.models import ModelEntry
+    from cpbench.specs.recipes import Recipe
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CalibrationSet", "CalibrationSpec", "CompressedCheckpoint", "checkpoint_key", "compress", "sample", "versions",
+]
+
+
+@dataclass
+class CompressedCheckpoint:
+    """Result of `compress`. `path` is None for the baseline and for load-time (bitsandbytes) recipes."""
+
+    entry: ModelEntry
+    recipe: Recipe
+    path: Path | None
+    report: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+
+    def load(self, device: str = "auto", dtype: Any = None):
+        """(model, tokenizer) for scoring: the compressed checkpoint, or the base model (+ load-time recipe)."""
+        from cpbench.weights import models
+
+        if self.path is None:
+            return models.load(self.entry, device, dtype, recipe=self.recipe)
+        return models.load(self.path, device, dtype, model_args=self.entry.model_args)
+
+
+def versions() -> dict[str, str]:
+    """Library versions for provenance: the artifact's `versions`, with "not-installed" for a missing package."""
+    from cpbench.base.versions import versions as artifact_versions
+
+    return {k: v or "not-installed" for k, v in artifact_versions().items()}
+
+
+def _base_report(entry: ModelEntry, recipe: Recipe, device: str) -> dict[str, Any]:
+    return {
+        "schema": "cpbench.compression/1",
+        "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
+        "model": entry.provenance(),
+        "device": device,
+        "versions": versions(),
+        "notes": list(entry.source_notes()),
+    }
+
+
+def compress(
+    entry: ModelEntry | str,
+    recipe: Recipe | str,
+    calibration: CalibrationSpec | None = None,
+    device: str = "auto",
+    *,
+    force: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> CompressedCheckpoint:
+    """Compress `entry` with `recipe` (cached, content-addressed). `calibration` defaults to CalibrationSpec()
+    (builtin text, 128 x 512, seed 0); it is ignored by recipes that need no data (RTN weight-only, magnitude, FP8
+    dynamic), so their cache key does not depend on it. `force` recompresses even when a cached copy exists.
+    Concurrent calls for one key (other processes, other hosts on a shared cache) compress once: the others wait
+    (`on_wait` gets one line saying for whom) and reuse the checkpoint."""
+    from cpbench.weights import models
+    from cpbench.weights.compress import cache
+    from cpbench.specs.recipes import resolve as resolve_recipe
+
+    entry = models.resolve(entry)
+    recipe = resolve_recipe(recipe)
+    if recipe.is_baseline:
+        report = _base_report(entry, recipe, device)
+        report["kind"] = "baseline"
+        return CompressedCheckpoint(entry, recipe, None, report)
+    dev = models.resolve_device(device)
+    if recipe.load_time:
+        if not dev.startswith("cuda"):
+            raise CpbenchError(
+                f"recipe {recipe.name!r} needs a CUDA GPU: {recipe.requires_reason or 'load-time bitsandbytes'}"
+            )
+        report = _base_report(entry, recipe, dev)
+        report["kind"] = "load-time"
+        return CompressedCheckpoint(entry, recipe, None, report)
+    if recipe.requires == "cuda" and not dev.startswith("cuda"):
+        raise CpbenchError(f"recipe {recipe.name!r} needs a CUDA GPU: {recipe.requires_reason}")
+
+    threads = models.current_threads()
+    key, calib_spec, compute_dtype = _checkpoint_key(entry, recipe, calibration, dev)
+    hit = None if force else cache.lookup(key)
+    if hit is not None:
+        return CompressedCheckpoint(entry, recipe, hit, cache.read_report(hit), cached=True)
+
+    # One process builds a key; another one asking for it meanwhile waits here, then reuses the result.
+    with cache.building(key, rebuild=force, on_wait=on_wait) as st:
+        if st.done:
+            return CompressedCheckpoint(entry, recipe, st.final, cache.read_report(st.final), cached=True)
+        try:
+            path = _build(entry, recipe, key, calib_spec, dev, threads, compute_dtype, st)
+        except OSError as exc:  # full disk, read-only or foreign cache: one line, the staging folder is removed
+            from cpbench.base.atomic import os_error_to_cpbench
+
+            err = os_error_to_cpbench(exc, st.tmp or st.final, f"the {recipe.name} checkpoint")
+            if err is None:
+                raise
+            raise err from None
+    log.info("compressed %s with %s: %s", entry.key, recipe.name, path)
+    return CompressedCheckpoint(entry, recipe, path, cache.read_report(path))
+
+
+def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationSpec | None, dev: str, threads: int,
+           compute_dtype: str, st: Any) -> Path:  # fmt: skip
+    """Compress into the staging folder `st.tmp`, verify, write the report, commit (marker last)."""
+    from cpbench.weights import models
+    from cpbench.weights.compress import cache
+
+    tmp = st.tmp
+    calib: CalibrationSet | None = None
+    if calib_spec is not None:  # drawn only now that it is needed (tokenizer; a GGUF model converts here)
+        calib = sample(calib_spec, models.load_tokenizer(entry))
+    report = _base_report(entry, recipe, dev)
+    report["kind"] = recipe.kind
+    report["cache_key"] = key.digest
+    report["threads"] = threads
+    report["compute_dtype"] = compute_dtype
+    report["calibration"] = calib.report() if calib is not None else None
+    t0 = time.perf_counter()
+    base_zeros = _run_recipe(entry, recipe, calib, dev, tmp)
+    gc.collect()  # the compressed model is gone before the checkpoint is verified (and later loaded to score)
+    t1 = time.perf_counter()
+    from cpbench.weights.compress.verify import require_ok, verify_checkpoint
+
+    verification = verify_checkpoint(tmp, recipe, base_zeros=base_zeros)
+    t2 = time.perf_counter()
+    report["verification"] = verification
+    report["checkpoint_bytes"] = verification["checkpoint_bytes"]
+    report["wall_seconds"] = {"compress": round(t1 - t0, 2), "verify": round(t2 - t1, 2)}
+    require_ok(verification, recipe)
+    cache.write_report(tmp, report)
+    return st.commit({"cache_key": key.digest})  # the completion marker is the last file written
+
+
+def _checkpoint_key(
+    entry: ModelEntry, recipe: Recipe, calibration: CalibrationSpec | None, device: str
+) -> tuple[Any, CalibrationSpec | None, str]:
+    """(cache key, calibration spec or None when the recipe uses no data, compute dtype) of the checkpoint `recipe`
+    writes for `entry` on `device`. Loads no weights and, except for hub models, no tokenizer: a run decides what it
+    can reuse before converting or compressing anything."""
+    from cpbench.weights import models
+    from cpbench.weights.compress import cache
+    from cpbench.weights.compress.llmc import needs_calibration
+
+    if entry.source == "hub":
+        # For a hub model loading the tokenizer fetches config.json, so the key below pins the commit `revision`
+        # resolves to (not "main") on the very first run too, and gated/offline errors come early.
+        models.load_tokenizer(entry)
+    spec = (calibration or CalibrationSpec()) if needs_calibration(recipe) else None
+    compute_dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
+    return cache.cache_key(entry, recipe, spec, compute_dtype), spec, compute_dtype
+
+
+def checkpoint_key(
+    entry: ModelEntry | str, recipe: Recipe | str, calibration: CalibrationSpec | None = None, device: str = "cpu"
+) -> Any:
+    """The cache key (`cpbench.weights.compress.cache.CacheKey`) of the checkpoint `compress` writes for these inputs on a
+    device of type `device` (cpu / cuda: the compute dtype differs), without compressing anything; None for the
+    baseline and load-time recipes, which write no checkpoint. Cheap: no weights, no calibration sample."""
+    from cpbench.weights import models
+    from cpbench.specs.recipes import resolve as resolve_recipe
+
+    entry, recipe = models.resolve(entry), resolve_recipe(recipe)
+    if recipe.is_baseline or recipe.load_time:
+        return None
+    dev = "cuda" if str(device).startswith("cuda") else "cpu"  # a device type: no GPU needed to name GPU weights
+    return _checkpoint_key(entry, recipe, calibration, dev)[0]
+
+
+def _run_recipe(
+    entry: ModelEntry, recipe: Recipe, calib: CalibrationSet | None, device: str, out: Path
+) -> dict[str, float]:
+    """Load the base model, apply the recipe, save to `out` (model + tokenizer); return zeros per Linear before."""
+    import torch
+
+    from cpbench.weights import models
+
+    # The model is loaded on the CPU: llm-compressor's sequential pipeline onloads one layer at a time to the GPU
+    # when there is one, so models larger than GPU memory compress too. Math in fp32 for CPU runs, in the weights'
+    # own dtype (bf16) for GPU runs, as llm-compressor's examples do.
+    model, tokenizer = models.load(entry, "cpu", models.resolve_dtype(None, device, entry))
+    with torch.no_grad():
+        base_zeros = {n: float((m.weight == 0).float().mean()) for n, m in model.named_modules()
+                      if isinstance(m, torch.nn.Linear)}  # fmt: skip
+    if recipe.kind == "magnitude":
+        from cpbench.weights.compress.magnitude import magnitude_prune
+
+        magnitude_prune(model, sparsity=recipe.sparsity, nm=recipe.mask_nm, ignore=recipe.ignore)
+        model.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+    elif recipe.kind == "llmcompressor":
+        from cpbench.weights.compress.llmc import run_oneshot
+
+        run_oneshot(model, tokenizer, recipe, calib, out)
+    else:  # pragma: no cover - guarded by the caller
+        raise CpbenchError(f"recipe kind {recipe.kind!r} writes no checkpoint")
+    del model
+    return base_zeros
