@@ -207,7 +207,8 @@ def evaluate(
     on the written results), each record says in `provenance.extra.sequential` how many looks and items decided its
     cell, and the report's notes the design."""
     from cpbench.weights import models
-    from cpbench.run import runner
+    from cpbench.run import plan as run_plan
+    from cpbench.run.execute import execute
 
     loaded = None
     model: Any = base
@@ -222,7 +223,7 @@ def evaluate(
         specs, names = list(candidates), None
     if not specs and not recipes:
         log.info("cpbench.evaluate: no candidates or recipes; scoring the base model only")
-    plan = runner.plan_from_options(
+    plan = run_plan.plan_from_options(
         model=model, quant=list(recipes) or None, tasks=list(tasks) if tasks else None,
         prompts=list(prompts) if prompts else None, shots=shots, scoring=scoring, data=data, limit=limit,
         device=device, batch_size=batch_size, alpha=alpha, force=force, candidates=specs or None,
@@ -237,7 +238,7 @@ def evaluate(
         plan.gate_limits, plan.gate_decision = _limits(limits), _decision(decision)
     elif max_items is not None:
         raise CpbenchError("max_items= applies to until_decided=True (for the first N items use limit=)")
-    outcome = runner.run(plan, echo=log.info, progress=progress)
+    outcome = execute(plan, echo=log.info, progress=progress)
     records = [c.record for c in outcome.cells]
     artifacts = [c.artifact for c in outcome.cells]
     notes = list(outcome.notes)

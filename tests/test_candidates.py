@@ -79,7 +79,7 @@ def test_candidate_with_another_architecture_is_refused(tiny_dir, tmp_path, caps
 
 def test_candidate_names(tiny_dir, capsys):
     from cpbench.weights.models import resolve_candidate
-    from cpbench.run.runner import plan_from_options
+    from cpbench.run.plan import plan_from_options
 
     c = resolve_candidate(tiny_dir)
     assert c.name == Path(tiny_dir).name and c.weights().kind == "candidate"

@@ -165,7 +165,7 @@ def test_known_model_args_keys_pass_the_check(tiny_dir):
 def test_trust_remote_code_in_model_args_is_refused_naming_the_flag(capsys):
     assert main(["run", "--model", "smollm2-135m-instruct@pypi", "--model-args", "trust_remote_code=True"]) == 2
     assert "--trust-remote-code" in _err_line(capsys)
-    from cpbench.run.runner import plan_from_options
+    from cpbench.run.plan import plan_from_options
 
     with pytest.raises(CpbenchError, match="--trust-remote-code"):  # the Python API's dict too
         plan_from_options(model="smollm2-135m-instruct@pypi", model_args={"trust_remote_code": True})
@@ -546,7 +546,7 @@ def test_model_dir_gets_a_readable_name_or_model_name(tmp_path, capsys, cache, t
     import shutil
 
     from cpbench.weights import models
-    from cpbench.run.runner import plan_from_options
+    from cpbench.run.plan import plan_from_options
 
     long = cache / "models" / ("local-" + "x" * 40 + "-0123456789abcdef-v1")
     shutil.copytree(tiny_dir, long)

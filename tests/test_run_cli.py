@@ -68,7 +68,7 @@ def test_gpu_recipe_named_on_cpu_is_an_error(capsys, tiny_dir, cache):
 
 
 def test_plan_defaults_come_from_the_suite():
-    from cpbench.run.runner import plan_from_options
+    from cpbench.run.plan import plan_from_options
     from cpbench.run.suites import load_suite
 
     suite = load_suite("default")
@@ -83,7 +83,7 @@ def test_plan_defaults_come_from_the_suite():
 
 
 def test_plan_with_model_uses_benchmark_defaults(tiny_dir):
-    from cpbench.run.runner import plan_from_options
+    from cpbench.run.plan import plan_from_options
     from cpbench.specs.tasks import list_tasks
 
     plan = plan_from_options(model=tiny_dir, quant=["gptq-{8,4}bit"], prompts=["base", "task"])

@@ -63,7 +63,7 @@ def test_bfloat16_run_with_flags_on_cpu(tmp_path, tiny_dir, capsys):
 
 
 def test_calibration_options_override_the_suite():
-    from cpbench.run.runner import plan_from_options
+    from cpbench.run.plan import plan_from_options
 
     plan = plan_from_options(calibration_data="builtin", calibration_samples=8, calibration_seq_len=64)
     assert (plan.calibration.n, plan.calibration.seq_len, plan.calibration.source) == (8, 64, "builtin")

@@ -17,7 +17,7 @@ def _run(tiny_dir, results, *extra):
 
 
 def test_until_decided_resumes_and_check_agrees(tmp_path, cache, tiny_dir, capsys, monkeypatch):
-    from cpbench.backends import score as score_mod
+    from cpbench.backends import pipeline as score_mod
     from cpbench.results.store import load_results
 
     scored = {"items": 0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cpbench.run.runner import plan_from_options
+from cpbench.run.plan import plan_from_options
 from cpbench.run.unit import WorkUnit, units_from_plan, weights_identity
 from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 

@@ -149,7 +149,8 @@ def register(app: typer.Typer) -> None:
         """Compress, score and analyse one model: coverage, set size and accuracy vs the uncompressed baseline."""
         from cpbench.weights import models
         from cpbench.base import progress
-        from cpbench.run import runner
+        from cpbench.run import plan as run_plan
+        from cpbench.run.execute import execute
         from cpbench.run import summary as runsummary
         from cpbench.run import trackers
         from cpbench.base.console import make_console, quiet_third_party
@@ -159,7 +160,7 @@ def register(app: typer.Typer) -> None:
         models.configure_threads()  # process-wide: the CLI's decision (OMP_NUM_THREADS / CPBENCH_THREADS)
         loggers = trackers.parse(log)
         trackers.check(loggers)  # a missing tracker package fails now, not after the run
-        plan = runner.plan_from_options(
+        plan = run_plan.plan_from_options(
             suite=suite, model=model, quant=_csv(quant), tasks=_csv(tasks), prompts=_csv(prompts), shots=shots,
             chat=chat, scoring=scoring, data=data, limit=limit, device=device, batch_size=batch_size,
             chunk_size=chunk_size, results=results, alpha=alpha, force=force, scorer=scorer, candidates=candidate,
@@ -184,7 +185,7 @@ def register(app: typer.Typer) -> None:
         stamp = utc_now().replace(":", "").replace("-", "")
         log_path = cache_dir() / "logs" / f"run-{stamp}.log"
         with quiet_third_party(verbose, log_path) as third_party_log, progress.use(progress.for_console(console)):
-            outcome = runner.run(plan, echo=echo)
+            outcome = execute(plan, echo=echo)
         summary = runsummary.summarize(outcome, third_party_log)
         # A rerun that reused every artifact and left every record untouched writes nothing either (a fresh clone's
         # `cpbench run` leaves `git status` clean); the summary is still printed (and logged to trackers).

@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
             )  # fmt: skip
         if executor == "local":
             from cpbench.weights import models as _models
-            from cpbench.run.unit import device_problem
+            from cpbench.run.preflight import device_problem
 
             _models.configure_threads()
             local_dev = _models.resolve_device(plan.device)

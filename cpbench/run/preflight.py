@@ -312,13 +312,6 @@ def check_architecture(cfg: dict[str, Any], entry: Any) -> None:
                            f"{transformers.__version__}; cpbench scores the next-token logits of causal LMs")  # fmt: skip
 
 
-def device_problem(recipe: Any, device: str) -> str | None:
-    """Why `recipe` cannot run on `device` (None when it can); cpbench.run.unit owns the rule."""
-    from cpbench.run.unit import device_problem as rule
-
-    return rule(recipe, device)
-
-
 # ------------------------------------------------------------------------------------------------ all of them
 def preflight(
     entry: Any, recipes: Sequence[Any], device: str, *, results: Path | None, strict_recipes: bool = True,
@@ -373,3 +366,12 @@ def _needs_data(recipe: Any) -> bool:
         return needs_calibration(recipe)
     except ImportError:
         return recipe.kind == "llmcompressor"
+
+
+def device_problem(recipe: Any, device: str) -> str | None:
+    """Why `recipe` cannot run on `device` (None when it can)."""
+    if device.startswith("cuda"):
+        return None
+    if recipe.load_time or recipe.requires == "cuda":
+        return recipe.requires_reason or f"recipe {recipe.name!r} needs a CUDA GPU"
+    return None

@@ -3,7 +3,7 @@
 Items: every task's evaluated items in one fixed random order (a hash of seed, task and item id: independent of the
 file's order), the run key's data tag marked `~seq<seed>`. Stage k scores the first n_k items of that order (the
 looks of `cpbench.results.analysis.sequential.Design`); a stage reuses the previous stage's artifact as a prefix and scores
-only the new items (`prefix_artifact` / `assemble`, hooked into `cpbench.run.runner._score_cell`), so a resumed or
+only the new items (`prefix_artifact` / `assemble`, hooked into `cpbench.run.cells._score_cell`), so a resumed or
 extended run never rescores an item. After each stage, `look_statistics` computes the gate's checks
 (`cpbench.results.gate`'s own item-level estimates and one-sided tests) on the first n_k items of every open cell pair, and
 `SequentialGate.look` decides. Decided cells are not scored further; the baseline goes on while any of its
@@ -20,13 +20,12 @@ carries the design and, per cell, status, looks and items at decision.
 from __future__ import annotations
 
 import copy
-import hashlib
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
 from cpbench.base.errors import CpbenchError
 
-SEQ_TAG = "~seq"
+from cpbench.run.stages import SEQ_TAG, prefix
 
 
 def parse_limits(text: str | None) -> Any:
@@ -47,107 +46,6 @@ def parse_limits(text: str | None) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ item order
-def seq_order(ids: Sequence[str], task: str, seed: int = 0) -> list[int]:
-    """Positions of `ids` in the sequential gate's fixed random order (by a hash of seed, task and id)."""
-    key = [hashlib.sha256(f"{seed}\x00{task}\x00{i}".encode()).digest() for i in ids]
-    return sorted(range(len(ids)), key=lambda j: key[j])
-
-
-def seq_tag(tag: str, seed: int) -> str:
-    return f"{tag}{SEQ_TAG}{seed}"
-
-
-# ------------------------------------------------------------------------------------------------ prefix reuse
-def prefix(artifact: Any, n: int) -> Any:
-    """The first n items of an artifact (in stored order) as a LogitsArtifact."""
-    from cpbench.results.artifact import LogitsArtifact
-
-    if n > artifact.n:
-        raise CpbenchError(f"internal: prefix of {n} items of an artifact of {artifact.n}")
-    key = dict(artifact.provenance.get("run_key") or {})
-    if key:
-        key["limit"] = int(n)
-    prov = {**artifact.provenance, "run_key": key}
-    ph = list(artifact.prompt_hashes)[:n] if getattr(artifact, "prompt_hashes", None) is not None else None
-    return LogitsArtifact(ids=list(artifact.ids)[:n], labels=artifact.labels[:n], logits=artifact.logits[:n],
-                          letters=list(artifact.letters), provenance=prov, prompt_hashes=ph)  # fmt: skip
-
-
-def prefix_artifact(path: Path, key: Any, prompts: Sequence[Any], weights_id: str, device: str | None) -> Any:
-    """The most items of `prompts` (a prefix) found in a stored artifact of the same cell with another --limit
-    (same weights, same kind of device, same ids and prompts in the same order), as an artifact, or None."""
-    from cpbench.results.artifact import LogitsArtifact
-
-    d = path.parent
-    if not d.is_dir() or key.limit is None:
-        return None
-    want = key.model_dump()
-    best = None
-    base = key.model_copy(update={"limit": None}).slug()
-    for p in d.glob("*.parquet"):
-        if p == path or not p.name.startswith(base.split("__limit")[0]):
-            continue
-        try:
-            art = LogitsArtifact.load(p)
-        except CpbenchError:
-            continue
-        prov = art.provenance
-        rk = dict(prov.get("run_key") or {})
-        m = rk.get("limit")
-        if not isinstance(m, int) or m == key.limit or {**rk, "limit": key.limit} != want:
-            continue
-        if prov.get("weights_id") != weights_id or art.n != m:
-            continue
-        if device is not None and str(prov.get("device", "")).split(":")[0] != device.split(":")[0]:
-            continue
-        m = min(m, len(prompts))
-        if list(art.ids)[:m] != [str(q.item_id) for q in prompts[:m]]:
-            continue
-        if art.prompt_hashes is not None and list(art.prompt_hashes)[:m] != [q.hash for q in prompts[:m]]:
-            continue
-        if best is None or m > best[0]:
-            best = (m, art)
-    if best is None:
-        return None
-    m, art = best
-    return art if art.n == m else prefix(art, m)  # a longer stage holds these items as its prefix
-
-
-def as_stage(head: Any, key: Any, prompts_hash: str) -> Any:
-    """A stored stage's prefix that already holds every item of `key`, as the artifact of `key`."""
-    from cpbench.results.artifact import LogitsArtifact
-
-    prov = {**head.provenance, "run_key": key.model_dump(), "prompts_hash": prompts_hash}
-    return LogitsArtifact(ids=list(head.ids), labels=head.labels, logits=head.logits, letters=list(head.letters),
-                          provenance=prov, prompt_hashes=head.prompt_hashes)  # fmt: skip
-
-
-def assemble(head: Any, tail: Any, key: Any, prompts_hash: str) -> Any:
-    """head (a stored prefix) + tail (the new items) as the artifact of `key`."""
-    import numpy as np
-
-    from cpbench.results.artifact import LogitsArtifact
-
-    if list(head.letters) != list(tail.letters):
-        raise CpbenchError("internal: a stage's option letters differ from the previous stage's")
-    prov = dict(tail.provenance)
-    prov["run_key"] = key.model_dump()
-    prov["prompts_hash"] = prompts_hash
-    prov["notes"] = list(prov.get("notes") or []) + [
-        f"assembled: the first {head.n} items reused from {Path(str(head.source or '')).name or 'a previous stage'}"
-        f", {tail.n} scored now"
-    ]
-    prov["extra"] = {**(prov.get("extra") or {}),
-                     "assembled": {"prefix_items": head.n, "prefix_hash": head.content_hash, "new_items": tail.n}}
-    ph = None
-    if head.prompt_hashes is not None and tail.prompt_hashes is not None:
-        ph = list(head.prompt_hashes) + list(tail.prompt_hashes)
-    return LogitsArtifact(ids=list(head.ids) + list(tail.ids),
-                          labels=np.concatenate([np.asarray(head.labels), np.asarray(tail.labels)]),
-                          logits=np.concatenate([np.asarray(head.logits), np.asarray(tail.logits)]),
-                          letters=list(head.letters), provenance=prov, prompt_hashes=ph)  # fmt: skip
-
-
 # ------------------------------------------------------------------------------------------------ one look
 def look_statistics(pairs: Sequence[tuple[Hashable, Any, Any]], n: int, limits: Any, decision: Any, analysis: Any,
                     scores: Sequence[str]) -> dict[tuple[Hashable, str], float]:  # fmt: skip
@@ -293,7 +191,8 @@ def _publish(plan: Any, design: Any, state: Any, base: str, latest: dict, stage_
     from cpbench.results.artifact import LogitsArtifact
     from cpbench.results.conformal.protocols import analyze_artifact
     from cpbench.run.outputs import publish_record
-    from cpbench.run.runner import Cell, RunOutcome, artifact_path
+    from cpbench.run.cells import Cell, artifact_path
+    from cpbench.run.runner import RunOutcome
 
     results = Path(plan.results)
     final: dict[tuple[str, str, str], int] = {}

@@ -30,7 +30,7 @@ from cpbench.specs.recipes import Recipe
 from cpbench.base.runkey import AnalysisKey, ScoreKey, safe_part
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cpbench.run.runner import RunPlan
+    from cpbench.run.plan import RunPlan
 
 
 class UnitOptions(BaseModel):
@@ -70,7 +70,7 @@ class UnitOptions(BaseModel):
 
             tag = data_tag(self.task_data[task])
         if self.order_seed is not None:  # the sequential gate's item order: other items under a --limit
-            from cpbench.run.seqrun import seq_tag
+            from cpbench.run.stages import seq_tag
 
             tag = seq_tag(tag, self.order_seed)
         return tag
@@ -229,7 +229,7 @@ def build_inputs(
             prompts = build_prompts(spec, items, method=method, shots=options.shots, chat=options.chat,
                                     tokenizer=tokenizer if options.chat == "v1" else None)  # fmt: skip
             if options.order_seed is not None:  # the sequential gate's fixed random order (cpbench.run.seqrun)
-                from cpbench.run.seqrun import seq_order
+                from cpbench.run.stages import seq_order
 
                 prompts = [prompts[j] for j in seq_order([str(p.item_id) for p in prompts], task, options.order_seed)]
             prompts = prompts[: options.limit] if options.limit else prompts  # --limit: evaluated items
@@ -252,12 +252,3 @@ def check_enough_items(inputs: dict[tuple[str, str], CellInputs], analysis: Anal
                 f"task {cell.task}: {n} evaluated items leave {math.floor(analysis.cal_ratio * n)} for calibration; "
                 f"alpha {analysis.alpha:g} needs at least {need} (use --limit {n_min} or more, or a larger --alpha)"
             )
-
-
-def device_problem(recipe: Recipe, device: str) -> str | None:
-    """Why `recipe` cannot run on `device` (None when it can)."""
-    if device.startswith("cuda"):
-        return None
-    if recipe.load_time or recipe.requires == "cuda":
-        return recipe.requires_reason or f"recipe {recipe.name!r} needs a CUDA GPU"
-    return None

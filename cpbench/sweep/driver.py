@@ -107,7 +107,7 @@ def survey(units: Sequence[Any], results: Path, device: str = "auto", echo: Call
     from cpbench.weights import models
     from cpbench.results import store
     from cpbench.base.runkey import RunKey
-    from cpbench.run.runner import artifact_path
+    from cpbench.run.cells import artifact_path
     from cpbench.sweep.estimate import estimate_unit
     from cpbench.run.unit import build_inputs, check_enough_items
 
@@ -164,7 +164,7 @@ def write_unit_results(st: UnitState, payload: dict[str, Any], results: Path) ->
     records. Returns the number of cells written."""
     from cpbench.results.artifact import LogitsArtifact
     from cpbench.base.atomic import atomic_path
-    from cpbench.run.runner import artifact_path
+    from cpbench.run.cells import artifact_path
 
     expected = {artifact_path(Path("."), k).as_posix().removeprefix("./"): k for k in st.todo.cells}
     got = payload.get("artifacts") or {}

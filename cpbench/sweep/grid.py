@@ -9,8 +9,8 @@ from cpbench.base.errors import CpbenchError
 
 
 def grid_units(models: Sequence[str] | None, **run_options: Any) -> tuple[Any, list[Any]]:
-    """(RunPlan shared by the grid, units). `run_options` are `cpbench.run.runner.plan_from_options` keywords."""
-    from cpbench.run.runner import plan_from_options
+    """(RunPlan shared by the grid, units). `run_options` are `cpbench.run.plan.plan_from_options` keywords."""
+    from cpbench.run.plan import plan_from_options
     from cpbench.run.unit import units_from_plan
 
     names = list(dict.fromkeys(models or []))

@@ -71,7 +71,8 @@ def execute_unit(unit_json: str, *, shared_token: str | None = None) -> dict[str
 def _execute(unit: Any) -> dict[str, Any]:
     from cpbench.weights import models
     from cpbench.run.runner import run_unit
-    from cpbench.run.unit import build_inputs, device_problem
+    from cpbench.run.preflight import device_problem
+    from cpbench.run.unit import build_inputs
 
     models.configure_threads()  # a worker process is ours: pin threads like the CLI does
     device = models.resolve_device(unit.options.device)
