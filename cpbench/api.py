@@ -191,6 +191,7 @@ def evaluate(
     max_items: int | None = None,
     spending: str = "pocock",
     first_look: int = 200,
+    backend: Any = None,
 ) -> Report:
     """Score `base`, cpbench `recipes` of it and `candidates` on `tasks`; analyse, compare and gate them.
 
@@ -198,7 +199,9 @@ def evaluate(
     tasks' prepared benchmark data ("samples" = the offline smoke-test items). `limits` are the gate's (a
     cpbench.results.gate.Limits or its keyword arguments), `decision` the gate's rule (a cpbench.results.gate.Decision, its keyword
     arguments, or "interval" / "point"; default: item-level intervals, as `cpbench check`); `epsilon` / `delta` the
-    decoupling tolerances (default: the accuracy and set-size limits, cpbench.base.limits).
+    decoupling tolerances (default: the accuracy and set-size limits, cpbench.base.limits). `backend` scores the
+    prompts: a registry name (cpbench.backends.registry: "hf", the default, or "vllm") or any
+    cpbench.backends.base.Backend object (docs/design.md shows a toy one).
 
     `until_decided=True` is `cpbench run --until-decided` (needs `results=`): items scored in stages of one fixed
     random order per task up to `max_items` (default: all), re-tested after each stage with `limits` and `decision`
@@ -223,21 +226,19 @@ def evaluate(
         specs, names = list(candidates), None
     if not specs and not recipes:
         log.info("cpbench.evaluate: no candidates or recipes; scoring the base model only")
+    if until_decided and results is None:
+        raise CpbenchError("until_decided=True needs results= (the stages are stored and resumed there)")
+    if max_items is not None and not until_decided:
+        raise CpbenchError("max_items= applies to until_decided=True (for the first N items use limit=)")
     plan = run_plan.plan_from_options(
         model=model, quant=list(recipes) or None, tasks=list(tasks) if tasks else None,
         prompts=list(prompts) if prompts else None, shots=shots, scoring=scoring, data=data, limit=limit,
         device=device, batch_size=batch_size, alpha=alpha, force=force, candidates=specs or None,
-        candidate_names=names,
+        candidate_names=names, results=results, in_memory=results is None, loaded=loaded, backend=backend,
+        until_decided=until_decided, max_items=max_items if until_decided else None, spending=spending,
+        first_look=first_look, gate_limits=_limits(limits) if until_decided else None,
+        gate_decision=_decision(decision) if until_decided else None,
     )  # fmt: skip
-    plan.results = Path(results) if results is not None else None
-    plan.loaded = loaded
-    if until_decided:
-        if plan.results is None:
-            raise CpbenchError("until_decided=True needs results= (the stages are stored and resumed there)")
-        plan.until_decided, plan.max_items, plan.spending, plan.first_look = True, max_items, spending, first_look
-        plan.gate_limits, plan.gate_decision = _limits(limits), _decision(decision)
-    elif max_items is not None:
-        raise CpbenchError("max_items= applies to until_decided=True (for the first N items use limit=)")
     outcome = execute(plan, echo=log.info, progress=progress)
     records = [c.record for c in outcome.cells]
     artifacts = [c.artifact for c in outcome.cells]

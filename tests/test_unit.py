@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cpbench.run.plan import plan_from_options
-from cpbench.run.unit import WorkUnit, units_from_plan, weights_identity
+from cpbench.run.unit import WorkUnit, unit_identity, units_from_plan
 from run_fixtures import tiny_dir  # noqa: F401  (pytest fixtures)
 
 
@@ -44,9 +44,9 @@ def test_weights_identity_before_compressing_matches_the_checkpoint(tiny_dir, ca
 
     plan = plan_from_options(model=tiny_dir, quant=["magnitude-50"], tasks=["qa"], data="samples")
     base, pruned = units_from_plan(plan)
-    assert weights_identity(base, "cpu").startswith("local:") and "+" not in weights_identity(base, "cpu")
-    predicted = weights_identity(pruned, "cpu")
+    assert unit_identity(base, "cpu").weights_id.startswith("local:") and "+" not in unit_identity(base, "cpu").weights_id
+    predicted = unit_identity(pruned, "cpu").weights_id
     assert predicted.startswith("checkpoint:") and not (cache / "checkpoints").exists()  # nothing compressed
-    assert weights_identity(pruned, "cuda") != predicted  # bf16 compute on GPU: other weights
+    assert unit_identity(pruned, "cuda").weights_id != predicted  # bf16 compute on GPU: other weights
     ckpt = compress(pruned.model, pruned.recipe, CalibrationSpec(), "cpu")
     assert _weights(pruned.model, pruned.recipe, ckpt).weights_id == predicted

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -87,6 +87,7 @@ class ClozeScorer:
         self.batch_size = max(1, int(batch_size))
         self.pad_id = pad_token_id(tokenizer)
         self._keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+        self.on_batch: Callable[[int], None] | None = None  # items done after each batch
         self.notes: list[str] = []
 
     def order(self) -> np.ndarray:
@@ -105,6 +106,8 @@ class ClozeScorer:
         out = np.empty((len(indices), k), dtype=np.float32)
         for start in range(0, len(indices), self.batch_size):
             out[start : start + self.batch_size] = self._batch(indices[start : start + self.batch_size])
+            if self.on_batch is not None:  # progress per batch (cpbench.backends.pipeline)
+                self.on_batch(len(indices[start : start + self.batch_size]))
         return out
 
     @torch.inference_mode()

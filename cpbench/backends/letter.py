@@ -14,7 +14,7 @@ Work plan, decided once for all prompts so that it does not depend on the batch 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -146,6 +146,7 @@ class LetterScorer:
         self.pad_id = pad_token_id(tokenizer)
         self._kv: dict[int, PrefixKV] = {}
         self._keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+        self.on_batch: Callable[[int], None] | None = None  # items done after each batch
 
     def order(self) -> np.ndarray:
         return self.work.order()
@@ -161,6 +162,8 @@ class LetterScorer:
             while stop < len(indices) and stop - start < self.batch_size and groups[stop] == g:
                 stop += 1
             out[start:stop] = self._batch(indices[start:stop], int(g))
+            if self.on_batch is not None:  # progress per batch (cpbench.backends.pipeline)
+                self.on_batch(stop - start)
             start = stop
         return out
 

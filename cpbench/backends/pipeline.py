@@ -1,15 +1,17 @@
-"""Scoring entry point: prompts + a loaded model -> `LogitsArtifact` with full provenance.
+"""The one scoring pipeline: a backend's prepared job -> `LogitsArtifact` with full provenance, for every backend.
 
-`score_prompts` runs letter or cloze scoring in resumable chunks under `torch.inference_mode()` and writes the
-provenance keys of docs/design.md. The model arrives loaded (by `cpbench.weights.models.load`, which picks the dtype:
-float32 on CPU, the entry's bf16/fp16 on GPU) and stays where it is.
+`score_with` validates the prompts, asks the backend (cpbench.backends.base.Backend) to prepare the cell, runs its
+computation in resumable chunks of one processing order (cpbench.backends.chunks), reports progress per batch, and
+writes the provenance keys of docs/design.md: what the caller knows (model, recipe, weights id), what the backend
+knows (tokenizer, option ids, dtype, device, versions), and what this pipeline measured. `score_prompts` is the
+transformers backend through it (the reference scorer; the model arrives loaded by cpbench.weights and stays where
+it is).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,17 +20,13 @@ import numpy as np
 
 from cpbench.base.stamps import utc_now
 from cpbench.results.artifact import LogitsArtifact
-from cpbench.base.versions import versions
 from cpbench.base.errors import CpbenchError
 from cpbench.base.runkey import ScoreKey
 
-BACKEND = "transformers"
 DEFAULT_CHUNK_SIZE = 256
-CLOZE_LOGIT = "sum_logprob"
 
 
-def default_batch_size(device: str) -> int:
-    return 32 if device.startswith("cuda") else 8
+
 
 
 # ------------------------------------------------------------------------------------------------- fingerprints
@@ -43,25 +41,10 @@ def scoring_inputs_hash(prompts: Sequence[Any]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def model_fingerprint(model: Any) -> str:
-    """The loaded weights' content hash (`model_hash`); cpbench.weights.identity.fingerprint owns the definition."""
-    from cpbench.weights.identity import fingerprint
-
-    return fingerprint(model)
 
 
-def tokenizer_info(tokenizer: Any) -> dict[str, Any]:
-    return {
-        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
-        "class": type(tokenizer).__name__,
-        "vocab_size": len(tokenizer),
-        "bos_token": getattr(tokenizer, "bos_token", None),
-        "adds_bos": bool(
-            getattr(tokenizer, "bos_token_id", None) is not None
-            and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
-        ),
-        "padding": "left, masked, explicit position_ids",
-    }
+
+
 
 
 # ------------------------------------------------------------------------------------------------- scoring
@@ -82,6 +65,118 @@ def _validate(prompts: Sequence[Any], key: ScoreKey) -> list[str]:
     return letters
 
 
+def score_with(
+    backend: Any,
+    handle: Any,
+    prompts: Sequence[Any],
+    key: ScoreKey,
+    *,
+    batch_size: int | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    cache_root: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    provenance: dict[str, Any] | None = None,
+    model_hash: str | None = None,
+    out_path: str | Path | None = None,
+) -> LogitsArtifact:
+    """Option logits for `prompts` as a LogitsArtifact; chunks are kept under `cache_root/scores` until done.
+
+    `provenance` carries what only the caller knows (model_id, model_revision, model_source, recipe,
+    compression_report, weights id, sample_data, notes); the backend and this pipeline add the rest. `model_hash`:
+    the loaded weights' fingerprint when the caller has it already (else the backend's). With `out_path` the
+    artifact is saved there (atomically) and the job's chunk files are deleted.
+    """
+    from cpbench.backends.chunks import ChunkStore, run_chunked
+    from cpbench.base import progress as progress_mod
+    from cpbench.specs.tasks.prompts import prompts_hash
+
+    letters = _validate(prompts, key)
+    prep = backend.prepare(handle, prompts, key, batch_size=batch_size)
+    m_hash = model_hash if model_hash is not None else backend.fingerprint(handle)
+    ids = [str(p.item_id) for p in prompts]
+    job = {"score_key": key.model_dump(), "inputs_hash": scoring_inputs_hash(prompts), **prep.job,
+           "chunk_size": int(chunk_size)}  # fmt: skip
+    if m_hash is not None:  # the loaded weights' content names the job
+        job["model_hash"] = m_hash
+    else:  # weights the backend cannot hash (an engine's workers hold them): their id does
+        job["weights_id"] = (provenance or {}).get("weights_id")
+    detail: dict[str, Any] = {**prep.detail, "chunk_size": int(chunk_size)}
+    notes = list(prep.notes)
+    store = None
+    if resume:
+        from cpbench.base.paths import cache_dir
+
+        root = Path(cache_root) if cache_root is not None else cache_dir()
+        store = ChunkStore(root / "scores", job)
+        detail["chunk_job"] = store.dir.name  # lets a later run remove chunks a kill left after the artifact was saved
+
+    # cpbench's own progress (rich bar on a terminal, periodic lines in a log: whatever reporter the CLI installed)
+    reporter = progress_mod.current() if progress else progress_mod.Reporter()
+    desc = f"[{key.recipe}] score {key.task}/{key.prompt} ({key.scoring}, {prep.provenance.get('dtype')})"
+    t0 = time.perf_counter()
+    with reporter.task(desc, total=len(ids), unit="item") as bar, prep.context():
+        # Progress per batch where the backend reports batches (a cell smaller than one chunk would otherwise sit at
+        # 0% until done); chunks loaded from a resume, and backends without batches, count when a chunk ends.
+        scored = {"items": 0}
+
+        def batch_done(n: int) -> None:
+            scored["items"] += n
+            bar.advance(n)
+
+        def chunk_done(n: int) -> None:
+            bar.advance(max(0, n - scored["items"]))
+            scored["items"] = 0
+
+        if prep.on_batch is not None:
+            prep.on_batch(batch_done)
+        run = run_chunked(ids, prep.order, len(letters), prep.compute, store, chunk_size, on_progress=chunk_done)
+    wall = time.perf_counter() - t0
+    detail.update(
+        chunks_loaded=len(run.loaded),
+        chunks_computed=len(run.computed),
+        items_computed=run.computed_items,
+        wall_s=round(wall, 3),
+        s_per_item=round(wall / run.computed_items, 5) if run.computed_items else None,
+    )
+    if run.loaded:
+        notes.append(f"resumed: {len(run.loaded)} chunk(s) loaded from {store.dir if store else ''}")
+
+    prov: dict[str, Any] = {
+        "run_key": key.model_dump(),
+        "model_id": key.model,
+        "model_revision": None,
+        "model_source": "local",
+        "recipe": {"name": key.recipe},
+        "compression_report": None,
+        "sample_data": key.data == "samples",
+        **prep.provenance.pop("defaults", {}),
+    }
+    prov.update(provenance or {})
+    prov["notes"] = list(prov.get("notes") or []) + notes
+    prov.update(prep.provenance)
+    prov.update(
+        scoring=key.scoring,
+        scoring_detail=detail,
+        prompts_hash=prompts_hash(prompts),
+        model_hash=m_hash,
+        created_at=utc_now(),
+    )
+    artifact = LogitsArtifact(
+        ids=ids,
+        labels=np.array([int(p.label) for p in prompts], dtype=np.int64),
+        logits=run.logits,
+        letters=letters,
+        provenance=prov,
+        prompt_hashes=[p.hash for p in prompts],
+    )
+    if out_path is not None:
+        artifact.save(out_path)
+        if store is not None:
+            store.remove()
+    return artifact
+
+
 def score_prompts(
     model: Any,
     tokenizer: Any,
@@ -98,155 +193,9 @@ def score_prompts(
     model_hash: str | None = None,
     out_path: str | Path | None = None,
 ) -> LogitsArtifact:
-    """Option logits for `prompts` as a LogitsArtifact; chunks are kept under `cache_root/scores` until done.
+    """The transformers backend (cpbench.backends.hf) through `score_with`, for a loaded model and tokenizer."""
+    from cpbench.backends.hf import HFBackend
 
-    `provenance` carries what only the caller knows (model_id, model_revision, model_source, recipe,
-    compression_report, sample_data, notes); the scorer adds the rest. With `out_path` the artifact is saved there
-    (atomically) and the job's chunk files are deleted.
-    """
-    import torch
-
-    from cpbench.weights.models import current_threads
-    from cpbench.backends.chunks import ChunkStore, run_chunked
-    from cpbench.specs.tasks.prompts import prompts_hash
-
-    letters = _validate(prompts, key)
-    threads = current_threads()
-    model.eval()
-    device = str(next(model.parameters()).device)
-    batch_size = int(batch_size or default_batch_size(device))
-    notes: list[str] = []
-    detail: dict[str, Any] = {"threads": threads, "chunk_size": int(chunk_size), "prefix_cache": use_prefix_cache}
-
-    option_ids: dict[str, Any] | None = None
-    if key.scoring == "letter":
-        from cpbench.backends.letter import LetterScorer
-        from cpbench.backends.tokens import check_prompt_continuation, form_for, resolve_option_tokens
-
-        opt = resolve_option_tokens(tokenizer, letters, form_for([p.text for p in prompts]))
-        for p in prompts[:3]:  # the prompt format is shared; three real prompts catch a merging tail
-            check_prompt_continuation(tokenizer, p.text, opt)
-        option_ids = opt.to_provenance()
-        scorer: Any = LetterScorer(
-            model, tokenizer, prompts, opt.ids, batch_size=batch_size, use_prefix_cache=use_prefix_cache
-        )
-        detail["work"] = scorer.work.stats()
-        notes.extend(scorer.work.notes)
-    elif key.scoring == "cloze":
-        from cpbench.backends.cloze import DELIMITER, ClozeScorer
-
-        scorer = ClozeScorer(model, tokenizer, prompts, batch_size=batch_size)
-        detail["work"] = scorer.stats()
-        detail["cloze"] = {
-            "logit": CLOZE_LOGIT,
-            "definition": "sum over the option's continuation tokens of log p(token | context, earlier tokens); "
-            "softmax over the K sums gives the option distribution (lm-eval 'acc', not length-normalised)",
-            "delimiter": DELIMITER,
-            "context": "Prompt.cloze_context; continuation = delimiter + option text; split as lm-eval _encode_pair",
-        }
-    else:  # ScoreKey validates this; keep the message for direct callers
-        raise CpbenchError(f"unknown scoring mode {key.scoring!r}")
-
-    ids = [str(p.item_id) for p in prompts]
-    p_hash = prompts_hash(prompts)
-    inputs_hash = scoring_inputs_hash(prompts)
-    m_hash = model_hash or model_fingerprint(model)
-    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-    tok_info = tokenizer_info(tokenizer)
-    job = {
-        "score_key": key.model_dump(),
-        "inputs_hash": inputs_hash,
-        "model_hash": m_hash,
-        "tokenizer": tok_info,
-        "option_token_ids": option_ids,
-        "dtype": dtype,
-        "device_type": device.split(":")[0],
-        "batch_size": batch_size,
-        "chunk_size": int(chunk_size),
-        "prefix_cache": use_prefix_cache,
-    }
-    store = None
-    if resume:
-        from cpbench.base.paths import cache_dir
-
-        root = Path(cache_root) if cache_root is not None else cache_dir()
-        store = ChunkStore(root / "scores", job)
-        detail["chunk_job"] = store.dir.name  # lets a later run remove chunks a kill left after the artifact was saved
-
-    from cpbench.base import progress as progress_mod
-
-    # cpbench's own progress (rich bar on a terminal, periodic lines in a log: whatever reporter the CLI installed)
-    reporter = progress_mod.current() if progress else progress_mod.Reporter()
-    desc = f"[{key.recipe}] score {key.task}/{key.prompt} ({key.scoring}, {dtype})"
-    t0 = time.perf_counter()
-    with reporter.task(desc, total=len(ids), unit="item") as bar, torch.inference_mode():
-        # Progress per batch, not per chunk (a cell smaller than one chunk would otherwise sit at 0% until done):
-        # this scorer instance's batch method reports the items it scored; chunks loaded from a resume are counted
-        # when run_chunked reports them.
-        scored = {"items": 0}
-        batch = scorer._batch
-
-        def batch_with_progress(idx: Any, *args: Any, **kwargs: Any) -> Any:
-            out = batch(idx, *args, **kwargs)
-            scored["items"] += len(idx)
-            bar.advance(len(idx))
-            return out
-
-        def chunk_done(n: int) -> None:
-            bar.advance(max(0, n - scored["items"]))
-            scored["items"] = 0
-
-        scorer._batch = batch_with_progress
-        run = run_chunked(ids, scorer.order(), len(letters), scorer, store, chunk_size, on_progress=chunk_done)
-    wall = time.perf_counter() - t0
-    detail.update(
-        chunks_loaded=len(run.loaded),
-        chunks_computed=len(run.computed),
-        items_computed=run.computed_items,
-        wall_s=round(wall, 3),
-        s_per_item=round(wall / run.computed_items, 5) if run.computed_items else None,
-    )
-    if run.loaded:
-        notes.append(f"resumed: {len(run.loaded)} chunk(s) loaded from {store.dir if store else ''}")
-
-    prov: dict[str, Any] = {
-        "run_key": key.model_dump(),
-        "model_id": getattr(model, "name_or_path", "") or key.model,
-        "model_revision": None,
-        "model_source": "local",
-        "recipe": {"name": key.recipe},
-        "compression_report": None,
-        "sample_data": key.data == "samples",
-    }
-    prov.update(provenance or {})
-    prov["notes"] = list(prov.get("notes") or []) + notes
-    prov.update(
-        {
-            "tokenizer": tok_info,
-            "option_token_ids": option_ids,
-            "dtype": dtype,
-            "device": device,
-            "backend": BACKEND,
-            "scoring": key.scoring,
-            "scoring_detail": detail,
-            "batch_size": batch_size,
-            "prompts_hash": p_hash,
-            "model_hash": m_hash,
-            "versions": versions(),
-            "created_at": utc_now(),
-            "host": platform.platform(),
-        }
-    )
-    artifact = LogitsArtifact(
-        ids=ids,
-        labels=np.array([int(p.label) for p in prompts], dtype=np.int64),
-        logits=run.logits,
-        letters=letters,
-        provenance=prov,
-        prompt_hashes=[p.hash for p in prompts],
-    )
-    if out_path is not None:
-        artifact.save(out_path)
-        if store is not None:
-            store.remove()
-    return artifact
+    return score_with(HFBackend(use_prefix_cache=use_prefix_cache), (model, tokenizer), prompts, key,
+                      batch_size=batch_size, chunk_size=chunk_size, cache_root=cache_root, resume=resume,
+                      progress=progress, provenance=provenance, model_hash=model_hash, out_path=out_path)  # fmt: skip

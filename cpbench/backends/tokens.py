@@ -100,3 +100,17 @@ def check_prompt_continuation(tokenizer: Any, text: str, options: OptionTokens) 
                 f"prompt ending {text[-20:]!r} continued with {letter!r} tokenizes as ...{tail}, not the prompt's "
                 f"tokens plus the option token {options.tokens[options.letters.index(letter)]!r}"
             )
+
+
+def tokenizer_info(tokenizer: Any) -> dict[str, Any]:
+    return {
+        "name_or_path": str(getattr(tokenizer, "name_or_path", "")),
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(tokenizer),
+        "bos_token": getattr(tokenizer, "bos_token", None),
+        "adds_bos": bool(
+            getattr(tokenizer, "bos_token_id", None) is not None
+            and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+        ),
+        "padding": "left, masked, explicit position_ids",
+    }

@@ -17,13 +17,14 @@ The request builder and the output parser are plain functions, unit-tested on co
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cpbench.backends.base import Backend, Prepared, WeightsRequest
 from cpbench.base.errors import CpbenchError
+from cpbench.base.versions import versions
 
 BACKEND = "vllm"
 LOGPROBS_MODE = "raw_logits"
@@ -178,6 +179,81 @@ def _config(model_dir: str, revision: str | None, trust_remote_code: bool) -> An
         return None
 
 
+class VllmBackend(Backend):
+    """`--scorer vllm`: letter logits from a vLLM engine over the same checkpoint the HF scorer would load."""
+
+    name = "vllm"
+
+    @classmethod
+    def check_scoring(cls, scoring: str) -> None:
+        if scoring != "letter":
+            raise CpbenchError("--scorer vllm scores letters only (cloze needs per-token log-likelihoods: use --scorer hf)")
+
+    def check(self, device: str, scoring: str) -> None:
+        self.check_scoring(scoring)
+        require_vllm(device)
+
+    def load(self, weights: WeightsRequest) -> VllmModel:
+        from cpbench.weights import models
+
+        entry, recipe, ckpt = weights.entry, weights.recipe, weights.checkpoint
+        if weights.loaded is not None or weights.candidate is not None:
+            raise CpbenchError("--scorer vllm serves registry models and cpbench checkpoints; score candidates and "
+                               "in-memory models with --scorer hf")  # fmt: skip
+        if recipe is not None and recipe.load_time:
+            raise CpbenchError(f"recipe {recipe.name!r} quantizes while loading with bitsandbytes; use --scorer hf")
+        path = ckpt.path if ckpt is not None else None
+        tok = models.load_tokenizer(path if path is not None else entry)
+        where = str(path) if path is not None else models.model_dir(entry)
+        revision = entry.revision if path is None and entry.source == "hub" else None
+        # the dtype the HF scorer would use on this GPU (vLLM's "auto" turns a float32 config into float16)
+        dtype = str(models.resolve_dtype(None, weights.device, entry)).removeprefix("torch.")
+        return VllmModel(where, tok, weights.device, revision=revision, trust_remote_code=entry.trust_remote_code,
+                         dtype=dtype)  # fmt: skip
+
+    def prepare(self, engine: VllmModel, prompts: Sequence[Any], key: Any, *,
+                batch_size: int | None = None) -> Prepared:  # fmt: skip
+        from importlib import metadata
+
+        from cpbench.backends.tokens import tokenizer_info
+        from cpbench.backends.tokens import check_prompt_continuation, form_for, resolve_option_tokens
+
+        if key.scoring != "letter":
+            raise CpbenchError("--scorer vllm scores letters only; use --scorer hf for cloze")
+        tok = engine.tokenizer
+        letters = list(prompts[0].letters)
+        opt = resolve_option_tokens(tok, letters, form_for([p.text for p in prompts]))
+        for p in prompts[:3]:
+            check_prompt_continuation(tok, p.text, opt)
+        requests = build_requests(tok, prompts)
+        # longest first, then input order: a batch that does not fit fails at once; a pure function of the prompts
+        order = np.lexsort((np.arange(len(requests)), -np.array([len(r["prompt_token_ids"]) for r in requests])))
+        try:
+            vllm_version = metadata.version("vllm")
+        except metadata.PackageNotFoundError:  # an engine stand-in (tests)
+            vllm_version = "not-installed"
+        tok_info = tokenizer_info(tok)
+        job = {"backend": BACKEND, "tokenizer": tok_info, "option_token_ids": opt.to_provenance(),
+               "engine": {k: v for k, v in engine.kwargs.items() if k != "model"}, "vllm": vllm_version}  # fmt: skip
+        detail = {"prefix_cache": "vllm automatic prefix caching", "tensor_parallel": engine.tp,
+                  "logprobs_mode": LOGPROBS_MODE, "gpu": engine.gpu, "device": engine.device}  # fmt: skip
+        return Prepared(
+            order=order, compute=lambda idx: engine.option_logits([requests[i] for i in idx], opt.ids), job=job,
+            detail=detail,
+            notes=["scored with vLLM (raw logits of the option ids at the last position); the HF scorer is the "
+                   "reference: values differ from it within bf16 kernel tolerance and may depend on batch makeup"],
+            provenance={
+                "defaults": {"model_id": engine.name_or_path},
+                "tokenizer": tok_info, "option_token_ids": opt.to_provenance(), "dtype": engine.kwargs["dtype"],
+                "device": "cuda", "backend": BACKEND, "scorer": "vllm", "batch_size": None,
+                "versions": {**versions(), "vllm": vllm_version},
+            },
+        )  # fmt: skip
+
+    def close(self, engine: VllmModel) -> None:
+        engine.close()
+
+
 def score_prompts_vllm(
     engine: VllmModel,
     prompts: Sequence[Any],
@@ -188,70 +264,10 @@ def score_prompts_vllm(
     out_path: str | Path | None = None,
     resume: bool = True,
 ) -> Any:
-    """Option logits for `prompts` as a LogitsArtifact (backend "vllm"), in resumable chunks like the HF scorer."""
-    from importlib import metadata
-
-    from cpbench.results.artifact import LogitsArtifact
-    from cpbench.backends.chunks import ChunkStore, run_chunked
-    from cpbench.backends.pipeline import _validate, scoring_inputs_hash, tokenizer_info, versions
-    from cpbench.backends.tokens import check_prompt_continuation, form_for, resolve_option_tokens
-    from cpbench.base.stamps import utc_now
-    from cpbench.specs.tasks.prompts import prompts_hash
+    """Option logits for `prompts` as a LogitsArtifact (backend "vllm") through the shared pipeline."""
+    from cpbench.backends.pipeline import score_with
 
     if key.scoring != "letter":
         raise CpbenchError("--scorer vllm scores letters only; use --scorer hf for cloze")
-    letters = _validate(prompts, key)
-    tok = engine.tokenizer
-    opt = resolve_option_tokens(tok, letters, form_for([p.text for p in prompts]))
-    for p in prompts[:3]:
-        check_prompt_continuation(tok, p.text, opt)
-    requests = build_requests(tok, prompts)
-    # longest first, then input order: a batch that does not fit fails at once; a pure function of the prompts
-    order = np.lexsort((np.arange(len(requests)), -np.array([len(r["prompt_token_ids"]) for r in requests])))
-    ids = [str(p.item_id) for p in prompts]
-    try:
-        vllm_version = metadata.version("vllm")
-    except metadata.PackageNotFoundError:  # an engine stand-in (tests)
-        vllm_version = "not-installed"
-    job = {
-        "score_key": key.model_dump(), "inputs_hash": scoring_inputs_hash(prompts), "backend": BACKEND,
-        "weights_id": (provenance or {}).get("weights_id"), "tokenizer": tokenizer_info(tok),
-        "option_token_ids": opt.to_provenance(), "engine": {k: v for k, v in engine.kwargs.items() if k != "model"},
-        "vllm": vllm_version, "chunk_size": int(chunk_size),
-    }  # fmt: skip
-    store = None
-    if resume:
-        from cpbench.base.paths import cache_dir
-
-        store = ChunkStore(cache_dir() / "scores", job)
-    t0 = time.perf_counter()
-    run = run_chunked(ids, order, len(letters), lambda idx: engine.option_logits([requests[i] for i in idx], opt.ids),
-                      store, chunk_size)  # fmt: skip
-    wall = time.perf_counter() - t0
-    detail = {"chunk_size": int(chunk_size), "prefix_cache": "vllm automatic prefix caching",
-              "tensor_parallel": engine.tp, "logprobs_mode": LOGPROBS_MODE, "gpu": engine.gpu,
-              "device": engine.device,
-              "chunks_loaded": len(run.loaded), "chunks_computed": len(run.computed),
-              "items_computed": run.computed_items, "wall_s": round(wall, 3),
-              "s_per_item": round(wall / run.computed_items, 5) if run.computed_items else None}  # fmt: skip
-    prov: dict[str, Any] = {"run_key": key.model_dump(), "model_id": engine.name_or_path, "recipe": {"name": key.recipe},
-                            "sample_data": key.data == "samples"}  # fmt: skip
-    prov.update(provenance or {})
-    prov["notes"] = list(prov.get("notes") or []) + [
-        "scored with vLLM (raw logits of the option ids at the last position); the HF scorer is the reference: "
-        "values differ from it within bf16 kernel tolerance and may depend on batch makeup"
-    ]
-    prov.update({
-        "tokenizer": tokenizer_info(tok), "option_token_ids": opt.to_provenance(), "dtype": engine.kwargs["dtype"],
-        "device": "cuda", "backend": BACKEND, "scorer": "vllm", "scoring": key.scoring,
-        "scoring_detail": detail, "batch_size": None, "prompts_hash": prompts_hash(prompts), "model_hash": None,
-        "versions": {**versions(), "vllm": vllm_version}, "created_at": utc_now(),
-    })  # fmt: skip
-    artifact = LogitsArtifact(ids=ids, labels=np.array([int(p.label) for p in prompts], dtype=np.int64),
-                              logits=run.logits, letters=letters, provenance=prov,
-                              prompt_hashes=[p.hash for p in prompts])  # fmt: skip
-    if out_path is not None:
-        artifact.save(out_path)
-        if store is not None:
-            store.remove()
-    return artifact
+    return score_with(VllmBackend(), engine, prompts, key, chunk_size=chunk_size, provenance=provenance,
+                      out_path=out_path, resume=resume, progress=False)  # fmt: skip

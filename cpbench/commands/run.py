@@ -151,6 +151,7 @@ def register(app: typer.Typer) -> None:
         from cpbench.base import progress
         from cpbench.run import plan as run_plan
         from cpbench.run.execute import execute
+        from cpbench.run.seqrun import parse_limits
         from cpbench.run import summary as runsummary
         from cpbench.run import trackers
         from cpbench.base.console import make_console, quiet_third_party
@@ -167,16 +168,9 @@ def register(app: typer.Typer) -> None:
             candidate_names=candidate_name, quant_files=quant_file, dtype=dtype, revision=revision,
             model_args=model_args, trust_remote_code=trust_remote_code, seed=seed, splits=splits, scores=_csv(scores), calibration_data=calibration_data,
             calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len, model_name=model_name,
+            until_decided=until_decided, max_items=max_items, spending=spending, first_look=first_look,
+            gate_limits=parse_limits(gate_limits) if until_decided else gate_limits,
         )  # fmt: skip
-        if until_decided:
-            from cpbench.run.seqrun import parse_limits
-
-            plan.until_decided, plan.max_items, plan.spending, plan.first_look = True, max_items, spending, first_look
-            plan.gate_limits = parse_limits(gate_limits)
-        elif max_items is not None or gate_limits is not None:
-            from cpbench.base.errors import CpbenchError
-
-            raise CpbenchError("--max-items and --gate-limits apply to --until-decided")
         console = make_console()
 
         def echo(text: str) -> None:

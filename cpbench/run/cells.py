@@ -3,7 +3,6 @@ publish both. One process works on a cell at a time (cpbench.run.outputs.cell_lo
 
 
 import gc
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -65,6 +64,7 @@ def score_cells(
     device: str,
     results: Path | None,
     *,
+    backend: Any,
     echo: Callable[[str], None] = print,
     progress: bool = True,
     force: bool = False,
@@ -79,22 +79,19 @@ def score_cells(
     import torch
 
     from cpbench.run.outputs import cell_lock
-    from cpbench.weights.identity import fingerprint
 
     held: dict[str, Any] = {}
 
-    def weights() -> tuple[Any, Any, str]:
-        if "model" not in held:
-            tl = time.perf_counter()
-            held["model"], held["tok"] = load()
-            # once per model, not per cell; a vLLM engine's weights live in its workers: the weights id pins them
-            held["hash"] = fingerprint(held["model"]) if opts.scorer == "hf" else None
-            echo(f"[{label}] model loaded ({time.perf_counter() - tl:.1f} s)")
-        return held["model"], held["tok"], held["hash"]
+    def weights() -> tuple[Any, str | None]:
+        if "handle" not in held:
+            held["handle"] = load()
+            # once per model, not per cell; an engine's weights live in its workers: the weights id pins them
+            held["hash"] = backend.fingerprint(held["handle"])
+        return held["handle"], held["hash"]
 
     def one(key: ScoreKey, path: Path | None) -> Cell:
         return _score_cell(label, key, inputs[(key.task, key.prompt)], path, results, weights_id, weights, provenance,
-                           opts, device, force=force, analyze=analyze, echo=echo, progress=progress)  # fmt: skip
+                           opts, device, backend, force=force, analyze=analyze, echo=echo, progress=progress)  # fmt: skip
 
     done: dict[ScoreKey, Cell] = {}
     try:
@@ -113,6 +110,8 @@ def score_cells(
                         later.append(key)
             pending = later
     finally:
+        if "handle" in held:
+            backend.close(held["handle"])
         held.clear()
         gc.collect()
         if torch.cuda.is_available():
@@ -121,7 +120,8 @@ def score_cells(
 
 
 def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, results: Path | None, weights_id: str,
-                weights: Callable[[], tuple[Any, Any, str]], provenance: dict[str, Any], opts: Any, device: str, *,
+                weights: Callable[[], tuple[Any, str | None]], provenance: dict[str, Any], opts: Any, device: str,
+                backend: Any, *,
                 force: bool, analyze: bool, echo: Callable[[str], None], progress: bool) -> Cell:  # fmt: skip
     """One cell (its lock held when `path` is set): reuse or score the artifact, analyse it, publish the record."""
     from cpbench.results import store
@@ -129,7 +129,8 @@ def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, resu
     from cpbench.results.conformal.protocols import analyze_artifact
     from cpbench.run.outputs import artifact_conflict, clean_cell_temps, publish_record, refuse_overwrite, remove_chunk_dir
     from cpbench.base.runkey import RunKey
-    from cpbench.backends.pipeline import score_prompts
+    from cpbench.backends.pipeline import score_with
+    from cpbench.run.stages import assemble
 
     stored = None
     if path is not None:
@@ -152,31 +153,20 @@ def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, resu
         remove_chunk_dir(stored.provenance)
         artifact = stored
     else:
-        model, tok, model_hash = weights()
+        handle, model_hash = weights()
         cell_prov = {**provenance, "data_source": cell_in.data_source, "limit": opts.limit,
                      "sample_data": opts.data_for(key.task) == "samples"}  # fmt: skip
-        if opts.scorer == "vllm":
-            from cpbench.backends.vllm import score_prompts_vllm
-
-            fresh = score_prompts_vllm(model, cell_in.prompts, key, chunk_size=opts.chunk_size,
-                                       provenance=cell_prov, out_path=path, resume=path is not None)  # fmt: skip
-        else:
-            # a stored artifact of the same cell with a smaller --limit whose items are a prefix of these (a
-            # sequential gate's previous stage): only the new items are scored (cpbench.run.seqrun)
-            from cpbench.run.stages import assemble
-
-            todo = cell_in.prompts[head.n:] if head is not None else cell_in.prompts
-            fresh = score_prompts(model, tok, todo, key, batch_size=opts.batch_size,
-                                  chunk_size=opts.chunk_size, provenance=cell_prov, model_hash=model_hash,
-                                  out_path=None if head is not None else path, progress=progress,
-                                  resume=path is not None)  # fmt: skip
-            if head is not None:
-                from cpbench.run.outputs import remove_chunk_dir as _rm
-
-                echo(f"[{label}] {key.task}/{key.prompt}: {head.n} items reused from a shorter stage, "
-                     f"{len(todo)} scored")  # fmt: skip
-                assemble(head, fresh, key, cell_in.prompts_hash).save(path)
-                _rm(fresh.provenance)
+        # a stored artifact of the same cell with a smaller --limit whose items are a prefix of these (a sequential
+        # gate's previous stage): only the new items are scored (cpbench.run.seqrun)
+        todo = cell_in.prompts[head.n:] if head is not None else cell_in.prompts
+        fresh = score_with(backend, handle, todo, key, batch_size=opts.batch_size, chunk_size=opts.chunk_size,
+                           provenance=cell_prov, model_hash=model_hash, out_path=None if head is not None else path,
+                           progress=progress, resume=path is not None)  # fmt: skip
+        if head is not None:
+            echo(f"[{label}] {key.task}/{key.prompt}: {head.n} items reused from a shorter stage, "
+                 f"{len(todo)} scored")  # fmt: skip
+            assemble(head, fresh, key, cell_in.prompts_hash).save(path)
+            remove_chunk_dir(fresh.provenance)
         # a fresh artifact is reloaded: that verifies the content hash and sets the source path
         artifact = LogitsArtifact.load(path) if path is not None else fresh
     detail = artifact.provenance.get("scoring_detail") or {}

@@ -29,8 +29,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cpbench.base.errors import CpbenchError
+from cpbench.backends.base import WeightsRequest
+from cpbench.backends.registry import get_backend
 from cpbench.run.cells import Cell, artifact_path, score_cells
 from cpbench.run.plan import RunPlan
+from cpbench.run.provenance import unit_provenance, with_weights
+from cpbench.run.unit import unit_identity
 
 
 @dataclass
@@ -58,10 +62,13 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     from cpbench.run import preflight as failfast
     from cpbench.weights import models
     from cpbench.specs.tasks.sources import describe_source
-    from cpbench.run.unit import build_inputs, check_enough_items, units_from_plan
+    from cpbench.run.unit import build_inputs, candidate_units, check_enough_items, units_from_plan
 
     t0 = time.perf_counter()
     units = units_from_plan(plan)  # model, recipes and cells resolved once
+    # a candidate travels as a unit, as in a sweep: someone's weights on the base unit's cells, under its own name
+    recipe_units = len(units)
+    units += candidate_units(plan, units[0])
     if plan.only is not None:  # a sequential stage: only the open cells (and their baseline cells)
         units = [u.model_copy(update={"cells": tuple(k for k in u.cells if (
             "__base__" if i == 0 else k.recipe, k.task, k.prompt) in plan.only or (k.recipe, k.task, k.prompt)
@@ -73,14 +80,12 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     # Every cheap check (writable outputs, offline state, recipe x model, GPU-only recipes) before the first
     # expensive step: tokenizer download, GGUF conversion, compression, scoring.
     ok, skipped, warnings = failfast.preflight(
-        entry, [u.recipe for u in units], device, results=plan.results, strict_recipes=plan.strict_recipes,
+        entry, [u.recipe for u in units[:recipe_units]], device, results=plan.results, strict_recipes=plan.strict_recipes,
         calibration=plan.calibration,
     )  # fmt: skip
     threads = models.current_threads()
-    if plan.scorer == "vllm":  # before compressing anything: CUDA and the vllm package must be there
-        from cpbench.backends.vllm import require_vllm
-
-        require_vllm(device)
+    backend = get_backend(plan.backend if plan.backend is not None else plan.scorer)
+    backend.check(device, plan.scoring)  # before compressing anything (vLLM: CUDA and the vllm package)
     notes = list(units[0].notes)
     echo(f"cpbench run: model {entry.name} ({entry.source}), device {device} ({dtype}, {threads} thread(s)), "
          f"recipes {', '.join(plan.recipes)}, tasks {', '.join(plan.tasks)}, {plan.scoring} scoring, "
@@ -117,27 +122,18 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     runnable = [u for u in units if u.recipe.name in {r.name for r in ok}]  # the preflight decided
     for name, problem in skipped:
         echo(f"[{name}] skipped on {device}: {problem}")
-    if plan.loaded is not None and len(runnable) > 1:
+    if plan.loaded is not None and len(runnable[:recipe_units]) > 1:
         raise CpbenchError("an in-memory base model cannot be compressed by cpbench recipes (it has no files to "
                            "reload); pass compressed models as candidates")  # fmt: skip
     if plan.results is not None:
-        _preflight(runnable, units[0], inputs, device, plan, echo)
+        _preflight(runnable, inputs, device, plan, echo)
     for unit in runnable:
         if not unit.cells:
             continue
-        cells.extend(run_unit(unit, inputs, device, plan.results, echo=echo, progress=progress, force=plan.force,
-                              loaded=plan.loaded if unit.recipe.is_baseline else None,
-                              analyze=plan.analyze))  # fmt: skip
-    base_unit = units[0]
-    for cand in plan.candidates:
-        cu = base_unit
-        if plan.only is not None:
-            cu = base_unit.model_copy(update={"cells": tuple(k for k in units_from_plan(plan)[0].cells
-                                                             if (cand.name, k.task, k.prompt) in plan.only)})
-            if not cu.cells:
-                continue
-        cells.extend(run_candidate(cand, cu, inputs, device, plan.results, echo=echo, progress=progress,
-                                   force=plan.force, analyze=plan.analyze))  # fmt: skip
+        in_memory = plan.loaded if unit.recipe.is_baseline and unit.candidate is None else None
+        cells.extend(run_work_unit(unit, inputs, device, plan.results, echo=echo, progress=progress,
+                                   force=plan.force, loaded=in_memory, analyze=plan.analyze,
+                                   backend=backend))  # fmt: skip
     kept = [c for c in cells if c.status == "kept"]
     if kept:
         from cpbench.run.outputs import kept_message
@@ -147,8 +143,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     return RunOutcome(plan, entry.key, cells, skipped, notes, time.perf_counter() - t0)
 
 
-def _preflight(units: Sequence[Any], base_unit: Any, inputs: dict[tuple[str, str], Any], device: str,
-               plan: RunPlan, echo: Callable[[str], None]) -> None:  # fmt: skip
+def _preflight(units: Sequence[Any], inputs: dict[tuple[str, str], Any], device: str, plan: RunPlan,
+               echo: Callable[[str], None]) -> None:  # fmt: skip
     """Before any compression or scoring: every stored artifact checked against what this run would produce, with
     weights ids known without compressing (a different artifact is never replaced without --force); the outputs
     and, when there is work, the caches checked writable; leftovers of dead runs swept."""
@@ -158,9 +154,7 @@ def _preflight(units: Sequence[Any], base_unit: Any, inputs: dict[tuple[str, str
     from cpbench.base.paths import cache_dir
 
     results = Path(plan.results)
-    groups = [(unit.cells, _unit_identity(unit, device).weights_id) for unit in units]
-    groups += [([k.model_copy(update={"recipe": c.name}) for k in base_unit.cells], c.weights().weights_id)
-               for c in plan.candidates]  # fmt: skip
+    groups = [(unit.cells, unit_identity(unit, device).weights_id) for unit in units]
     work = False
     for keys, wid in groups:
         for key in keys:
@@ -185,14 +179,15 @@ def _preflight(units: Sequence[Any], base_unit: Any, inputs: dict[tuple[str, str
              + (" ..." if len(swept) > 3 else ""))  # fmt: skip
 
 
-def _unit_identity(unit: Any, device: str) -> Any:
-    """The WeightsIdentity a unit's artifacts carry, known before compressing (the checkpoint cache key needs no
-    weights and no calibration sample: cpbench.weights.compress.checkpoint_key)."""
-    from cpbench.weights import identity as weights
-    from cpbench.weights.compress import checkpoint_key
-
-    key = checkpoint_key(unit.model, unit.recipe, unit.options.calibration, device)
-    return weights.of_recipe(unit.model, unit.recipe, key.digest if key is not None else None)
+def run_work_unit(unit: Any, inputs: dict[tuple[str, str], Any], device: str, results: Path | None,
+                  **options: Any) -> list[Cell]:  # fmt: skip
+    """One WorkUnit's cells, whichever it is: a recipe of the model (`run_unit`) or a candidate judged against it
+    (`run_candidate`). `cpbench run` and every `cpbench sweep` executor go through here; `options` are run_unit's."""
+    if unit.candidate is not None:
+        options.pop("loaded", None)
+        base = unit.model_copy(update={"candidate": None, "cells": unit.base_cells()})
+        return run_candidate(unit.candidate, base, inputs, device, results, **options)
+    return run_unit(unit, inputs, device, results, **options)
 
 
 def run_unit(
@@ -206,32 +201,25 @@ def run_unit(
     force: bool = False,
     analyze: bool = True,
     loaded: Any = None,
+    backend: Any = None,
 ) -> list[Cell]:
     """Score every cell of one WorkUnit on `device`, compressing (cached) and loading the weights only when a cell
     must be scored, writing artifacts (and, with `analyze`, result records) under `results`. `inputs` are the cells'
     prompts (`cpbench.run.unit.build_inputs`). Shared by `cpbench run` and every `cpbench sweep` executor. `loaded`: the
-    (model, tokenizer) of an in-memory base."""
+    (model, tokenizer) of an in-memory base; `backend`: a cpbench.backends.base.Backend (default: the one the unit's
+    options name, from cpbench.backends.registry)."""
     from cpbench.base import progress as progress_mod
     from cpbench.weights.compress import compress
 
     entry, recipe, opts = unit.model, unit.recipe, unit.options
-    identity = _unit_identity(unit, device)  # before compressing: reuse is decided first
-    from cpbench.results.analysis.knobs import provenance_fields
+    backend = get_backend(backend if backend is not None else opts.scorer)
+    identity = unit_identity(unit, device)  # before compressing: reuse is decided first
+    provenance = unit_provenance(unit, identity)
 
-    provenance = {
-        **entry.provenance(),
-        "recipe": {"name": recipe.name, "spec": recipe.spec(), "description": recipe.description},
-        "compression_report": None,  # filled when the weights are needed (below)
-        "checkpoint_path": None,
-        **identity.provenance(),
-        **provenance_fields(entry.params_b, recipe.name, recipe.spec()),  # n_params, knob: analyses read these
-        "sample_data": opts.data == "samples",
-        "suite": opts.suite,
-    }
-    provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + list(unit.notes)))
-
-    def load() -> tuple[Any, Any]:
+    def load() -> Any:
         tr = time.perf_counter()
+        if not backend.needs_weights:  # finished outputs read from a file: nothing to compress or load
+            return backend.load(WeightsRequest(entry=entry, device=device, dtype=opts.dtype, recipe=recipe))
         if recipe.is_baseline or recipe.load_time:
             ckpt = compress(entry, recipe, opts.calibration, device, on_wait=echo)
         else:  # minutes when not cached: cpbench's own progress (llm-compressor's per-layer steps nest in it)
@@ -246,32 +234,16 @@ def run_unit(
         if actual.weights_id != identity.weights_id:  # the reuse check and the provenance must agree
             raise CpbenchError(f"internal: weights id {actual.weights_id} after compressing differs from "
                                f"{identity.weights_id} predicted before it")  # fmt: skip
-        provenance["compression_report"] = ckpt.report
-        provenance["checkpoint_path"] = str(ckpt.path) if ckpt.path is not None else None
+        with_weights(provenance, ckpt.report, ckpt.path)
         # an in-memory base (Python API) is scored as given; its identity is its content fingerprint
-        if loaded is not None:
-            return loaded
-        if opts.scorer == "vllm":  # the same checkpoint, served by vLLM (cpbench.backends.vllm)
-            return _vllm_engine(entry, recipe, ckpt, device)
-        return ckpt.load(device, None if opts.dtype == "auto" else opts.dtype)
+        tl = time.perf_counter()
+        handle = backend.load(WeightsRequest(entry=entry, device=device, dtype=opts.dtype, recipe=recipe,
+                                             checkpoint=ckpt, loaded=loaded))  # fmt: skip
+        echo(f"[{recipe.name}] model loaded ({time.perf_counter() - tl:.1f} s)")
+        return handle
 
     return score_cells(recipe.name, unit.cells, identity.weights_id, load, provenance, opts, inputs, device, results,
-                       echo=echo, progress=progress, force=force, analyze=analyze)
-
-
-def _vllm_engine(entry: Any, recipe: Any, ckpt: Any, device: str) -> tuple[Any, Any]:
-    from cpbench.weights import models
-    from cpbench.backends.vllm import VllmModel
-
-    if recipe.load_time:
-        raise CpbenchError(f"recipe {recipe.name!r} quantizes while loading with bitsandbytes; use --scorer hf")
-    tok = models.load_tokenizer(ckpt.path if ckpt.path is not None else entry)
-    where = str(ckpt.path) if ckpt.path is not None else models.model_dir(entry)
-    revision = entry.revision if ckpt.path is None and entry.source == "hub" else None
-    # the dtype the HF scorer would use on this GPU (vLLM's "auto" turns a float32 config into float16)
-    dtype = str(models.resolve_dtype(None, device, entry)).removeprefix("torch.")
-    return VllmModel(where, tok, device, revision=revision, trust_remote_code=entry.trust_remote_code,
-                     dtype=dtype), tok  # fmt: skip
+                       backend=backend, echo=echo, progress=progress, force=force, analyze=analyze)
 
 
 def run_candidate(
@@ -285,39 +257,27 @@ def run_candidate(
     progress: bool = True,
     force: bool = False,
     analyze: bool = True,
+    backend: Any = None,
 ) -> list[Cell]:
     """Score a candidate (cpbench.weights.models.Candidate) on the base unit's cells, its name in the recipe slot: the
     results land beside the base's and pair with them by items. Its recipe spec is what cpbench reads of it without
     loading; what it measures on the loaded weights goes into `compression_report`."""
     from cpbench.weights import candidates
 
-    identity = candidate.weights()
-    spec = candidates.describe(candidate)
-    cells = [key.model_copy(update={"recipe": candidate.name}) for key in base_unit.cells]
-    base = base_unit.model
-    from cpbench.results.analysis.knobs import provenance_fields
+    unit = base_unit.model_copy(update={"candidate": candidate,
+                                        "cells": tuple(k.model_copy(update={"recipe": candidate.name})
+                                                       for k in base_unit.cells)})  # fmt: skip
+    identity = unit_identity(unit, device)
+    backend = get_backend(backend if backend is not None else base_unit.options.scorer)
+    base, cells = base_unit.model, list(unit.cells)
+    provenance = unit_provenance(unit, identity)
 
-    provenance = {
-        **base.provenance(),  # the model the candidate is judged against (model_id, model_name, model_key, ...)
-        "recipe": {"name": candidate.name, "kind": "candidate", "spec": spec,
-                   "description": f"candidate {identity.id} judged against {base.name}"},
-        "candidate": candidate.entry.provenance(),
-        "compression_report": None,  # filled from the loaded weights below
-        "checkpoint_path": str(candidates.local_path(candidate) or "") or None,
-        **identity.provenance(),
-        **provenance_fields(base.params_b, candidate.name, spec),  # n_params (of the base), knob when it has one
-        "sample_data": base_unit.options.data == "samples",
-        "suite": base_unit.options.suite,
-    }
-    provenance.pop("model_commit", None)
-    if base.source == "hub":
-        provenance["model_commit"] = base.weights().commit
-    provenance["notes"] = list(dict.fromkeys(list(provenance.get("notes") or []) + list(base_unit.notes)))
-
-    def load() -> tuple[Any, Any]:
-        model, tok = candidate.load(device)
-        provenance["compression_report"] = candidates.measure(model, candidate)
-        return model, tok
+    def load() -> Any:
+        tl = time.perf_counter()
+        handle = backend.load(WeightsRequest(entry=base, device=device, candidate=candidate))
+        echo(f"[{candidate.name}] model loaded ({time.perf_counter() - tl:.1f} s)")
+        with_weights(provenance, candidates.measure(handle[0], candidate))  # what the loaded weights are
+        return handle
 
     return score_cells(candidate.name, cells, identity.weights_id, load, provenance, base_unit.options, inputs,
-                       device, results, echo=echo, progress=progress, force=force, analyze=analyze)
+                       device, results, backend=backend, echo=echo, progress=progress, force=force, analyze=analyze)

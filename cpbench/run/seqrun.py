@@ -19,7 +19,7 @@ carries the design and, per cell, status, looks and items at decision.
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Hashable, Sequence
 
@@ -103,8 +103,7 @@ def run_until_decided(plan: Any, echo: Callable[[str], None] = print, progress: 
     from cpbench.results.analysis.sequential import Design
     from cpbench.results.gate import Decision, Limits
 
-    plan = copy.copy(plan)
-    plan.order_seed = 0 if plan.order_seed is None else plan.order_seed
+    plan = replace(plan, order_seed=0 if plan.order_seed is None else plan.order_seed)
     limits = plan.gate_limits or Limits()
     decision = plan.gate_decision or Decision()
     if decision.mode != "interval":
@@ -124,11 +123,11 @@ def run_until_decided(plan: Any, echo: Callable[[str], None] = print, progress: 
     def pairs_at(n: int, open_cells: list[Hashable] | None) -> list[tuple[Hashable, Any, Any]]:
         nonlocal base
         want = None if open_cells is None else set(open_cells)
-        stage = copy.copy(plan)
-        stage.until_decided, stage.limit, stage.order_seed, stage.analyze = False, n, plan.order_seed, False
+        only = None
         if want is not None:
             keep = {(t, p) for (_, t, p) in want}
-            stage.only = {(r, t, p) for (r, t, p) in want} | {("__base__", t, p) for (t, p) in keep}
+            only = frozenset({(r, t, p) for (r, t, p) in want} | {("__base__", t, p) for (t, p) in keep})
+        stage = replace(plan, until_decided=False, limit=n, analyze=False, only=only)
         outcome = runner.run(stage, echo=echo, progress=progress)
         base = outcome.plan.recipes[0]
         for c in outcome.cells:

@@ -4,10 +4,10 @@ Loading and compressing dominate the cost of a cell, and checkpoints (up to ~140
 that a runner or a cluster executor schedules is one model under one recipe (the baseline is a unit too) with all of
 its cells. `units_from_plan` resolves a `RunPlan` into `WorkUnit`s once: the model entry (registry / HF id / local
 directory), the recipe, the cell run keys and the options that decide the numbers. `cpbench run` executes them one
-after another in-process (`cpbench.run.runner.run_unit`); `cpbench sweep` ships the same objects (JSON) to Ray or SLURM
+after another in-process (`cpbench.run.runner.run_work_unit`); `cpbench sweep` ships the same objects (JSON) to Ray or SLURM
 workers.
 
-Weights identity: `weights_identity(unit, device)` names the weights a unit scores *before* anything is compressed
+Weights identity: `unit_identity(unit, device)` names the weights a unit scores *before* anything is compressed
 (the compressed-checkpoint cache key, or the base model's pinned identity + recipe), so a driver can tell which
 cells are already done without loading a model. It equals what the runner records in the artifact's provenance
 (`weights_id`) after compressing.
@@ -34,7 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class UnitOptions(BaseModel):
-    """Every option that decides a unit's numbers or where they go (shared by all units of one plan)."""
+    """Every option that decides a unit's numbers or where they go (shared by all units of one plan): the part of
+    the run plan (cpbench.run.plan.RunPlan) a sweep ships to its workers as JSON, taken from the plan by name
+    (`units_from_plan`); `prompts`, `shots` and `data_tag` say what scoring actually does."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,7 +50,7 @@ class UnitOptions(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     device: str = "auto"
     dtype: str = "auto"
-    scorer: Literal["hf", "vllm"] = "hf"
+    scorer: str = Field(default="hf", description="the backend, by cpbench.backends.registry name")
     batch_size: int | None = Field(default=None, ge=1)
     chunk_size: int = Field(default=256, ge=1)
     calibration: CalibrationSpec = CalibrationSpec()
@@ -125,7 +127,7 @@ class WorkUnit(BaseModel):
 
 def scored_prompts(plan: RunPlan) -> tuple[list[str], int, list[str]]:
     """(prompt methods, shots, notes) actually scored: cloze reads the item alone, without instruction or shots."""
-    if plan.scoring == "cloze" and (len(plan.prompts) > 1 or plan.prompts != ["base"] or plan.shots):
+    if plan.scoring == "cloze" and (len(plan.prompts) > 1 or list(plan.prompts) != ["base"] or plan.shots):
         note = "cloze scoring reads the item alone (no instruction, no demonstrations): scored prompt 'base', 0 shots"
         return ["base"], 0, [note]
     return list(plan.prompts), plan.shots, []
@@ -142,22 +144,18 @@ def units_from_plan(plan: RunPlan, model: ModelEntry | str | None = None) -> lis
     from cpbench.run.options import apply_model_options
 
     entry = models.resolve(model if model is not None else plan.model)
-    entry = apply_model_options(entry, getattr(plan, "revision", None), getattr(plan, "model_args", None) or {},
-                                bool(getattr(plan, "trust_remote_code", False)))
-    task_data = dict(getattr(plan, "task_data", None) or {})
+    entry = apply_model_options(entry, plan.revision, plan.model_args, plan.trust_remote_code)
+    task_data = dict(plan.task_data)
     prompts, shots, notes = scored_prompts(plan)
     samples = any(task_data.get(t, plan.data) == "samples" for t in plan.tasks)
     notes = list(entry.source_notes()) + (
         ["items are the tasks' offline smoke-test samples, not benchmark data"] if samples else []
     ) + notes
-    options = UnitOptions(
-        tasks=tuple(plan.tasks), prompts=tuple(prompts), shots=shots, chat=plan.chat, scoring=plan.scoring,
-        data=str(plan.data), data_tag=data_tag(plan.data), limit=plan.limit, device=plan.device,
-        dtype=getattr(plan, "dtype", None) or "auto", scorer=getattr(plan, "scorer", None) or "hf",
-        batch_size=plan.batch_size, chunk_size=plan.chunk_size, calibration=plan.calibration or _Spec(),
-        analysis=plan.analysis, suite=plan.suite, scores=tuple(getattr(plan, "scores", None) or ("lac", "aps")),
-        task_data=task_data, order_seed=getattr(plan, "order_seed", None),
-    )  # fmt: skip
+    # the options that decide a unit's numbers: the plan's own values, except what scoring actually does
+    derived = dict(prompts=tuple(prompts), shots=shots, data=str(plan.data), data_tag=data_tag(plan.data),
+                   calibration=plan.calibration or _Spec(), task_data=task_data)  # fmt: skip
+    options = UnitOptions(**{name: getattr(plan, name) for name in UnitOptions.model_fields if name not in derived},
+                          **derived)  # fmt: skip
     units = []
     for name in plan.recipes:
         recipe = recipes.resolve(name)
@@ -175,25 +173,25 @@ def units_from_plan(plan: RunPlan, model: ModelEntry | str | None = None) -> lis
 def candidate_units(plan: RunPlan, base: WorkUnit) -> list[WorkUnit]:
     """One unit per candidate of the plan (`plan.candidates`), scored on the base unit's cells under its own name."""
     out = []
-    for cand in getattr(plan, "candidates", None) or []:
+    for cand in plan.candidates:
         cells = tuple(k.model_copy(update={"recipe": cand.name}) for k in base.cells)
         out.append(base.model_copy(update={"candidate": cand, "cells": cells}))
     return out
 
 
 # ------------------------------------------------------------------------------------------------ weights identity
-def weights_identity(unit: WorkUnit, device: str) -> str:
-    """The weights id (`cpbench.weights.identity`) a unit's artifacts carry when scored on `device` (a device type: cpu /
-    cuda), computed before compressing: the checkpoint cache key depends on the compute dtype (fp32 on CPU, bf16 on GPU) and on the
-    calibration sample (tokenizer + calibration spec), nothing else."""
+def unit_identity(unit: WorkUnit, device: str) -> Any:
+    """The WeightsIdentity (`cpbench.weights.identity`) a unit's artifacts carry when scored on `device`, known
+    before compressing: a candidate's own pin whatever the device; otherwise the checkpoint cache key, which depends
+    on the compute dtype (fp32 on CPU, bf16 on GPU) and on the calibration sample (tokenizer + calibration spec),
+    nothing else, and needs no weights (cpbench.weights.compress.checkpoint_key)."""
+    from cpbench.weights import identity as weights
     from cpbench.weights.compress import checkpoint_key
 
-    from cpbench.weights import identity as weights
-
-    if unit.candidate is not None:  # its own pin, whatever the device
-        return unit.candidate.weights().weights_id
+    if unit.candidate is not None:
+        return unit.candidate.weights()
     key = checkpoint_key(unit.model, unit.recipe, unit.options.calibration, device)
-    return weights.of_recipe(unit.model, unit.recipe, key.digest if key is not None else None).weights_id
+    return weights.of_recipe(unit.model, unit.recipe, key.digest if key is not None else None)
 
 
 # ------------------------------------------------------------------------------------------------ prompts

@@ -4,7 +4,7 @@ The driver is the only writer of the results tree. A worker returns a unit's Par
 checks each one belongs to a cell of the unit (run key in its provenance), writes it atomically, then analyses it
 (numpy only) and writes the result record atomically, so records name the driver's paths. A cell is done when its
 artifact was produced for the same run key, prompts and weights id (the weights id is predicted before compressing,
-`cpbench.run.unit.weights_identity`) and its record exists; an artifact without its record (driver killed between the
+`cpbench.run.unit.unit_identity`) and its record exists; an artifact without its record (driver killed between the
 two writes) is finished on the driver without resubmitting. Rerunning the same command therefore resumes: done
 units are not submitted again, dead ones are.
 """
@@ -70,7 +70,7 @@ def _artifact_ok(path: Path, key: Any, p_hash: str, unit: Any, device: str, wid_
     """The stored artifact when it was produced for exactly this cell, prompts and weights (any device type when
     the sweep's device is auto; the weights id names the compute dtype of a checkpoint), else None."""
     from cpbench.results.artifact import LogitsArtifact
-    from cpbench.run.unit import weights_identity
+    from cpbench.run.unit import unit_identity
 
     if not path.is_file():
         return None
@@ -84,7 +84,7 @@ def _artifact_ok(path: Path, key: Any, p_hash: str, unit: Any, device: str, wid_
         return None
     wkey = (unit.uid, "cuda" if dev_type == "cuda" else "cpu")
     if wkey not in wid_cache:
-        wid_cache[wkey] = weights_identity(unit, wkey[1])
+        wid_cache[wkey] = unit_identity(unit, wkey[1]).weights_id
     ok = (
         prov.get("run_key") == key.model_dump()
         and prov.get("prompts_hash") == p_hash

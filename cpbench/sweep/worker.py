@@ -70,16 +70,14 @@ def execute_unit(unit_json: str, *, shared_token: str | None = None) -> dict[str
 
 def _execute(unit: Any) -> dict[str, Any]:
     from cpbench.weights import models
-    from cpbench.run.runner import run_unit
+    from cpbench.backends.registry import get_backend
+    from cpbench.run.runner import run_work_unit
     from cpbench.run.preflight import device_problem
     from cpbench.run.unit import build_inputs
 
     models.configure_threads()  # a worker process is ours: pin threads like the CLI does
     device = models.resolve_device(unit.options.device)
-    if unit.options.scorer == "vllm":
-        from cpbench.backends.vllm import require_vllm
-
-        require_vllm(device)
+    get_backend(unit.options.scorer).check(device, unit.options.scoring)  # e.g. vLLM: CUDA and the package
     problem = device_problem(unit.recipe, device)
     if problem:
         raise CpbenchError(f"{unit.name}: cannot run on {device}: {problem}")
@@ -91,13 +89,7 @@ def _execute(unit: Any) -> dict[str, Any]:
     inputs = build_inputs(unit.options, tokenizer, cells=unit.cells)
     with tempfile.TemporaryDirectory(prefix="cpbench-unit-") as tmp:
         root = Path(tmp)
-        if unit.candidate is not None:
-            from cpbench.run.runner import run_candidate
-
-            base = unit.model_copy(update={"candidate": None, "cells": unit.base_cells()})
-            cells = run_candidate(unit.candidate, base, inputs, device, root, echo=log.append, progress=False)
-        else:
-            cells = run_unit(unit, inputs, device, root, echo=log.append, progress=False, analyze=False)
+        cells = run_work_unit(unit, inputs, device, root, echo=log.append, progress=False, analyze=False)
         artifacts = {c.artifact_path.relative_to(root).as_posix(): c.artifact_path.read_bytes() for c in cells}
     return {
         "uid": unit.uid,
