@@ -58,7 +58,8 @@ class _FileBackend(Backend):
                 "defaults": {"model_id": prov.get("model_id") or key.model},
                 "tokenizer": prov.get("tokenizer"), "option_token_ids": prov.get("option_token_ids"),
                 "dtype": prov.get("dtype"), "device": prov.get("device"), "backend": self.name,
-                "batch_size": None, "source_file": str(self.path), "versions": versions(),
+                "batch_size": None, "source_format": prov.get("source_format"),
+                "source_files": prov.get("source_files") or {"file": str(self.path)}, "versions": versions(),
             },
         )  # fmt: skip
 

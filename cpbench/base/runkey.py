@@ -28,7 +28,8 @@ class ScoreKey(BaseModel):
     data: str = Field(default="", description="data source tag (prepared, original, samples, file:<sha>)")
     limit: int | None = Field(default=None, ge=1, description="first N evaluated items only (None = all)")
     dtype: str = Field(default="auto", description="requested compute dtype (auto = fp32 on CPU, the model's on GPU)")
-    scorer: Literal["hf", "vllm"] = Field(default="hf", description="backend that produced the option logits")
+    scorer: str = Field(default="hf", pattern=r"^[a-z0-9][a-z0-9._-]{0,39}$",
+                        description="backend that produced the option logits (a cpbench.backends.registry name)")
 
     def slug(self) -> str:
         """Filesystem-safe, human-readable name of the cell. Defaults are left out, so that adding a field to the key

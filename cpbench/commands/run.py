@@ -89,9 +89,10 @@ def register(app: typer.Typer) -> None:
         alpha: float = typer.Option(0.1, "--alpha", help="Miscoverage level of the conformal analysis."),
         force: bool = typer.Option(False, "--force", help="Rescore even when a matching artifact exists."),
         scorer: Optional[str] = typer.Option(
-            None, "--scorer", metavar="hf|vllm",
-            help="hf: transformers (the reference, default); vllm: vLLM's engine on CUDA (letter scoring; its own "
-            "environment, see docs/full-benchmark.md). Recorded in the run key.",
+            None, "--scorer", metavar="BACKEND",
+            help="The backend that scores (cpbench.backends.registry): hf, transformers (the reference, default); "
+            "vllm, vLLM's engine on CUDA (letter scoring; its own environment, see docs/full-benchmark.md). "
+            "Recorded in the run key.",
         ),
         dtype: Optional[str] = typer.Option(
             None, "--dtype", metavar="auto|float32|bfloat16|float16",

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         data: Optional[str] = typer.Option(None, "--data", metavar="samples|prepared|original|PATH"),
         limit: Optional[int] = typer.Option(None, "--limit", metavar="N"),
         device: Optional[str] = typer.Option(None, "--device", metavar="auto|cpu|cuda", help="On the workers."),
-        scorer: Optional[str] = typer.Option(None, "--scorer", metavar="hf|vllm"),
+        scorer: Optional[str] = typer.Option(None, "--scorer", metavar="BACKEND", help="hf (default) or vllm."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", metavar="B"),
         chunk_size: Optional[int] = typer.Option(None, "--chunk-size", metavar="C"),
         results: Path = typer.Option(Path(DEFAULT_RESULTS), "--results", metavar="DIR", help="Results root (written by "
