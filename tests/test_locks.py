@@ -207,3 +207,35 @@ def test_unwritable_lock_directory_is_one_line_error(tmp_path):
     with pytest.raises(CpbenchError, match="cannot create lock file"):
         with locks.file_lock(blocker / ".a.lock", timeout=0):
             pass
+
+
+def test_try_acquire_returns_a_held_lock_and_sweep_claims_use_it(tmp_path):
+    """The non-blocking primitive (one flock-then-inode protocol): a held handle, the owner written inside, a second
+    taker refused, release idempotent and the file gone; the sweep's claims are this primitive (cpbench.sweep.claims)."""
+    from cpbench.sweep.claims import Claims
+
+    lock = tmp_path / "sub" / ".c.lock"
+    held = locks.try_acquire(lock, what="the claim")
+    assert held is not None and held.held and held.owner.what == "the claim"
+    assert locks.read_owner(lock).pid == os.getpid()
+    assert locks.try_acquire(lock) is None  # another open file description: flock refuses it
+    with locks.try_lock(lock) as free:
+        assert not free
+    held.release()
+    held.release()
+    assert not held.held and not lock.exists()
+    quiet = locks.try_acquire(lock)  # without `what`, nothing is written inside (try_lock)
+    assert quiet is not None and quiet.owner is None and lock.read_text() == ""
+    quiet.release()
+
+    mine, other = Claims(tmp_path), Claims(tmp_path)
+    assert mine.take("u1") and mine.take("u1") and not other.take("u1")
+    assert other.holder("u1").startswith(f"pid {os.getpid()} on ")
+    mine.release_all()
+    assert other.take("u1") and not mine.take("u1")
+    other.release("u1")
+    assert not mine.path("u1").exists() and other.holder("u1") == ""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CpbenchError, match="cannot claim unit u2: .*cannot create lock file"):
+        Claims(blocker).take("u2")

@@ -3,6 +3,9 @@
 ```python
 with file_lock(path.with_name(path.name + ".lock"), what="scoring cell X"):   # waits; timeout names the holder
     ...                                                                        # only one process in here
+held = try_acquire(path, what="unit U")                                          # no wait: None when taken
+if held is not None:
+    ...; held.release()                                                          # e.g. a sweep's claim on a unit
 with staged_dir(final, what="checkpoint K") as st:                              # one builder per directory
     if not st.done:                       # another process committed it while we waited: reuse
         build(st.tmp); st.commit()        # marker written LAST, then renamed into place
@@ -13,6 +16,8 @@ with lock recovery), so "can I take the lock?" is the liveness test of whoever w
 leftovers recoverable: a staging folder or temp file whose key's lock can be taken belongs to a dead process and is
 removed. The owner (pid, host, process start time, what) is written inside the lock file while it is held, for the
 one-line message of a waiter that times out; `owner_alive` tells whether such an owner still runs (same host).
+Every lock here (file_lock, try_lock, try_acquire, and the sweep's claims, cpbench.sweep.claims) is taken by
+`_try_acquire`: flock the file at the path, then check that the locked file is still the one at the path.
 Lock files are removed on release (while still held; a waiter that locked the unlinked inode notices and retries), so
 a finished run leaves none behind, and one left by a killed process is swept by the next run.
 
@@ -149,6 +154,45 @@ def _release(path: Path, fd: int) -> None:
     os.close(fd)  # closing drops the flock
 
 
+class HeldLock:
+    """A lock this process holds (from `try_acquire`): the flock on the file at `path`, until `release()`."""
+
+    def __init__(self, path: Path, fd: int, owner: Owner | None):
+        self.path, self.owner, self._fd = path, owner, fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Remove the lock file (while still held) and drop the lock. Idempotent."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _release(self.path, fd)
+
+
+def _write_owner(fd: int, owner: Owner) -> None:
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(asdict(owner)) + "\n").encode(), 0)
+    except OSError:
+        pass  # diagnostics only: a full disk must not break the lock itself
+
+
+def try_acquire(path: str | os.PathLike, what: str | None = None) -> HeldLock | None:
+    """Non-blocking: the lock on `path` as a `HeldLock` the caller releases, or None when another process holds it.
+    With `what`, the owner (pid, host, start, since, what) is written inside for other processes' messages."""
+    p = Path(path)
+    fd = _try_acquire(p)
+    if fd is None:
+        return None
+    owner = None
+    if what is not None:
+        owner = current_owner(what)
+        _write_owner(fd, owner)
+    return HeldLock(p, fd, owner)
+
+
 @contextmanager
 def file_lock(
     path: str | os.PathLike,
@@ -164,8 +208,8 @@ def file_lock(
     t0 = time.monotonic()
     told = False
     while True:
-        fd = _try_acquire(p)
-        if fd is not None:
+        held = try_acquire(p, what)
+        if held is not None:
             break
         if not told and on_wait is not None:
             holder = read_owner(p)
@@ -178,30 +222,23 @@ def file_lock(
                               f"(CPBENCH_LOCK_TIMEOUT sets the limit)")  # fmt: skip
         time.sleep(poll)
         poll = min(poll * 1.5, 1.0)
-    owner = current_owner(what)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(asdict(owner)) + "\n").encode(), 0)
-    except OSError:
-        pass  # diagnostics only: a full disk must not break the lock itself
-    try:
-        yield owner
+        yield held.owner
     finally:
-        _release(p, fd)
+        held.release()
 
 
 @contextmanager
 def try_lock(path: str | os.PathLike) -> Iterator[bool]:
     """Non-blocking: yields True while holding the lock, False when another process holds it."""
-    p = Path(path)
-    fd = _try_acquire(p)
-    if fd is None:
+    held = try_acquire(path)
+    if held is None:
         yield False
         return
     try:
         yield True
     finally:
-        _release(p, fd)
+        held.release()
 
 
 def lock_path(target: str | os.PathLike) -> Path:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cpbench.base.errors import CpbenchError
 from cpbench.base.runkey import ScoreKey
 @dataclass
 class Cell:
@@ -28,29 +27,6 @@ class Cell:
 
 def artifact_path(results: Path, key: ScoreKey) -> Path:
     return key.cell_dir(results) / "artifacts" / f"{key.slug()}.parquet"
-
-
-def _reusable(path: Path, key: ScoreKey, p_hash: str, weights_id: str, device: str | None) -> Any:
-    """The stored artifact (a LogitsArtifact), or None. It is reused only when it was produced for exactly this cell,
-    inputs and weights, on the same kind of device (which fixes the dtype: fp32 on CPU, the model's bf16/fp16 on
-    GPU). `device=None` accepts any device type (the weights id already names the compute dtype of a checkpoint).
-    Returned loaded, so that the caller does not read it a second time."""
-    from cpbench.results.artifact import LogitsArtifact
-
-    if not path.is_file():
-        return None
-    try:
-        artifact = LogitsArtifact.load(path)
-    except CpbenchError:
-        return None
-    prov = artifact.provenance
-    ok = (
-        prov.get("run_key") == key.model_dump()
-        and prov.get("prompts_hash") == p_hash
-        and prov.get("weights_id") == weights_id
-        and (device is None or str(prov.get("device", "")).split(":")[0] == device.split(":")[0])
-    )
-    return artifact if ok else None
 
 
 def score_cells(
@@ -127,7 +103,7 @@ def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, resu
     from cpbench.results import store
     from cpbench.results.artifact import LogitsArtifact
     from cpbench.results.conformal.protocols import analyze_artifact
-    from cpbench.run.outputs import artifact_conflict, clean_cell_temps, publish_record, refuse_overwrite, remove_chunk_dir
+    from cpbench.run.outputs import clean_cell_temps, publish_record, refuse_overwrite, remove_chunk_dir, reuse_check
     from cpbench.base.runkey import RunKey
     from cpbench.backends.pipeline import score_with
     from cpbench.run.stages import assemble
@@ -135,10 +111,10 @@ def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, resu
     stored = None
     if path is not None:
         clean_cell_temps([path, store.result_path(RunKey(score=key, analysis=opts.analysis), results)])
-        stored = None if force else _reusable(path, key, cell_in.prompts_hash, weights_id, device)
-        if stored is None and not force and path.exists():  # e.g. written meanwhile by a run with other settings
-            why = artifact_conflict(path, key, cell_in.prompts_hash, weights_id, device) or "changed"
-            raise refuse_overwrite(path, why)
+        if not force:  # something else there: e.g. written meanwhile by a run with other settings
+            stored, why = reuse_check(path, key, cell_in.prompts_hash, weights_id, device)
+            if why is not None:
+                raise refuse_overwrite(path, why)
     head = None  # a stored stage of this cell with another --limit (cpbench.run.seqrun): its items are not rescored
     if stored is None and path is not None and not force and key.limit is not None:
         from cpbench.run.stages import as_stage, prefix_artifact

@@ -3,8 +3,9 @@
 - `cell_lock`: one process scores and stores a cell (artifact + record) at a time; the lock sits beside the artifact
   (`cpbench.base.locks`), so two runs on one results tree, on one host or several, split the cells instead of both doing
   them. Temp files a dead writer left for this cell are removed under the lock (`clean_cell_temps`).
-- `artifact_conflict`: an existing artifact that this run would not reuse (other weights, items, device or a damaged
-  file) is never replaced without `--force`; the run stops before any work and says which file.
+- `reuse_check`: the one rule deciding whether a stored logits artifact is reused for a cell (run, preflight and
+  sweep); an existing artifact that this run would not reuse (other weights, items, device or a damaged file,
+  `artifact_conflict`) is never replaced without `--force`; the run stops before any work and says which file.
 - `publish_record`: a record equal to the stored one except for timestamps and paths is not rewritten (a rerun on a
   fresh clone leaves `git status` clean); a different stored record is kept unless `--force`.
 - `check_writable`: a run finds out that its results tree or caches are read-only or full before compressing or
@@ -76,27 +77,63 @@ def remove_chunk_dir(provenance: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ artifacts
-def artifact_conflict(path: Path, key: Any, prompts_hash: str, weights_id: str, device: str | None) -> str | None:
-    """Why the artifact at `path` is not the one this cell would produce (None: absent or reusable)."""
+def same_device_type(scored_on: Any, device: str | None) -> bool:
+    """The device rule of reuse: an artifact scored on `scored_on` (its provenance's device, e.g. "cuda:0") counts
+    for a run on `device` when both are the same device type (cuda:0 ~ cuda:1 ~ cuda). `device` None or "auto"
+    accepts any device type."""
+    if device is None or device == "auto":
+        return True
+    return str(scored_on or "").split(":")[0] == device.split(":")[0]
+
+
+def reuse_check(path: Path, key: Any, prompts_hash: str, weights_id: str | Callable[[str], str],
+                device: str | None) -> tuple[Any, str | None]:  # fmt: skip
+    """May the stored logits artifact at `path` be reused for this cell? The one reuse rule of run, preflight and
+    sweep. Returns (artifact, None) when it may (loaded, so that the caller does not read it a second time),
+    (None, None) when nothing is there, and (None, why) when something else is there: why is one line naming the
+    first difference (a caller that would write `path` refuses to replace it without --force).
+
+    The rule: the artifact loads, and its provenance was produced for exactly this cell (run key), these evaluated
+    items (prompts hash) and these weights (weights id), on the same device type as `device` (`same_device_type`:
+    the device type fixes the dtype, fp32 on CPU, the model's bf16/fp16 on GPU; `device` None or "auto" accepts any
+    device type, the weights id already naming the compute dtype of a checkpoint). Differences are reported in that
+    order. `weights_id` may be a function of the artifact's device type (cpu/cuda/...) when the id depends on it
+    (the sweep predicts a unit's id per device type); it is called only once the device type is accepted."""
     from cpbench.results.artifact import LogitsArtifact
 
     if not path.exists():
-        return None
+        return None, None
     try:
-        prov = LogitsArtifact.load(path).provenance
+        artifact = LogitsArtifact.load(path)
     except CpbenchError as exc:
-        return f"unreadable ({str(exc)[:120]})"
-    checks = (
+        return None, f"unreadable ({str(exc)[:120]})"
+    prov = artifact.provenance
+    scored_on = prov.get("device")
+    device_why = None
+    if not same_device_type(scored_on, device):
+        device_why = f"scored on {scored_on}, this run uses {device}"
+    checks = [
         ("run key", prov.get("run_key"), key.model_dump()),
         ("evaluated items (prompts hash)", prov.get("prompts_hash"), prompts_hash),
-        ("weights", prov.get("weights_id"), weights_id),
-    )
+    ]
     for what, have, want in checks:
         if have != want:
-            return f"other {what}: {str(have)[:80]} instead of {str(want)[:80]}"
-    if device is not None and str(prov.get("device", "")).split(":")[0] != device.split(":")[0]:
-        return f"scored on {prov.get('device')}, this run uses {device}"
-    return None
+            return None, f"other {what}: {str(have)[:80]} instead of {str(want)[:80]}"
+    if callable(weights_id):
+        if device_why:
+            return None, device_why
+        weights_id = weights_id(str(scored_on or "").split(":")[0])
+    have = prov.get("weights_id")
+    if have != weights_id:
+        return None, f"other weights: {str(have)[:80]} instead of {str(weights_id)[:80]}"
+    if device_why:
+        return None, device_why
+    return artifact, None
+
+
+def artifact_conflict(path: Path, key: Any, prompts_hash: str, weights_id: str, device: str | None) -> str | None:
+    """Why the artifact at `path` is not the one this cell would produce (None: absent or reusable): `reuse_check`."""
+    return reuse_check(path, key, prompts_hash, weights_id, device)[1]
 
 
 def refuse_overwrite(path: Path, why: str) -> CpbenchError:

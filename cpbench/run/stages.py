@@ -43,6 +43,7 @@ def prefix_artifact(path: Path, key: Any, prompts: Sequence[Any], weights_id: st
     """The most items of `prompts` (a prefix) found in a stored artifact of the same cell with another --limit
     (same weights, same kind of device, same ids and prompts in the same order), as an artifact, or None."""
     from cpbench.results.artifact import LogitsArtifact
+    from cpbench.run.outputs import same_device_type
 
     d = path.parent
     if not d.is_dir() or key.limit is None:
@@ -64,7 +65,7 @@ def prefix_artifact(path: Path, key: Any, prompts: Sequence[Any], weights_id: st
             continue
         if prov.get("weights_id") != weights_id or art.n != m:
             continue
-        if device is not None and str(prov.get("device", "")).split(":")[0] != device.split(":")[0]:
+        if not same_device_type(prov.get("device"), device):  # the device rule of reuse (cpbench.run.outputs)
             continue
         m = min(m, len(prompts))
         if list(art.ids)[:m] != [str(q.item_id) for q in prompts[:m]]:

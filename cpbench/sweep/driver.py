@@ -67,30 +67,18 @@ class DriverOptions:
 
 # ------------------------------------------------------------------------------------------------- done or not
 def _artifact_ok(path: Path, key: Any, p_hash: str, unit: Any, device: str, wid_cache: dict) -> Any:
-    """The stored artifact when it was produced for exactly this cell, prompts and weights (any device type when
-    the sweep's device is auto; the weights id names the compute dtype of a checkpoint), else None."""
-    from cpbench.results.artifact import LogitsArtifact
+    """The stored artifact when `cpbench.run.outputs.reuse_check` reuses it for this cell, else None. The weights id
+    is the one the unit predicts on the artifact's device type (any device type when the sweep's device is auto)."""
+    from cpbench.run.outputs import reuse_check
     from cpbench.run.unit import unit_identity
 
-    if not path.is_file():
-        return None
-    try:
-        art = LogitsArtifact.load(path)
-    except CpbenchError:
-        return None
-    prov = art.provenance
-    dev_type = str(prov.get("device", "")).split(":")[0]
-    if device != "auto" and dev_type != device.split(":")[0]:
-        return None
-    wkey = (unit.uid, "cuda" if dev_type == "cuda" else "cpu")
-    if wkey not in wid_cache:
-        wid_cache[wkey] = unit_identity(unit, wkey[1]).weights_id
-    ok = (
-        prov.get("run_key") == key.model_dump()
-        and prov.get("prompts_hash") == p_hash
-        and prov.get("weights_id") == wid_cache[wkey]
-    )
-    return art if ok else None
+    def wid(dev_type: str) -> str:
+        wkey = (unit.uid, "cuda" if dev_type == "cuda" else "cpu")
+        if wkey not in wid_cache:
+            wid_cache[wkey] = unit_identity(unit, wkey[1]).weights_id
+        return wid_cache[wkey]
+
+    return reuse_check(path, key, p_hash, wid, device)[0]
 
 
 def _write_record(art: Any, path: Path, unit: Any, results: Path) -> Path:
