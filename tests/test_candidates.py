@@ -99,7 +99,7 @@ def test_candidate_names(tiny_dir, capsys):
     with pytest.raises(CpbenchError, match="--candidate-name values"):
         plan_from_options(candidates=[tiny_dir], candidate_names=["a", "b"], **kw)
     plan = plan_from_options(candidates=[tiny_dir, tiny_dir], candidate_names=["a", "b"], **kw)
-    assert [c.name for c in plan.candidates] == ["a", "b"] and plan.recipes == ["base"]
+    assert [c.name for c in plan.candidates] == ["a", "b"] and list(plan.recipes) == ["base"]
 
 
 def test_quantized_checkpoint_needs_its_loader(tmp_path):

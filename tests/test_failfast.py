@@ -31,7 +31,7 @@ def no_work(monkeypatch):
     import cpbench.backends.pipeline
 
     monkeypatch.setattr(cpbench.weights.compress, "compress", boom("compress"))
-    monkeypatch.setattr(cpbench.backends.pipeline, "score_prompts", boom("score_prompts"))
+    monkeypatch.setattr(cpbench.backends.pipeline, "score_with", boom("score_with"))
     monkeypatch.setattr(cpbench.weights.models, "load", boom("models.load"))
     monkeypatch.setattr(cpbench.weights.models, "load_tokenizer", boom("models.load_tokenizer"))
     monkeypatch.setattr(cpbench.weights.models, "_convert_gguf", boom("GGUF conversion"))

@@ -73,12 +73,12 @@ def test_plan_defaults_come_from_the_suite():
 
     suite = load_suite("default")
     plan = plan_from_options()
-    assert plan.suite == "default" and plan.model == suite.model and plan.tasks == list(suite.tasks)
-    assert plan.recipes[0] == "base" and plan.recipes == list(dict.fromkeys(suite.recipes))
+    assert plan.suite == "default" and plan.model == suite.model and list(plan.tasks) == list(suite.tasks)
+    assert plan.recipes[0] == "base" and list(plan.recipes) == list(dict.fromkeys(suite.recipes))
     assert not plan.strict_recipes
     # --quant replaces the suite's recipes (baseline kept first), other options override single fields.
     plan = plan_from_options(quant=["rtn-4bit"], limit=20, scoring="letter")
-    assert plan.recipes == ["base", "rtn-4bit"] and plan.limit == 20 and plan.scoring == "letter"
+    assert list(plan.recipes) == ["base", "rtn-4bit"] and plan.limit == 20 and plan.scoring == "letter"
     assert plan.model == suite.model and plan.strict_recipes
 
 
@@ -88,8 +88,8 @@ def test_plan_with_model_uses_benchmark_defaults(tiny_dir):
 
     plan = plan_from_options(model=tiny_dir, quant=["gptq-{8,4}bit"], prompts=["base", "task"])
     assert plan.suite is None and plan.data == "prepared" and plan.scoring == "letter"
-    assert plan.tasks == list_tasks() and plan.prompts == ["base", "task"]
-    assert plan.recipes == ["base", "gptq-8bit", "gptq-4bit"]
+    assert list(plan.tasks) == list_tasks() and list(plan.prompts) == ["base", "task"]
+    assert list(plan.recipes) == ["base", "gptq-8bit", "gptq-4bit"]
 
 
 # --------------------------------------------------------------------------------------------- end to end (tiny)

@@ -21,13 +21,13 @@ def test_until_decided_resumes_and_check_agrees(tmp_path, cache, tiny_dir, capsy
     from cpbench.results.store import load_results
 
     scored = {"items": 0}
-    real = score_mod.score_prompts
+    real = score_mod.score_with
 
-    def counting(model, tok, prompts, key, **kw):
+    def counting(backend, handle, prompts, key, **kw):
         scored["items"] += len(prompts)
-        return real(model, tok, prompts, key, **kw)
+        return real(backend, handle, prompts, key, **kw)
 
-    monkeypatch.setattr(score_mod, "score_prompts", counting)
+    monkeypatch.setattr(score_mod, "score_with", counting)
     results = tmp_path / "results"
     rc = _run(tiny_dir, results)
     cap = capsys.readouterr()
