@@ -398,3 +398,50 @@ def test_gate_min_coverage_is_decided_on_the_item_level_estimate(pair_root: Path
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "5", "--min-coverage", "0.99") == 1
     out = capsys.readouterr().out
     assert "FAIL    coverage 0.8" in out and "< 0.99 (one-sided" in out and "upper bound" in out
+
+
+@pytest.mark.parametrize("score", ["lac", "aps"])
+def test_gate_fast_path_and_tied_scores_match_the_full_computation(score: str) -> None:
+    """The gate's path (`set_pairs=False`: no set diagnostics) gives the same replicates of every number it reads as
+    the full path; the smoothed set size and coverage with heavily tied scores (logits on a coarse grid, items
+    repeated as in a resample of a small real population) never need the slow full-row recount, and equal that
+    recount."""
+    from cpbench.analysis import paired as P
+
+    labels, base = population()
+    cand = S.perturb(base, 0.4)
+    rng = np.random.default_rng(12)
+    idx = rng.integers(0, 100, 3000)  # 3,000 items drawn from 100: every item about 30 times
+    tb, tc = (np.round(x[idx] * 2) / 2 for x in (base, cand))
+    a, b = (S.artifact([f"i{j:05d}" for j in range(3000)], labels[idx], x) for x in (tb, tc))
+    va, vb = item_view(a), item_view(b)
+    P._SLOW_ROWS[0] = 0
+    full = paired_draws(va, vb, (score,), n_boot=40, seed=2)
+    assert P._SLOW_ROWS[0] == 0
+    fast = paired_draws(va, vb, (score,), n_boot=40, seed=2, set_pairs=False)
+    for k in ("acc", f"{score}.set_size", f"{score}.coverage", f"{score}.uacc"):
+        np.testing.assert_allclose(fast.cand[k], full.cand[k], rtol=1e-12)
+        np.testing.assert_allclose(fast.base[k], full.base[k], rtol=1e-12)
+    np.testing.assert_allclose(fast.pair["flip_cw"], full.pair["flip_cw"])
+    assert fast.floor[f"{score}.set_size"] == full.floor[f"{score}.set_size"]
+    assert fast.floor[f"{score}.coverage"] == full.floor[f"{score}.coverage"]
+    for x, y in zip(fast.item_d[f"{score}.set_size"], full.item_d[f"{score}.set_size"]):
+        np.testing.assert_array_equal(x, y)
+    assert f"{score}.churn" not in fast.pair and f"{score}.churn" in full.pair
+    # the windowed computation equals the full-row recount (the slow path) on every replicate
+    from cpbench.conformal.quantile import order_statistic
+    from cpbench.conformal.splits import calibration_size
+
+    w = boot_counts(3000, 40, 2)
+    n_cal = calibration_size(3000, 0.5)
+    h = P.split_position_cdf(3000, n_cal, order_statistic(n_cal, 0.1))
+    p = vb.score(score)
+    for what in ("size", "coverage"):
+        got = P._smoothed_sums(w, p, what, h)
+        x = p.thresholds(what)
+        ins = np.searchsorted(p.cal_sorted, x, side="left")
+        for r in (0, 5, 39):
+            full_cum = np.concatenate([[0.0], np.cumsum(w[r, p.order])])
+            inside = 1.0 - h[np.clip(np.rint(full_cum[ins]).astype(np.int64), 0, 3000)]
+            ref = float(w[r] @ (inside.sum(axis=1) if inside.ndim == 2 else inside))
+            assert got[r] == pytest.approx(ref, rel=1e-9)
