@@ -445,3 +445,20 @@ def test_gate_fast_path_and_tied_scores_match_the_full_computation(score: str) -
             inside = 1.0 - h[np.clip(np.rint(full_cum[ins]).astype(np.int64), 0, 3000)]
             ref = float(w[r] @ (inside.sum(axis=1) if inside.ndim == 2 else inside))
             assert got[r] == pytest.approx(ref, rel=1e-9)
+
+
+def test_coverage_that_never_moves_gets_the_zero_count_floor_not_a_point_interval() -> None:
+    """When every sampled item is covered under every replicate for both models (flat logits: APS sets hold every
+    option), the Δcoverage interval is +-z^2/n around 0 (a zero count's floor), not [0, 0]: the population value can be
+    a hair below 0 (a real Gemma pair: -8e-8), which [0, 0] missed in 30 % of samples."""
+    from cpbench.analysis.paired import FLOOR_Z, estimates
+
+    n = 200
+    ids = [f"i{j:04d}" for j in range(n)]
+    labels = np.random.default_rng(1).integers(0, 4, n)
+    flat = np.zeros((n, 4), dtype=np.float32)
+    a, b = S.artifact(ids, labels, flat, letters=list("ABCD")), S.artifact(ids, labels, flat + 1e-3, letters=list("ABCD"))
+    est = estimates(paired_draws(item_view(a), item_view(b), ("aps",), n_boot=50, seed=1))
+    e = est["d_aps.coverage"]
+    assert e.point == 0.0 and e.se == pytest.approx(FLOOR_Z / n)
+    assert e.lo < -1e-7 and e.hi > 1e-7 and "zero-count floor" in e.note
