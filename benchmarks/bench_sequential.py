@@ -47,11 +47,97 @@ def canonical(reps: int, alpha: float, first_frac: float, nmax_over_n80: float, 
     return out
 
 
+def real_items_to_decision(base_path: str, cand_path: str, score: str, reps: int, n80: int, nmax_over_n80: float,
+                           alpha: float, rng, first: int = 200) -> dict:
+    """The sequential gate with the gate's own item-level estimator on a real population (the empirical distribution
+    of a real pair's N items; samples are i.i.d. draws with replacement): one cell, one `--max-set-size-increase`
+    check on `score`. The per-item sd of the estimate (se * sqrt(n), mean over 20 samples of 1,000) fixes the
+    distance L that a fixed-n one-sided test at level alpha decides with 80 % power at n80 items; the limit is then
+    set at the population value + L ("true regression 0": the truth one limit below its margin), - L ("twice the
+    limit": one limit beyond) and at the value itself (a pass there is a false pass). Each replicate draws one random
+    order of max items and runs the looks of `Design.of(max, first=...)` (records of both prefixes, the gate's
+    paired bootstrap, Directional test, SequentialGate) until decided."""
+    from cpbench.analysis import simulate as S
+    from cpbench.analysis.compare import RecordNumbers, compare_numbers
+    from cpbench.analysis.decisions import Directional
+    from cpbench.analysis.sequential import Design, SequentialGate, z_within
+    from cpbench.artifact import LogitsArtifact
+    from cpbench.conformal.protocols import analyze_artifact, preset
+
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from bench_paired import load_pair
+
+    name, lab, xb, xc, letters = load_pair(base_path, cand_path)
+    key = preset("default", splits=100)
+    truth = S.population_values(lab, xb, xc, n80, scores=(score,), letters=letters)[f"d_{score}.set_size"]
+
+    def estimate(a, b):
+        ra, rb = analyze_artifact(a, key, (score,)), analyze_artifact(b, key, (score,))
+        return compare_numbers(a, b, RecordNumbers.from_record(ra), RecordNumbers.from_record(rb), (score,),
+                               set_pairs=False)[f"d_{score}.set_size"]
+
+    sd1 = float(np.mean([estimate(*S.sample_pair(lab, xb, xc, 1000, rng, letters)).se * math.sqrt(1000)
+                         for _ in range(20)]))
+    za, zb = N.inv_cdf(1 - alpha), N.inv_cdf(0.8)
+    L = (za + zb) * sd1 / math.sqrt(n80)
+    design = Design.of(int(nmax_over_n80 * n80), alpha=alpha, first=first, multiplicity="none")
+    out = {"pair": name, "score": score, "truth": truth, "L": L, "sd1": sd1, "looks": design.looks, "n80": n80}
+    for label, margin in (("truth 0", truth + L), ("truth 2x limit", truth - L), ("at the limit", truth)):
+        items, passed = [], 0
+        for _ in range(reps):
+            idx = rng.integers(0, len(lab), design.max_items)
+            gate = SequentialGate.start(design, [("c", "set size")])
+            for n in design.looks:
+                ids = [f"i{j:06d}" for j in range(n)]
+                a = S.artifact(ids, lab[idx[:n]], xb[idx[:n]], "base", letters)
+                b = S.artifact(ids, lab[idx[:n]], xc[idx[:n]], "cand", letters)
+                t = Directional.test(estimate(a, b), margin)
+                gate.look(n, {("c", "set size"): z_within(t.p, t.below, True)})
+                st = gate.cell_status("c")
+                if st != "continue":
+                    items.append(n)
+                    passed += st == "pass"
+                    break
+            else:
+                items.append(math.inf)
+        out[label] = {"median_items": float(np.median(items)), "pass": passed / reps,
+                      "decided": float(np.mean(np.isfinite(items))), "reps": reps}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=20000)
     ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--real", action="append", default=[], metavar="BASE,CAND",
+                    help="also simulate the gate's own estimator on this real pair (repeatable)")
+    ap.add_argument("--real-reps", type=int, default=100)
+    ap.add_argument("--real-n80", type=int, default=1500, help="items a fixed-n design needs for 80 %% power")
+    ap.add_argument("--real-max", type=float, default=1.5, help="max items / N80 of the sequential design")
+    ap.add_argument("--score", default="lac")
     args = ap.parse_args()
+    if args.real:
+        import os
+
+        print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print("| real pair | score | per-item sd | L (80 % power at N80) | looks | median items / N80, truth 0 | "
+              "median items / N80, truth 2x limit | pass at the limit | decided (truth 0 / 2x) |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        rng = np.random.default_rng(3)
+        for spec in args.real:
+            t0 = time.perf_counter()
+            r = real_items_to_decision(*spec.split(","), args.score, args.real_reps, args.real_n80, args.real_max,
+                                       args.alpha, rng)
+            n80 = r["n80"]
+            mc = math.sqrt(0.05 * 0.95 / args.real_reps)
+            print(f"| {r['pair']} | {r['score']} | {r['sd1']:.3f} | {r['L']:.4f} (N80 = {n80:,}) | "
+                  f"{', '.join(map(str, r['looks']))} | {r['truth 0']['median_items'] / n80:.2f} | "
+                  f"{r['truth 2x limit']['median_items'] / n80:.2f} | {100 * r['at the limit']['pass']:.1f} % "
+                  f"(MC se {100 * mc:.1f}) | {100 * r['truth 0']['decided']:.0f} / "
+                  f"{100 * r['truth 2x limit']['decided']:.0f} % | ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     mc = 3 * math.sqrt(args.alpha * (1 - args.alpha) / args.reps)

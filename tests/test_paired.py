@@ -462,3 +462,25 @@ def test_coverage_that_never_moves_gets_the_zero_count_floor_not_a_point_interva
     e = est["d_aps.coverage"]
     assert e.point == 0.0 and e.se == pytest.approx(FLOOR_Z / n)
     assert e.lo < -1e-7 and e.hi > 1e-7 and "zero-count floor" in e.note
+
+
+def test_set_based_se_is_studentised_by_the_items_beyond_the_quantile() -> None:
+    """t quantiles (numpy only) match the tables; the small-sample factor t_{m-1} / z is ~1.15 at n = 100 (m ~ 10 items
+    beyond the quantile) and ~1.01 at n = 1,000, and it multiplies exactly the set-based metrics' item-level se."""
+    from cpbench.analysis.paired import estimates, t_quantile, tail_factor
+
+    for df, want in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (29, 2.0452), (99, 1.9842)):
+        assert t_quantile(0.975, df) == pytest.approx(want, abs=2e-3)
+    assert tail_factor(10) == pytest.approx(2.2622 / 1.95996, rel=1e-3)
+    assert 1.0 < tail_factor(100) < 1.013
+    labels, base = population()
+    cand = S.perturb(base, 0.5)
+    for n, lo, hi in ((100, 1.08, 1.25), (1000, 1.0, 1.02)):
+        a, b = S.sample_pair(labels, base, cand, n, np.random.default_rng(n))
+        d = paired_draws(item_view(a), item_view(b), ("aps",), n_boot=60, seed=3)
+        assert 0.05 * n < d.tail["aps"] < 0.16 * n
+        est = estimates(d)
+        raw = np.std(d.cand["aps.coverage"][1:] - d.base["aps.coverage"][1:], ddof=1) * math.sqrt(n / (n - 1))
+        assert lo <= est["d_aps.coverage"].se_item / raw <= hi
+        assert "items beyond the quantile" in est["d_aps.coverage"].note
+        assert "items beyond" not in est["d_acc"].note and "items beyond" not in est["flip_cw"].note

@@ -24,6 +24,9 @@ Speed: per artifact, scores, sorted true-label scores and per-item metric column
 (keyed by content hash and protocol); bootstrap counts are shared by every cell with the same n (common random
 numbers); the quantile of each replicate is found in a narrow window of the sorted order, and only the few items whose
 set changes between replicates are compared option by option (the same two tricks as `cpbench.conformal.engine`).
+The smoothed set size and coverage read the bootstrap counts transposed (float32, exact for counts) and group the
+options of the quantile's window with one sparse product (SciPy when installed, else chunked reduceat); the gate asks
+for no set diagnostics (`set_pairs=False`) and reuses the score-independent sums across its per-score calls.
 """
 
 from __future__ import annotations
