@@ -19,7 +19,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from cpbench.analysis.sequential import Design, SequentialGate
+from cpbench.analysis.sequential import Design, SequentialGate, schedule
 
 N = NormalDist()
 
@@ -45,6 +45,37 @@ def canonical(reps: int, alpha: float, first_frac: float, nmax_over_n80: float, 
         out[name] = {"seq_pass": float(passed.mean()), "fixed_pass_at_nmax": fixed_pass,
                      "median_items": float(np.median(items)), "decided": float((k < len(t)).mean())}
     return out
+
+
+def design_grid(reps: int, alpha: float, rng) -> None:
+    """Median items to a pass at a truth one limit below the margin (/ N80), canonical process, over spending
+    function, look growth, max items and first look: the best designs first."""
+    za, zb = N.inv_cdf(1 - alpha), N.inv_cdf(0.8)
+    n80 = 2000
+    res = []
+    for sp in ("pocock", "linear"):
+        for g in (1.25, 1.5, 2.0):
+            for mx in (1.25, 1.5, 2.0, 3.0):
+                for first in (0.05, 0.1, 0.2):
+                    d = Design(schedule(int(mx * n80), int(first * n80), g), alpha, sp)
+                    t = np.array(d.looks, dtype=float)
+                    dt = np.diff(np.concatenate([[0.0], t]))
+                    c = np.array([d.critical(k, alpha) for k in range(len(t))])
+                    row = {}
+                    for name, mu in (("limit", 0.0), ("t0", (za + zb) / math.sqrt(n80))):
+                        s = np.cumsum(mu * dt + rng.standard_normal((reps, len(t))) * np.sqrt(dt), axis=1)
+                        z = s / np.sqrt(t)
+                        hit = (z >= c) | (z <= -c)
+                        k = np.where(hit.any(1), hit.argmax(1), len(t))
+                        kk = np.minimum(k, len(t) - 1)
+                        passed = (k < len(t)) & (z[np.arange(reps), kk] > 0)
+                        row[name] = (passed.mean(), np.median(np.where(k < len(t), t[kk], np.inf)) / n80)
+                    res.append((row["t0"][1], sp, g, mx, first, row["limit"][0], row["t0"][0]))
+    res.sort()
+    print("| median items / N80 (truth 0) | spending | growth | max / N80 | first / N80 | pass at limit | power |")
+    print("|---|---|---|---|---|---|---|")
+    for r in res[:12]:
+        print("| %.2f | %s | %.2f | %.2f | %.2f | %.4f | %.3f |" % r)
 
 
 def real_items_to_decision(base_path: str, cand_path: str, score: str, reps: int, n80: int, nmax_over_n80: float,
@@ -116,7 +147,14 @@ def main() -> None:
     ap.add_argument("--real-n80", type=int, default=1500, help="items a fixed-n design needs for 80 %% power")
     ap.add_argument("--real-max", type=float, default=1.5, help="max items / N80 of the sequential design")
     ap.add_argument("--score", default="lac")
+    ap.add_argument("--grid", action="store_true", help="design grid on the canonical process (spending, growth, "
+                    "max items, first look)")
     args = ap.parse_args()
+    if args.grid:
+        t0 = time.perf_counter()
+        design_grid(args.reps, args.alpha, np.random.default_rng(0))
+        print(f"wall {time.perf_counter() - t0:.0f} s")
+        return
     if args.real:
         import os
 

@@ -923,16 +923,18 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
                 # no floor from the items' own differences: re-calibration pins each model's coverage near
                 # k / (n_cal + 1), so items whose coverage differs at a fixed quantile say little about the spread
                 # (their count would be far too wide a floor); measured calibration in docs/conformal.md. Only when
-                # no replicate moved at all (e.g. both models' APS sets hold every option on every sampled item) the
+                # no replicate moved by half an item (e.g. both models' APS sets hold every option on every sampled
+                # item; the split smoothing still moves them by ~1e-9) the
                 # zero-count floor z / n: [0, 0] would claim more than n items can show (the population value is
                 # then a hair below 0 or above it, -8e-8 on a real pair, and [0, 0] missed it in 30 % of samples)
-                fl = FLOOR_Z / draws.n if se_item <= 1e-12 else 0.0
+                moved = float(np.max(np.abs(d[1:] - d[0]))) if len(d) > 1 else 0.0
+                fl = FLOOR_Z / draws.n if moved < 0.5 / draws.n else 0.0  # no replicate moved by half an item
                 m = 0
             floors[name] = fl
             if fl > se_item:
                 se_item = fl
                 notes.append(f"se at its floor: {m} of {draws.n} items' sets differ" if short == "set_size" and m >= 0
-                             else "se at its zero-count floor z / n: no replicate moved" if short == "coverage"
+                             else "se at its zero-count floor z / n: no replicate moved by half an item" if short == "coverage"
                              else "se floored")
         if short == "uacc" and K:
             s_name = name[: -len("uacc")] + "set_size"
