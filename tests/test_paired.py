@@ -484,3 +484,23 @@ def test_set_based_se_is_studentised_by_the_items_beyond_the_quantile() -> None:
         assert lo <= est["d_aps.coverage"].se_item / raw <= hi
         assert "items beyond the quantile" in est["d_aps.coverage"].note
         assert "items beyond" not in est["d_acc"].note and "items beyond" not in est["flip_cw"].note
+
+
+def test_smoothed_sums_without_scipy_match(monkeypatch) -> None:
+    """SciPy is optional: the chunked gather-and-reduceat fallback gives the same smoothed sums as the CSR product."""
+    import sys
+
+    from cpbench.analysis import paired as P
+
+    labels, base = population()
+    a, _ = S.sample_pair(labels, base, base, 2000, np.random.default_rng(4))
+    va = item_view(a)
+    with_scipy = paired_draws(va, va, ("lac", "aps"), n_boot=30, seed=1, set_pairs=False)
+    for s in ("lac", "aps"):
+        va.score(s).plans.clear()
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)  # import scipy.sparse raises ImportError
+    P._DRAWS.clear()
+    without = paired_draws(va, va, ("lac", "aps"), n_boot=30, seed=1, set_pairs=False)
+    assert all(v is None for s in ("lac", "aps") for k, v in va.score(s).plans.items() if k[-1] == "csr")
+    for k in ("lac.set_size", "lac.coverage", "aps.set_size", "aps.coverage"):
+        np.testing.assert_allclose(without.base[k], with_scipy.base[k], rtol=1e-9)
