@@ -79,7 +79,7 @@ def design_grid(reps: int, alpha: float, rng) -> None:
 
 
 def real_items_to_decision(base_path: str, cand_path: str, score: str, reps: int, n80: int, nmax_over_n80: float,
-                           alpha: float, rng, first: int = 200) -> dict:
+                           alpha: float, rng, first: int = 200, futility: float = 0.0) -> dict:
     """The sequential gate with the gate's own item-level estimator on a real population (the empirical distribution
     of a real pair's N items; samples are i.i.d. draws with replacement): one cell, one `--max-set-size-increase`
     check on `score`. The per-item sd of the estimate (se * sqrt(n), mean over 20 samples of 1,000) fixes the
@@ -88,14 +88,13 @@ def real_items_to_decision(base_path: str, cand_path: str, score: str, reps: int
     limit": one limit beyond) and at the value itself (a pass there is a false pass). Each replicate draws one random
     order of max items and runs the looks of `Design.of(max, first=...)` (records of both prefixes, the gate's
     paired bootstrap, Directional test, SequentialGate) until decided."""
+    import sys
+
     from cpbench.analysis import simulate as S
     from cpbench.analysis.compare import RecordNumbers, compare_numbers
     from cpbench.analysis.decisions import Directional
-    from cpbench.analysis.sequential import Design, SequentialGate, z_within
-    from cpbench.artifact import LogitsArtifact
+    from cpbench.analysis.sequential import z_within
     from cpbench.conformal.protocols import analyze_artifact, preset
-
-    import sys
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     from bench_paired import load_pair
 
@@ -112,7 +111,7 @@ def real_items_to_decision(base_path: str, cand_path: str, score: str, reps: int
                          for _ in range(20)]))
     za, zb = N.inv_cdf(1 - alpha), N.inv_cdf(0.8)
     L = (za + zb) * sd1 / math.sqrt(n80)
-    design = Design.of(int(nmax_over_n80 * n80), alpha=alpha, first=first, multiplicity="none")
+    design = Design.of(int(nmax_over_n80 * n80), alpha=alpha, first=first, multiplicity="none", futility=futility)
     out = {"pair": name, "score": score, "truth": truth, "L": L, "sd1": sd1, "looks": design.looks, "n80": n80}
     for label, margin in (("truth 0", truth + L), ("truth 2x limit", truth - L), ("at the limit", truth)):
         items, passed = [], 0
@@ -123,8 +122,11 @@ def real_items_to_decision(base_path: str, cand_path: str, score: str, reps: int
                 ids = [f"i{j:06d}" for j in range(n)]
                 a = S.artifact(ids, lab[idx[:n]], xb[idx[:n]], "base", letters)
                 b = S.artifact(ids, lab[idx[:n]], xc[idx[:n]], "cand", letters)
-                t = Directional.test(estimate(a, b), margin)
-                gate.look(n, {("c", "set size"): z_within(t.p, t.below, True)})
+                e = estimate(a, b)
+                t = Directional.test(e, margin)
+                t0 = Directional.test(e, margin - L)  # "no regression": one limit below the margin (the gate's 0)
+                gate.look(n, {("c", "set size"): z_within(t.p, t.below, True)},
+                          {("c", "set size"): -z_within(t0.p, t0.below, True)})
                 st = gate.cell_status("c")
                 if st != "continue":
                     items.append(n)
@@ -147,6 +149,7 @@ def main() -> None:
     ap.add_argument("--real-n80", type=int, default=1500, help="items a fixed-n design needs for 80 %% power")
     ap.add_argument("--real-max", type=float, default=1.5, help="max items / N80 of the sequential design")
     ap.add_argument("--score", default="lac")
+    ap.add_argument("--futility", type=float, default=0.0, help="the design's futility level (run default 0.05)")
     ap.add_argument("--grid", action="store_true", help="design grid on the canonical process (spending, growth, "
                     "max items, first look)")
     args = ap.parse_args()
@@ -161,20 +164,21 @@ def main() -> None:
         print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, load average "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print("| real pair | score | per-item sd | L (80 % power at N80) | looks | median items / N80, truth 0 | "
-              "median items / N80, truth 2x limit | pass at the limit | decided (truth 0 / 2x) |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "median items / N80, truth 2x limit | pass at the limit | decided (truth 0 / 2x) | passed at truth 0 |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         rng = np.random.default_rng(3)
         for spec in args.real:
             t0 = time.perf_counter()
             r = real_items_to_decision(*spec.split(","), args.score, args.real_reps, args.real_n80, args.real_max,
-                                       args.alpha, rng)
+                                       args.alpha, rng, futility=args.futility)
             n80 = r["n80"]
             mc = math.sqrt(0.05 * 0.95 / args.real_reps)
             print(f"| {r['pair']} | {r['score']} | {r['sd1']:.3f} | {r['L']:.4f} (N80 = {n80:,}) | "
                   f"{', '.join(map(str, r['looks']))} | {r['truth 0']['median_items'] / n80:.2f} | "
                   f"{r['truth 2x limit']['median_items'] / n80:.2f} | {100 * r['at the limit']['pass']:.1f} % "
                   f"(MC se {100 * mc:.1f}) | {100 * r['truth 0']['decided']:.0f} / "
-                  f"{100 * r['truth 2x limit']['decided']:.0f} % | ({time.perf_counter() - t0:.0f} s)", flush=True)
+                  f"{100 * r['truth 2x limit']['decided']:.0f} % | {100 * r['truth 0']['pass']:.0f} % | "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
         return
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()

@@ -31,6 +31,7 @@ for no set diagnostics (`set_pairs=False`) and reuses the score-independent sums
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -324,7 +325,7 @@ def _grouped(wT: np.ndarray, prep: "ScorePrep", what: str, h: np.ndarray, items:
     out = np.empty((G, wT.shape[1]), dtype=wT.dtype)
     bounds = [*range(0, G, 64), G]
     ends = np.concatenate([starts[1:], [len(items)]])
-    for g0, g1 in zip(bounds[:-1], bounds[1:]):
+    for g0, g1 in itertools.pairwise(bounds):
         i0, i1 = int(starts[g0]), int(ends[g1 - 1])
         out[g0:g1] = np.add.reduceat(wT[items[i0:i1]], starts[g0:g1] - i0, axis=0)
     return out
