@@ -8,6 +8,10 @@ true regression of 0 and of twice the limit vs the fixed-n design with 80 % powe
 Part 2 (--gate-reps > 0): the same with the gate's own item-level estimator (`cpbench.seqrun.look_statistics`:
 records, paired bootstrap, one-sided tests) on a synthetic logits population, for each limit type (set size,
 accuracy drop, coverage with APS, flip rate). Slow (about 0.3 s per look per cell on one core).
+
+    --grid                      the design grid (spending, growth, max items, first look) on the canonical process
+    --real BASE,CAND [--futility 0.05]   items to decision with the gate's own estimator on a real pair (one LAC
+                                set-size check; truths 0, 2x the limit and at the limit), docs/ci-gate.md
 """
 
 from __future__ import annotations

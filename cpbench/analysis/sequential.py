@@ -26,7 +26,12 @@ and stops scoring a cell as soon as it is decided. Looking K times at level alph
   crosses c_k, "beyond" when it crosses -c_k, as the fixed gate decides either side at its level. At the limit the
   probability of a false "within" (a false pass) is at most alpha_i per hypothesis, at most alpha over the family.
 
-A cell is decided (stops scoring) when any of its checks is beyond (fail) or all are within (pass); at the last look
+- **Futility** (`Design.futility`, 0.05 for new runs): a check whose estimate shows a regression above none (z against
+  0 for a set-size increase or an accuracy drop) beyond a beta-spending boundary of that level stops its cell as
+  failed ("futile"). Non-binding: it never passes anything, so the false-pass level holds; it stops true regressions
+  early at a small cost in power (docs/ci-gate.md, "Items to decision").
+
+A cell is decided (stops scoring) when any of its checks is beyond or futile (fail) or all are within (pass); at the last look
 the undecided cells are inconclusive. `Design` + `SequentialGate.look` are the whole procedure; the runner
 (`cpbench.seqrun`) feeds them the gate's z-statistics of each stage and `cpbench check --until-decided` replays them.
 """
