@@ -5,8 +5,10 @@ Populations:
 
 - real (`--population DIR`, repeatable; `--pair BASE CAND`, repeatable): logits artifacts (`LogitsArtifact`) of the
   same items under a base and a candidate recipe. `--population DIR` pairs every `<model>/<recipe>/artifacts/<task>
-  .parquet` under DIR with the same model's `base` artifact of the same task (same ids and labels). The population is
-  the artifact's N items; item samples of n are drawn from them with replacement (i.i.d. from the population).
+  .parquet` under DIR with the same model's `base` artifact of the same task (same ids and labels); `--recipes`
+  keeps only the named candidate recipes. The population is the empirical distribution of the artifact's N items;
+  item samples of n are drawn from them with replacement (i.i.d. from the population), so n may exceed N (n = 5,000
+  from N = 2,000 real items), and the population value is the empirical distribution's value.
 - Gaussian (cpbench.results.analysis.simulate, unless --no-gaussian): N = 200,000 items, six options; see docs/conformal.md.
 
 Estimand (docs/conformal.md, "Estimand"): accuracy, calibration measures, flips, agreement, KL: their population
@@ -154,6 +156,42 @@ def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
                   f"{wall:.3f} |", flush=True)
 
 
+def look_cost(base_path: str, cand_path: str, n: int = 10_000, repeats: int = 7) -> None:
+    """CPU seconds of one sequential-gate look (`cpbench.run.seqrun.look_statistics`: both prefixes' records, LAC and
+    APS, and the gate's paired bootstrap with B = 300 and one-sided tests for four limits) at one cell pair of n
+    items: a real pair resampled to n items, every cache cleared before each look (each look has a new n)."""
+    from cpbench.run import seqrun
+    from cpbench.results.analysis import paired as P
+    from cpbench.results.artifact import LogitsArtifact
+    from cpbench.results.conformal import splits as SP
+    from cpbench.results.gate import Decision, Limits
+
+    A, C = LogitsArtifact.load(base_path), LogitsArtifact.load(cand_path)
+    idx = np.random.default_rng(9).integers(0, A.n, n)
+    ids = [f"i{j:06d}" for j in range(n)]
+    a, b = (LogitsArtifact(ids=ids, labels=X.labels[idx], logits=X.logits[idx], letters=X.letters,
+                           provenance=X.provenance) for X in (A, C))
+    limits = Limits(max_set_size_increase=0.25, max_accuracy_drop=0.02, min_coverage=0.85, max_flip_rate=0.1)
+    key = preset("default", splits=100)
+
+    def look() -> None:
+        P._DRAWS.clear(), P._VIEWS.clear(), P._COMMON.clear(), SP._SPLITS.clear()
+        P.boot_counts.cache_clear(), P._boot_counts_t.cache_clear()
+        seqrun.look_statistics([("cell", a, b)], n, limits, Decision(), key, ("lac", "aps"))
+
+    look()  # imports
+    cpu, wall = [], []
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        look()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    print(f"one sequential look, one cell pair of {n:,} items ({Path(cand_path).parent.parent.name} vs base, "
+          f"resampled), LAC + APS, four limits, B = 300, caches cleared: median CPU {statistics.median(cpu):.3f} s "
+          f"(min {min(cpu):.3f}), median wall {statistics.median(wall):.3f} s, {repeats} looks; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def _canonical(art):
     from cpbench.results.conformal.splits import canonical_order
 
@@ -199,9 +237,8 @@ def real_tables(name, lab, base, cand, letters, sizes, draws, scores, splits, n_
     print(f"\n### {name}: N = {N:,} items, K = {base.shape[1]} options\n")
     runs = {}
     for n in sizes:
-        if 2 * n > N:
-            print(f"(n = {n:,} skipped: the population has fewer than 2n items)")
-            continue
+        # samples are i.i.d. draws with replacement from the population's N items, so n may exceed N: the population
+        # value is then the empirical distribution's value, as at every n
         t = time.perf_counter()
         runs[n] = S.calibration_run(lab, base, cand, n, draws[n], scores=scores, letters=letters, splits=splits,
                                     n_boot=n_boot, seed=n)
@@ -268,6 +305,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer draws (a smoke run, not the documented figures)")
     ap.add_argument("--population", action="append", default=[], help="results directory of real artifacts")
     ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("BASE", "CAND"))
+    ap.add_argument("--recipes", default="", help="with --population: only these candidate recipes (comma list)")
+    ap.add_argument("--look-cost", default="", metavar="BASE,CAND",
+                    help="time one sequential look (records + gate, LAC and APS) of this real pair resampled to "
+                         "10,000 items, and exit")
     ap.add_argument("--sizes", default="100,300,1000,5000")
     ap.add_argument("--draws", type=int, default=300, help="item samples per n (real populations)")
     ap.add_argument("--draws-5000", type=int, default=150, help="item samples at n >= 5000")
@@ -284,8 +325,12 @@ def main() -> None:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores")
     t0 = time.perf_counter()
     pairs = [tuple(p) for p in args.pair]
+    if args.look_cost:
+        look_cost(*args.look_cost.split(","), repeats=2 if q else 7)
+        return
+    keep = set(filter(None, args.recipes.split(",")))
     for root in args.population:
-        pairs += find_pairs(root)
+        pairs += [p for p in find_pairs(root) if not keep or Path(p[1]).parent.parent.name in keep]
     for bp, cp in pairs:
         got = load_pair(bp, cp)
         if got is None:

@@ -398,3 +398,109 @@ def test_gate_min_coverage_is_decided_on_the_item_level_estimate(pair_root: Path
     assert _gate(pair_root, "noisy", "--max-set-size-increase", "5", "--min-coverage", "0.99") == 1
     out = capsys.readouterr().out
     assert "FAIL    coverage 0.8" in out and "< 0.99 (one-sided" in out and "upper bound" in out
+
+
+@pytest.mark.parametrize("score", ["lac", "aps"])
+def test_gate_fast_path_and_tied_scores_match_the_full_computation(score: str) -> None:
+    """The gate's path (`set_pairs=False`: no set diagnostics) gives the same replicates of every number it reads as
+    the full path; the smoothed set size and coverage with heavily tied scores (logits on a coarse grid, items
+    repeated as in a resample of a small real population) never need the slow full-row recount, and equal that
+    recount."""
+    from cpbench.results.analysis import paired as P
+
+    labels, base = population()
+    cand = S.perturb(base, 0.4)
+    rng = np.random.default_rng(12)
+    idx = rng.integers(0, 100, 3000)  # 3,000 items drawn from 100: every item about 30 times
+    tb, tc = (np.round(x[idx] * 2) / 2 for x in (base, cand))
+    a, b = (S.artifact([f"i{j:05d}" for j in range(3000)], labels[idx], x) for x in (tb, tc))
+    va, vb = item_view(a), item_view(b)
+    P._SLOW_ROWS[0] = 0
+    full = paired_draws(va, vb, (score,), n_boot=40, seed=2)
+    assert P._SLOW_ROWS[0] == 0
+    fast = paired_draws(va, vb, (score,), n_boot=40, seed=2, set_pairs=False)
+    for k in ("acc", f"{score}.set_size", f"{score}.coverage", f"{score}.uacc"):
+        np.testing.assert_allclose(fast.cand[k], full.cand[k], rtol=1e-12)
+        np.testing.assert_allclose(fast.base[k], full.base[k], rtol=1e-12)
+    np.testing.assert_allclose(fast.pair["flip_cw"], full.pair["flip_cw"])
+    assert fast.floor[f"{score}.set_size"] == full.floor[f"{score}.set_size"]
+    assert fast.floor[f"{score}.coverage"] == full.floor[f"{score}.coverage"]
+    for x, y in zip(fast.item_d[f"{score}.set_size"], full.item_d[f"{score}.set_size"]):
+        np.testing.assert_array_equal(x, y)
+    assert f"{score}.churn" not in fast.pair and f"{score}.churn" in full.pair
+    # the windowed computation equals the full-row recount (the slow path) on every replicate
+    from cpbench.results.conformal.quantile import order_statistic
+    from cpbench.results.conformal.splits import calibration_size
+
+    w = boot_counts(3000, 40, 2)
+    n_cal = calibration_size(3000, 0.5)
+    h = P.split_position_cdf(3000, n_cal, order_statistic(n_cal, 0.1))
+    p = vb.score(score)
+    for what in ("size", "coverage"):
+        got = P._smoothed_sums(w, p, what, h)
+        x = p.thresholds(what)
+        ins = np.searchsorted(p.cal_sorted, x, side="left")
+        for r in (0, 5, 39):
+            full_cum = np.concatenate([[0.0], np.cumsum(w[r, p.order])])
+            inside = 1.0 - h[np.clip(np.rint(full_cum[ins]).astype(np.int64), 0, 3000)]
+            ref = float(w[r] @ (inside.sum(axis=1) if inside.ndim == 2 else inside))
+            assert got[r] == pytest.approx(ref, rel=1e-9)
+
+
+def test_coverage_that_never_moves_gets_the_zero_count_floor_not_a_point_interval() -> None:
+    """When every sampled item is covered under every replicate for both models (flat logits: APS sets hold every
+    option), the Δcoverage interval is +-z^2/n around 0 (a zero count's floor), not [0, 0]: the population value can be
+    a hair below 0 (a real Gemma pair: -8e-8), which [0, 0] missed in 30 % of samples."""
+    from cpbench.results.analysis.paired import FLOOR_Z, estimates
+
+    n = 200
+    ids = [f"i{j:04d}" for j in range(n)]
+    labels = np.random.default_rng(1).integers(0, 4, n)
+    flat = np.zeros((n, 4), dtype=np.float32)
+    a, b = S.artifact(ids, labels, flat, letters=list("ABCD")), S.artifact(ids, labels, flat + 1e-3, letters=list("ABCD"))
+    est = estimates(paired_draws(item_view(a), item_view(b), ("aps",), n_boot=50, seed=1))
+    e = est["d_aps.coverage"]
+    assert e.point == 0.0 and e.se == pytest.approx(FLOOR_Z / n)
+    assert e.lo < -1e-7 and e.hi > 1e-7 and "zero-count floor" in e.note
+
+
+def test_set_based_se_is_studentised_by_the_items_beyond_the_quantile() -> None:
+    """t quantiles (numpy only) match the tables; the small-sample factor t_{m-1} / z is ~1.15 at n = 100 (m ~ 10 items
+    beyond the quantile) and ~1.01 at n = 1,000, and it multiplies exactly the set-based metrics' item-level se."""
+    from cpbench.results.analysis.paired import estimates, t_quantile, tail_factor
+
+    for df, want in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (29, 2.0452), (99, 1.9842)):
+        assert t_quantile(0.975, df) == pytest.approx(want, abs=2e-3)
+    assert tail_factor(10) == pytest.approx(2.2622 / 1.95996, rel=1e-3)
+    assert 1.0 < tail_factor(100) < 1.013
+    labels, base = population()
+    cand = S.perturb(base, 0.5)
+    for n, lo, hi in ((100, 1.08, 1.25), (1000, 1.0, 1.02)):
+        a, b = S.sample_pair(labels, base, cand, n, np.random.default_rng(n))
+        d = paired_draws(item_view(a), item_view(b), ("aps",), n_boot=60, seed=3)
+        assert 0.05 * n < d.tail["aps"] < 0.16 * n
+        est = estimates(d)
+        raw = np.std(d.cand["aps.coverage"][1:] - d.base["aps.coverage"][1:], ddof=1) * math.sqrt(n / (n - 1))
+        assert lo <= est["d_aps.coverage"].se_item / raw <= hi
+        assert "items beyond the quantile" in est["d_aps.coverage"].note
+        assert "items beyond" not in est["d_acc"].note and "items beyond" not in est["flip_cw"].note
+
+
+def test_smoothed_sums_without_scipy_match(monkeypatch) -> None:
+    """SciPy is optional: the chunked gather-and-reduceat fallback gives the same smoothed sums as the CSR product."""
+    import sys
+
+    from cpbench.results.analysis import paired as P
+
+    labels, base = population()
+    a, _ = S.sample_pair(labels, base, base, 2000, np.random.default_rng(4))
+    va = item_view(a)
+    with_scipy = paired_draws(va, va, ("lac", "aps"), n_boot=30, seed=1, set_pairs=False)
+    for s in ("lac", "aps"):
+        va.score(s).plans.clear()
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)  # import scipy.sparse raises ImportError
+    P._DRAWS.clear()
+    without = paired_draws(va, va, ("lac", "aps"), n_boot=30, seed=1, set_pairs=False)
+    assert all(v is None for s in ("lac", "aps") for k, v in va.score(s).plans.items() if k[-1] == "csr")
+    for k in ("lac.set_size", "lac.coverage", "aps.set_size", "aps.coverage"):
+        np.testing.assert_allclose(without.base[k], with_scipy.base[k], rtol=1e-9)

@@ -355,7 +355,8 @@ def _item_estimates(base: pd.Series, cand: pd.Series, decision: Decision, base_a
         return {}, (why_b if ab is None else why_c) + f" ({'baseline' if ab is None else 'candidate'})"
     try:
         est = compare_numbers(ab, ac, RecordNumbers.from_rows([base]), RecordNumbers.from_rows([cand]),
-                              (str(cand["score"]),), n_boot=decision.n_boot, seed=decision.seed)
+                              (str(cand["score"]),), n_boot=decision.n_boot, seed=decision.seed,
+                              set_pairs=False)  # no gate limit reads the set diagnostics (half the cost)
     except CpbenchError as exc:
         return {}, f"no item-level interval: {exc}"
     return est, ""

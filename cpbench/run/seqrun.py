@@ -48,11 +48,12 @@ def parse_limits(text: str | None) -> Any:
 # ------------------------------------------------------------------------------------------------ item order
 # ------------------------------------------------------------------------------------------------ one look
 def look_statistics(pairs: Sequence[tuple[Hashable, Any, Any]], n: int, limits: Any, decision: Any, analysis: Any,
-                    scores: Sequence[str]) -> dict[tuple[Hashable, str], float]:  # fmt: skip
+                    scores: Sequence[str], regress: dict | None = None) -> dict[tuple[Hashable, str], float]:  # fmt: skip
     """z_within of every gate check of every (cell, baseline artifact, candidate artifact) on their first n items:
     the records of both prefixes (`analyze_artifact`) and the gate's own item-level estimates and one-sided tests
     (`cpbench.results.gate._item_estimates`, `_cell_checks`: the same numbers `cpbench check` decides on)."""
     from cpbench.results import gate
+    from cpbench.results.analysis.decisions import Directional
     from cpbench.results.analysis.sequential import z_within
     from cpbench.results.analysis.compare import memory_index
     from cpbench.results.conformal.protocols import analyze_artifact
@@ -71,6 +72,10 @@ def look_statistics(pairs: Sequence[tuple[Hashable, Any, Any]], n: int, limits: 
             est, _why = gate._item_estimates(base, cand, decision, index, index)
             for c in gate._cell_checks(0, base, cand, limits, est):
                 out[(cell, f"{cand['score']} {c.name}")] = z_within(c.test.p, c.test.below, c.good_below)
+                if regress is not None and c.name in ("set size", "accuracy drop") and c.test.estimate is not None:
+                    # evidence of a regression above none (0), for the design's futility stop (`Design.futility`)
+                    t0 = Directional.test(c.test.estimate, 0.0)
+                    regress[(cell, f"{cand['score']} {c.name}")] = -z_within(t0.p, t0.below, True)
     return out
 
 
@@ -87,10 +92,11 @@ def run_looks(design: Any, pairs_at: Callable[[int, list[Hashable]], list[tuple[
         if open_cells is not None and not open_cells:
             break
         pairs = pairs_at(n, open_cells)
-        z = look_statistics(pairs, n, limits, decision, analysis, scores)
+        zr: dict = {}
+        z = look_statistics(pairs, n, limits, decision, analysis, scores, zr)
         if state is None:
             state = SequentialGate.start(design, list(z))
-        decided = state.look(n, z)
+        decided = state.look(n, z, zr)
         echo(f"sequential look {design.look_of(n) + 1}/{len(design.looks)} at {n:,} items: "
              f"{len({k[0] for k in decided})} cell(s) with new decisions, {len(state.open_cells())} open")
     return state
@@ -100,7 +106,7 @@ def run_looks(design: Any, pairs_at: Callable[[int, list[Hashable]], list[tuple[
 def run_until_decided(plan: Any, echo: Callable[[str], None] = print, progress: bool = True) -> Any:
     """The staged run (see the module docstring). `plan.gate_limits`, `plan.gate_decision`, `plan.max_items`."""
     from cpbench.run import runner
-    from cpbench.results.analysis.sequential import Design
+    from cpbench.results.analysis.sequential import DEFAULT_FUTILITY, Design
     from cpbench.results.gate import Decision, Limits
 
     plan = replace(plan, order_seed=0 if plan.order_seed is None else plan.order_seed)
@@ -113,7 +119,7 @@ def run_until_decided(plan: Any, echo: Callable[[str], None] = print, progress: 
     available = _available_items(plan)
     max_items = min(available, plan.max_items) if plan.max_items else available
     design = Design.of(max_items, alpha=decision.alpha, spending=plan.spending, multiplicity=decision.multiplicity,
-                       first=min(plan.first_look, max_items))  # fmt: skip
+                       first=min(plan.first_look, max_items), futility=DEFAULT_FUTILITY)  # fmt: skip
     echo(f"cpbench run --until-decided: {design.describe()}; limits: {limits.describe()}")
     block = design_block(design, plan.first_look, plan.order_seed, limits, decision)
     base = None
@@ -147,6 +153,7 @@ def design_block(design: Any, first_look: int, order_seed: int, limits: Any, dec
 
     return {"version": 1, "max_items": int(design.max_items), "first_look": int(first_look),
             "growth": DEFAULT_GROWTH, "looks": list(design.looks), "spending": design.spending,
+            "futility": float(design.futility),
             "alpha": round(float(design.alpha), 12), "multiplicity": design.multiplicity, "order_seed": int(order_seed),
             "limits": {k: getattr(limits, k) for k in LIMIT_FIELDS},
             "decision": {"level": float(decision.level), "multiplicity": decision.multiplicity,
@@ -301,6 +308,11 @@ def sequential_statuses(rows: Any, state: Any, items_of: dict, design: Any) -> N
             bad = [h for h in state.hyps.values() if h.cell == cell and h.status == "beyond"]
             if bad:
                 why += "; beyond: " + ", ".join(f"{h.check} (z {h.z:+.2f}, bound {h.bound:.2f})" for h in bad)
+            fut = [h for h in state.hyps.values() if h.cell == cell and h.status == "futile"]
+            if fut:
+                why += "; futility: " + ", ".join(h.check for h in fut) + (
+                    f" (a regression above none shown at one-sided {design.futility:g}: it would likely not be shown "
+                    f"within its limit by {design.max_items:,} items)")
         rows.at[i, "status"] = st
         rows.at[i, "reasons"] = why
 
@@ -374,7 +386,7 @@ def check_design(candidate: Any, given: dict, limits: Any, decision: Any) -> tup
                    level=float(d["level"]), n_boot=int(d["n_boot"]), seed=int(d["seed"]))  # fmt: skip
     design = Design.of(int(stored["max_items"]), alpha=dec.alpha, spending=stored["spending"],
                        multiplicity=dec.multiplicity, first=min(int(stored["first_look"]), int(stored["max_items"])),
-                       growth=float(stored["growth"]))  # fmt: skip
+                       growth=float(stored["growth"]), futility=float(stored.get("futility", 0.0)))  # fmt: skip
     if list(design.looks) != list(stored["looks"]):
         raise CpbenchError(f"--until-decided: the stored looks {stored['looks']} are not this cpbench's schedule "
                            f"{list(design.looks)} for the stored design")  # fmt: skip
@@ -396,6 +408,7 @@ def _scores_of(df: Any) -> tuple[str, ...]:
 def design_from_options(max_items: int, decision: Any, spending: str = "pocock", first: int | None = None) -> Any:
     from cpbench.results.analysis.sequential import DEFAULT_FIRST, Design
 
+    # results written before the design was stored predate the futility stop: replayed without it
     return Design.of(max_items, alpha=decision.alpha, spending=spending, multiplicity=decision.multiplicity,
                      first=min(first or DEFAULT_FIRST, max_items))  # fmt: skip
 

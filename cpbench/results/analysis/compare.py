@@ -110,14 +110,17 @@ def _simulated_split_se(base_art, cand_art, nb: RecordNumbers, scores: Sequence[
 
 
 def compare_numbers(base_art, cand_art, nb: RecordNumbers, nc: RecordNumbers, scores: Sequence[str], *,
-                    n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> dict[str, Estimate]:
-    """Item-level estimates of every delta and pair metric between two records of the same items."""
+                    n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL,
+                    set_pairs: bool = True) -> dict[str, Estimate]:
+    """Item-level estimates of every delta and pair metric between two records of the same items
+    (`set_pairs=False`: without the set churn / Jaccard / newly-confidently-wrong diagnostics, which no gate limit
+    reads)."""
     for attr in ("protocol", "alpha", "cal_ratio", "seed", "splits"):
         if getattr(nb, attr) != getattr(nc, attr):
             raise CpbenchError(f"analysis keys differ ({attr} {getattr(nb, attr)!r} vs {getattr(nc, attr)!r})")
     vb = cached_view(base_art, nb.protocol, nb.alpha, nb.cal_ratio, nb.seed)
     vc = cached_view(cand_art, nc.protocol, nc.alpha, nc.cal_ratio, nc.seed)
-    draws = paired_draws(vb, vc, scores, n_boot=n_boot, seed=seed)
+    draws = paired_draws(vb, vc, scores, n_boot=n_boot, seed=seed, set_pairs=set_pairs)
     keys = ["acc", *(f"{s}.{m}" for s in scores for m in SCORE_METRICS)]
     points, ses, split_iv = {}, {}, {}
     need_sim = False

@@ -24,10 +24,14 @@ Speed: per artifact, scores, sorted true-label scores and per-item metric column
 (keyed by content hash and protocol); bootstrap counts are shared by every cell with the same n (common random
 numbers); the quantile of each replicate is found in a narrow window of the sorted order, and only the few items whose
 set changes between replicates are compared option by option (the same two tricks as `cpbench.results.conformal.engine`).
+The smoothed set size and coverage read the bootstrap counts transposed (float32, exact for counts) and group the
+options of the quantile's window with one sparse product (SciPy when installed, else chunked reduceat); the gate asks
+for no set diagnostics (`set_pairs=False`) and reuses the score-independent sums across its per-score calls.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -162,7 +166,7 @@ class ScorePrep:
         order = np.argsort(t, kind="stable")
         items, t = rows[order], t[order]
         starts = np.flatnonzero(np.diff(np.concatenate([[-1], t]))) if len(t) else np.zeros(0, dtype=np.int64)
-        plan = (always, items, starts, t[starts], a, lo_pos, hi_pos)
+        plan = (always, items, starts, t[starts], a, lo_pos, hi_pos, b)
         self.plans[key] = plan
         return plan
 
@@ -215,8 +219,10 @@ def boot_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     Shared by every comparison of n items (common random numbers: a leaderboard's intervals use the same draws)."""
     rng = np.random.default_rng([seed, n, 8])
     idx = rng.integers(0, n, size=(n_boot, n))
-    counts = np.bincount((idx + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n).reshape(n_boot, n)
-    out = np.vstack([np.ones((1, n)), counts.astype(np.float64)])
+    out = np.empty((1 + n_boot, n))
+    out[0] = 1.0
+    for r in range(n_boot):  # one row at a time: the counts of a row stay in cache (faster than one bincount)
+        out[r + 1] = np.bincount(idx[r], minlength=n)
     out.setflags(write=False)
     return out
 
@@ -290,7 +296,43 @@ def split_position_cdf(n: int, n_cal: int, k: int) -> np.ndarray:
     return h
 
 
-def _smoothed_sums(w: np.ndarray, prep: "ScorePrep", what: str, h: np.ndarray) -> np.ndarray:
+def _transposed(w: np.ndarray) -> np.ndarray:
+    """w.T as a contiguous [n, B] array (float32 when every weight is a small integer count: exact, half the memory
+    traffic). Gathering items is then a gather of contiguous rows, 2-4x faster than gathering columns of w."""
+    if w.size and float(w.max()) < 2**20 and np.array_equal(w, np.rint(w)):
+        return np.ascontiguousarray(w.T, dtype=np.float32)
+    return np.ascontiguousarray(w.T)
+
+
+def _grouped(wT: np.ndarray, prep: "ScorePrep", what: str, h: np.ndarray, items: np.ndarray,
+             starts: np.ndarray) -> np.ndarray:
+    """[groups, B]: per group of the smoothing plan, the summed weight rows of its options' items, i.e. a sparse
+    (groups x n) 0/1-count matrix times w.T. With SciPy installed (optional) a CSR product (about 10x faster than
+    gathering the rows: no [options, B] intermediate); else gathers and reduceat in cache-sized chunks of groups."""
+    key = (what, id(h), "csr")
+    if key not in prep.plans:
+        try:
+            import scipy.sparse as sp
+
+            g = np.repeat(np.arange(len(starts)), np.diff(np.concatenate([starts, [len(items)]])))
+            prep.plans[key] = sp.csr_matrix((np.ones(len(items)), (g, items)), shape=(len(starts), len(prep.cal)))
+        except ImportError:  # pragma: no cover - SciPy is not a dependency
+            prep.plans[key] = None
+    csr = prep.plans[key]
+    if csr is not None:
+        return csr.astype(wT.dtype, copy=False) @ wT
+    G = len(starts)
+    out = np.empty((G, wT.shape[1]), dtype=wT.dtype)
+    bounds = [*range(0, G, 64), G]
+    ends = np.concatenate([starts[1:], [len(items)]])
+    for g0, g1 in itertools.pairwise(bounds):
+        i0, i1 = int(starts[g0]), int(ends[g1 - 1])
+        out[g0:g1] = np.add.reduceat(wT[items[i0:i1]], starts[g0:g1] - i0, axis=0)
+    return out
+
+
+def _smoothed_sums(w: np.ndarray, prep: "ScorePrep", what: str, h: np.ndarray,
+                   wT: np.ndarray | None = None) -> np.ndarray:
     """Per replicate, sum over items of w_i * sum_j P(option j of item i is in the set) with q-hat at a random split
     position (the split average's smoothing of the quantile); `what` is "size" (every option) or "coverage" (the
     gold option).
@@ -298,21 +340,28 @@ def _smoothed_sums(w: np.ndarray, prep: "ScorePrep", what: str, h: np.ndarray) -
     An option with threshold x (on the score scale) is in the set iff q-hat >= x, i.e. iff the split position
     exceeds L = (weighted count of calibration scores below x): probability 1 - H[L]. Options far below / above the
     positions H spreads over are in / out for every replicate (one matrix-vector product); the others are grouped by
-    their place in the sorted calibration scores (one gather and one reduceat per replicate row), and L is read from
-    the replicate's cumulative weights in that window."""
+    their place in the sorted calibration scores (one gather of rows of w.T and one reduceat), and L is read from
+    the replicate's cumulative weights in that window. `wT` is `_transposed(w)` (computed when not given)."""
     B, n = w.shape
+    if wT is None:
+        wT = _transposed(w)
     plan = prep.smooth_plan(what, h)
-    always, items, starts, bucket, a, lo_pos, hi_pos = plan
+    always, items, starts, bucket, a, lo_pos, hi_pos, b = plan
     below = w @ prep.before(a)
-    width = int(bucket[-1]) + 1 if len(bucket) else 1
-    cum = np.concatenate([np.zeros((B, 1)), np.cumsum(w[:, prep.order[a:a + width]], axis=1)], axis=1)
-    cum += below[:, None]
+    width = max(b - a, 1)  # the whole window (not just up to its last option: the check below needs the weight
+    # below b, else tied scores, which leave the window's top buckets empty, send every replicate to the slow path)
+    cum = np.empty((width + 1, B))
+    cum[0] = below
+    np.cumsum(wT[prep.order[a:a + width]], axis=0, out=cum[1:], dtype=np.float64)
+    cum[1:] += below[None, :]
     out = w @ always
     if len(items):
-        grouped = np.add.reduceat(w[:, items], starts, axis=1)
-        L = np.clip(np.rint(cum[:, bucket]).astype(np.int64), 0, n)
-        out += _rowdot(grouped, 1.0 - h[L])
-    ok = (below < lo_pos + 1e-9) & (cum[:, -1] >= min(hi_pos, n) - 1e-9 - (n - a - width <= 0) * n)
+        grouped = _grouped(wT, prep, what, h, items, starts)  # [groups, B]
+        L = np.rint(cum[bucket]).astype(np.int64)
+        np.clip(L, 0, n, out=L)
+        out += np.einsum("gb,gb->b", grouped, 1.0 - h[L], dtype=np.float64)
+    ok = (below < lo_pos + 1e-9) & (cum[-1] >= min(hi_pos, n) - 1e-9 - (n - a - width <= 0) * n)
+    _SLOW_ROWS[0] += int((~ok).sum())
     for r in np.flatnonzero(~ok):  # rare: a replicate's positions left the window: count on the full row
         full = np.concatenate([[0.0], np.cumsum(w[r, prep.order])])
         x = prep.thresholds(what)
@@ -320,6 +369,9 @@ def _smoothed_sums(w: np.ndarray, prep: "ScorePrep", what: str, h: np.ndarray) -
         inside = 1.0 - h[np.clip(np.rint(full[ins]).astype(np.int64), 0, n)]
         out[r] = float(w[r] @ (inside.sum(axis=1) if inside.ndim == 2 else inside))
     return out
+
+
+_SLOW_ROWS = [0]  # replicates counted on the full row (a diagnostic for tests and benchmarks)
 
 
 def _rowdot(w: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -341,21 +393,29 @@ class Draws:
     floor: dict[str, tuple[float, int]] = field(default_factory=dict)
     item_d: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # items' own set-size
     # differences at the full-sample quantiles, as (distinct values, counts)
+    # per score: how many sample items' true-label scores lie beyond the full-sample quantile (the fewer of the two
+    # models): the items the quantile's position, and so every set-based metric's item-level spread, rests on
+    tail: dict[str, int] = field(default_factory=dict)
 
 
 def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",), n_boot: int = N_BOOT,
                  seed: int = 0, weights: np.ndarray | None = None, tau: float | None = None,
-                 smooth: bool = True) -> Draws:
+                 smooth: bool = True, set_pairs: bool = True) -> Draws:
     """Plug-in values and paired bootstrap replicates of every metric for both views and their pair metrics.
 
     `weights` (rows of per-item weights) replaces the bootstrap counts, e.g. `np.ones((1, n))` for the plug-in
     alone (the population value of a simulation); `tau` overrides the quantile level (a population's value at the
-    level a sample of another size targets)."""
+    level a sample of another size targets). `set_pairs=False` skips the item-by-item set diagnostics (churn,
+    Jaccard, newly confidently wrong), which no gate limit reads: about half the cost of a score."""
     memo = (base.cache_key, cand.cache_key, tuple(scores), n_boot, seed) if (
         weights is None and tau is None and smooth and base.cache_key and cand.cache_key) else None
     if memo is not None and memo in _DRAWS:
         return _DRAWS[memo]  # e.g. the thresholds table re-using the decoupling table's comparison
-    out = _paired_draws(base, cand, scores, n_boot, seed, weights, tau, smooth)
+    if memo is not None and not set_pairs and memo + ("no set pairs",) in _DRAWS:
+        return _DRAWS[memo + ("no set pairs",)]
+    out = _paired_draws(base, cand, scores, n_boot, seed, weights, tau, smooth, set_pairs)
+    if memo is not None and not set_pairs:
+        memo = memo + ("no set pairs",)
     if memo is not None:
         _DRAWS[memo] = out
         while len(_DRAWS) > 256:
@@ -366,8 +426,37 @@ def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",
 _DRAWS: OrderedDict[tuple, "Draws"] = OrderedDict()
 
 
+@lru_cache(maxsize=4)
+def _boot_counts_t(n: int, n_boot: int, seed: int) -> np.ndarray:
+    out = np.ascontiguousarray(boot_counts(n, n_boot, seed).T, dtype=np.float32)  # counts: exact in float32
+    out.setflags(write=False)
+    return out
+
+
+_COMMON: OrderedDict[tuple, tuple] = OrderedDict()
+
+
+def _common_sums(base: ItemView, cand: ItemView, w: np.ndarray, memo: tuple | None) -> tuple:
+    """(per-view weighted sums of the item value columns, weighted sums of the score-independent pair columns):
+    the part of a comparison that does not depend on the conformal score (memoised: the gate compares one score at
+    a time)."""
+    if memo is not None and memo in _COMMON:
+        return _COMMON[memo]
+    sums = [w @ view.values for view in (base, cand)]  # columns: acc, brier, nll, entropy, idk, nota, ECE gaps
+    pb, pc = np.exp(base.logp), cand.logp
+    kl = (pb * (base.logp - pc)).sum(axis=1)
+    cb, cc = base.top == base.labels, cand.top == cand.labels
+    pv = np.column_stack([cb & ~cc, ~cb & cc, base.top == cand.top, kl]).astype(np.float64)
+    out = (sums, w @ pv)
+    if memo is not None:
+        _COMMON[memo] = out
+        while len(_COMMON) > 8:
+            _COMMON.popitem(last=False)
+    return out
+
+
 def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot: int, seed: int,
-                  weights: np.ndarray | None, tau: float | None, smooth: bool) -> Draws:
+                  weights: np.ndarray | None, tau: float | None, smooth: bool, set_pairs: bool = True) -> Draws:
     if base.ids != cand.ids:
         raise CpbenchError("the two artifacts hold different item ids: item-level pairing needs the same items")
     if not np.array_equal(base.labels, cand.labels):
@@ -382,17 +471,15 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
     pair: dict[str, np.ndarray] = {}
     floor: dict[str, tuple[float, int]] = {}
     item_d: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for view, out in ((base, out_b), (cand, out_c)):
-        sums = w @ view.values  # columns: acc, brier, nll, entropy, idk, nota, then one ECE gap column per bin
+    tail: dict[str, int] = {}
+    common_memo = (base.cache_key, cand.cache_key, n_boot, seed) if (
+        weights is None and base.cache_key and cand.cache_key) else None
+    all_sums, psums = _common_sums(base, cand, w, common_memo)
+    for view, out, sums in ((base, out_b, all_sums[0]), (cand, out_c, all_sums[1])):
         for j, name in enumerate(("acc", "brier", "nll", "entropy", "idk_rate", "nota_rate")):
             out[name] = sums[:, j] / tot
         out["ece"] = np.abs(sums[:, view.n_value_cols:]).sum(axis=1) / tot
     # pair metrics that do not depend on sets
-    pb, pc = np.exp(base.logp), cand.logp
-    kl = (pb * (base.logp - pc)).sum(axis=1)
-    cb, cc = base.top == base.labels, cand.top == cand.labels
-    pv = np.column_stack([cb & ~cc, ~cb & cc, base.top == cand.top, kl]).astype(np.float64)
-    psums = w @ pv
     for j, name in enumerate(PAIR_METRICS):
         pair[name] = psums[:, j] / tot
     population = tau is not None
@@ -403,10 +490,30 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
     # sample analyses; a population value (tau given) and the top-1 fallback protocol use the plain quantile
     smooth_split = smooth and not population and not top1
     if smooth_split:
+        wT = _boot_counts_t(n, n_boot, seed) if weights is None else _transposed(w)
         n_cal = calibration_size(n, base.cal_ratio)
         h = split_position_cdf(n, n_cal, order_statistic(n_cal, float(base.alpha), base.quantile_rule))
     for s in scores:
         preps = (base.score(s), cand.score(s))
+        tail[s] = min(int((p.cal > p.cal_sorted[_quantile_positions(w[:1], p.order, tau)[0]]).sum()) for p in preps)
+        if smooth_split and not set_pairs:
+            # only what the gate reads: smoothed set size and coverage per replicate, and each item's own set size
+            # and coverage at the full-sample quantile (floors and the score-type set-size test)
+            own = []
+            for out, p in zip((out_b, out_c), preps):
+                size = _smoothed_sums(w, p, "size", h, wT) / tot
+                out[f"{s}.set_size"] = size
+                out[f"{s}.coverage"] = _smoothed_sums(w, p, "coverage", h, wT) / tot
+                out[f"{s}.uacc"] = M.uacc(out["acc"], size, K)
+                t0 = p.table.threshold(p.cal_sorted[_quantile_positions(w[:1], p.order, tau)])[0]
+                own.append(((p.table.stat <= t0).sum(axis=1).astype(np.float64),
+                            (p.label_stat <= t0).astype(np.float64)))
+            (nb_i, vb_i), (nc_i, vc_i) = own
+            for key, d_i in ((f"{s}.set_size", nc_i - nb_i), (f"{s}.coverage", vc_i - vb_i)):
+                floor[key] = (float((d_i**2).sum()), int(np.count_nonzero(d_i)))
+            vals, cnt = np.unique(nc_i - nb_i, return_counts=True)
+            item_d[f"{s}.set_size"] = (vals.astype(np.float64), cnt.astype(np.float64))
+            continue
         thr = [p.table.threshold(p.cal_sorted[_quantile_positions(w, p.order, tau)]) for p in preps]
         # Items whose set is the same under every replicate's threshold (no statistic in (lo, hi]) count through one
         # matrix-vector product; only the others ("active") are compared with each replicate's threshold.
@@ -436,8 +543,8 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         for out, (c0, v0, ca, va), p in zip((out_b, out_c), per, preps):
             if smooth_split:
                 # what the records average over splits: q-hat at a random split position, not one fixed quantile
-                size = _smoothed_sums(w, p, "size", h) / tot
-                cov = _smoothed_sums(w, p, "coverage", h) / tot
+                size = _smoothed_sums(w, p, "size", h, wT) / tot
+                cov = _smoothed_sums(w, p, "coverage", h, wT) / tot
             else:
                 size = (w @ (c0 * rest) + _rowdot(wa, ca)) / tot
                 cov = (w @ (v0 * rest) + _rowdot(wa, va)) / tot
@@ -475,7 +582,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         if len(act):
             jac_i[act] = jac_a[0]
         floor[f"{s}.jaccard"] = (float(((1.0 - jac_i) ** 2).sum()), int(np.count_nonzero(jac_i < 1.0)))
-    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d)
+    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d, tail)
 
 
 # ------------------------------------------------------------------------------------------------- estimates
@@ -724,6 +831,33 @@ _RANGES = {"acc": (-1.0, 1.0), "coverage": (-1.0, 1.0), "ece": (-1.0, 1.0), "bri
            "idk_rate": (-1.0, 1.0), "nota_rate": (-1.0, 1.0), "jaccard": (0.0, 1.0), "kl": (0.0, math.inf)}
 
 
+def t_quantile(p: float, df: float) -> float:
+    """Student t quantile (numpy only): exact for 1 and 2 degrees of freedom, else the Cornish-Fisher expansion
+    (Abramowitz & Stegun 26.7.5; error < 1e-3 at df >= 3)."""
+    if not math.isfinite(df) or df > 1e6:
+        return z_of(p)
+    if df <= 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df <= 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    z = z_of(p)
+    g1 = (z**3 + z) / 4
+    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+
+
+def tail_factor(m: int, level: float = LEVEL) -> float:
+    """Small-sample scale for a set-based metric's item-level se: t_{m-1} / z at the interval's level, m the number
+    of sample items beyond the conformal quantile (Draws.tail). The quantile, and with it every set size and coverage
+    of the split procedure, rests on those m items; a variance estimated from m effective observations is
+    studentised with m - 1 degrees of freedom (at least 2). 1.15 at n = 100 (m ~ 10), 1.04 at 300, 1.01 at 1,000."""
+    df = max(float(m) - 1.0, 2.0)
+    p = 0.5 + level / 2
+    return t_quantile(p, df) / z_of(p)
+
+
 def _floor(draws: Draws, key: str) -> tuple[float, int]:
     """(floor of the item-level se, number of items whose own value differs) for a set-based metric.
 
@@ -779,17 +913,30 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
         notes = ["plug-in (full-sample quantile)"]
         if name == "acc":
             se_item = max(se_item, _paired_proportion_se(draws))
+        sname = name.split(".")[0]
+        tf = tail_factor(draws.tail[sname], level) if short in SCORE_METRICS and sname in draws.tail else 1.0
+        if tf > 1.0:
+            se_item *= tf
+            notes.append(f"se x {tf:.3f} (t, {max(draws.tail[sname] - 1, 2)} df: items beyond the quantile)")
         if short in ("set_size", "coverage"):
             fl, m = _floor(draws, name)
             if short == "coverage":
-                # no floor: re-calibration pins each model's coverage near k / (n_cal + 1), so items whose coverage
-                # differs at a fixed quantile say little about the spread (their count would be far too wide a
-                # floor); measured calibration in docs/conformal.md
-                fl = 0.0
+                # no floor from the items' own differences: re-calibration pins each model's coverage near
+                # k / (n_cal + 1), so items whose coverage differs at a fixed quantile say little about the spread
+                # (their count would be far too wide a floor); measured calibration in docs/conformal.md. Only when
+                # no replicate moved by half an item (e.g. both models' APS sets hold every option on every sampled
+                # item; the split smoothing still moves them by ~1e-9) the
+                # zero-count floor z / n: [0, 0] would claim more than n items can show (the population value is
+                # then a hair below 0 or above it, -8e-8 on a real pair, and [0, 0] missed it in 30 % of samples)
+                moved = float(np.max(np.abs(d[1:] - d[0]))) if len(d) > 1 else 0.0
+                fl = FLOOR_Z / draws.n if moved < 0.5 / draws.n else 0.0  # no replicate moved by half an item
+                m = 0
             floors[name] = fl
             if fl > se_item:
                 se_item = fl
-                notes.append(f"se at its floor: {m} of {draws.n} items' sets differ" if m >= 0 else "se floored")
+                notes.append(f"se at its floor: {m} of {draws.n} items' sets differ" if short == "set_size" and m >= 0
+                             else "se at its zero-count floor z / n: no replicate moved by half an item" if short == "coverage"
+                             else "se floored")
         if short == "uacc" and K:
             s_name = name[: -len("uacc")] + "set_size"
             acc_b, size_b = float(draws.base["acc"][0]), float(draws.base[s_name][0])
@@ -805,7 +952,8 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
         finish(key, float(d[0]), se_item, "; ".join(notes), lim, d[1:])
         if short == "coverage":
             c = draws.cand[name]
-            finish(f"cand.{name}", float(c[0]), _sd(c[1:]) * corr, "plug-in (full-sample quantile)", (0.0, 1.0))
+            finish(f"cand.{name}", float(c[0]), _sd(c[1:]) * corr * tf, "; ".join(notes[:1] + notes[1:2]),
+                   (0.0, 1.0))
             # a coverage near 1 is a proportion: Wilson's score interval at the effective sample size p(1-p)/se^2
             # (not capped at n: calibration makes coverage less variable than n independent trials). A normal
             # interval undercovers there because the samples with the highest coverage have the smallest spread.

@@ -26,7 +26,12 @@ and stops scoring a cell as soon as it is decided. Looking K times at level alph
   crosses c_k, "beyond" when it crosses -c_k, as the fixed gate decides either side at its level. At the limit the
   probability of a false "within" (a false pass) is at most alpha_i per hypothesis, at most alpha over the family.
 
-A cell is decided (stops scoring) when any of its checks is beyond (fail) or all are within (pass); at the last look
+- **Futility** (`Design.futility`, 0.05 for new runs): a check whose estimate shows a regression above none (z against
+  0 for a set-size increase or an accuracy drop) beyond a beta-spending boundary of that level stops its cell as
+  failed ("futile"). Non-binding: it never passes anything, so the false-pass level holds; it stops true regressions
+  early at a small cost in power (docs/ci-gate.md, "Items to decision").
+
+A cell is decided (stops scoring) when any of its checks is beyond or futile (fail) or all are within (pass); at the last look
 the undecided cells are inconclusive. `Design` + `SequentialGate.look` are the whole procedure; the runner
 (`cpbench.run.seqrun`) feeds them the gate's z-statistics of each stage and `cpbench check --until-decided` replays them.
 """
@@ -46,6 +51,7 @@ from cpbench.base.errors import CpbenchError
 SPENDING = ("pocock", "obf", "linear")
 DEFAULT_FIRST = 200  # items at the first look (a conformal split needs a few dozen calibration items)
 DEFAULT_GROWTH = 1.5  # items grow by this factor from one look to the next
+DEFAULT_FUTILITY = 0.05  # beta spent (same spending function) on failing a cell that shows a regression (futility)
 _N = NormalDist()
 
 
@@ -161,6 +167,11 @@ class Design:
     alpha: float = 0.05
     spending: str = "pocock"
     multiplicity: str = "holm"  # holm | bonferroni | none
+    # futility (beta-spending, non-binding): a check whose estimate shows a regression above "none" (0 for a set-size
+    # increase or an accuracy drop) at one-sided level `futility`, spent over the looks with the same spending
+    # function, stops its cell as failed ("futile"): it would likely not be shown within its limit by max items.
+    # It only stops cells, never passes one, so the false-pass level is untouched; 0 turns it off.
+    futility: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.looks or any(b <= a for a, b in zip(self.looks, self.looks[1:])):
@@ -172,11 +183,13 @@ class Design:
                                f"not {self.multiplicity!r}")  # fmt: skip
         if not 0.0 < self.alpha < 0.5:
             raise CpbenchError(f"alpha must be in (0, 0.5), got {self.alpha}")
+        if not 0.0 <= self.futility < 0.5:
+            raise CpbenchError(f"futility level must be in [0, 0.5), got {self.futility}")
 
     @classmethod
     def of(cls, max_items: int, alpha: float = 0.05, spending: str = "pocock", multiplicity: str = "holm",
-           first: int = DEFAULT_FIRST, growth: float = DEFAULT_GROWTH) -> "Design":  # fmt: skip
-        return cls(schedule(max_items, first, growth), alpha, spending, multiplicity)
+           first: int = DEFAULT_FIRST, growth: float = DEFAULT_GROWTH, futility: float = 0.0) -> "Design":  # fmt: skip
+        return cls(schedule(max_items, first, growth), alpha, spending, multiplicity, futility)
 
     @property
     def max_items(self) -> int:
@@ -190,6 +203,12 @@ class Design:
         """z critical value of a hypothesis at level alpha_i at look index `look` (0-based)."""
         return boundaries(self.fractions, round(float(alpha_i), 15), self.spending)[look]
 
+    def futility_bound(self, look: int) -> float:
+        """z a check's evidence of a regression must reach at look index `look` to stop its cell (inf when off)."""
+        if self.futility <= 0:
+            return math.inf
+        return boundaries(self.fractions, round(float(self.futility), 15), self.spending)[look]
+
     def look_of(self, n: int) -> int:
         if n not in self.looks:
             raise CpbenchError(f"{n} items is not a look of this design ({', '.join(map(str, self.looks))})")
@@ -199,11 +218,12 @@ class Design:
         return (f"sequential: looks at {', '.join(f'{n:,}' for n in self.looks)} items, one-sided alpha "
                 f"{self.alpha:g} over the family, {self.spending} alpha spending (Lan-DeMets), "
                 f"{'group-sequential Holm' if self.multiplicity == 'holm' else self.multiplicity} over every "
-                f"(cell, limit)")  # fmt: skip
+                f"(cell, limit)" + (f"; futility stop at a regression shown at one-sided {self.futility:g}"
+                                    if self.futility > 0 else ""))  # fmt: skip
 
     def to_dict(self) -> dict:
         return {"looks": list(self.looks), "alpha": self.alpha, "spending": self.spending,
-                "multiplicity": self.multiplicity}  # fmt: skip
+                "multiplicity": self.multiplicity, "futility": self.futility}  # fmt: skip
 
 
 @dataclass
@@ -213,7 +233,7 @@ class Hypothesis:
     cell: Hashable
     check: str
     alpha: float
-    status: str = "undecided"  # undecided | within | beyond
+    status: str = "undecided"  # undecided | within | beyond | futile (a regression shown: stopped, counts as fail)
     look: int | None = None  # 0-based look index of the decision
     items: int | None = None
     z: float = math.nan  # the last z_within seen
@@ -238,7 +258,7 @@ class SequentialGate:
     def cell_status(self, cell: Hashable) -> str:
         """pass (every check within), fail (a check beyond), or continue."""
         hs = [h for h in self.hyps.values() if h.cell == cell]
-        if any(h.status == "beyond" for h in hs):
+        if any(h.status in ("beyond", "futile") for h in hs):
             return "fail"
         if hs and all(h.status == "within" for h in hs):
             return "pass"
@@ -254,15 +274,17 @@ class SequentialGate:
         if st == "continue" or not hs:
             return None, None
         if st == "fail":
-            h = min((h for h in hs if h.status == "beyond"), key=lambda h: h.look)
+            h = min((h for h in hs if h.status in ("beyond", "futile")), key=lambda h: h.look)
         else:
             h = max(hs, key=lambda h: h.look)
         return h.look + 1, h.items
 
     # -------------------------------------------------------------------------------------------- looks
-    def look(self, n: int, z_within: Mapping[tuple[Hashable, str], float]) -> list[tuple[Hashable, str]]:
+    def look(self, n: int, z_within: Mapping[tuple[Hashable, str], float],
+             z_regress: Mapping[tuple[Hashable, str], float] | None = None) -> list[tuple[Hashable, str]]:
         """Test at the look of `n` items with the z-statistics of the open cells (z_within > 0: evidence that the
-        limit holds). Returns the hypotheses decided at this look."""
+        limit holds; z_regress > 0: evidence of a regression above none, for the design's futility stop). Returns the
+        hypotheses decided at this look."""
         k = self.design.look_of(n)
         if k < self.looks_done - 1:
             raise CpbenchError(f"look {k + 1} after look {self.looks_done}: looks must come in order")
@@ -300,6 +322,15 @@ class SequentialGate:
                 for h in rest:
                     h.alpha += freed / len(rest)
             open_cells = {c for c in open_cells if self.cell_status(c) == "continue"}
+        if z_regress and self.design.futility > 0:
+            b = self.design.futility_bound(k)
+            for key, zr in z_regress.items():
+                h = self.hyps.get(key)
+                if h is None or h.status != "undecided" or h.cell not in open_cells or not math.isfinite(zr):
+                    continue
+                if zr >= b:  # non-binding: its alpha is not recycled (a futility stop rejects nothing)
+                    h.status, h.look, h.items = "futile", k, n
+                    decided.append(key)
         return decided
 
     def summary(self) -> dict:

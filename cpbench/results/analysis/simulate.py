@@ -149,9 +149,12 @@ def population_values(labels: np.ndarray, base: np.ndarray, cand: np.ndarray, n:
     ids = [f"p{j:07d}" for j in range(len(labels))]
     vb = item_view(artifact(ids, labels, base, letters=letters), alpha=alpha, cal_ratio=cal_ratio)
     vc = item_view(artifact(ids, labels, cand, letters=letters), alpha=alpha, cal_ratio=cal_ratio)
-    probe = item_view(artifact([f"s{j}" for j in range(n)], labels[:n], base[:n], letters=letters), alpha=alpha,
-                      cal_ratio=cal_ratio)
-    d = paired_draws(vb, vc, scores, weights=np.ones((1, len(labels))), tau=probe.tau())
+    from cpbench.results.conformal.quantile import order_statistic
+    from cpbench.results.conformal.splits import calibration_size
+
+    n_cal = calibration_size(n, cal_ratio)  # tau_n of a sample of n (n may exceed the population: draws are i.i.d.)
+    tau_n = order_statistic(n_cal, float(alpha), vb.quantile_rule) / (n_cal + 1)
+    d = paired_draws(vb, vc, scores, weights=np.ones((1, len(labels))), tau=tau_n)
     out = {f"d_{k}": float(d.cand[k][0] - d.base[k][0]) for k in d.base}
     out.update({k: float(v[0]) for k, v in d.pair.items()})
     for s in scores:

@@ -13,7 +13,9 @@ first n_test = n - floor(cal_ratio * n) positions as test and the next floor(cal
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -58,7 +60,26 @@ def random_splits(
     labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """is_cal[R, n]: True where item i is in split r's calibration part. Stratified by label when labels given:
-    every split then has the same number of calibration items of each class."""
+    every split then has the same number of calibration items of each class. Memoised (read-only result): the two
+    records of a comparison, and every look of a sequential gate at the same items, draw the same splits."""
+    lab = None if labels is None else np.ascontiguousarray(labels)
+    key = (int(n), int(splits), int(seed), float(cal_ratio), None if lab is None else (
+        lab.dtype.str, hashlib.sha1(lab.tobytes()).hexdigest()))
+    if key in _SPLITS:
+        _SPLITS.move_to_end(key)
+        return _SPLITS[key]
+    out = _random_splits(n, splits, seed, cal_ratio, labels)
+    out.setflags(write=False)
+    _SPLITS[key] = out
+    while len(_SPLITS) > 8:
+        _SPLITS.popitem(last=False)
+    return out
+
+
+_SPLITS: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+
+
+def _random_splits(n: int, splits: int, seed: int, cal_ratio: float, labels: np.ndarray | None) -> np.ndarray:
     if splits < 1:
         raise CpbenchError(f"need at least one split, got {splits}")
     if seed < 0:
