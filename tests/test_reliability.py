@@ -147,7 +147,7 @@ def test_unknown_model_args_key_without_a_readable_config_fails_at_load_with_one
                                                                                        tiny_dir, monkeypatch):
     import cpbench.run.preflight
 
-    monkeypatch.setattr(cpbench.run.preflight, "model_config", lambda entry: None)  # the pre-flight cannot tell
+    monkeypatch.setattr(cpbench.run.preflight, "cached_model_config", lambda entry: None)  # the pre-flight cannot tell
     assert _run_tiny(tiny_dir, tmp_path, "--model-args", "foo=1") == 2
     assert "'foo'" in _err_line(capsys)
 

