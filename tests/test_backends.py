@@ -69,8 +69,9 @@ def test_toy_backend_end_to_end_artifact_record_check(toy, tmp_path, cache, tiny
 
 
 def test_evaluate_accepts_a_backend_object(toy, tiny_dir):  # noqa: F811
-    import cpbench
     from toy_backend import ToyBackend
+
+    import cpbench
 
     report = cpbench.evaluate(tiny_dir, recipes=["magnitude-50"], tasks=["qa"], data="samples", limit=24,
                               backend=ToyBackend(skill=3.0))  # fmt: skip

@@ -3,11 +3,11 @@ cycle exists between modules, function-local imports included (docs/design.md)."
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import grimp
 import pytest
+import tomllib
 from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,10 +18,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cpbench.base.stamps import utc_now
-from cpbench.results.artifact import LogitsArtifact
 from cpbench.base.errors import CpbenchError
 from cpbench.base.runkey import ScoreKey
+from cpbench.base.stamps import utc_now
+from cpbench.results.artifact import LogitsArtifact
 
 DEFAULT_CHUNK_SIZE = 256
 

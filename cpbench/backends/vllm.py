@@ -215,8 +215,7 @@ class VllmBackend(Backend):
                 batch_size: int | None = None) -> Prepared:  # fmt: skip
         from importlib import metadata
 
-        from cpbench.backends.tokens import tokenizer_info
-        from cpbench.backends.tokens import check_prompt_continuation, form_for, resolve_option_tokens
+        from cpbench.backends.tokens import check_prompt_continuation, form_for, resolve_option_tokens, tokenizer_info
 
         if key.scoring != "letter":
             raise CpbenchError("--scorer vllm scores letters only; use --scorer hf for cloze")

@@ -1,6 +1,7 @@
 """One set of weights, its cells: reuse a stored artifact or score it (resumable chunks), analyse it into a record,
 publish both. One process works on a cell at a time (cpbench.run.outputs.cell_lock)."""
 
+from __future__ import annotations
 
 import gc
 from dataclasses import dataclass
@@ -8,6 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from cpbench.base.runkey import ScoreKey
+
+
 @dataclass
 class Cell:
     """One scored and analysed (recipe, task, prompt) cell."""
@@ -100,12 +103,12 @@ def _score_cell(label: str, key: ScoreKey, cell_in: Any, path: Path | None, resu
                 backend: Any, *,
                 force: bool, analyze: bool, echo: Callable[[str], None], progress: bool) -> Cell:  # fmt: skip
     """One cell (its lock held when `path` is set): reuse or score the artifact, analyse it, publish the record."""
+    from cpbench.backends.pipeline import score_with
+    from cpbench.base.runkey import RunKey
     from cpbench.results import store
     from cpbench.results.artifact import LogitsArtifact
     from cpbench.results.conformal.protocols import analyze_artifact
     from cpbench.run.outputs import clean_cell_temps, publish_record, refuse_overwrite, remove_chunk_dir, reuse_check
-    from cpbench.base.runkey import RunKey
-    from cpbench.backends.pipeline import score_with
     from cpbench.run.stages import assemble
 
     stored = None

@@ -126,11 +126,11 @@ def plan_from_options(
     Python API only: `in_memory` writes nothing (no results directory), `loaded` is an in-memory (model, tokenizer)
     base, `backend` a cpbench.backends.base.Backend object. `until_decided` and the options after it are the
     sequential gate's (cpbench.run.seqrun)."""
-    from cpbench.weights import models
-    from cpbench.specs import recipes
     from cpbench.results.conformal.protocols import preset
-    from cpbench.weights.compress import CalibrationSpec
+    from cpbench.specs import recipes
     from cpbench.specs.tasks import list_tasks
+    from cpbench.weights import models
+    from cpbench.weights.compress import CalibrationSpec
 
     if model_name is not None and model is None:
         raise CpbenchError("--model-name names the --model directory or .gguf file; no --model was given")

@@ -17,20 +17,22 @@ weights id is known without compressing), so a rerun whose cells all exist loads
 artifact or record of different content is never replaced without --force; an equal record is not rewritten; one
 process works on a cell at a time, so concurrent runs on one results tree and cache split the work.
 
-Models are loaded one at a time (baseline, then each recipe) and freed before the next. Recipes that cannot run on
+Scoring goes through the backend the plan names (cpbench.backends: the runner never asks which one it is). Models
+are loaded one at a time (baseline, then each recipe, then each candidate) and freed before the next. Recipes that cannot run on
 the device (bitsandbytes, or `requires: cuda`) are skipped with the reason printed when they come from a suite, and
 are an error when asked for by name with --quant.
 """
 
+from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cpbench.base.errors import CpbenchError
 from cpbench.backends.base import WeightsRequest
 from cpbench.backends.registry import get_backend
+from cpbench.base.errors import CpbenchError
 from cpbench.run.cells import Cell, artifact_path, score_cells
 from cpbench.run.plan import RunPlan
 from cpbench.run.provenance import unit_provenance, with_weights
@@ -60,9 +62,9 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     """One pass over the plan (a sequential stage is one such pass; `cpbench.run.execute` chooses); returns every
     cell's record and where it was written."""
     from cpbench.run import preflight as failfast
-    from cpbench.weights import models
-    from cpbench.specs.tasks.sources import describe_source
     from cpbench.run.unit import build_inputs, candidate_units, check_enough_items, units_from_plan
+    from cpbench.specs.tasks.sources import describe_source
+    from cpbench.weights import models
 
     t0 = time.perf_counter()
     units = units_from_plan(plan)  # model, recipes and cells resolved once
@@ -149,9 +151,9 @@ def _preflight(units: Sequence[Any], inputs: dict[tuple[str, str], Any], device:
     weights ids known without compressing (a different artifact is never replaced without --force); the outputs
     and, when there is work, the caches checked writable; leftovers of dead runs swept."""
     from cpbench.base import locks
-    from cpbench.weights.compress import cache
-    from cpbench.run.outputs import artifact_conflict, check_writable, refuse_overwrite
     from cpbench.base.paths import cache_dir
+    from cpbench.run.outputs import artifact_conflict, check_writable, refuse_overwrite
+    from cpbench.weights.compress import cache
 
     results = Path(plan.results)
     groups = [(unit.cells, unit_identity(unit, device).weights_id) for unit in units]
