@@ -191,6 +191,7 @@ def evaluate(
     max_items: int | None = None,
     spending: str = "pocock",
     first_look: int = 200,
+    futility: float | None = None,
     backend: Any = None,
 ) -> Report:
     """Score `base`, cpbench `recipes` of it and `candidates` on `tasks`; analyse, compare and gate them.
@@ -206,9 +207,11 @@ def evaluate(
     `until_decided=True` is `cpbench run --until-decided` (needs `results=`): items scored in stages of one fixed
     random order per task up to `max_items` (default: all), re-tested after each stage with `limits` and `decision`
     under `spending` (pocock | obf | linear) alpha spending with the first look at `first_look` items; a decided
-    cell is not scored further. The verdict is the sequential gate's (the one `cpbench check --until-decided` gives
-    on the written results), each record says in `provenance.extra.sequential` how many looks and items decided its
-    cell, and the report's notes the design."""
+    cell is not scored further. `futility` is the one-sided level of the futility stop (None: the default, 0.05;
+    0: off): a cell whose set-size increase or accuracy drop shows a regression above none at that level stops as
+    failed (it never passes a cell); values outside [0, 0.5) are refused. The verdict is the sequential gate's (the
+    one `cpbench check --until-decided` gives on the written results), each record says in
+    `provenance.extra.sequential` how many looks and items decided its cell, and the report's notes the design."""
     from cpbench.weights import models
     from cpbench.run import plan as run_plan
     from cpbench.run.execute import execute
@@ -230,13 +233,16 @@ def evaluate(
         raise CpbenchError("until_decided=True needs results= (the stages are stored and resumed there)")
     if max_items is not None and not until_decided:
         raise CpbenchError("max_items= applies to until_decided=True (for the first N items use limit=)")
+    if futility is not None and not until_decided:
+        raise CpbenchError("futility= applies to until_decided=True")
     plan = run_plan.plan_from_options(
         model=model, quant=list(recipes) or None, tasks=list(tasks) if tasks else None,
         prompts=list(prompts) if prompts else None, shots=shots, scoring=scoring, data=data, limit=limit,
         device=device, batch_size=batch_size, alpha=alpha, force=force, candidates=specs or None,
         candidate_names=names, results=results, in_memory=results is None, loaded=loaded, backend=backend,
         until_decided=until_decided, max_items=max_items if until_decided else None, spending=spending,
-        first_look=first_look, gate_limits=_limits(limits) if until_decided else None,
+        first_look=first_look, futility=futility if until_decided else None,
+        gate_limits=_limits(limits) if until_decided else None,
         gate_decision=_decision(decision) if until_decided else None,
     )  # fmt: skip
     outcome = execute(plan, echo=log.info, progress=progress)

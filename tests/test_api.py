@@ -106,7 +106,7 @@ def test_evaluate_until_decided_matches_check(tmp_path, cache, tiny_dir, capsys)
         cpbench.evaluate(base=tiny_dir, recipes=["magnitude-50"], tasks=["qa"], data="samples", max_items=27)
     res = tmp_path / "res"
     report = cpbench.evaluate(base=tiny_dir, recipes=["magnitude-50"], tasks=["qa"], data="samples", results=res,
-                              batch_size=4, until_decided=True, max_items=27, first_look=20,
+                              batch_size=4, until_decided=True, max_items=27, first_look=20, futility=0.1,
                               decision={"on_inconclusive": "warn"})  # fmt: skip
     rows = report.verdict.to_frame()
     assert rows["reasons"].str.startswith("sequential:").all()
@@ -115,6 +115,7 @@ def test_evaluate_until_decided_matches_check(tmp_path, cache, tiny_dir, capsys)
     cand = next(r for r in report.records if r["run_key"]["score"]["recipe"] == "magnitude-50")
     block = cand["provenance"]["extra"]["sequential"]
     assert block["cell"]["status"] == status and block["looks"] == [20, 27]
+    assert block["futility"] == 0.1  # futility= reaches the stored design
     stored = json.loads(next((p for p in res.rglob("*.json") if p.parent.name == "magnitude-50")).read_text())
     assert stored["provenance"]["extra"]["sequential"] == block
     model_dir = next(p for p in res.iterdir() if p.is_dir())

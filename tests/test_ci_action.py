@@ -94,6 +94,7 @@ def test_until_decided_inputs_reach_run_and_check(tmp_path):
     inputs = yaml.safe_load(ACTION.read_text())["inputs"]
     assert inputs["until-decided"]["default"] == "false" and not inputs["until-decided"]["required"]
     assert inputs["max-items"]["default"] == "" and inputs["gate-limits"]["default"] == ""
+    assert inputs["futility"]["default"] == "" and not inputs["futility"]["required"]
     env = _shims(tmp_path)
     log = tmp_path / "calls"
     (tmp_path / "bin" / "cpbench").write_text(f'#!/bin/bash\necho "$*" >> "{log}"\n')  # records its arguments
@@ -113,15 +114,21 @@ def test_until_decided_inputs_reach_run_and_check(tmp_path):
             rc = rc or proc.returncode
         return rc, log.read_text().splitlines()
 
-    rc, (run, check) = calls(UNTIL_DECIDED="true", MAX_ITEMS="500", GATE_LIMITS="max_accuracy_drop=0.02")
+    rc, (run, check) = calls(UNTIL_DECIDED="true", MAX_ITEMS="500", GATE_LIMITS="max_accuracy_drop=0.02", FUTILITY="")
     assert rc == 0 and "--until-decided --max-items 500 --gate-limits max_accuracy_drop=0.02" in run
     assert run.startswith("run ") and check.startswith("check ") and "--until-decided" in check
-    rc, (run, check) = calls(UNTIL_DECIDED="false", MAX_ITEMS="", GATE_LIMITS="")
+    assert "--futility" not in run + check  # empty: the run's default level, stored with the design
+    rc, (run, check) = calls(UNTIL_DECIDED="true", MAX_ITEMS="", GATE_LIMITS="", FUTILITY="0")
+    assert rc == 0 and "--until-decided --futility 0" in run and "--futility" not in check  # check reads it
+    rc, (run, check) = calls(UNTIL_DECIDED="false", MAX_ITEMS="", GATE_LIMITS="", FUTILITY="")
     assert rc == 0 and "--until-decided" not in run + check and "--max-items" not in run
-    rc, lines = calls(UNTIL_DECIDED="false", MAX_ITEMS="500", GATE_LIMITS="")
+    rc, lines = calls(UNTIL_DECIDED="false", MAX_ITEMS="500", GATE_LIMITS="", FUTILITY="")
+    assert rc == 2 and not any(x.startswith("run ") for x in lines)
+    rc, lines = calls(UNTIL_DECIDED="false", MAX_ITEMS="", GATE_LIMITS="", FUTILITY="0.1")
     assert rc == 2 and not any(x.startswith("run ") for x in lines)
     options = _cli_options()
-    assert {"--until-decided", "--max-items", "--gate-limits"} <= options["run"]
+    assert {"--until-decided", "--max-items", "--gate-limits", "--futility"} <= options["run"]
+    assert "--futility" in options["check"]
     assert "--until-decided" in options["check"]
 
 

@@ -61,6 +61,7 @@ def test_until_decided_resumes_and_check_agrees(tmp_path, cache, tiny_dir, capsy
     stored = blocks["magnitude-50"]
     assert stored["looks"] == [20, 27] and stored["max_items"] == 27 and stored["first_look"] == 20
     assert stored["spending"] == "pocock" and stored["order_seed"] == 0
+    assert stored["futility"] == 0.05  # the default level (--futility not given)
     assert stored["limits"]["max_set_size_increase"] == 0.25
     assert stored["cell"]["status"] == cell["status"] and stored["cell"]["items"] == n_final
     assert stored["cell"]["looks"] == (cell["looks"] or 2)
@@ -82,3 +83,33 @@ def test_until_decided_resumes_and_check_agrees(tmp_path, cache, tiny_dir, capsy
     assert "--spending obf differs from the run's pocock" in err and len(err.splitlines()) == 1
     assert main([*check, "--max-set-size-increase", "0.5"]) == 2
     assert "--max-set-size-increase 0.5 differs" in capsys.readouterr().err
+
+
+def test_futility_flag_reaches_the_stored_design_and_check_replays_it(tmp_path, cache, tiny_dir, capsys):  # noqa: F811
+    """`--futility 0` is stored with the design (the default run stores 0.05, see above); `cpbench check
+    --until-decided` replays with the stored level (no futility stop in its design line) and refuses a --futility
+    that disagrees with it (one line, exit 2)."""
+    results = tmp_path / "results"
+    rc = _run(tiny_dir, results, "--futility", "0")
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err[-3000:]
+    assert "futility stop" not in cap.out  # the run's design line: no futility stop at level 0
+    summary = json.loads(max(results.rglob("run-*.json")).read_text())
+    assert summary["sequential"]["stored"]["futility"] == 0.0
+    blocks = [json.loads(p.read_text())["provenance"]["extra"]["sequential"] for p in results.rglob("*.json")
+              if p.parent.name in ("base", "magnitude-50")]  # fmt: skip
+    assert len(blocks) == 2 and all(b["futility"] == 0.0 for b in blocks)
+    (cell,) = summary["sequential"]["cells"]
+    assert all(c["status"] != "futile" for c in cell.get("checks", []))
+
+    model_dir = next(p for p in results.iterdir() if p.is_dir())
+    check = ["check", "--baseline", str(model_dir / "base"), "--candidate", str(model_dir / "magnitude-50"),
+             "--until-decided", "--on-inconclusive", "warn"]  # fmt: skip
+    rc = main(check)
+    cap = capsys.readouterr()
+    assert (rc == 1) == (cell["status"] == "fail") and "futility" not in cap.err and "futility" not in cap.out
+    assert main([*check, "--futility", "0"]) == rc  # agrees with the stored level
+    capsys.readouterr()
+    assert main([*check, "--futility", "0.05"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--futility 0.05 differs from the run's 0.0" in err and len(err.splitlines()) == 1

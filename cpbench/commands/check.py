@@ -70,6 +70,11 @@ def register(app: typer.Typer) -> None:
         ),
         spending: Optional[str] = typer.Option(None, "--spending", metavar="pocock|obf|linear", help="The run's."),
         first_look: Optional[int] = typer.Option(None, "--first-look", metavar="N", help="The run's --first-look."),
+        futility: Optional[float] = typer.Option(
+            None, "--futility", metavar="LEVEL",
+            help="--until-decided: the run's --futility level (results with a stored design replay with its level: "
+            "must agree; results without one predate the futility stop and replay without it unless given).",
+        ),
         allow_undecided: bool = typer.Option(
             False, "--allow-undecided",
             help="Exit 0 even when no cell was decided (all inconclusive, missing or new); without it such a "
@@ -93,19 +98,23 @@ def register(app: typer.Typer) -> None:
             from cpbench.run.seqrun import check_design, replay
 
             # flags set on the command line (not defaults) must agree with the design stored with the results
-            names = ("max_items", "spending", "first_look", "max_set_size_increase", "min_coverage",
+            names = ("max_items", "spending", "first_look", "futility", "max_set_size_increase", "min_coverage",
                      "max_accuracy_drop", "max_flip_rate", "level", "multiplicity", "seed")  # fmt: skip
             def set_here(n: str) -> bool:  # by name: typer may vendor its own click (another enum)
                 return getattr(ctx.get_parameter_source(n), "name", "DEFAULT") != "DEFAULT"
 
             given = {n: ctx.params[n] for n in names if set_here(n)}
+            if futility is not None:
+                from cpbench.results.analysis.sequential import futility_level
+
+                given["futility"] = futility_level(futility)  # a bad level: one line, exit 2
             if set_here("boot"):
                 given["n_boot"] = boot
             design, limits, dec = check_design(candidate, given, limits, dec)
             typer.echo(f"cpbench check --until-decided: {design.describe()}; limits: {limits.describe()}", err=True)
             _, report = replay(baseline, candidate, limits, dec, design)
-        elif max_items is not None or spending is not None or first_look is not None:
-            raise CpbenchError("--max-items, --spending and --first-look apply to --until-decided")
+        elif max_items is not None or spending is not None or first_look is not None or futility is not None:
+            raise CpbenchError("--max-items, --spending, --first-look and --futility apply to --until-decided")
         else:
             report = run_gate(baseline, candidate, limits, dec)
         report.allow_undecided = allow_undecided

@@ -140,6 +140,12 @@ def register(app: typer.Typer) -> None:
         spending: str = typer.Option("pocock", "--spending", metavar="pocock|obf|linear",
                                      help="--until-decided: alpha-spending function."),
         first_look: int = typer.Option(200, "--first-look", metavar="N", help="--until-decided: items at look 1."),
+        futility: Optional[float] = typer.Option(
+            None, "--futility", metavar="LEVEL",
+            help="--until-decided: one-sided level of the futility stop: a cell whose set-size increase or accuracy "
+            "drop shows a regression above none at this level (spent over the looks) stops as FAIL; it never passes "
+            "a cell. 0 turns it off; must be below 0.5 (default 0.05). Stored with the design.",
+        ),
         log: Optional[str] = typer.Option(
             None, "--log", metavar="wandb|mlflow", help="Also log the run summary to an experiment tracker."
         ),
@@ -170,6 +176,7 @@ def register(app: typer.Typer) -> None:
             model_args=model_args, trust_remote_code=trust_remote_code, seed=seed, splits=splits, scores=_csv(scores), calibration_data=calibration_data,
             calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len, model_name=model_name,
             until_decided=until_decided, max_items=max_items, spending=spending, first_look=first_look,
+            futility=futility,
             gate_limits=parse_limits(gate_limits) if until_decided else gate_limits,
         )  # fmt: skip
         console = make_console()

@@ -67,6 +67,9 @@ class RunPlan:
     gate_decision: Decision | None = None  # None: its defaults
     spending: str = "pocock"
     first_look: int = 200
+    # one-sided level of the sequential futility stop (a cell showing a regression above none stops as FAIL; it
+    # never passes one); 0: off; None: cpbench.results.analysis.sequential.DEFAULT_FUTILITY
+    futility: float | None = None
     analyze: bool = True  # False: artifacts only (a sequential stage)
     only: frozenset[tuple[str, str, str]] | None = None  # (recipe, task, prompt) to score; "__base__" = the baseline
     model_note: str | None = None  # --model PATH recognised as registry weights: said in the run header
@@ -118,6 +121,7 @@ def plan_from_options(
     first_look: int | None = None,
     gate_limits: Any = None,
     gate_decision: Any = None,
+    futility: float | None = None,
 ) -> RunPlan:
     """Options -> RunPlan. With --suite, or with neither --model nor --suite, the suite (default: `default`) gives
     every value not given on the command line. With --model and no suite: all tasks, base prompts, 0 shots, letter
@@ -199,10 +203,13 @@ def plan_from_options(
         v["scorer"] = backend
     v.update(loaded=loaded, until_decided=until_decided)
     if until_decided:
+        from cpbench.results.analysis.sequential import futility_level
+
         v.update(max_items=max_items, gate_limits=gate_limits, gate_decision=gate_decision,
+                 futility=futility_level(futility),  # None: the default level; bad values: one line, exit 2
                  **{k: x for k, x in (("spending", spending), ("first_look", first_look)) if x is not None})
-    elif max_items is not None or gate_limits is not None:
-        raise CpbenchError("--max-items and --gate-limits apply to --until-decided")
+    elif max_items is not None or gate_limits is not None or futility is not None:
+        raise CpbenchError("--max-items, --gate-limits and --futility apply to --until-decided")
     return _normalised(v)
 
 

@@ -10,11 +10,11 @@ extended run never rescores an item. After each stage, `look_statistics` compute
 candidates is open.
 
 The results tree ends as a normal one: per candidate cell the record (and artifact) at the items that decided it,
-and the baseline's records at the same item counts. The design (looks, spending, limits, level, order seed:
-`design_block`) is stored in every record's `provenance.extra.sequential`, the candidates' with how their cell
-ended (status, looks, items); `cpbench check --until-decided` reads it (`check_design`: command-line flags must
-agree) and replays the looks from those artifacts (prefixes), giving the same verdict (`replay`). The run summary
-carries the design and, per cell, status, looks and items at decision.
+and the baseline's records at the same item counts. The design (looks, spending, futility level, limits, level,
+order seed: `design_block`) is stored in every record's `provenance.extra.sequential`, the candidates' with how
+their cell ended (status, looks, items); `cpbench check --until-decided` reads it (`check_design`: command-line
+flags must agree) and replays the looks from those artifacts (prefixes), giving the same verdict (`replay`). The run
+summary carries the design and, per cell, status, looks and items at decision.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def run_looks(design: Any, pairs_at: Callable[[int, list[Hashable]], list[tuple[
 def run_until_decided(plan: Any, echo: Callable[[str], None] = print, progress: bool = True) -> Any:
     """The staged run (see the module docstring). `plan.gate_limits`, `plan.gate_decision`, `plan.max_items`."""
     from cpbench.run import runner
-    from cpbench.results.analysis.sequential import DEFAULT_FUTILITY, Design
+    from cpbench.results.analysis.sequential import Design, futility_level
     from cpbench.results.gate import Decision, Limits
 
     plan = replace(plan, order_seed=0 if plan.order_seed is None else plan.order_seed)
@@ -119,7 +119,7 @@ def run_until_decided(plan: Any, echo: Callable[[str], None] = print, progress: 
     available = _available_items(plan)
     max_items = min(available, plan.max_items) if plan.max_items else available
     design = Design.of(max_items, alpha=decision.alpha, spending=plan.spending, multiplicity=decision.multiplicity,
-                       first=min(plan.first_look, max_items), futility=DEFAULT_FUTILITY)  # fmt: skip
+                       first=min(plan.first_look, max_items), futility=futility_level(plan.futility))  # fmt: skip
     echo(f"cpbench run --until-decided: {design.describe()}; limits: {limits.describe()}")
     block = design_block(design, plan.first_look, plan.order_seed, limits, decision)
     base = None
@@ -346,7 +346,7 @@ def stored_design(candidate: Any) -> dict | None:
     return first
 
 
-_FLAG = {"max_items": "--max-items", "spending": "--spending", "first_look": "--first-look",
+_FLAG = {"max_items": "--max-items", "spending": "--spending", "first_look": "--first-look", "futility": "--futility",
          "max_set_size_increase": "--max-set-size-increase", "min_coverage": "--min-coverage",
          "max_accuracy_drop": "--max-accuracy-drop", "max_flip_rate": "--max-flip-rate", "level": "--level",
          "multiplicity": "--multiplicity", "n_boot": "--boot", "seed": "--seed"}  # fmt: skip
@@ -372,10 +372,12 @@ def check_design(candidate: Any, given: dict, limits: Any, decision: Any) -> tup
         if given.get("max_items") is None:
             raise CpbenchError("--until-decided: these results carry no stored sequential design (written before it "
                                "was stored): give the run's --max-items (and --spending, --first-look)")  # fmt: skip
-        return (design_from_options(given["max_items"], decision, given.get("spending") or "pocock",
-                                    given.get("first_look")), limits, decision)  # fmt: skip
+        design = design_from_options(given["max_items"], decision, given.get("spending") or "pocock",
+                                     given.get("first_look"), given.get("futility") or 0.0)  # fmt: skip
+        return design, limits, decision
+    # a design stored before the futility stop has none (replayed without it)
     have = {"max_items": stored["max_items"], "spending": stored["spending"], "first_look": stored["first_look"],
-            **stored["limits"], **stored["decision"]}  # fmt: skip
+            "futility": float(stored.get("futility", 0.0)), **stored["limits"], **stored["decision"]}  # fmt: skip
     for name, value in given.items():
         if name in have and not _same(value, have[name]):
             raise CpbenchError(f"--until-decided: {_FLAG.get(name, name)} {value} differs from the run's "
@@ -405,11 +407,13 @@ def _scores_of(df: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(s) for s in df["score"]))
 
 
-def design_from_options(max_items: int, decision: Any, spending: str = "pocock", first: int | None = None) -> Any:
-    from cpbench.results.analysis.sequential import DEFAULT_FIRST, Design
+def design_from_options(max_items: int, decision: Any, spending: str = "pocock", first: int | None = None,
+                        futility: float = 0.0) -> Any:  # fmt: skip
+    from cpbench.results.analysis.sequential import DEFAULT_FIRST, Design, futility_level
 
-    # results written before the design was stored predate the futility stop: replayed without it
+    # results written before the design was stored predate the futility stop: replayed without it unless
+    # --futility says the run's level
     return Design.of(max_items, alpha=decision.alpha, spending=spending, multiplicity=decision.multiplicity,
-                     first=min(first or DEFAULT_FIRST, max_items))  # fmt: skip
+                     first=min(first or DEFAULT_FIRST, max_items), futility=futility_level(futility))  # fmt: skip
 
 

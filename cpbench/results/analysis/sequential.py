@@ -55,6 +55,21 @@ DEFAULT_FUTILITY = 0.05  # beta spent (same spending function) on failing a cell
 _N = NormalDist()
 
 
+def futility_level(value: float | None, flag: str = "--futility") -> float:
+    """A futility level as given (`cpbench run --until-decided --futility`, `cpbench.evaluate(futility=)`, `cpbench
+    check --futility`; None: DEFAULT_FUTILITY) -> float in [0, 0.5) (0: no futility stop); else one line."""
+    if value is None:
+        return DEFAULT_FUTILITY
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        raise CpbenchError(f"{flag} must be a number in [0, 0.5), got {value!r}") from None
+    if isinstance(value, bool) or not 0.0 <= level < 0.5:  # NaN fails the comparison too
+        raise CpbenchError(f"{flag} must be in [0, 0.5) (the one-sided level of the futility stop; 0 turns it off), "
+                           f"got {value}")  # fmt: skip
+    return level
+
+
 def _phi_cdf(x: np.ndarray) -> np.ndarray:
     try:
         from scipy.special import ndtr  # fast path when SciPy is installed (it is not a dependency)
