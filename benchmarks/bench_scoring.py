@@ -1,8 +1,12 @@
 """Scoring throughput: cpbench's transformers backend vs lm-evaluation-harness's `hf` backend (HFLM).
 
-Same model directory, same items, same prompts, same dtype (fp32), same batch size and thread count. Each backend
-runs in its own subprocess, so that its peak RSS is its own; only the scoring call is timed (model loading is not),
-after a two-item warm-up.
+Default mode: ONE process loads the model once and both backends score the same items from it (same weights, dtype,
+batch size, threads), calls interleaved: for each repeat, for each workload, cpbench then lm-eval. Workloads (task
+`--task`, default qa): letter 0-shot (`base`), letter 3-shot (`task`), cloze. This runs twice: first with no load
+added ("idle": whatever else runs on the machine keeps running, and the load average is printed), then with `--load N`
+busy-loop processes (`python -c "while True: pass"`, started by this script and ended by it). Each timed call is
+preceded by the 1-minute load average from /proc/loadavg; the table reports medians over `--repeats` and the speed-up
+of cpbench over lm-eval, and cpbench's loaded/idle s/item ratio.
 
 - letter mode: cpbench scores the option-letter logits at the end of each prompt (Ye et al.); lm-eval computes
   `loglikelihood(prompt, " A")` ... `(prompt, " F")` (one-token continuations, which its logits cache serves with one
@@ -11,6 +15,10 @@ after a two-item warm-up.
 - cloze mode: both compute `loglikelihood(cloze_context, " " + option)` summed over the continuation tokens; the
   numbers must agree directly.
 
+OpenMP wait policy: by default the script applies what `cpbench run` applies (`cpbench.cli.cpu_thread_defaults`:
+OMP_WAIT_POLICY=PASSIVE unless the environment chose a policy) before torch is imported; `--omp-wait default` keeps
+GNU OpenMP's own default (spin), which is how scoring ran before (the comparison is in docs/scoring.md).
+
 lm-eval is not a cpbench dependency. Install it for this script only, keeping torch/transformers at cpbench's pins
 (its HFLM imports accelerate, which `--no-deps` left out in a fresh venv; the "hf" extra brings it):
 
@@ -18,15 +26,20 @@ lm-eval is not a cpbench dependency. Install it for this script only, keeping to
 
 Usage (measured figures and the exact command are in docs/scoring.md):
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_scoring.py --task qa --shots 3 --method task --mode both
+    OMP_NUM_THREADS=2 python benchmarks/bench_scoring.py --load 2
+    OMP_NUM_THREADS=2 python benchmarks/bench_scoring.py --compare-dtypes --task qa --shots 3 --method task
+
+`--compare-dtypes` and `--separate` run each backend/dtype in its own subprocess (peak RSS per backend).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -153,16 +166,30 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--compare-dtypes", action="store_true",
                     help="ours only: float32 vs bfloat16 items/s, the raw forward of each, the option-logit difference")
-    ap.add_argument("--repeats", type=int, default=2, help="--compare-dtypes: interleaved runs per dtype (best kept)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="interleaved repeats (median reported); --compare-dtypes: runs per dtype (best kept)")
+    ap.add_argument("--load", type=int, default=2, help="busy-loop processes for the loaded phase (0: idle phase only)")
+    ap.add_argument("--load-warmup", type=float, default=30.0, help="seconds between starting the load and timing")
+    ap.add_argument("--workloads", default="letter0,letter3,cloze", help="interleaved mode: " + ",".join(WORKLOADS))
+    ap.add_argument("--omp-wait", default="cli", choices=["cli", "default"],
+                    help="cli: cpbench run's OpenMP wait policy (passive); default: GNU OpenMP's own (spin)")
+    ap.add_argument("--separate", action="store_true", help="old mode: each backend in its own subprocess (RSS)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help="worker: output prefix; main: write a JSON summary here")
     args = ap.parse_args()
+    if args.omp_wait == "cli":  # before torch is imported (libgomp reads it once), as `cpbench run` does
+        from cpbench.cli import cpu_thread_defaults
+
+        cpu_thread_defaults()
     if args.worker:
         worker(args)
         return
 
     if args.compare_dtypes:
         compare_dtypes(args)
+        return
+    if not args.separate:
+        interleaved(args)
         return
     backends = ["ours", "lm-eval"] if args.backend == "both" else [args.backend]
     modes = ["letter", "cloze"] if args.mode == "both" else [args.mode]
@@ -187,6 +214,131 @@ def main() -> None:
                 print(f"{mode:6s} speed-up {row['speedup']:.2f}x, max |Δ option logit| {row['max_abs_diff']:.2e}, "
                       f"same argmax {100 * row['same_argmax']:.0f}%")  # fmt: skip
             summary.append(row)
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+WORKLOADS = {"letter0": ("letter", "base", 0), "letter3": ("letter", "task", 3), "cloze": ("cloze", "base", 0)}
+
+
+def _loadavg() -> tuple[float, str]:
+    """The 1-minute load average and the runnable/total entities field of /proc/loadavg."""
+    f = Path("/proc/loadavg").read_text().split()
+    return float(f[0]), f[3]
+
+
+def _busy_loops(n: int) -> list[subprocess.Popen]:
+    code = "while True: pass"
+    return [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL) for _ in range(n)]
+
+
+def interleaved(args: argparse.Namespace) -> None:
+    """Both backends in this process on one loaded model, calls interleaved; idle phase, then `--load` busy loops."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from cpbench import models
+    from cpbench.runkey import ScoreKey
+    from cpbench.scoring.score import score_prompts
+
+    entry = models.resolve(args.model)
+    model, tok = models.load(models.model_dir(entry), "cpu", args.dtype)
+    if args.backend != "ours":
+        from lm_eval.api.instance import Instance
+        from lm_eval.models.huggingface import HFLM
+
+        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=args.batch_size, device="cpu")
+    names = [w for w in args.workloads.split(",") if w]
+    work = {w: (WORKLOADS[w], _prompts(args.task, WORKLOADS[w][1], WORKLOADS[w][2], args.limit)) for w in names}
+
+    def ours(w, ps):
+        (mode, method, shots), _ = work[w]
+        key = ScoreKey(model=entry.key, task=args.task, prompt=method, shots=shots, scoring=mode)
+        return score_prompts(model, tok, ps, key, batch_size=args.batch_size, resume=False, progress=False).logits
+
+    def theirs(w, ps):
+        (mode, _, _), _ = work[w]
+        reqs = []
+        for i, p in enumerate(ps):
+            pairs = ([(p.text, " " + L) for L in LETTERS] if mode == "letter"
+                     else [(p.cloze_context, " " + o) for o in p.options])  # fmt: skip
+            reqs += [Instance("loglikelihood", {}, pair, 6 * i + j, ("bench", i, 1)) for j, pair in enumerate(pairs)]
+        out = lm.loglikelihood(reqs, disable_tqdm=True)
+        return np.array([ll for ll, _ in out], dtype=np.float64).reshape(len(ps), 6)
+
+    backends = {"cpbench": ours, "lm-eval": theirs}
+    keep = {"both": ("cpbench", "lm-eval"), "ours": ("cpbench",), "lm-eval": ("lm-eval",)}[args.backend]
+    backends = {b: f for b, f in backends.items() if b in keep}
+    policy = os.environ.get("OMP_WAIT_POLICY") or f"unset (GNU OpenMP default; GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')})"
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  model {args.model}, task {args.task}, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} thread(s) (interop {torch.get_num_interop_threads()}), {args.dtype} CPU "
+          f"({os.cpu_count()} cores), OMP_WAIT_POLICY {policy}; one process, calls interleaved, "
+          f"{args.repeats} repeat(s)")  # fmt: skip
+    for w in names:
+        for fn in backends.values():
+            fn(w, work[w][1][:2])  # warm-up outside the timed calls
+    results: dict[str, dict] = {}
+    logits: dict[tuple[str, str], np.ndarray] = {}
+    phases = [("idle", 0)] + ([("load", args.load)] if args.load > 0 else [])
+    for phase, n_load in phases:
+        procs = _busy_loops(n_load)
+        try:
+            if procs:
+                time.sleep(args.load_warmup)
+            for rep in range(args.repeats):
+                for w in names:
+                    for b, fn in backends.items():
+                        la, run_q = _loadavg()
+                        ps = work[w][1]
+                        t0 = time.perf_counter()
+                        out = fn(w, ps)
+                        s_item = (time.perf_counter() - t0) / len(ps)
+                        logits.setdefault((w, b), np.asarray(out, dtype=np.float64))
+                        r = results.setdefault(phase, {}).setdefault(w, {}).setdefault(b, {"s_per_item": [], "load": []})
+                        r["s_per_item"].append(s_item)
+                        r["load"].append(la)
+                        print(f"{phase:4s} +{n_load} busy  run {rep + 1}  {w:8s} {b:8s} n={len(ps):3d}  "
+                              f"{s_item:.4f} s/item  load {la:.2f} ({run_q} runnable/total)", flush=True)  # fmt: skip
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+    _report(args, names, work, results, logits, phases)
+
+
+def _fmt(x: float, spec: str, unit: str = "") -> str:
+    return "-" if math.isnan(x) else format(x, spec) + unit  # NaN: that backend was not run (--backend)
+
+
+def _report(args, names, work, results, logits, phases) -> None:
+    med = statistics.median
+    print(f"\nmedians over {args.repeats} interleaved repeat(s); speed-up = lm-eval s/item / cpbench s/item")
+    head = "| workload (n) | phase (busy loops added) | load avg (1 min) | cpbench s/item | lm-eval s/item | speed-up |"
+    print(head + "\n|" + "---|" * 6)
+    summary = []
+    nan = float("nan")
+    for w in names:
+        for phase, n_load in phases:
+            r = results[phase][w]
+            loads = [x for b in r.values() for x in b["load"]]
+            a = med(r["cpbench"]["s_per_item"]) if "cpbench" in r else nan
+            b = med(r["lm-eval"]["s_per_item"]) if "lm-eval" in r else nan
+            print(f"| {w} ({len(work[w][1])}) | {phase} (+{n_load}) | {min(loads):.1f}-{max(loads):.1f} | "
+                  f"{_fmt(a, '.4f')} | {_fmt(b, '.4f')} | {_fmt(b / a, '.2f', 'x')} |")  # fmt: skip
+            summary.append({"workload": w, "phase": phase, "busy_loops": n_load, "load_min": min(loads),
+                            "load_max": max(loads), "cpbench_s_per_item": a, "lmeval_s_per_item": b,
+                            "speedup": b / a, "runs": r})  # fmt: skip
+    if len(phases) == 2 and "cpbench" in results["idle"][names[0]]:
+        print("\ncpbench loaded / idle s/item: " + ", ".join(
+            f"{w} {med(results['load'][w]['cpbench']['s_per_item']) / med(results['idle'][w]['cpbench']['s_per_item']):.2f}x"
+            for w in names))  # fmt: skip
+    for w in names:
+        if (w, "lm-eval") not in logits or (w, "cpbench") not in logits:
+            continue
+        a, b = logits[(w, "cpbench")], logits[(w, "lm-eval")]
+        if work[w][0][0] == "letter":  # lm-eval gives log-probs: compare within-row differences
+            a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+        print(f"{w}: max |Δ option logit| {np.abs(a - b).max():.2e}, same argmax {100 * (a.argmax(1) == b.argmax(1)).mean():.0f}%")
     if args.out:
         Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -124,3 +124,31 @@ def test_batched_encoding_equals_encode_pair():
     for p, item in zip(prompts, encode_cloze(tok, prompts)):
         for option, cont in zip(p.options, item.conts):
             assert (item.ctx, cont) == tuple(encode_pair(tok, p.cloze_context, " " + option))
+
+
+def test_length_groups_share_the_context_cache_without_copying_it(monkeypatch):
+    # Several passes per batch over one context cache: the old code deep-copied the cache for every pass but the
+    # last. Same logits as that deep copy gave (computed here by restoring it), and no deep copy any more.
+    import copy
+
+    from cpbench.scoring import cloze
+
+    model, tok = tiny()
+    long = "the river city music number small large first people world year water light stone house"
+    prompts = [dataclasses.replace(p, options=[long, "paper", long + " school market", "ocean", *p.options[4:]])
+               for p in make_prompts(6, shots=0)]  # fmt: skip
+    with monkeypatch.context() as m:
+        m.setattr(cloze, "_rows_of", copy.deepcopy)
+        deep, _ = _score(model, tok, prompts, 3)
+
+    def no_deepcopy(*a, **k):
+        raise AssertionError("the context cache was deep-copied")
+
+    monkeypatch.setattr(cloze.copy, "deepcopy", no_deepcopy)
+    calls = []
+    rows_of = cloze._rows_of
+    monkeypatch.setattr(cloze, "_rows_of", lambda cache: calls.append(1) or rows_of(cache))
+    out, _ = _score(model, tok, prompts, 3)
+    assert calls  # more than one length group per batch: the shared path ran
+    assert np.abs(out - deep).max() < 1e-5
+    assert np.abs(out - reference_cloze(model, tok, prompts)).max() < 1e-4

@@ -179,3 +179,78 @@ def test_sliding_window_model_matches_reference(window):
         assert scorer.work.stats()["cached_prompts"] == 9
     else:
         assert scorer.work.stats()["cached_prompts"] == 0 and "sliding window" in scorer.work.notes[0]
+
+
+# --------------------------------------------------------------------------------------------- prefix cache reuse
+def _per_batch_copy(monkeypatch):
+    """Make the scorer use the old path: a fresh DynamicCache holding a copy of the prefix for every batch."""
+    from cpbench.scoring.kv import PrefixKV
+
+    monkeypatch.setattr(PrefixKV, "cache", lambda self, batch, suffix: self.expand(batch))
+
+
+@pytest.mark.parametrize("model_kind", ["llama", "gemma3"])
+def test_reused_prefix_buffer_gives_the_per_batch_copy_logits(monkeypatch, model_kind):
+    # 13 prompts at batch 4 and 5: full batches, a short last batch (fewer rows than the buffer), suffixes shrinking.
+    model, tok = tiny()
+    if model_kind == "gemma3":  # a sliding-window layer and a full one, everything inside the window
+        model = _tiny_gemma3(tok, 1024)
+    prompts = make_prompts(13, shots=3)
+    reused = {bs: _score(model, tok, prompts, batch_size=bs)[0] for bs in (4, 5)}
+    with monkeypatch.context() as m:
+        _per_batch_copy(m)
+        copied = {bs: _score(model, tok, prompts, batch_size=bs)[0] for bs in (4, 5)}
+    for bs in (4, 5):
+        assert np.abs(reused[bs] - copied[bs]).max() < 1e-5
+
+
+class _BigCopies:
+    """Counts tensor ops that write at least `numel` elements (cat, copy_, clone, index, expand-materialisation):
+    a per-batch copy of the prefix keys is one of them per layer and batch."""
+
+    def __init__(self, numel):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        outer = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                name = func.overloadpacket.__name__
+                if name in {"cat", "copy_", "clone", "index", "index_select", "repeat", "_to_copy"}:
+                    t = out[0] if isinstance(out, (tuple, list)) else out
+                    if hasattr(t, "numel") and t.numel() >= outer.numel:
+                        target = args[0] if name == "copy_" else t
+                        outer.count += int(target.numel() >= outer.numel)
+                return out
+
+        self.numel, self.count, self.mode = numel, 0, Mode()
+
+
+def _count_prefix_copies(model, tok, prompts, batch_size):
+    opt = resolve_option_tokens(tok, LETTERS, form_for([p.text for p in prompts]))
+    scorer = LetterScorer(model, tok, prompts, opt.ids, batch_size=batch_size)
+    order = scorer.order()
+    scorer(order[:1])  # computes the prefix (batch 1) outside the count
+    kv = scorer._prefix(0)
+    k = kv.layers[0][0]
+    counter = _BigCopies(batch_size * k.shape[1] * kv.length * k.shape[3])  # one layer's prefix keys for a batch
+    before = kv.copies
+    with counter.mode:
+        scorer(order)  # 12 prompts in batches of 4, then again (a second chunk)
+        scorer(order)
+    return counter.count, kv.copies - before, kv, len(model.model.layers)
+
+
+def test_prefix_is_not_copied_per_batch(monkeypatch):
+    model, tok = tiny()
+    prompts = make_prompts(12, shots=3)
+    count, copies, kv, n_layers = _count_prefix_copies(model, tok, prompts, 4)
+    # keys and values of every layer copied once into a 4-row buffer (by the first batch of 4), never again
+    assert count == 2 * n_layers and copies == 1
+    c1, c2 = kv.cache(4, 5), kv.cache(3, 2)
+    assert c1.layers[0].keys.data_ptr() == c2.layers[0].keys.data_ptr() == kv._buf[0][0].data_ptr()
+    with monkeypatch.context() as m:  # the old per-batch copy fails the count: 6 batches x layers x (k, v) x 2 copies
+        _per_batch_copy(m)
+        old, _, _, _ = _count_prefix_copies(model, tok, prompts, 4)
+    assert old >= 6 * n_layers * 2

@@ -135,8 +135,10 @@ class ClozeScorer:
         total = total.clone()
         for g, (lo, hi) in enumerate(groups):
             rows = rows_sorted[lo:hi]
-            # A pass extends the cache in place: every group but the last gets its own copy.
-            part = copy.deepcopy(cache) if g < len(groups) - 1 else cache
+            # Each pass selects its rows into new tensors (`batch_select_indices` reassigns, and a forward pass
+            # appends by concatenation): a shallow copy of the cache and its layers keeps the contexts' keys/values
+            # intact for the next pass without copying them (a deep copy per pass copied every context's cache).
+            part = _rows_of(cache) if g < len(groups) - 1 else cache
             owner = torch.as_tensor(rows // k)
             part.batch_select_indices(owner.to(dev))
             sums = self._continuations(part, [conts[r] for r in rows], [items[r // k] for r in rows], cmask[owner])
@@ -164,6 +166,13 @@ class ClozeScorer:
         logits = forward(self.model, ids, mask, pos, dev, past_key_values=cache, use_cache=True).logits.float().to(dev)
         lp = logits.gather(2, target.to(dev)[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
         return torch.where(valid.to(dev), lp, torch.zeros_like(lp)).sum(dim=1)
+
+
+def _rows_of(cache: Any) -> Any:
+    """A cache object whose layers can be re-pointed (row selection, appended keys) without touching `cache`'s."""
+    part = copy.copy(cache)
+    part.layers = [copy.copy(layer) for layer in cache.layers]
+    return part
 
 
 def length_groups(lengths: np.ndarray, max_groups: int = 3) -> list[tuple[int, int]]:

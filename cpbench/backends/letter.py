@@ -180,7 +180,8 @@ class LetterScorer:
         mask = torch.cat([torch.ones((b, m), dtype=torch.long), mask], dim=1)  # the cached prefix is attended
         kwargs: dict[str, Any] = dict(self._keep)
         if g >= 0:
-            kwargs.update(past_key_values=self._prefix(g).expand(b), use_cache=True)
+            # The prefix's buffer is reused (not copied per batch); the batch writes its keys after the prefix.
+            kwargs.update(past_key_values=self._prefix(g).cache(b, ids.shape[1]), use_cache=True)
         else:
             kwargs.update(use_cache=False)
         logits = forward(self.model, ids, mask, pos, self.device, **kwargs).logits[:, -1]
