@@ -237,9 +237,9 @@ def interleaved(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from cpbench import models
+    from cpbench.weights import models
     from cpbench.runkey import ScoreKey
-    from cpbench.scoring.score import score_prompts
+    from cpbench.backends.pipeline import score_prompts
 
     entry = models.resolve(args.model)
     model, tok = models.load(models.model_dir(entry), "cpu", args.dtype)

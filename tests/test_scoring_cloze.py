@@ -131,7 +131,7 @@ def test_length_groups_share_the_context_cache_without_copying_it(monkeypatch):
     # last. Same logits as that deep copy gave (computed here by restoring it), and no deep copy any more.
     import copy
 
-    from cpbench.scoring import cloze
+    from cpbench.backends import cloze
 
     model, tok = tiny()
     long = "the river city music number small large first people world year water light stone house"

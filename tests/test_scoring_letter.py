@@ -184,7 +184,7 @@ def test_sliding_window_model_matches_reference(window):
 # --------------------------------------------------------------------------------------------- prefix cache reuse
 def _per_batch_copy(monkeypatch):
     """Make the scorer use the old path: a fresh DynamicCache holding a copy of the prefix for every batch."""
-    from cpbench.scoring.kv import PrefixKV
+    from cpbench.backends.kv import PrefixKV
 
     monkeypatch.setattr(PrefixKV, "cache", lambda self, batch, suffix: self.expand(batch))
 

@@ -36,7 +36,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from cpbench.results.analysis.compare import ArtifactIndex, RecordNumbers, compare_numbers
