@@ -245,10 +245,12 @@ def for_console(console: Any, interval: float = 30.0) -> Reporter:
 
 # ------------------------------------------------------------------------------------------- compression layers
 @contextlib.contextmanager
-def layer_progress(model: Any, task: Task) -> Iterator[int]:
+def layer_progress(model: Any, task: Task, times: list[float] | None = None) -> Iterator[int]:
     """Advance `task` as llm-compressor's sequential pipeline reaches each decoder layer: a forward pre-hook on every
     decoder layer records the highest layer index entered (layers before it are done). Yields the layer count.
-    The hooks are removed on exit; they change nothing in the computation."""
+    With `times`, the wall seconds each layer took (first entry of layer i to first entry of layer i + 1, both of
+    the pipeline's passes over it included; the last one ends on exit) are appended to it, and the task's note
+    shows the last one. The hooks are removed on exit; they change nothing in the computation."""
     layers = _decoder_layers(model)
     if not layers:
         yield 0
@@ -256,12 +258,18 @@ def layer_progress(model: Any, task: Task) -> Iterator[int]:
     n = len(layers)
     task.set_total(n)
     handles = []
+    started: dict[int, float] = {}  # layer index -> when the pipeline first entered it
 
     def make(i: int):
         def hook(module: Any, args: Any) -> None:
+            if i not in started:
+                started[i] = time.monotonic()
+                if i - 1 in started and times is not None:
+                    times.append(started[i] - started[i - 1])
             if i > task.completed:
                 task.completed = float(i)  # layers 0..i-1 are done
-            label = f"layer {i + 1}/{n}"
+            last = f", last {times[-1]:.1f} s/layer" if times else ""
+            label = f"layer {i + 1}/{n}{last}"
             if task.extra != label and i >= task.completed:
                 task.note(label)
 
@@ -271,10 +279,20 @@ def layer_progress(model: Any, task: Task) -> Iterator[int]:
         handles.append(layer.register_forward_pre_hook(make(i)))
     try:
         yield n
+        if times is not None and n - 1 in started:
+            times.append(time.monotonic() - started[n - 1])  # the last layer ends with the pipeline
         task.update(n)
     finally:
         for h in handles:
             h.remove()
+
+
+def per_layer_summary(times: list[float]) -> dict[str, Any]:
+    """Seconds per decoder layer as `layer_progress(times=...)` recorded them: count, mean, min, max, each layer."""
+    if not times:
+        return {}
+    return {"layers": len(times), "mean_s": round(sum(times) / len(times), 2), "min_s": round(min(times), 2),
+            "max_s": round(max(times), 2), "each_s": [round(t, 2) for t in times]}  # fmt: skip
 
 
 def _decoder_layers(model: Any) -> list[Any]:

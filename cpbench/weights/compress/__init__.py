@@ -20,7 +20,6 @@ A checkpoint whose verification fails is not cached: `compress` raises CpbenchEr
 from __future__ import annotations
 
 import logging
-import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CalibrationSet", "CalibrationSpec", "CompressedCheckpoint", "checkpoint_key", "compress", "sample", "versions",
+    "CalibrationSet", "CalibrationSpec", "CompressedCheckpoint", "checkpoint_key", "compress", "sample", "stage_line",
+    "versions",
 ]
 
 
@@ -142,10 +142,18 @@ def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationS
     from cpbench.weights import models
     from cpbench.weights.compress import cache
 
+    from cpbench.base import memory
+
     tmp = st.tmp
+    n_stages = len(memory.stages())
     calib: CalibrationSet | None = None
-    if calib_spec is not None:  # drawn only now that it is needed (tokenizer; a GGUF model converts here)
-        calib = sample(calib_spec, models.load_tokenizer(entry))
+    if models.gguf_source(entry) is not None and not models.is_converted(entry):
+        with memory.stage("convert"):  # minutes on a first run; its own stage, not part of the load
+            models.converted_dir(entry)
+            memory.release()
+    if calib_spec is not None:  # drawn only now that it is needed (tokenizer)
+        with memory.stage("calibration"):
+            calib = sample(calib_spec, models.load_tokenizer(entry))
     report = _base_report(entry, recipe, dev)
     report["kind"] = recipe.kind
     report["cache_key"] = key.digest
@@ -153,19 +161,44 @@ def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationS
     report["compute_dtype"] = compute_dtype
     report["calibration"] = calib.report() if calib is not None else None
     t0 = time.perf_counter()
-    base_zeros = _run_recipe(entry, recipe, calib, dev, tmp)
-    gc.collect()  # the compressed model is gone before the checkpoint is verified (and later loaded to score)
+    base_zeros, per_layer = _run_recipe(entry, recipe, calib, dev, tmp)
+    memory.release()  # the compressed model is gone, its pages handed back, before the checkpoint is verified
     t1 = time.perf_counter()
     from cpbench.weights.compress.verify import require_ok, verify_checkpoint
 
-    verification = verify_checkpoint(tmp, recipe, base_zeros=base_zeros)
+    with memory.stage("verify"):
+        verification = verify_checkpoint(tmp, recipe, base_zeros=base_zeros)
+        memory.release()  # the verification reload's pages too, before the scoring load
     t2 = time.perf_counter()
     report["verification"] = verification
     report["checkpoint_bytes"] = verification["checkpoint_bytes"]
-    report["wall_seconds"] = {"compress": round(t1 - t0, 2), "verify": round(t2 - t1, 2)}
+    stages = memory.since(n_stages)
+    secs = {s["name"]: s["seconds"] for s in stages}
+    report["wall_seconds"] = {"compress": round(t1 - t0, 2), "verify": round(t2 - t1, 2),
+                              **{f"stage_{k}": v for k, v in secs.items()}}  # fmt: skip
+    report["stages"] = stages  # wall seconds and peak RSS of each stage (cpbench.base.memory)
+    if per_layer:
+        report["per_layer_seconds"] = per_layer
     require_ok(verification, recipe)
     cache.write_report(tmp, report)
     return st.commit({"cache_key": key.digest})  # the completion marker is the last file written
+
+
+def stage_line(report: dict[str, Any] | None) -> str:
+    """One line naming the time of each stage that built a checkpoint, from its report: `convert 75.0 s, load
+    78.1 s, compress 2008.9 s (28 layers, 71.7 s/layer), save 20.3 s, verify 9.8 s` ("" for a report without
+    stages: cached from an older cpbench, baseline, load-time recipes)."""
+    if not report or not report.get("stages"):
+        return ""
+    parts = []
+    layers = report.get("per_layer_seconds") or {}
+    for s in report["stages"]:
+        text = f"{s['name']} {s['seconds']:.1f} s"
+        if s["name"] == "compress" and layers.get("layers"):
+            text += f" ({layers['layers']} layers, {layers['mean_s']:.1f} s/layer)"
+        parts.append(text)
+    peak = max(s.get("peak_mb", 0.0) for s in report["stages"])
+    return ", ".join(parts) + (f"; peak RSS {peak / 1024:.2f} GB" if peak else "")
 
 
 def _checkpoint_key(
@@ -205,30 +238,48 @@ def checkpoint_key(
 
 def _run_recipe(
     entry: ModelEntry, recipe: Recipe, calib: CalibrationSet | None, device: str, out: Path
-) -> dict[str, float]:
-    """Load the base model, apply the recipe, save to `out` (model + tokenizer); return zeros per Linear before."""
-    import torch
-
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Load the base model, apply the recipe, save to `out` (model + tokenizer); return (zeros per Linear before,
+    seconds per decoder layer when calibrated). Stages `load`, `compress`, `save` are measured (cpbench.base.memory).
+    Nothing of the model is alive when it returns (a test holds it to that: tests/test_memory_stages.py)."""
+    from cpbench.base import memory
     from cpbench.weights import models
 
     # The model is loaded on the CPU: llm-compressor's sequential pipeline onloads one layer at a time to the GPU
     # when there is one, so models larger than GPU memory compress too. Math in fp32 for CPU runs, in the weights'
     # own dtype (bf16) for GPU runs, as llm-compressor's examples do.
-    model, tokenizer = models.load(entry, "cpu", models.resolve_dtype(None, device, entry))
-    with torch.no_grad():
-        base_zeros = {n: float((m.weight == 0).float().mean()) for n, m in model.named_modules()
-                      if isinstance(m, torch.nn.Linear)}  # fmt: skip
+    with memory.stage("load"):
+        model, tokenizer = models.load(entry, "cpu", models.resolve_dtype(None, device, entry))
+        base_zeros = zeros_per_linear(model)
+    per_layer: dict[str, Any] = {}
     if recipe.kind == "magnitude":
         from cpbench.weights.compress.magnitude import magnitude_prune
 
-        magnitude_prune(model, sparsity=recipe.sparsity, nm=recipe.mask_nm, ignore=recipe.ignore)
-        model.save_pretrained(out, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+        with memory.stage("compress"):
+            magnitude_prune(model, sparsity=recipe.sparsity, nm=recipe.mask_nm, ignore=recipe.ignore)
+        with memory.stage("save"):
+            model.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
     elif recipe.kind == "llmcompressor":
         from cpbench.weights.compress.llmc import run_oneshot
 
-        run_oneshot(model, tokenizer, recipe, calib, out)
+        per_layer = run_oneshot(model, tokenizer, recipe, calib, out)
     else:  # pragma: no cover - guarded by the caller
         raise CpbenchError(f"recipe kind {recipe.kind!r} writes no checkpoint")
     del model
-    return base_zeros
+    return base_zeros, per_layer
+
+
+def zeros_per_linear(model: Any, rows: int = 4096) -> dict[str, float]:
+    """Fraction of exactly-zero weights of every Linear, counted `rows` rows at a time: no full-size temporary (a
+    151936 x 1536 lm_head in fp32 would otherwise add ~1.2 GB of bool + float temporaries at the load's peak)."""
+    import torch
+
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for n, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear):
+                w = m.weight
+                zeros = sum(int(torch.count_nonzero(w[i : i + rows] == 0)) for i in range(0, w.shape[0], rows))
+                out[n] = zeros / max(1, w.numel())
+    return out

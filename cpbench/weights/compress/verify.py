@@ -227,10 +227,10 @@ def verify_checkpoint(
             ids = torch.arange(1, 9).unsqueeze(0) % int(getattr(model.config, "vocab_size", 8) or 8)
             forward_finite = bool(torch.isfinite(model(input_ids=ids).logits).all())
         if reloaded:
-            import gc
+            from cpbench.base.memory import release
 
             del model
-            gc.collect()  # HF models hold reference cycles: free the reload now, not at some later collection
+            release()  # HF models hold reference cycles: free the reload (and its pages) now
     zeros = [r["zeros"] for r in layers.values()]
     return {
         "checkpoint_bytes": nbytes,
