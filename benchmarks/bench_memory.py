@@ -114,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = list(ck.report.get("stages") or [])
     if fp32 is None:
         fp32 = _fp32_bytes(str(models.model_dir(entry)), entry)
-    with memory.stage("scoring load") as s:
-        model, tok = ck.load("cpu")
-    rows.append(s.as_dict())
+    n0 = len(memory.stages())
+    model, tok = ck.load("cpu")  # its own stage, "scoring load" (CompressedCheckpoint.load)
+    rows += memory.since(n0)
     if args.score != "0":
         b, t = (int(x) for x in args.score.lower().split("x"))
         ids = torch.randint(0, min(int(model.config.vocab_size), len(tok)), (b, t))
@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"per decoder layer: mean {per_layer['mean_s']} s, min {per_layer['min_s']}, max {per_layer['max_s']} "
               f"({per_layer['layers']} layers): {per_layer['each_s']}")  # fmt: skip
     print("stage line:", stage_line(ck.report))
+    print("progress line:", memory.timing_line([r for r in rows if r["name"] != "score (forward)"], wall))
     if args.json:
         args.json.write_text(json.dumps({"model": entry.key, "recipe": args.recipe, "threads": threads,
                                          "calibration": [args.n, args.seq_len], "fp32_bytes": fp32,

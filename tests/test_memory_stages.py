@@ -95,3 +95,23 @@ def test_stage_peaks_nest_and_see_allocations():
     assert done[1]["peak_mb"] >= done[0]["peak_mb"]
     memory.release()
     assert memory.rss_mb() > 0
+
+
+def test_timing_line_names_each_stage():
+    start = len(memory.stages())
+    with memory.stage("compress") as s:
+        with memory.stage("inner"):
+            pass
+        s.detail.update(layers=28, s_per_layer=71.7)
+    with memory.stage("verify"):
+        pass
+    with memory.stage("scoring load"):
+        pass
+    line = memory.timing_line(memory.since(start), 2051.2)
+    assert line.startswith("weights ready in 2051.2 s: compress ") and "(28 layers, 71.7 s/layer)" in line
+    assert "verify " in line and "scoring load " in line and "inner" not in line and "peak RSS" in line
+    start = len(memory.stages())
+    with memory.stage("scoring load"):
+        pass
+    assert memory.timing_line(memory.since(start), 9.0).startswith("model loaded (")  # cached: loading only
+    assert memory.timing_line([], 3.25) == "model loaded (3.2 s)"

@@ -121,6 +121,8 @@ def gate_verdicts(result_paths: list[Path], baseline: str, root: Path) -> list[d
 
 
 def summarize(outcome: Any, log_path: Path | None = None) -> dict[str, Any]:
+    from cpbench.base import memory
+
     plan = outcome.plan
     baseline = plan.recipes[0]
     cells = [
@@ -157,6 +159,9 @@ def summarize(outcome: Any, log_path: Path | None = None) -> dict[str, Any]:
         "notes": list(outcome.notes),
         **({"sequential": outcome.sequential} if getattr(outcome, "sequential", None) else {}),
         "wall_s": round(float(outcome.wall_s), 2),
+        # wall seconds and peak RSS of each stage this process ran (conversion, calibration, load, compress, save,
+        # verify, scoring load; cpbench.base.memory), each with its recipe: the run's time per stage, labelled
+        "stages": memory.stages(),
         "files": {"results": str(plan.results), "model_dir": str(model_dir),
                   "third_party_log": str(log_path) if log_path else None},  # fmt: skip
         "next": [

@@ -52,11 +52,13 @@ class CompressedCheckpoint:
 
     def load(self, device: str = "auto", dtype: Any = None):
         """(model, tokenizer) for scoring: the compressed checkpoint, or the base model (+ load-time recipe)."""
+        from cpbench.base import memory
         from cpbench.weights import models
 
-        if self.path is None:
-            return models.load(self.entry, device, dtype, recipe=self.recipe)
-        return models.load(self.path, device, dtype, model_args=self.entry.model_args)
+        with memory.stage("scoring load", recipe=self.recipe.name):  # timed apart from compression (issue 20)
+            if self.path is None:
+                return models.load(self.entry, device, dtype, recipe=self.recipe)
+            return models.load(self.path, device, dtype, model_args=self.entry.model_args)
 
 
 def versions() -> dict[str, str]:
@@ -148,11 +150,11 @@ def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationS
     n_stages = len(memory.stages())
     calib: CalibrationSet | None = None
     if models.gguf_source(entry) is not None and not models.is_converted(entry):
-        with memory.stage("convert"):  # minutes on a first run; its own stage, not part of the load
+        with memory.stage("convert", model=entry.key):  # minutes on a first run; its own stage, not part of the load
             models.converted_dir(entry)
             memory.release()
     if calib_spec is not None:  # drawn only now that it is needed (tokenizer)
-        with memory.stage("calibration"):
+        with memory.stage("calibration", recipe=recipe.name):
             calib = sample(calib_spec, models.load_tokenizer(entry))
     report = _base_report(entry, recipe, dev)
     report["kind"] = recipe.kind
@@ -166,7 +168,7 @@ def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationS
     t1 = time.perf_counter()
     from cpbench.weights.compress.verify import require_ok, verify_checkpoint
 
-    with memory.stage("verify"):
+    with memory.stage("verify", recipe=recipe.name):
         verification = verify_checkpoint(tmp, recipe, base_zeros=base_zeros)
         memory.release()  # the verification reload's pages too, before the scoring load
     t2 = time.perf_counter()
@@ -248,16 +250,16 @@ def _run_recipe(
     # The model is loaded on the CPU: llm-compressor's sequential pipeline onloads one layer at a time to the GPU
     # when there is one, so models larger than GPU memory compress too. Math in fp32 for CPU runs, in the weights'
     # own dtype (bf16) for GPU runs, as llm-compressor's examples do.
-    with memory.stage("load"):
+    with memory.stage("load", recipe=recipe.name):
         model, tokenizer = models.load(entry, "cpu", models.resolve_dtype(None, device, entry))
         base_zeros = zeros_per_linear(model)
     per_layer: dict[str, Any] = {}
     if recipe.kind == "magnitude":
         from cpbench.weights.compress.magnitude import magnitude_prune
 
-        with memory.stage("compress"):
+        with memory.stage("compress", recipe=recipe.name):
             magnitude_prune(model, sparsity=recipe.sparsity, nm=recipe.mask_nm, ignore=recipe.ignore)
-        with memory.stage("save"):
+        with memory.stage("save", recipe=recipe.name):
             model.save_pretrained(out, safe_serialization=True)
             tokenizer.save_pretrained(out)
     elif recipe.kind == "llmcompressor":

@@ -188,16 +188,18 @@ def run_oneshot(model: Any, tokenizer: Any, recipe: Recipe, calib: CalibrationSe
     times: list[float] = []
     try:
         try:
-            with memory.stage("compress"), guard, \
+            with memory.stage("compress", recipe=recipe.name) as st, guard, \
                     progress.current().task(f"[{recipe.name}] llm-compressor oneshot ({what})", unit="layer") as t:
                 with progress.layer_progress(model, t, times) if calib is not None else contextlib.nullcontext():
                     oneshot(**kwargs)
+                if times:
+                    st.detail.update(layers=len(times), s_per_layer=round(sum(times) / len(times), 2))
         except CpbenchError:
             raise
         except Exception as exc:  # llm-compressor raises many kinds; keep the type name in the one-line message
             raise CpbenchError(f"llm-compressor failed on recipe {recipe.name!r}: {type(exc).__name__}: {exc}") from exc
         memory.release()  # the pipeline's calibration activations are garbage now: hand their pages back before saving
-        with memory.stage("save"):
+        with memory.stage("save", recipe=recipe.name):
             model.save_pretrained(out, save_compressed=True)
             tokenizer.save_pretrained(out)
     finally:
