@@ -109,9 +109,18 @@ def test_timing_line_names_each_stage():
         pass
     line = memory.timing_line(memory.since(start), 2051.2)
     assert line.startswith("weights ready in 2051.2 s: compress ") and "(28 layers, 71.7 s/layer)" in line
-    assert "verify " in line and "scoring load " in line and "inner" not in line and "peak RSS" in line
+    assert "verify " in line and "scoring load " in line and "(of which inner " in line and "peak RSS" in line
     start = len(memory.stages())
     with memory.stage("scoring load"):
         pass
     assert memory.timing_line(memory.since(start), 9.0).startswith("model loaded (")  # cached: loading only
     assert memory.timing_line([], 3.25) == "model loaded (3.2 s)"
+
+
+def test_timing_line_shows_a_conversion_inside_the_load():
+    start = len(memory.stages())
+    with memory.stage("scoring load"):
+        with memory.stage("convert"):
+            pass
+    line = memory.timing_line(memory.since(start), 47.5)
+    assert line.startswith("weights ready in 47.5 s: scoring load ") and "(of which convert " in line

@@ -176,19 +176,29 @@ def timing_line(done: list[dict[str, Any]], total_s: float | None = None) -> str
     2008.9 s (28 layers, 71.7 s/layer), save 20.3 s, verify 9.8 s, scoring load 3.1 s; peak RSS 8.90 GB`, or `model
     loaded (3.1 s)` when loading was all there was. `done`: the stages finished meanwhile (`since(n)`); nested
     ones (inside another listed stage) are skipped. `total_s`: the caller's own wall time of the whole step."""
-    top = [s for s in done if not s.get("within")]
+    top: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    pending: list[dict[str, Any]] = []  # inner stages end before the stage they ran in
+    for s in done:
+        if s.get("within"):
+            pending.append(s)
+        else:
+            top.append((s, [c for c in pending if c["within"] == s["name"]]))
+            pending = []
     if not top:
         return f"model loaded ({total_s:.1f} s)" if total_s is not None else "model loaded"
-    if [s["name"] for s in top] == ["scoring load"]:
-        return f"model loaded ({top[0]['seconds']:.1f} s)"
+    if [s["name"] for s, inner in top] == ["scoring load"] and not top[0][1]:
+        return f"model loaded ({top[0][0]['seconds']:.1f} s)"
     parts = []
-    for s in top:
+    for s, inner in top:
         text = f"{s['name']} {s['seconds']:.1f} s"
         d = s.get("detail") or {}
         if d.get("layers"):
             text += f" ({d['layers']} layers, {d['s_per_layer']:.1f} s/layer)"
+        if inner:  # e.g. a GGUF conversion inside the first load
+            text += " (of which " + ", ".join(f"{c['name']} {c['seconds']:.1f} s" for c in inner) + ")"
         parts.append(text)
-    peak = max(s["peak_mb"] for s in top)
+    top = [s for s, _ in top]  # type: ignore[misc]
+    peak = max(s["peak_mb"] for s in top)  # type: ignore[index]
     head = f"weights ready in {total_s:.1f} s: " if total_s is not None else ""
     return head + ", ".join(parts) + f"; peak RSS {peak / 1024:.2f} GB"
 

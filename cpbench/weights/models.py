@@ -614,7 +614,11 @@ def converted_dir(entry: ModelEntry) -> Path:
             from cpbench.base import progress
 
             # Minutes on a first run, once: report it (transformers' own bars are kept off the console by the CLI).
-            with progress.current().task(f"convert {src.name} (GGUF) to safetensors, once") as task:
+            from cpbench.base import memory
+
+            # its own stage (wall time, peak RSS), whichever step needed the weights first (issue 20)
+            with memory.stage("convert", model=entry.key), \
+                    progress.current().task(f"convert {src.name} (GGUF) to safetensors, once") as task:
                 task.note(f"into {out}")
                 _convert_gguf(entry, src, st.tmp)
             st.commit()

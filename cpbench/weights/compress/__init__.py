@@ -149,10 +149,8 @@ def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationS
     tmp = st.tmp
     n_stages = len(memory.stages())
     calib: CalibrationSet | None = None
-    if models.gguf_source(entry) is not None and not models.is_converted(entry):
-        with memory.stage("convert", model=entry.key):  # minutes on a first run; its own stage, not part of the load
-            models.converted_dir(entry)
-            memory.release()
+    if models.gguf_source(entry) is not None:
+        models.converted_dir(entry)  # minutes on a first run: its own "convert" stage, not part of the load
     if calib_spec is not None:  # drawn only now that it is needed (tokenizer)
         with memory.stage("calibration", recipe=recipe.name):
             calib = sample(calib_spec, models.load_tokenizer(entry))
