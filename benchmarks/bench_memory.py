@@ -127,15 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t_all
     maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     w_gb = (fp32 or 0) / GB
-    print(f"\nfp32 weights {w_gb:.2f} GB; RSS after imports {imports_mb / 1024:.2f} GB; load now {_load()}")
-    print("| stage | s | peak RSS GB | RSS at end GB | peak / fp32 weights |\n|---|---|---|---|---|")
+    print(f"\nfp32 weights {w_gb:.2f} GiB; RSS after imports {imports_mb / 1024:.2f} GiB; load now {_load()}")
+    print("| stage | s | peak RSS GiB | RSS at end GiB | peak / fp32 weights |\n|---|---|---|---|---|")
     for r in rows:
         ratio = f"{r['peak_mb'] / 1024 / w_gb:.2f}" if w_gb else "-"
         print(f"| {r['name']} | {r['seconds']:.1f} | {r['peak_mb'] / 1024:.2f} | {r['end_mb'] / 1024:.2f} | {ratio} |")
     bound = 1.5 * w_gb + 1.0
     verdict = "within" if maxrss_mb / 1024 <= bound else "ABOVE"
-    print(f"\nwhole process: peak RSS {maxrss_mb / 1024:.2f} GB (ru_maxrss), bound 1.5 x {w_gb:.2f} + 1 = "
-          f"{bound:.2f} GB: {verdict}; wall {wall:.0f} s")  # fmt: skip
+    print(f"\nwhole process: peak RSS {maxrss_mb / 1024:.2f} GiB (ru_maxrss), bound 1.5 x {w_gb:.2f} + 1 = "
+          f"{bound:.2f} GiB: {verdict}; wall {wall:.0f} s")  # fmt: skip
     per_layer = ck.report.get("per_layer_seconds") or {}
     if per_layer:
         print(f"per decoder layer: mean {per_layer['mean_s']} s, min {per_layer['min_s']}, max {per_layer['max_s']} "

@@ -11,11 +11,11 @@ import weakref
 
 import pytest
 import torch
+from tiny_model import tiny_model_dir
 
 from cpbench.base import memory
 from cpbench.weights.compress import CalibrationSpec, compress, stage_line
 from cpbench.weights.models import resolve
-from tiny_model import tiny_model_dir
 
 CALIB = CalibrationSpec(n=4, seq_len=32, seed=0)
 
@@ -84,11 +84,10 @@ def test_stages_reported(live_models):
 
 def test_stage_peaks_nest_and_see_allocations():
     start = len(memory.stages())
-    with memory.stage("outer"):
-        with memory.stage("inner") as inner:
-            x = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
-            x += 1
-            del x
+    with memory.stage("outer"), memory.stage("inner") as inner:
+        x = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+        x += 1
+        del x
     done = memory.since(start)
     assert [s["name"] for s in done] == ["inner", "outer"]
     assert inner.peak_mb - inner.start_mb >= 30  # the kernel's high-water mark or the sampler saw it
@@ -119,8 +118,7 @@ def test_timing_line_names_each_stage():
 
 def test_timing_line_shows_a_conversion_inside_the_load():
     start = len(memory.stages())
-    with memory.stage("scoring load"):
-        with memory.stage("convert"):
-            pass
+    with memory.stage("scoring load"), memory.stage("convert"):
+        pass
     line = memory.timing_line(memory.since(start), 47.5)
     assert line.startswith("weights ready in 47.5 s: scoring load ") and "(of which convert " in line

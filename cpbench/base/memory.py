@@ -173,7 +173,7 @@ def release() -> None:
 
 def timing_line(done: list[dict[str, Any]], total_s: float | None = None) -> str:
     """One progress line for the stages that made weights ready to score, e.g. `weights ready in 2051.2 s: compress
-    2008.9 s (28 layers, 71.7 s/layer), save 20.3 s, verify 9.8 s, scoring load 3.1 s; peak RSS 8.90 GB`, or `model
+    2008.9 s (28 layers, 71.7 s/layer), save 20.3 s, verify 9.8 s, scoring load 3.1 s; peak RSS 8.90 GiB`, or `model
     loaded (3.1 s)` when loading was all there was. `done`: the stages finished meanwhile (`since(n)`); nested
     ones (inside another listed stage) are skipped. `total_s`: the caller's own wall time of the whole step."""
     top: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
@@ -200,5 +200,5 @@ def timing_line(done: list[dict[str, Any]], total_s: float | None = None) -> str
     top = [s for s, _ in top]  # type: ignore[misc]
     peak = max(s["peak_mb"] for s in top)  # type: ignore[index]
     head = f"weights ready in {total_s:.1f} s: " if total_s is not None else ""
-    return head + ", ".join(parts) + f"; peak RSS {peak / 1024:.2f} GB"
+    return head + ", ".join(parts) + f"; peak RSS {peak / 1024:.2f} GiB"
 

@@ -611,12 +611,10 @@ def converted_dir(entry: ModelEntry) -> Path:
 
     with staged_dir(out, what=f"converting {src.name}") as st:
         if not st.done:
-            from cpbench.base import progress
+            from cpbench.base import memory, progress
 
-            # Minutes on a first run, once: report it (transformers' own bars are kept off the console by the CLI).
-            from cpbench.base import memory
-
-            # its own stage (wall time, peak RSS), whichever step needed the weights first (issue 20)
+            # Minutes on a first run, once: report it (transformers' own bars are kept off the console by the CLI),
+            # as its own stage (wall time, peak RSS), whichever step needed the weights first (issue 20).
             with memory.stage("convert", model=entry.key), \
                     progress.current().task(f"convert {src.name} (GGUF) to safetensors, once") as task:
                 task.note(f"into {out}")

@@ -141,10 +141,9 @@ def compress(
 def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationSpec | None, dev: str, threads: int,
            compute_dtype: str, st: Any) -> Path:  # fmt: skip
     """Compress into the staging folder `st.tmp`, verify, write the report, commit (marker last)."""
+    from cpbench.base import memory
     from cpbench.weights import models
     from cpbench.weights.compress import cache
-
-    from cpbench.base import memory
 
     tmp = st.tmp
     n_stages = len(memory.stages())
@@ -198,7 +197,7 @@ def stage_line(report: dict[str, Any] | None) -> str:
             text += f" ({layers['layers']} layers, {layers['mean_s']:.1f} s/layer)"
         parts.append(text)
     peak = max(s.get("peak_mb", 0.0) for s in report["stages"])
-    return ", ".join(parts) + (f"; peak RSS {peak / 1024:.2f} GB" if peak else "")
+    return ", ".join(parts) + (f"; peak RSS {peak / 1024:.2f} GiB" if peak else "")
 
 
 def _checkpoint_key(
