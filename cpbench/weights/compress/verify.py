@@ -151,20 +151,60 @@ def _decompressor(path: Path) -> Any:
     return BaseCompressor.get_value_from_registry(fmt), scheme
 
 
+_ST_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
+    "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+    "F8_E4M3": getattr(torch, "float8_e4m3fn", None), "F8_E5M2": getattr(torch, "float8_e5m2", None),
+}  # fmt: skip
+
+
+class _ShardReader:
+    """Tensors of one safetensors file read with plain reads, not a memory map: a memory-mapped shard stays resident
+    in the process (counted in its RSS) for as long as it is open, so reading a 6 GB checkpoint through safe_open
+    handles held open took the verification from 0.6 to 5.8 GB RSS on a 1.5B model."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        header.pop("__metadata__", None)
+        self.base = 8 + n
+        self.header: dict[str, Any] = header
+
+    def keys(self) -> Any:
+        return self.header.keys()
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        info = self.header[key]
+        dtype = _ST_DTYPES.get(info["dtype"])
+        if dtype is None:
+            from safetensors import safe_open  # a dtype this reader does not know: let safetensors read it
+
+            with safe_open(str(self.path), framework="pt", device="cpu") as h:
+                return h.get_tensor(key)
+        begin, stop = info["data_offsets"]
+        buf = bytearray(stop - begin)
+        with open(self.path, "rb") as fh:
+            fh.seek(self.base + begin)
+            fh.readinto(buf)
+        if not buf:
+            return torch.empty(info["shape"], dtype=dtype)
+        return torch.frombuffer(buf, dtype=dtype).reshape(info["shape"])
+
+
 def iter_linear_weights(path: str | Path, names: Any) -> Any:
     """(name, dense float32 weight) for each Linear in `names`, read shard by shard from the checkpoint's
-    safetensors files and decompressed one layer at a time (compressed-tensors formats): memory is one layer, not
-    one model. Layers absent from the files (tied lm_head) yield None."""
-    from safetensors import safe_open
-
+    safetensors files (plain reads, no memory map) and decompressed one layer at a time (compressed-tensors formats):
+    memory is one layer, not one model. Layers absent from the files (tied lm_head) yield None."""
     files = sorted(Path(path).glob("*.safetensors"))
     if not files:
         raise CpbenchError(f"{path}: no .safetensors files to verify")
-    handles = [safe_open(str(f), framework="pt", device="cpu") for f in files]
     where: dict[str, Any] = {}
-    for h in handles:
-        for k in h.keys():
-            where[k] = h
+    for f in files:
+        reader = _ShardReader(f)
+        for k in reader.keys():
+            where[k] = reader
     dec = _decompressor(Path(path))
     for name in names:
         local = {k[len(name) + 1 :]: where[k].get_tensor(k) for k in where
