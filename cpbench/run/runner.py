@@ -211,7 +211,8 @@ def run_unit(
     (model, tokenizer) of an in-memory base; `backend`: a cpbench.backends.base.Backend (default: the one the unit's
     options name, from cpbench.backends.registry)."""
     from cpbench.base import progress as progress_mod
-    from cpbench.weights.compress import compress
+    from cpbench.base import memory
+    from cpbench.weights.compress import compress, stage_line
 
     entry, recipe, opts = unit.model, unit.recipe, unit.options
     backend = get_backend(backend if backend is not None else opts.scorer)
@@ -232,16 +233,19 @@ def run_unit(
         if ckpt.path is not None:
             echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
                  f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
+            if not ckpt.cached and stage_line(ckpt.report):  # where the time went: convert, compress, save, verify
+                echo(f"[{recipe.name}] {stage_line(ckpt.report)}")
         actual = _weights(entry, recipe, ckpt)
         if actual.weights_id != identity.weights_id:  # the reuse check and the provenance must agree
             raise CpbenchError(f"internal: weights id {actual.weights_id} after compressing differs from "
                                f"{identity.weights_id} predicted before it")  # fmt: skip
         with_weights(provenance, ckpt.report, ckpt.path)
         # an in-memory base (Python API) is scored as given; its identity is its content fingerprint
-        tl = time.perf_counter()
+        tl, n0 = time.perf_counter(), len(memory.stages())
         handle = backend.load(WeightsRequest(entry=entry, device=device, dtype=opts.dtype, recipe=recipe,
                                              checkpoint=ckpt, loaded=loaded))  # fmt: skip
-        echo(f"[{recipe.name}] model loaded ({time.perf_counter() - tl:.1f} s)")
+        # the load alone ("model loaded (X s)"), or the stages inside it (a first GGUF conversion) named as such
+        echo(f"[{recipe.name}] {memory.timing_line(memory.since(n0), time.perf_counter() - tl)}")
         return handle
 
     return score_cells(recipe.name, unit.cells, identity.weights_id, load, provenance, opts, inputs, device, results,
