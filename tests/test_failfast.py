@@ -156,7 +156,7 @@ def test_gguf_header_gives_widths_without_loading(tmp_path):
     local = tmp_path / "m"
     local.mkdir()
     (local / path.name).symlink_to(path)
-    cfg = failfast.model_config(models.resolve(str(local / path.name)))
+    cfg = failfast.cached_model_config(models.resolve(str(local / path.name)))
     assert cfg["model_type"] == "llama" and cfg["hidden_size"] == 576 and cfg["intermediate_size"] == 1536
 
 

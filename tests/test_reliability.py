@@ -159,7 +159,7 @@ def test_known_model_args_keys_pass_the_check(tiny_dir):
 
     entry = models.resolve(tiny_dir)
     for args in ({"attn_implementation": "eager"}, {"use_cache": False}, {"low_cpu_mem_usage": True}):
-        failfast.check_model_args(apply_model_options(entry, None, args), failfast.model_config(entry))
+        failfast.check_model_args(apply_model_options(entry, None, args), failfast.cached_model_config(entry))
 
 
 def test_trust_remote_code_in_model_args_is_refused_naming_the_flag(capsys):
