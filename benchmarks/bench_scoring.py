@@ -238,7 +238,7 @@ def interleaved(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     from cpbench.weights import models
-    from cpbench.runkey import ScoreKey
+    from cpbench.base.runkey import ScoreKey
     from cpbench.backends.pipeline import score_prompts
 
     entry = models.resolve(args.model)
