@@ -90,3 +90,44 @@ def test_file_backend_reads_finished_outputs_paired_by_item(tmp_path, tiny_dir, 
         from cpbench.run.plan import plan_from_options
 
         plan_from_options(model=tiny_dir, quant=["magnitude-50"], backend=missing, data="samples", tasks=["qa"])
+
+
+def test_file_backend_end_to_end_pairs_a_pickle_with_the_task_items(tmp_path, tiny_dir, cache):  # noqa: F811
+    """Someone's finished option logits (an LLM-Uncertainty-Bench pickle) scored as a backend: rows are found by the
+    task items' ids, the record is the same analysis a cpbench-scored artifact gets."""
+    import json
+    import pickle
+
+    import cpbench
+    from cpbench.backends.files import Ye2024PicklesBackend
+    from cpbench.specs.tasks import build_prompts, load_items, load_task
+
+    prompts = build_prompts(load_task("qa"), load_items(load_task("qa"), "samples"))
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(len(prompts), 6)).astype(np.float32)
+    logits[np.arange(len(prompts)), [int(p.label) for p in prompts]] += 1.5
+    order = rng.permutation(len(prompts))  # the file's order is not the task's: pairing is by id
+    rows = [{"id": prompts[i].item_id, "logits_options": logits[i]} for i in order]
+    data = [{"id": prompts[i].item_id, "answer": "ABCDEF"[int(prompts[i].label)]} for i in order]
+    pkl, js = tmp_path / "m_qa.pkl", tmp_path / "qa.json"
+    pkl.write_bytes(pickle.dumps(rows))
+    js.write_text(json.dumps(data))
+
+    from cpbench.results.artifact import LogitsArtifact
+
+    results = tmp_path / "results"
+    report = cpbench.evaluate(tiny_dir, tasks=["qa"], data="samples", limit=24, results=results,
+                              backend=Ye2024PicklesBackend(pkl, js))  # fmt: skip
+    assert report.records and {r["provenance"]["backend"] for r in report.records} == {"ye2024-pickles"}
+    (path,) = results.rglob("artifacts/*.parquet")
+    art = LogitsArtifact.load(path)
+    assert art.ids == [p.item_id for p in prompts[:24]]  # the task's items, in the task's order
+    np.testing.assert_array_equal(art.logits, logits[:24])  # each row found by its id in the shuffled file
+    assert art.provenance["source_format"] == "llm-uncertainty-bench"
+    assert art.provenance["run_key"]["scorer"] == "ye2024-pickles"
+
+    other = [{"id": f"x{r['id']}", "logits_options": r["logits_options"]} for r in rows]
+    pkl.write_bytes(pickle.dumps(other))
+    js.write_text(json.dumps([{"id": f"x{d['id']}", "answer": d["answer"]} for d in data]))
+    with pytest.raises(CpbenchError, match="paired by id"):
+        cpbench.evaluate(tiny_dir, tasks=["qa"], data="samples", limit=24, backend=Ye2024PicklesBackend(pkl, js))
