@@ -46,8 +46,9 @@ class _FileBackend(Backend):
         labels = np.array([int(p.label) for p in prompts])
         if not np.array_equal(artifact.labels[where], labels):
             bad = int(np.flatnonzero(artifact.labels[where] != labels)[0])
-            raise CpbenchError(f"{self.path}: item {prompts[bad].item_id} has answer {int(artifact.labels[where][bad])} "
-                               f"in the file and {labels[bad]} in the task")  # fmt: skip
+            have = int(artifact.labels[where][bad])
+            raise CpbenchError(f"{self.path}: item {prompts[bad].item_id} has answer {have} in the file and "
+                               f"{labels[bad]} in the task")  # fmt: skip
         prov = artifact.provenance
         return Prepared(
             order=np.arange(len(prompts)),

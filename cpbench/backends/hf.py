@@ -78,14 +78,15 @@ class HFBackend(Backend):
                 "definition": "sum over the option's continuation tokens of log p(token | context, earlier tokens); "
                 "softmax over the K sums gives the option distribution (lm-eval 'acc', not length-normalised)",
                 "delimiter": DELIMITER,
-                "context": "Prompt.cloze_context; continuation = delimiter + option text; split as lm-eval _encode_pair",
+                "context": "Prompt.cloze_context; continuation = delimiter + option text; "
+                "split as lm-eval _encode_pair",
             }
         else:  # ScoreKey validates this; keep the message for direct callers
             raise CpbenchError(f"unknown scoring mode {key.scoring!r}")
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         tok_info = tokenizer_info(tokenizer)
-        job = {"tokenizer": tok_info, "option_token_ids": option_ids, "dtype": dtype,
-               "device_type": device.split(":")[0], "batch_size": batch_size, "prefix_cache": self.use_prefix_cache}  # fmt: skip
+        job = {"tokenizer": tok_info, "option_token_ids": option_ids, "dtype": dtype, "device_type": device.split(":")[0],
+               "batch_size": batch_size, "prefix_cache": self.use_prefix_cache}  # fmt: skip
 
         def on_batch(callback: Any) -> None:
             scorer.on_batch = callback

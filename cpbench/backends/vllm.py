@@ -187,7 +187,8 @@ class VllmBackend(Backend):
     @classmethod
     def check_scoring(cls, scoring: str) -> None:
         if scoring != "letter":
-            raise CpbenchError("--scorer vllm scores letters only (cloze needs per-token log-likelihoods: use --scorer hf)")
+            raise CpbenchError("--scorer vllm scores letters only "
+                               "(cloze needs per-token log-likelihoods: use --scorer hf)")
 
     def check(self, device: str, scoring: str) -> None:
         self.check_scoring(scoring)

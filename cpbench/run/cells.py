@@ -70,7 +70,8 @@ def score_cells(
 
     def one(key: ScoreKey, path: Path | None) -> Cell:
         return _score_cell(label, key, inputs[(key.task, key.prompt)], path, results, weights_id, weights, provenance,
-                           opts, device, backend, force=force, analyze=analyze, echo=echo, progress=progress)  # fmt: skip
+                           opts, device, backend, force=force, analyze=analyze, echo=echo,
+                           progress=progress)  # fmt: skip
 
     done: dict[ScoreKey, Cell] = {}
     try:

@@ -41,7 +41,8 @@ class RunPlan:
     device: str = "auto"
     batch_size: int | None = None
     chunk_size: int = 256  # items per resumable chunk
-    results: Path | None = Path(DEFAULT_RESULTS)  # ./runs by default; None: nothing written (Python API without a results directory)
+    # ./runs by default; None: nothing written (the Python API without a results directory)
+    results: Path | None = Path(DEFAULT_RESULTS)
     calibration: CalibrationSpec | None = None  # None = its defaults
     analysis: AnalysisKey = field(default_factory=AnalysisKey)
     suite: str | None = None

@@ -4,7 +4,7 @@ For one model and a list of recipes (the uncompressed baseline always first), ev
 scored into a logits artifact and analysed into a result record:
 
     results/<model>/<recipe>/artifacts/<ScoreKey.slug()>.parquet    the logits artifact (input of `cpbench analyze`)
-    results/<model>/<recipe>/<RunKey.slug()>.json                   the result record (cpbench.results.store.write_result)
+    results/<model>/<recipe>/<RunKey.slug()>.json                   the result record (results.store.write_result)
 
 The artifacts live in the results tree, next to the records they produced, so a results directory is self-contained
 (ship it, re-analyse it with another protocol, without a GPU). They double as the score cache: a rerun reuses an
@@ -18,9 +18,9 @@ artifact or record of different content is never replaced without --force; an eq
 process works on a cell at a time, so concurrent runs on one results tree and cache split the work.
 
 Scoring goes through the backend the plan names (cpbench.backends: the runner never asks which one it is). Models
-are loaded one at a time (baseline, then each recipe, then each candidate) and freed before the next. Recipes that cannot run on
-the device (bitsandbytes, or `requires: cuda`) are skipped with the reason printed when they come from a suite, and
-are an error when asked for by name with --quant.
+are loaded one at a time (baseline, then each recipe, then each candidate) and freed before the next. Recipes that
+cannot run on the device (bitsandbytes, or `requires: cuda`) are skipped with the reason printed when they come from a
+suite, and are an error when asked for by name with --quant.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def run(plan: RunPlan, echo: Callable[[str], None] = print, progress: bool = Tru
     # Every cheap check (writable outputs, offline state, recipe x model, GPU-only recipes) before the first
     # expensive step: tokenizer download, GGUF conversion, compression, scoring.
     ok, skipped, warnings = failfast.preflight(
-        entry, [u.recipe for u in units[:recipe_units]], device, results=plan.results, strict_recipes=plan.strict_recipes,
-        calibration=plan.calibration,
+        entry, [u.recipe for u in units[:recipe_units]], device, results=plan.results,
+        strict_recipes=plan.strict_recipes, calibration=plan.calibration,
     )  # fmt: skip
     threads = models.current_threads()
     backend = get_backend(plan.backend if plan.backend is not None else plan.scorer)

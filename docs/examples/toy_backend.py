@@ -32,7 +32,8 @@ class ToyBackend(Backend):
             rows = []
             for i in positions:
                 p = prompts[int(i)]
-                rng = np.random.default_rng(int.from_bytes(hashlib.sha256(seed + p.text.encode()).digest()[:8], "little"))
+                digest = hashlib.sha256(seed + p.text.encode()).digest()
+                rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
                 row = rng.normal(size=len(p.letters))
                 row[int(p.label)] += self.skill
                 rows.append(row)
