@@ -58,6 +58,7 @@ class Prepared:
     provenance: dict[str, Any]  # backend fields of the artifact's provenance (tokenizer, dtype, device, backend, ...)
     detail: dict[str, Any] = field(default_factory=dict)  # backend part of provenance.scoring_detail
     notes: list[str] = field(default_factory=list)
+    model_id: str | None = None  # what the backend knows the model as (the caller's provenance wins)
     on_batch: Callable[[Callable[[int], None]], None] | None = None  # installs a per-batch progress callback
     context: Callable[[], ContextManager[Any]] = nullcontext  # around the whole computation (HF: inference mode)
 

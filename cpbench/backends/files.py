@@ -54,9 +54,9 @@ class _FileBackend(Backend):
             order=np.arange(len(prompts)),
             compute=lambda idx: np.asarray(artifact.logits[where[idx]], dtype=np.float32),
             job={"backend": self.name, "file": str(self.path.resolve()), "file_sha256": prov.get("source_sha256")},
+            model_id=prov.get("model_id"),
             notes=[f"option logits read from {self.path.name} ({self.name}); scored outside cpbench"],
             provenance={
-                "defaults": {"model_id": prov.get("model_id") or key.model},
                 "tokenizer": prov.get("tokenizer"), "option_token_ids": prov.get("option_token_ids"),
                 "dtype": prov.get("dtype"), "device": prov.get("device"), "backend": self.name,
                 "batch_size": None, "source_format": prov.get("source_format"),

@@ -85,17 +85,17 @@ class HFBackend(Backend):
             raise CpbenchError(f"unknown scoring mode {key.scoring!r}")
         dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         tok_info = tokenizer_info(tokenizer)
-        job = {"tokenizer": tok_info, "option_token_ids": option_ids, "dtype": dtype, "device_type": device.split(":")[0],
-               "batch_size": batch_size, "prefix_cache": self.use_prefix_cache}  # fmt: skip
+        job = {"tokenizer": tok_info, "option_token_ids": option_ids, "dtype": dtype,
+               "device_type": device.split(":")[0], "batch_size": batch_size,
+               "prefix_cache": self.use_prefix_cache}  # fmt: skip
 
         def on_batch(callback: Any) -> None:
             scorer.on_batch = callback
 
         return Prepared(
             order=scorer.order(), compute=scorer, job=job, detail=detail, notes=notes, on_batch=on_batch,
-            context=torch.inference_mode,
+            context=torch.inference_mode, model_id=getattr(model, "name_or_path", "") or None,
             provenance={
-                "defaults": {"model_id": getattr(model, "name_or_path", "") or key.model},
                 "tokenizer": tok_info, "option_token_ids": option_ids, "dtype": dtype, "device": device,
                 "backend": "transformers", "batch_size": batch_size, "versions": versions(),
                 "host": platform.platform(),

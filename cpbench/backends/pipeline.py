@@ -144,13 +144,12 @@ def score_with(
 
     prov: dict[str, Any] = {
         "run_key": key.model_dump(),
-        "model_id": key.model,
+        "model_id": prep.model_id or key.model,
         "model_revision": None,
         "model_source": "local",
         "recipe": {"name": key.recipe},
         "compression_report": None,
         "sample_data": key.data == "samples",
-        **prep.provenance.pop("defaults", {}),
     }
     prov.update(provenance or {})
     prov["notes"] = list(prov.get("notes") or []) + notes

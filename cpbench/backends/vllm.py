@@ -239,11 +239,10 @@ class VllmBackend(Backend):
                   "logprobs_mode": LOGPROBS_MODE, "gpu": engine.gpu, "device": engine.device}  # fmt: skip
         return Prepared(
             order=order, compute=lambda idx: engine.option_logits([requests[i] for i in idx], opt.ids), job=job,
-            detail=detail,
+            detail=detail, model_id=engine.name_or_path,
             notes=["scored with vLLM (raw logits of the option ids at the last position); the HF scorer is the "
                    "reference: values differ from it within bf16 kernel tolerance and may depend on batch makeup"],
             provenance={
-                "defaults": {"model_id": engine.name_or_path},
                 "tokenizer": tok_info, "option_token_ids": opt.to_provenance(), "dtype": engine.kwargs["dtype"],
                 "device": "cuda", "backend": BACKEND, "scorer": "vllm", "batch_size": None,
                 "versions": {**versions(), "vllm": vllm_version},

@@ -186,9 +186,8 @@ def run_work_unit(unit: Any, inputs: dict[tuple[str, str], Any], device: str, re
     """One WorkUnit's cells, whichever it is: a recipe of the model (`run_unit`) or a candidate judged against it
     (`run_candidate`). `cpbench run` and every `cpbench sweep` executor go through here; `options` are run_unit's."""
     if unit.candidate is not None:
-        options.pop("loaded", None)
-        base = unit.model_copy(update={"candidate": None, "cells": unit.base_cells()})
-        return run_candidate(unit.candidate, base, inputs, device, results, **options)
+        options.pop("loaded", None)  # someone else's weights, never the in-memory base
+        return run_candidate(unit, inputs, device, results, **options)
     return run_unit(unit, inputs, device, results, **options)
 
 
@@ -253,8 +252,7 @@ def run_unit(
 
 
 def run_candidate(
-    candidate: Any,
-    base_unit: Any,
+    unit: Any,
     inputs: dict[tuple[str, str], Any],
     device: str,
     results: Path,
@@ -265,17 +263,15 @@ def run_candidate(
     analyze: bool = True,
     backend: Any = None,
 ) -> list[Cell]:
-    """Score a candidate (cpbench.weights.models.Candidate) on the base unit's cells, its name in the recipe slot: the
-    results land beside the base's and pair with them by items. Its recipe spec is what cpbench reads of it without
+    """Score a candidate unit (`unit.candidate`, a cpbench.weights.models.Candidate, on the base model's cells with its
+    name in the recipe slot: cpbench.run.unit.candidate_units): the results land beside the base's and pair with
+    them by items. Its recipe spec is what cpbench reads of it without
     loading; what it measures on the loaded weights goes into `compression_report`."""
     from cpbench.weights import candidates
 
-    unit = base_unit.model_copy(update={"candidate": candidate,
-                                        "cells": tuple(k.model_copy(update={"recipe": candidate.name})
-                                                       for k in base_unit.cells)})  # fmt: skip
+    candidate, base = unit.candidate, unit.model
     identity = unit_identity(unit, device)
-    backend = get_backend(backend if backend is not None else base_unit.options.scorer)
-    base, cells = base_unit.model, list(unit.cells)
+    backend = get_backend(backend if backend is not None else unit.options.scorer)
     provenance = unit_provenance(unit, identity)
 
     def load() -> Any:
@@ -285,5 +281,5 @@ def run_candidate(
         with_weights(provenance, candidates.measure(handle[0], candidate))  # what the loaded weights are
         return handle
 
-    return score_cells(candidate.name, cells, identity.weights_id, load, provenance, base_unit.options, inputs,
+    return score_cells(candidate.name, list(unit.cells), identity.weights_id, load, provenance, unit.options, inputs,
                        device, results, backend=backend, echo=echo, progress=progress, force=force, analyze=analyze)

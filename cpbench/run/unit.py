@@ -103,10 +103,6 @@ class WorkUnit(BaseModel):
         """`<model key>/<recipe or candidate>`: how progress lines and summaries name the unit."""
         return f"{self.model.key}/{self.label}"
 
-    def base_cells(self) -> tuple[ScoreKey, ...]:
-        """A candidate unit's cells as the base model's (recipe slot = the baseline)."""
-        return tuple(k.model_copy(update={"recipe": self.recipe.name}) for k in self.cells)
-
     @property
     def uid(self) -> str:
         """Filesystem-safe id, unique per (model, recipe, options): claim files and worker folders use it."""
