@@ -504,3 +504,31 @@ def test_smoothed_sums_without_scipy_match(monkeypatch) -> None:
     assert all(v is None for s in ("lac", "aps") for k, v in va.score(s).plans.items() if k[-1] == "csr")
     for k in ("lac.set_size", "lac.coverage", "aps.set_size", "aps.coverage"):
         np.testing.assert_allclose(without.base[k], with_scipy.base[k], rtol=1e-9)
+
+
+def test_set_size_se_is_studentised_by_the_items_that_cross_the_split_quantiles(monkeypatch) -> None:
+    """Issue 15, near-identical pair: a candidate that is the baseline plus small noise (sd 0.1) and a gold logit 0.1
+    higher ranks the items almost as the baseline does, so an APS set-size difference's quantile part rests on the
+    one or two items that lie on different sides of the two models' split quantiles. Samples with none show a small
+    se exactly when their estimate misses the population value's quantile part. With the se studentised by twice
+    that count as degrees of freedom (`paired.crossing_df`), the gate with the limit at the population value passes
+    at most ~5 % of 100-item samples; with the old factor only (items beyond the quantile) it passed 16.5 %."""
+    from cpbench.results.analysis import paired as P
+
+    labels, base = S.population(2000, seed=3)
+    rng = np.random.default_rng(7)
+    cand = base + (0.1 * rng.normal(size=base.shape)).astype(np.float32)
+    cand[np.arange(len(labels)), labels] += np.float32(0.1)
+    run = S.calibration_run(labels, base, cand, 100, 200, scores=("aps",), n_boot=300, seed=1)
+    assert run.gate_pass_at_limit["set_size.aps"] <= 0.075  # 5.5 % measured (Monte Carlo se 1.6 points)
+    assert run.covered["d_aps.set_size"] >= 0.93  # 96.5 %
+    monkeypatch.setattr(P, "crossing_df", lambda c: math.inf)  # without the crossing count: the tail factor alone
+    old = S.calibration_run(labels, base, cand, 100, 200, scores=("aps",), n_boot=300, seed=1)
+    assert old.gate_pass_at_limit["set_size.aps"] >= 0.12 and old.covered["d_aps.set_size"] < 0.92  # 16.5 %, 89.0 %
+    a, b = S.sample_pair(labels, base, cand, 100, np.random.default_rng(2))
+    d = P.paired_draws(item_view(a), item_view(b), ("aps", "lac"), n_boot=60, seed=3)
+    assert 0.0 <= d.crossing["aps"] < 10
+    monkeypatch.undo()
+    note = P.estimates(d)["d_aps.set_size"].note
+    assert "on different sides of the two split quantiles" in note or "items beyond the quantile" in note
+    assert P.crossing_df(0.0) == 2.0 and P.crossing_df(4.5) == 9.0

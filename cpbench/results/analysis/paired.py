@@ -396,6 +396,9 @@ class Draws:
     # per score: how many sample items' true-label scores lie beyond the full-sample quantile (the fewer of the two
     # models): the items the quantile's position, and so every set-based metric's item-level spread, rests on
     tail: dict[str, int] = field(default_factory=dict)
+    # per score: the expected number of sample items on different sides of the two models' split quantiles (at a
+    # random split position; `quantile_crossing`): the items a set-size difference's quantile part rests on
+    crossing: dict[str, float] = field(default_factory=dict)
 
 
 def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",), n_boot: int = N_BOOT,
@@ -455,6 +458,25 @@ def _common_sums(base: ItemView, cand: ItemView, w: np.ndarray, memo: tuple | No
     return out
 
 
+def quantile_crossing(pb: "ScorePrep", pc: "ScorePrep", tau: float, h: np.ndarray | None) -> float:
+    """Expected number of sample items that lie on different sides of the two models' split quantiles: an item of
+    rank r_b among the baseline's true-label scores and r_c among the candidate's is inside one model's q-hat and
+    outside the other's when the split position falls between them, probability |H[r_c - 1] - H[r_b - 1]| (`h` the
+    split-position CDF; None: the full-sample quantile, a 0/1 count). These items carry the quantile part of a
+    set-size difference (each moves it by about dS/dtau / n options), so its variance rests on a count of about this
+    size even when many items' own sets differ."""
+    n = len(pb.cal)
+    ranks = []
+    for p in (pb, pc):
+        r = np.empty(n, dtype=np.int64)
+        r[p.order] = np.arange(1, n + 1)
+        ranks.append(r)
+    if h is None:
+        pos = [int(_quantile_positions(np.ones((1, n)), p.order, tau)[0]) + 1 for p in (pb, pc)]
+        return float(np.count_nonzero((ranks[0] <= pos[0]) != (ranks[1] <= pos[1])))
+    return float(np.abs(h[ranks[1] - 1] - h[ranks[0] - 1]).sum())
+
+
 def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot: int, seed: int,
                   weights: np.ndarray | None, tau: float | None, smooth: bool, set_pairs: bool = True) -> Draws:
     if base.ids != cand.ids:
@@ -472,6 +494,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
     floor: dict[str, tuple[float, int]] = {}
     item_d: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     tail: dict[str, int] = {}
+    crossing: dict[str, float] = {}
     common_memo = (base.cache_key, cand.cache_key, n_boot, seed) if (
         weights is None and base.cache_key and cand.cache_key) else None
     all_sums, psums = _common_sums(base, cand, w, common_memo)
@@ -496,6 +519,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
     for s in scores:
         preps = (base.score(s), cand.score(s))
         tail[s] = min(int((p.cal > p.cal_sorted[_quantile_positions(w[:1], p.order, tau)[0]]).sum()) for p in preps)
+        crossing[s] = quantile_crossing(preps[0], preps[1], tau, h if smooth_split else None)
         if smooth_split and not set_pairs:
             # only what the gate reads: smoothed set size and coverage per replicate, and each item's own set size
             # and coverage at the full-sample quantile (floors and the score-type set-size test)
@@ -582,7 +606,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         if len(act):
             jac_i[act] = jac_a[0]
         floor[f"{s}.jaccard"] = (float(((1.0 - jac_i) ** 2).sum()), int(np.count_nonzero(jac_i < 1.0)))
-    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d, tail)
+    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d, tail, crossing)
 
 
 # ------------------------------------------------------------------------------------------------- estimates
@@ -848,14 +872,27 @@ def t_quantile(p: float, df: float) -> float:
     return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
 
 
+def t_factor(df: float, level: float = LEVEL) -> float:
+    """t_{df} / z at the two-sided `level`: the scale that studentises a normal interval by a variance estimated with
+    `df` degrees of freedom."""
+    p = 0.5 + level / 2
+    return t_quantile(p, df) / z_of(p)
+
+
+def crossing_df(c: float) -> float:
+    """Degrees of freedom of a set-size difference's item-level variance when it rests on c items that cross the
+    split quantiles (`quantile_crossing`): the variance is about a count of c times a fixed square (one item's move of
+    the quantile), a Poisson-like count whose estimate has relative variance 1 / c; a chi-square variance estimate
+    with nu df has 2 / nu, so nu = 2c (Satterthwaite's moment match; at least 2)."""
+    return max(2.0 * float(c), 2.0)
+
+
 def tail_factor(m: int, level: float = LEVEL) -> float:
     """Small-sample scale for a set-based metric's item-level se: t_{m-1} / z at the interval's level, m the number
     of sample items beyond the conformal quantile (Draws.tail). The quantile, and with it every set size and coverage
     of the split procedure, rests on those m items; a variance estimated from m effective observations is
     studentised with m - 1 degrees of freedom (at least 2). 1.15 at n = 100 (m ~ 10), 1.04 at 300, 1.01 at 1,000."""
-    df = max(float(m) - 1.0, 2.0)
-    p = 0.5 + level / 2
-    return t_quantile(p, df) / z_of(p)
+    return t_factor(max(float(m) - 1.0, 2.0), level)
 
 
 def _floor(draws: Draws, key: str) -> tuple[float, int]:
@@ -915,9 +952,16 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
             se_item = max(se_item, _paired_proportion_se(draws))
         sname = name.split(".")[0]
         tf = tail_factor(draws.tail[sname], level) if short in SCORE_METRICS and sname in draws.tail else 1.0
+        why = f"{max(draws.tail.get(sname, 0) - 1, 2)} df: items beyond the quantile"
+        if short == "set_size" and sname in draws.crossing and sname in draws.tail:
+            df = crossing_df(draws.crossing[sname])
+            if df < max(draws.tail[sname] - 1.0, 2.0):
+                tf = t_factor(df, level)
+                why = (f"{df:.1f} df: twice the {draws.crossing[sname]:.1f} items on different sides of the two "
+                       "split quantiles")
         if tf > 1.0:
             se_item *= tf
-            notes.append(f"se x {tf:.3f} (t, {max(draws.tail[sname] - 1, 2)} df: items beyond the quantile)")
+            notes.append(f"se x {tf:.3f} (t, {why})")
         if short in ("set_size", "coverage"):
             fl, m = _floor(draws, name)
             if short == "coverage":
