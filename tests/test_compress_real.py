@@ -11,7 +11,8 @@ import torch
 
 from cpbench.weights.compress import CalibrationSpec, compress
 from cpbench.base.errors import CpbenchError
-from cpbench.weights.models import converted_dir, load, resolve
+from cpbench.weights.gguf import converted_dir
+from cpbench.weights.models import load, resolve
 
 pytestmark = pytest.mark.slow
 

@@ -27,6 +27,7 @@ def no_work(monkeypatch):
         return f
 
     import cpbench.weights.compress
+    import cpbench.weights.gguf
     import cpbench.weights.models
     import cpbench.backends.pipeline
 
@@ -34,7 +35,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(cpbench.backends.pipeline, "score_with", boom("score_with"))
     monkeypatch.setattr(cpbench.weights.models, "load", boom("models.load"))
     monkeypatch.setattr(cpbench.weights.models, "load_tokenizer", boom("models.load_tokenizer"))
-    monkeypatch.setattr(cpbench.weights.models, "_convert_gguf", boom("GGUF conversion"))
+    monkeypatch.setattr(cpbench.weights.gguf, "_convert_gguf", boom("GGUF conversion"))
     return reached
 
 

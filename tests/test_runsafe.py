@@ -258,6 +258,7 @@ def test_two_concurrent_runs_each_do_every_unit_once(tmp_path, tiny_dir, cache):
 def test_local_gguf_compresses_and_is_converted_once(tmp_path, cache, monkeypatch, capsys):
     import importlib.util
 
+    from cpbench.weights import gguf as gguf_conversion
     from cpbench.weights import models
     from cpbench.results.artifact import LogitsArtifact
 
@@ -282,7 +283,7 @@ def test_local_gguf_compresses_and_is_converted_once(tmp_path, cache, monkeypatc
     def no_conversion(*a, **k):
         raise AssertionError("the local GGUF was dequantized again")
 
-    monkeypatch.setattr(models, "_convert_gguf", no_conversion)
+    monkeypatch.setattr(gguf_conversion, "_convert_gguf", no_conversion)
     shutil.rmtree(tmp_path / "results")
     shutil.rmtree(cache / "checkpoints")
     assert main(args) == 0  # loads the cached conversion, compresses again from it

