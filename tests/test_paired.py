@@ -523,6 +523,7 @@ def test_set_size_se_is_studentised_by_the_items_that_cross_the_split_quantiles(
     assert run.gate_pass_at_limit["set_size.aps"] <= 0.075  # 5.5 % measured (Monte Carlo se 1.6 points)
     assert run.covered["d_aps.set_size"] >= 0.93  # 96.5 %
     monkeypatch.setattr(P, "crossing_df", lambda c: math.inf)  # without the crossing count: the tail factor alone
+    monkeypatch.setattr(P, "crossing_floor", lambda draws, score: 0.0)  # and without the crossing floor
     old = S.calibration_run(labels, base, cand, 100, 200, scores=("aps",), n_boot=300, seed=1)
     assert old.gate_pass_at_limit["set_size.aps"] >= 0.12 and old.covered["d_aps.set_size"] < 0.92  # 16.5 %, 89.0 %
     a, b = S.sample_pair(labels, base, cand, 100, np.random.default_rng(2))
@@ -532,3 +533,27 @@ def test_set_size_se_is_studentised_by_the_items_that_cross_the_split_quantiles(
     note = P.estimates(d)["d_aps.set_size"].note
     assert "on different sides of the two split quantiles" in note or "items beyond the quantile" in note
     assert P.crossing_df(0.0) == 2.0 and P.crossing_df(4.5) == 9.0
+
+
+def test_set_size_se_has_a_crossing_floor_when_the_sample_shows_no_crossing_item(monkeypatch) -> None:
+    """Issue 15, C = 0: a candidate that is the baseline with every gold logit 0.05 higher ranks nearly every item as
+    the baseline does; the APS set-size difference's quantile part comes from the rare items whose gold option
+    overtakes a near-tied one (their true-label score drops by up to 0.1 and they cross the split quantile), which a
+    100-item sample usually does not hold: its bootstrap se is then near 0 and the studentisation (2C df) has nothing
+    to scale. The crossing floor, half a crossing item (sqrt(1/2) x one crossing's move, `paired.crossing_floor`),
+    keeps the interval and the gate at the limit at their level; without it 71 % / 31 % (200 samples)."""
+    from cpbench.results.analysis import paired as P
+
+    labels, base = S.population(2000, seed=3)
+    cand = base.copy()
+    cand[np.arange(len(labels)), labels] += np.float32(0.05)
+    run = S.calibration_run(labels, base, cand, 100, 120, scores=("aps",), n_boot=200, seed=1)
+    assert run.covered["d_aps.set_size"] >= 0.93
+    assert run.gate_pass_at_limit["set_size.aps"] <= 0.05
+    monkeypatch.setattr(P, "crossing_floor", lambda draws, score: 0.0)  # without the floor
+    old = S.calibration_run(labels, base, cand, 100, 120, scores=("aps",), n_boot=200, seed=1)
+    assert old.covered["d_aps.set_size"] < 0.85 and old.gate_pass_at_limit["set_size.aps"] >= 0.15
+    monkeypatch.undo()
+    a, b = S.sample_pair(labels, base, cand, 100, np.random.default_rng(5))
+    d = P.paired_draws(item_view(a), item_view(b), ("aps",), n_boot=60, seed=3)
+    assert d.move["aps"] > 0 and P.crossing_floor(d, "aps") == pytest.approx(math.sqrt(0.5) * d.move["aps"])

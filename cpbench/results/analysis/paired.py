@@ -399,6 +399,10 @@ class Draws:
     # per score: the expected number of sample items on different sides of the two models' split quantiles (at a
     # random split position; `quantile_crossing`): the items a set-size difference's quantile part rests on
     crossing: dict[str, float] = field(default_factory=dict)
+    # per score: how much the two models' mean set size moves (options, averaged over the two models) when one more
+    # calibration score falls below the split quantile, at a random split position (`quantile_move`): what one
+    # crossing item moves a set-size difference by
+    move: dict[str, float] = field(default_factory=dict)
 
 
 def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",), n_boot: int = N_BOOT,
@@ -477,6 +481,23 @@ def quantile_crossing(pb: "ScorePrep", pc: "ScorePrep", tau: float, h: np.ndarra
     return float(np.abs(h[ranks[1] - 1] - h[ranks[0] - 1]).sum())
 
 
+# true-label scores (probability masses) closer than this count as the same score: float32 logits carry ~7
+# significant digits, so the same model's logits re-exported or shifted by a constant differ by ~1e-8 here
+SAME_SCORE = 1e-6
+
+
+def quantile_move(prep: ScorePrep, h: np.ndarray) -> float:
+    """Expected change of the mean set size (options) when the split quantile moves up by one calibration score, at
+    a random split position: an option whose threshold has L sample true-label scores below it is in the set with
+    probability 1 - H[L] (`_smoothed_sums`); one more score below it makes that 1 - H[L + 1], a change of
+    P(pos = L + 1). Summed over every (item, option) and divided by n: dS/dtau / n, what one item that lies on
+    different sides of two models' split quantiles moves a set-size difference by."""
+    n = len(prep.cal)
+    L = np.searchsorted(prep.cal_sorted, prep.thresholds("size"), side="left")
+    pmf = np.diff(h)  # pmf[m] = P(pos = m + 1)
+    return float(pmf[np.clip(L, 0, n - 1)][L < n].sum()) / n
+
+
 def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot: int, seed: int,
                   weights: np.ndarray | None, tau: float | None, smooth: bool, set_pairs: bool = True) -> Draws:
     if base.ids != cand.ids:
@@ -495,6 +516,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
     item_d: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     tail: dict[str, int] = {}
     crossing: dict[str, float] = {}
+    move: dict[str, float] = {}
     common_memo = (base.cache_key, cand.cache_key, n_boot, seed) if (
         weights is None and base.cache_key and cand.cache_key) else None
     all_sums, psums = _common_sums(base, cand, w, common_memo)
@@ -520,6 +542,10 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         preps = (base.score(s), cand.score(s))
         tail[s] = min(int((p.cal > p.cal_sorted[_quantile_positions(w[:1], p.order, tau)[0]]).sum()) for p in preps)
         crossing[s] = quantile_crossing(preps[0], preps[1], tau, h if smooth_split else None)
+        if smooth_split and float(np.max(np.abs(preps[0].cal - preps[1].cal), initial=0.0)) > SAME_SCORE:
+            # no crossing floor where the two models give every sample item the same true-label score up to float32
+            # rounding (the same model, e.g. a lossless re-export): no item lies on different sides of the quantiles
+            move[s] = 0.5 * (quantile_move(preps[0], h) + quantile_move(preps[1], h))
         if smooth_split and not set_pairs:
             # only what the gate reads: smoothed set size and coverage per replicate, and each item's own set size
             # and coverage at the full-sample quantile (floors and the score-type set-size test)
@@ -606,7 +632,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         if len(act):
             jac_i[act] = jac_a[0]
         floor[f"{s}.jaccard"] = (float(((1.0 - jac_i) ** 2).sum()), int(np.count_nonzero(jac_i < 1.0)))
-    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d, tail, crossing)
+    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d, tail, crossing, move)
 
 
 # ------------------------------------------------------------------------------------------------- estimates
@@ -895,6 +921,25 @@ def tail_factor(m: int, level: float = LEVEL) -> float:
     return t_factor(max(float(m) - 1.0, 2.0), level)
 
 
+CROSSING_PSEUDO = 0.5  # Jeffreys' half count: a zero count's posterior mean under the Jeffreys prior is 1/2
+
+
+def crossing_floor(draws: Draws, score: str) -> float:
+    """Floor of a set-size difference's item-level se: half a crossing item, sqrt(1/2) x one crossing's move
+    (`Draws.move`). The quantile part of a set-size difference is a Poisson-like sum over the items that lie on
+    different sides of the two models' split quantiles, each moving it by one rank's move of the mean set size
+    (`quantile_move`), so its variance is about C moves squared (the model `crossing_df` studentises by; on real pairs
+    the bootstrap se is about sqrt(C) moves). A sample that holds no crossing item although the population has some
+    (a candidate that ranks nearly every item as the baseline does, whose rare crossing items, e.g. a gold option
+    overtaking a near-tied one, carry the whole quantile part) shows a bootstrap se near 0; the floor is the variance
+    of the zero count's Jeffreys half count (as the other zero-count floors: no sample can claim less than that). It
+    is a fixed number of moves, so it shrinks like 1 / n, faster than the se (1 / sqrt(n)): it binds only where the
+    sample shows (almost) no crossing item."""
+    if score not in draws.move or draws.n < 1:
+        return 0.0
+    return math.sqrt(CROSSING_PSEUDO) * draws.move[score]
+
+
 def _floor(draws: Draws, key: str) -> tuple[float, int]:
     """(floor of the item-level se, number of items whose own value differs) for a set-based metric.
 
@@ -959,6 +1004,12 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
                 tf = t_factor(df, level)
                 why = (f"{df:.1f} df: twice the {draws.crossing[sname]:.1f} items on different sides of the two "
                        "split quantiles")
+        cross = crossing_floor(draws, sname) if short == "set_size" else 0.0
+        if cross > se_item:
+            # a variance estimate like the bootstrap's (a count of crossing items, half of one): studentised alike
+            se_item = cross
+            notes.append(f"se at its crossing floor sqrt(1/2) x {draws.move[sname]:.3g} options (half an item on "
+                         f"different sides of the two split quantiles; the sample shows {draws.crossing[sname]:.1f})")
         if tf > 1.0:
             se_item *= tf
             notes.append(f"se x {tf:.3f} (t, {why})")
@@ -975,7 +1026,7 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
                 moved = float(np.max(np.abs(d[1:] - d[0]))) if len(d) > 1 else 0.0
                 fl = FLOOR_Z / draws.n if moved < 0.5 / draws.n else 0.0  # no replicate moved by half an item
                 m = 0
-            floors[name] = fl
+            floors[name] = max(fl, cross * tf)  # (ΔUAcc's delta-method floor)
             if fl > se_item:
                 se_item = fl
                 notes.append(f"se at its floor: {m} of {draws.n} items' sets differ" if short == "set_size" and m >= 0
