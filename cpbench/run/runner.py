@@ -232,8 +232,9 @@ def run_unit(
         if ckpt.path is not None:
             echo(f"[{recipe.name}] checkpoint {'cached' if ckpt.cached else 'written'}: {ckpt.path} "
                  f"({time.perf_counter() - tr:.1f} s)")  # fmt: skip
-            if not ckpt.cached and stage_line(ckpt.report):  # where the time went: convert, compress, save, verify
-                echo(f"[{recipe.name}] {stage_line(ckpt.report)}")
+            stages = "" if ckpt.cached else stage_line(ckpt.report)  # where the time went: compress, save, verify
+            if stages:
+                echo(f"[{recipe.name}] {stages}")
         actual = _weights(entry, recipe, ckpt)
         if actual.weights_id != identity.weights_id:  # the reuse check and the provenance must agree
             raise CpbenchError(f"internal: weights id {actual.weights_id} after compressing differs from "

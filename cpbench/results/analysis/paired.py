@@ -137,6 +137,14 @@ class ScorePrep:
         shift = 1.0 if self.table.flip else 0.0  # ye2024 LAC compares -p with -(1 - q): in iff q >= stat + 1
         return (self.table.stat if what == "size" else self.label_stat) + shift
 
+    def positions(self, what: str) -> np.ndarray:
+        """How many calibration scores lie below each threshold (`thresholds`): where an option enters the set as
+        the quantile moves up. Computed once per prep; the smoothed sums and `quantile_move` read it."""
+        key = ("positions", what)
+        if key not in self.plans:
+            self.plans[key] = np.searchsorted(self.cal_sorted, self.thresholds(what), side="left")
+        return self.plans[key]
+
     def before(self, a: int) -> np.ndarray:
         key = ("before", a)
         if key not in self.plans:
@@ -156,8 +164,7 @@ class ScorePrep:
         hi_pos = int(support[-1]) + 1 if len(support) else lo_pos + 1
         margin = int(6 * math.sqrt(max(hi_pos * (1 - lo_pos / n), 1.0))) + 16  # sd of a replicate's weighted count
         a, b = max(0, lo_pos - margin), min(n, hi_pos + margin)
-        x = self.thresholds(what)
-        ins = np.searchsorted(self.cal_sorted, x, side="left")
+        ins = self.positions(what)
         if ins.ndim == 1:
             ins = ins[:, None]
         always = (ins <= a).sum(axis=1).astype(np.float64)
@@ -364,8 +371,7 @@ def _smoothed_sums(w: np.ndarray, prep: "ScorePrep", what: str, h: np.ndarray,
     _SLOW_ROWS[0] += int((~ok).sum())
     for r in np.flatnonzero(~ok):  # rare: a replicate's positions left the window: count on the full row
         full = np.concatenate([[0.0], np.cumsum(w[r, prep.order])])
-        x = prep.thresholds(what)
-        ins = np.searchsorted(prep.cal_sorted, x, side="left")
+        ins = prep.positions(what)
         inside = 1.0 - h[np.clip(np.rint(full[ins]).astype(np.int64), 0, n)]
         out[r] = float(w[r] @ (inside.sum(axis=1) if inside.ndim == 2 else inside))
     return out
@@ -493,7 +499,7 @@ def quantile_move(prep: ScorePrep, h: np.ndarray) -> float:
     P(pos = L + 1). Summed over every (item, option) and divided by n: dS/dtau / n, what one item that lies on
     different sides of two models' split quantiles moves a set-size difference by."""
     n = len(prep.cal)
-    L = np.searchsorted(prep.cal_sorted, prep.thresholds("size"), side="left")
+    L = prep.positions("size")
     pmf = np.diff(h)  # pmf[m] = P(pos = m + 1)
     return float(pmf[np.clip(L, 0, n - 1)][L < n].sum()) / n
 
