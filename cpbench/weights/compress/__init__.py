@@ -186,19 +186,14 @@ def _build(entry: ModelEntry, recipe: Recipe, key: Any, calib_spec: CalibrationS
 
 def stage_line(report: dict[str, Any] | None) -> str:
     """One line naming the time of each stage that built a checkpoint, from its report: `convert 75.0 s, load
-    78.1 s, compress 2008.9 s (28 layers, 71.7 s/layer), save 20.3 s, verify 9.8 s` ("" for a report without
-    stages: cached from an older cpbench, baseline, load-time recipes)."""
+    78.1 s, compress 2008.9 s (28 layers, 71.7 s/layer), save 20.3 s, verify 9.8 s; peak RSS 8.90 GiB` ("" for a
+    report without stages: cached from an older cpbench, baseline, load-time recipes). `memory.timing_line` formats
+    it, as it does the scoring load's line."""
     if not report or not report.get("stages"):
         return ""
-    parts = []
-    layers = report.get("per_layer_seconds") or {}
-    for s in report["stages"]:
-        text = f"{s['name']} {s['seconds']:.1f} s"
-        if s["name"] == "compress" and layers.get("layers"):
-            text += f" ({layers['layers']} layers, {layers['mean_s']:.1f} s/layer)"
-        parts.append(text)
-    peak = max(s.get("peak_mb", 0.0) for s in report["stages"])
-    return ", ".join(parts) + (f"; peak RSS {peak / 1024:.2f} GiB" if peak else "")
+    from cpbench.base import memory
+
+    return memory.timing_line(report["stages"])
 
 
 def _checkpoint_key(
