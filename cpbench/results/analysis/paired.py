@@ -680,6 +680,13 @@ class Estimate:
     # which keeps the one-sided level where the sample's own spread is smallest exactly when its estimate is furthest
     # from the truth (a score-type test, like Wilson's for a proportion)
     item_d: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    # a set-based item-by-item proportion (set churn, newly confidently wrong): its bounds also reach the bootstrap
+    # replicates' percentile bounds (`reps`, q-hat recomputed in every replicate). The plug-in jumps when q-hat moves
+    # past an atom of tied true-label scores (real bf16 logits: one pair's candidate APS quantile sits on 178 scores
+    # of exactly 1.0, and a sample whose q-hat falls below them shows 2-5 items with unchanged sets where the
+    # population shows 0.4 %); a Wilson interval from the replicates' se assumes a smooth binomial count and misses
+    # the jump, the replicates themselves show it (docs/conformal.md, "Set churn").
+    boot_hull: bool = False
 
     def negated(self, metric: str | None = None) -> "Estimate":
         """The estimate of minus the quantity (e.g. an accuracy drop from an accuracy difference)."""
@@ -792,6 +799,9 @@ class Estimate:
                 side, z)
         else:
             b = self.point - z * self.se if side == "lower" else self.point + z * self.se
+        if self.boot_hull and self.reps is not None and len(self.reps):
+            q = float(np.quantile(self.reps, 1.0 - level_one_sided if side == "lower" else level_one_sided))
+            b = min(b, q) if side == "lower" else max(b, q)
         b = min(max(b, self.lo_limit), self.hi_limit)
         return min(b, self.point) if side == "lower" else max(b, self.point)
 
@@ -821,11 +831,17 @@ class Estimate:
         else:
             sd = self.se
         if sd <= 0:
-            return 0.0 if self.point < margin else 1.0
-        return _NORMAL.cdf((self.point - margin) / sd)
+            p = 0.0 if self.point < margin else 1.0
+        else:
+            p = _NORMAL.cdf((self.point - margin) / sd)
+        if self.boot_hull and self.reps is not None and len(self.reps):
+            p = max(p, float(np.mean(self.reps >= margin)))  # as the upper bound: the replicates' own share
+        return p
 
     def p_above(self, margin: float) -> float:
         """One-sided p-value for H0: theta <= margin."""
+        if self.boot_hull and self.reps is not None and len(self.reps) and self.ok:
+            return max(self.replace(boot_hull=False).p_above(margin), float(np.mean(self.reps <= margin)))
         p = self.p_below(margin)
         return p if math.isnan(p) else 1.0 - p
 
@@ -1079,7 +1095,10 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
             if fl > se_item:
                 se_item = fl
                 note += f"; se at its floor: {m} of {draws.n} items' sets differ"
+        hull = "." in name and method == "wilson"  # churn, newly confidently wrong: a jump at q-hat's atoms
+        if hull:
+            note += "; interval also holds the bootstrap percentile interval (q-hat per replicate)"
         lim = _RANGES.get(short, (0.0, 1.0) if method == "wilson" else (-math.inf, math.inf))
         out[name] = Estimate(name, float(v[0]), se_item, se_item, 0.0, draws.n, method, level, note,
-                             lo_limit=lim[0], hi_limit=lim[1])
+                             lo_limit=lim[0], hi_limit=lim[1], reps=v[1:] if hull else None, boot_hull=hull)
     return out
