@@ -16,7 +16,6 @@ from cpbench.results.analysis.compare import ArtifactIndex
 from cpbench.results.analysis.decisions import adjust
 from cpbench.results.analysis.decoupling import DecouplingConfig, decoupling_table
 from cpbench.results.analysis.paired import Estimate, boot_counts, item_view, paired_draws, wilson
-from cpbench.results.analysis.paired import estimates as P_estimates
 from cpbench.cli import main
 from cpbench.results.conformal.quantile import order_statistic
 from cpbench.results.conformal.scores import build, softmax
@@ -567,6 +566,8 @@ def test_set_churn_interval_holds_the_jump_when_q_hat_sits_on_an_atom_of_tied_sc
     from the bootstrap se (a smooth binomial count) missed the population value in 11 % of 100-item samples. Here
     100 of 1,000 candidate gold probabilities underflow to 0 (APS score exactly 1.0, just past tau = 0.902). The
     replicates recompute q-hat and show the jump; the interval also holds their percentile interval."""
+    from cpbench.results.analysis.paired import estimates
+
     labels, base = S.population(1000, seed=0)
     cand = S.perturb(base, 0.3, seed=1)
     atom = np.random.default_rng(2).permutation(len(labels))[:100]
@@ -577,8 +578,8 @@ def test_set_churn_interval_holds_the_jump_when_q_hat_sits_on_an_atom_of_tied_sc
     hit = old = 0
     for _ in range(draws):
         a, b = S.sample_pair(labels, base, cand, n, rng)
-        e = P_estimates(paired_draws(item_view(a), item_view(b), ("aps",), n_boot=200,
-                                     seed=int(rng.integers(1 << 30))))["aps.churn"]
+        e = estimates(paired_draws(item_view(a), item_view(b), ("aps",), n_boot=200,
+                                   seed=int(rng.integers(1 << 30))))["aps.churn"]
         assert e.boot_hull and e.lo <= e.point <= e.hi and 0.0 <= e.lo and e.hi <= 1.0
         hit += e.lo <= truth <= e.hi
         w = e.replace(boot_hull=False)  # the Wilson interval alone
