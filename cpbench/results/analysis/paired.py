@@ -685,14 +685,14 @@ class Estimate:
     # past an atom of tied true-label scores (real bf16 logits: one pair's candidate APS quantile sits on 178 scores
     # of exactly 1.0, and a sample whose q-hat falls below them shows 2-5 items with unchanged sets where the
     # population shows 0.4 %); a Wilson interval from the replicates' se assumes a smooth binomial count and misses
-    # the jump, the replicates themselves show it (docs/conformal.md, "Set churn").
+    # the jump, the replicates themselves show it (docs/conformal.md, "Set churn on an atom of tied scores").
     boot_hull: bool = False
     # method "wilson", the candidate's own coverage: each bound the farther of Wilson's and the normal (Wald) one. The
     # coverage estimate's variance falls toward 1 more slowly than p(1 - p) (real A, APS, n = 300: effective sample
     # size p(1 - p) / se^2 287 in the lowest fifth of estimates, 120 in the highest), so Wilson's end toward 1 is too
     # close (its upper end missed in 7-8 % of samples) while a normal interval's end away from 1 misses where the
     # highest estimates show the smallest spread; a variance function between the two models (constant, binomial)
-    # keeps both ends (docs/conformal.md, "Candidate coverage near 1")
+    # keeps both ends (docs/conformal.md, "... the candidate's coverage near 1")
     wald_hull: bool = False
 
     def negated(self, metric: str | None = None) -> "Estimate":
