@@ -3,8 +3,10 @@ real populations (option logits this project produced on real items) and on the 
 
 Populations:
 
-- real (`--population DIR`, repeatable; `--pair BASE CAND`, repeatable): logits artifacts (`LogitsArtifact`) of the
-  same items under a base and a candidate recipe. `--population DIR` pairs every `<model>/<recipe>/artifacts/<task>
+- real (`--population DIR`, repeatable; `--pair BASE CAND`, repeatable): option logits of the same items under a
+  base and a candidate model: `--pair` takes whatever `cpbench analyze` reads (cpbench `.parquet` artifacts, lm-eval
+  samples `.jsonl`, LLM-Uncertainty-Bench `.pkl` with `--labels DATA.json`), so published outputs of two models on
+  one task are a population too. `--population DIR` pairs every `<model>/<recipe>/artifacts/<task>
   .parquet` under DIR with the same model's `base` artifact of the same task (same ids and labels); `--recipes`
   keeps only the named candidate recipes. The population is the empirical distribution of the artifact's N items;
   item samples of n are drawn from them with replacement (i.i.d. from the population), so n may exceed N (n = 5,000
@@ -24,6 +26,8 @@ tested on the reversed pair): the share of samples that pass, which must be <= 5
 Usage:
   OMP_NUM_THREADS=1 python benchmarks/bench_paired.py --population /work/study-results --draws 300
   OMP_NUM_THREADS=1 python benchmarks/bench_paired.py --pair base.parquet cand.parquet --sizes 100,300
+  OMP_NUM_THREADS=1 python benchmarks/bench_paired.py --pair Llama-2-7b-hf_mmlu_10k_base_icl1.pkl \
+      Llama-2-13b-hf_mmlu_10k_base_icl1.pkl --labels mmlu_10k.json       # published outputs of two models
   OMP_NUM_THREADS=1 python benchmarks/bench_paired.py --quick          # a smoke run
 """
 
@@ -36,6 +40,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # a script may set its own proces
 import argparse  # noqa: E402
 import math  # noqa: E402
 import statistics  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -200,18 +205,21 @@ def _canonical(art):
             np.asarray(art.logits, dtype=np.float32)[idx], list(art.letters))
 
 
-def load_pair(base_path: str, cand_path: str) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
-    from cpbench.results.artifact import LogitsArtifact
+def load_pair(base_path: str, cand_path: str, labels: str | None = None
+              ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
+    from cpbench.backends.pickles import load_any  # what `cpbench analyze` reads, chosen by extension
 
-    ib, lb, xb, letters = _canonical(LogitsArtifact.load(base_path))
-    ic, lc, xc, letters_c = _canonical(LogitsArtifact.load(cand_path))
+    ib, lb, xb, letters = _canonical(load_any(base_path, labels))
+    ic, lc, xc, letters_c = _canonical(load_any(cand_path, labels))
     if ib != ic or not np.array_equal(lb, lc) or xb.shape != xc.shape:
         print(f"skipped {cand_path}: not the items of {base_path}")
         return None
     parts = Path(cand_path).parts
     stem = Path(cand_path).stem
-    task = stem.split("__")[2] if stem.count("__") >= 3 else stem
-    name = "/".join(parts[-4:-2] + (task,)) if len(parts) >= 4 else stem
+    if stem.count("__") >= 3 and len(parts) >= 4:  # cpbench run's <model>/<recipe>/artifacts/<key>.parquet
+        name = "/".join(parts[-4:-2] + (stem.split("__")[2],))
+    else:
+        name = f"{Path(base_path).name} vs {Path(cand_path).name}"
     return name, lb, xb, xc, letters
 
 
@@ -263,6 +271,10 @@ def real_tables(name, lab, base, cand, letters, sizes, draws, scores, splits, n_
     for k in r0.gate_pass_at_limit:
         print(f"| {k} | {r0.limits[k]:+.4f} | " + " | ".join(
             f"{100 * runs[n].gate_pass_at_limit[k]:.1f} ({_mc(0.05, runs[n].draws):.1f})" for n in runs) + " |")
+    theta = r0.limits.get("flip")
+    if theta is not None:  # a flip count of n i.i.d. draws is Binomial(n, theta): the pass rate without Monte Carlo
+        print("| flip, exact over every count | " + f"{theta:+.4f} | " + " | ".join(
+            f"{100 * exact_flip_pass(theta, n):.2f} (exact)" for n in runs) + " |")
     plug = [m for m in r0.extra if m.startswith("plug-in ")]
     if plug:
         print("\nThe same intervals against the earlier estimand (plug-in at the population's tau_n quantile), %:\n")
@@ -273,6 +285,20 @@ def real_tables(name, lab, base, cand, letters, sizes, draws, scores, splits, n_
                 f"{100 * runs[n].extra[m]:.1f}" for n in runs) + " |")
     print("\nseconds per n: " + ", ".join(f"{n:,}: {runs[n].extra['seconds']:.0f}" for n in runs), flush=True)
     return runs
+
+
+def exact_flip_pass(theta: float, n: int, alpha: float = 0.05) -> float:
+    """Probability that the gate shows a flip rate below a limit equal to the true rate theta, summed over every
+    count k of n items (k ~ Binomial(n, theta) exactly, as the samples here are i.i.d. draws): the shipped estimate's
+    own test (`Estimate.p_below`), no Monte Carlo error."""
+    from cpbench.results.analysis import binomial
+    from cpbench.results.analysis.paired import Estimate
+
+    total, k = 0.0, 0
+    while k <= n and Estimate("flip_cw", k / n, 0.0, n=n, method="binomial").p_below(theta) <= alpha:
+        total += binomial.cdf(k, n, theta) - binomial.cdf(k - 1, n, theta)
+        k += 1
+    return total
 
 
 def real_items_needed(name: str, runs: dict[int, S.CalibrationRun], scores) -> None:
@@ -304,7 +330,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer draws (a smoke run, not the documented figures)")
     ap.add_argument("--population", action="append", default=[], help="results directory of real artifacts")
-    ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("BASE", "CAND"))
+    ap.add_argument("--pair", nargs=2, action="append", default=[], metavar=("BASE", "CAND"),
+                    help="two files of the same items: .parquet, lm-eval samples .jsonl, or .pkl with --labels")
+    ap.add_argument("--labels", default=None, help="with a .pkl --pair: the task's dataset file (as cpbench analyze)")
     ap.add_argument("--recipes", default="", help="with --population: only these candidate recipes (comma list)")
     ap.add_argument("--look-cost", default="", metavar="BASE,CAND",
                     help="time one sequential look (records + gate, LAC and APS) of this real pair resampled to "
@@ -332,7 +360,7 @@ def main() -> None:
     for root in args.population:
         pairs += [p for p in find_pairs(root) if not keep or Path(p[1]).parent.parent.name in keep]
     for bp, cp in pairs:
-        got = load_pair(bp, cp)
+        got = load_pair(bp, cp, args.labels)
         if got is None:
             continue
         name, lab, xb, xc, letters = got
@@ -357,4 +385,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from cpbench.base.errors import CpbenchError
+
+    try:
+        main()
+    except CpbenchError as exc:  # a file it cannot read as a population: one line, as the CLI says it
+        sys.exit(f"bench_paired: {exc}")

@@ -16,9 +16,11 @@ textbook rule), and measures both models on the resampled items. The second term
 per-split paired differences. The interval is normal with the total standard error.
 
 Diagnostics that compare the two models item by item (flips, agreement, KL, set churn, Jaccard, newly confidently
-wrong) are measured on the full sample at the plug-in quantile and bootstrapped in the same replicate loop;
-proportions get a Wilson score interval at the bootstrap's effective sample size (p(1 - p) / se^2), which keeps its
-coverage near nominal at small n and small p where a normal interval does not.
+wrong) are measured on the full sample at the plug-in quantile and bootstrapped in the same replicate loop. A share
+of all items (flips, agreement) is a binomial count and gets the exact (Clopper-Pearson) interval and tests
+(`binomial`); a set-based share (churn, newly confidently wrong) a Wilson score interval at the bootstrap's effective
+sample size (p(1 - p) / se^2), which keeps its coverage near nominal at small n and small p where a normal interval
+does not.
 
 Speed: per artifact, scores, sorted true-label scores and per-item metric columns are computed once and cached
 (keyed by content hash and protocol); bootstrap counts are shared by every cell with the same n (common random
@@ -41,6 +43,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from cpbench.results.analysis import binomial
 from cpbench.results.conformal import metrics as M
 from cpbench.results.conformal.quantile import order_statistic
 from cpbench.results.conformal.scores import ScoreTable, build, softmax
@@ -642,7 +645,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
 
 
 # ------------------------------------------------------------------------------------------------- estimates
-Method = Literal["normal", "wilson", "paired", "tilted", "lognormal"]
+Method = Literal["normal", "wilson", "binomial", "paired", "tilted", "lognormal"]
 
 
 @dataclass(frozen=True)
@@ -779,6 +782,11 @@ class Estimate:
     def ok(self) -> bool:
         return math.isfinite(self.point) and math.isfinite(self.se)
 
+    def _count(self) -> tuple[int, int]:
+        """(k, n) of a share of all items: the point is k / n."""
+        n = int(self.n)
+        return min(max(round(self.point * n), 0), n), n
+
     def _n_eff(self) -> float:
         p = min(max(self.point, 0.0), 1.0)
         if self.se > 0 and 0 < p < 1:
@@ -792,7 +800,10 @@ class Estimate:
         if not self.ok:
             return math.nan
         z = z_of(level_one_sided)
-        if self.method == "wilson":
+        if self.method == "binomial" and self.n > 0:  # a count of items: Clopper-Pearson, exact
+            k, n = self._count()
+            b = binomial.lower(k, n, level_one_sided) if side == "lower" else binomial.upper(k, n, level_one_sided)
+        elif self.method == "wilson":
             lo, hi = wilson(self.point, self._n_eff(), z)
             if self.wald_hull:
                 lo, hi = min(lo, self.point - z * self.se), max(hi, self.point + z * self.se)
@@ -826,6 +837,8 @@ class Estimate:
         """One-sided p-value for H0: theta >= margin (small when the estimate is clearly below the margin)."""
         if not self.ok:
             return math.nan
+        if self.method == "binomial" and self.n > 0:  # the exact tail at the margin (the null's nearest point)
+            return binomial.cdf(*self._count(), margin)
         if self.method == "wilson":
             m = min(max(margin, 1e-12), 1 - 1e-12)
             sd = math.sqrt(m * (1 - m) / self._n_eff())
@@ -851,6 +864,9 @@ class Estimate:
 
     def p_above(self, margin: float) -> float:
         """One-sided p-value for H0: theta <= margin."""
+        if self.method == "binomial" and self.n > 0 and self.ok:
+            k, n = self._count()
+            return binomial.sf(k, n, margin)
         if self.boot_hull and self.reps is not None and len(self.reps) and self.ok:
             return max(self.replace(boot_hull=False).p_above(margin), float(np.mean(self.reps <= margin)))
         if self.wald_hull and self.method == "wilson" and self.ok and self.se > 0:
@@ -1103,14 +1119,17 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
         se_item = _sd(v[1:]) * corr
         short = name.split(".")[-1]
         # KL >= 0 is a mean of a skewed positive quantity: its interval on the log scale (delta method)
-        method: Method = "wilson" if short in PROPORTIONS else ("lognormal" if short == "kl" else "normal")
+        # a share of all items (flips, agreement) is a count: the exact binomial (`binomial`); a set-based share
+        # (churn, newly confidently wrong) rests on the quantile too, and its se on the bootstrap: Wilson at n_eff
+        method: Method = ("wilson" if "." in name else "binomial") if short in PROPORTIONS else (
+            "lognormal" if short == "kl" else "normal")
         note = "plug-in (full-sample quantile)" if "." in name else "all items"
         if short == "jaccard":
             fl, m = _floor(draws, name)
             if fl > se_item:
                 se_item = fl
                 note += f"; se at its floor: {m} of {draws.n} items' sets differ"
-        hull = "." in name and method == "wilson"  # churn, newly confidently wrong: a jump at q-hat's atoms
+        hull = method == "wilson"  # churn, newly confidently wrong: a jump at q-hat's atoms
         if hull:
             note += "; interval also holds the bootstrap percentile interval (q-hat per replicate)"
         lim = _RANGES.get(short, (0.0, 1.0) if method == "wilson" else (-math.inf, math.inf))

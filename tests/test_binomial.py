@@ -1,0 +1,75 @@
+"""Shares of all items (flip rates, agreement) are decided on the exact binomial: the gate at the limit never passes
+more than its level, at every count, where Wilson's score bound reached 5.9 % at n = 1,000."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cpbench.results.analysis import binomial as Bn
+from cpbench.results.analysis.paired import estimates, item_view, paired_draws, wilson
+from cpbench.results.artifact import LogitsArtifact
+
+
+def _pmf(n: int, theta: float) -> np.ndarray:
+    return np.array([math.comb(n, k) * theta**k * (1 - theta) ** (n - k) for k in range(n + 1)])
+
+
+@pytest.mark.parametrize("n", [1, 7, 40, 150])
+def test_tails_and_bounds_are_exact(n: int) -> None:
+    for theta in (0.003, 0.05, 0.3, 0.5, 0.91):
+        pmf = _pmf(n, theta)
+        for k in range(n + 1):
+            assert Bn.cdf(k, n, theta) == pytest.approx(pmf[: k + 1].sum(), abs=1e-10)
+            assert Bn.sf(k, n, theta) == pytest.approx(pmf[k:].sum(), abs=1e-10)
+    for k in range(n + 1):
+        u, lo = Bn.upper(k, n, 0.95), Bn.lower(k, n, 0.95)
+        assert lo <= k / n <= u
+        if k < n:  # the upper bound is the theta at which seeing k or fewer has probability 5 %
+            assert Bn.cdf(k, n, u) == pytest.approx(0.05, abs=1e-9)
+        if k > 0:
+            assert Bn.sf(k, n, lo) == pytest.approx(0.05, abs=1e-9)
+
+
+def test_large_counts_stay_exact() -> None:
+    # normal approximation as a sanity check where it is accurate: n = 100,000, theta = 0.3
+    n, theta = 100_000, 0.3
+    sd = math.sqrt(n * theta * (1 - theta))
+    assert Bn.cdf(int(n * theta + 2 * sd), n, theta) == pytest.approx(0.9772, abs=2e-3)
+    assert Bn.upper(30_000, n, 0.975) == pytest.approx(0.3 + 1.96 * math.sqrt(0.21 / n), abs=2e-4)
+
+
+def _flip_estimate(k: int, n: int):
+    """The flip-rate estimate cpbench computes for two models whose base is right on every item and whose candidate
+    is wrong on exactly k of n."""
+    labels = np.zeros(n, dtype=np.int64)
+    lb = np.tile(np.array([3.0, 0, 0, 0, 0, 0], np.float32), (n, 1))
+    lc = lb.copy()
+    lc[:k] = [0, 3.0, 0, 0, 0, 0]
+    ids = [f"i{j:04d}" for j in range(n)]
+    vb, vc = (item_view(LogitsArtifact(ids, labels, x, list("ABCDEF"))) for x in (lb, lc))
+    return estimates(paired_draws(vb, vc, ("lac",), n_boot=100, seed=0))["flip_cw"]
+
+
+def test_flip_rate_gate_at_the_limit_never_passes_more_than_its_level() -> None:
+    """Pass = the flip rate shown below the limit (one-sided p <= 0.05). At a true rate equal to the limit the pass
+    rate, summed exactly over the binomial counts, stays at or below 5 % at every limit; Wilson's went above."""
+    n = 300
+    est = {k: _flip_estimate(k, n) for k in range(0, 61)}
+    assert est[12].method == "binomial" and est[12].point == pytest.approx(0.04)
+    worst, worst_wilson = 0.0, 0.0
+    for limit in np.linspace(0.01, 0.15, 57):
+        pmf = _pmf(n, limit)
+        passes = [k for k in est if est[k].p_below(limit) <= 0.05]
+        worst = max(worst, float(pmf[passes].sum()))
+        wil = [k for k in range(n + 1) if wilson(k / n, n, 1.6448536)[1] < limit]
+        worst_wilson = max(worst_wilson, float(pmf[wil].sum()))
+    assert worst <= 0.05 + 1e-12
+    assert worst_wilson > 0.055  # the score bound this replaces (the test's reason to exist)
+    # bounds and tests agree: the one-sided upper bound is where the p-value crosses 5 %
+    e = est[20]
+    u = e.bound("upper", 0.95)
+    assert e.p_below(u + 1e-6) <= 0.05 < e.p_below(u - 1e-6)
+    assert e.lo <= e.point <= e.hi and 0.0 <= e.lo and e.hi <= 1.0
