@@ -275,6 +275,10 @@ def real_tables(name, lab, base, cand, letters, sizes, draws, scores, splits, n_
     if theta is not None:  # a flip count of n i.i.d. draws is Binomial(n, theta): the pass rate without Monte Carlo
         print("| flip, exact over every count | " + f"{theta:+.4f} | " + " | ".join(
             f"{100 * exact_flip_pass(theta, n):.2f} (exact)" for n in runs) + " |")
+    acc = exact_acc_rates(lab, base, cand)
+    if acc is not None:
+        print("| acc, Tango on the full-sample counts, exact over every count | " + f"{acc[0] - acc[1]:+.4f} | "
+              + " | ".join(f"{100 * exact_acc_pass(*acc, n):.2f} (exact)" for n in runs) + " |")
     plug = [m for m in r0.extra if m.startswith("plug-in ")]
     if plug:
         print("\nThe same intervals against the earlier estimand (plug-in at the population's tau_n quantile), %:\n")
@@ -298,6 +302,48 @@ def exact_flip_pass(theta: float, n: int, alpha: float = 0.05) -> float:
     while k <= n and Estimate("flip_cw", k / n, 0.0, n=n, method="binomial").p_below(theta) <= alpha:
         total += binomial.cdf(k, n, theta) - binomial.cdf(k - 1, n, theta)
         k += 1
+    return total
+
+
+def exact_acc_rates(lab: np.ndarray, base: np.ndarray, cand: np.ndarray) -> tuple[float, float] | None:
+    """(loss, gain) shares of the population (base right and candidate wrong, and the reverse), ordered so that the
+    accuracy drop loss - gain is >= 0 (a gain is tested on the reversed pair, as the gate rows are); None if equal."""
+    right_b, right_c = base.argmax(1) == lab, cand.argmax(1) == lab
+    loss, gain = float(np.mean(right_b & ~right_c)), float(np.mean(~right_b & right_c))
+    return None if loss == gain else (max(loss, gain), min(loss, gain))
+
+
+def exact_acc_pass(loss: float, gain: float, n: int, alpha: float = 0.05) -> float:
+    """Probability that the accuracy-drop test shows a drop below a limit equal to the true drop, summed over the
+    (loss, gain) counts of n items (trinomial, exactly, for i.i.d. draws), counts within 9 sd of their means. The
+    test is the shipped one (`Estimate` with Tango's paired score statistic) on the full-sample counts; the gate
+    reads the record's split-averaged accuracy instead, which differs from the full-sample one by a split term of a
+    few thousandths of its se, so this is its level up to that term, without Monte Carlo error."""
+    from cpbench.results.analysis.paired import Estimate
+
+    limit = loss - gain
+
+    def logpmf(k: int, m: int, p: float) -> float:
+        if p <= 0.0:
+            return 0.0 if k == 0 else -math.inf
+        if p >= 1.0:
+            return 0.0 if k == m else -math.inf
+        return (math.lgamma(m + 1) - math.lgamma(k + 1) - math.lgamma(m - k + 1) + k * math.log(p)
+                + (m - k) * math.log1p(-p))
+
+    def window(m: int, p: float) -> range:
+        sd = math.sqrt(m * p * (1 - p))
+        return range(max(0, int(m * p - 9 * sd) - 1), min(m, int(m * p + 9 * sd) + 2) + 1)
+
+    total = 0.0
+    for b in window(n, loss):  # items lost (base right, candidate wrong)
+        lb = logpmf(b, n, loss)
+        q = gain / (1.0 - loss) if loss < 1 else 0.0
+        for c in window(n - b, q):  # items gained, given b
+            est = Estimate("d_acc", (c - b) / n, 0.0, n=n, method="paired", discordant=(c / n, b / n))
+            drop = est.negated("accuracy drop")
+            if drop.point < limit and drop.p_below(limit) <= alpha:
+                total += math.exp(lb + logpmf(c, n - b, q))
     return total
 
 
