@@ -69,7 +69,7 @@ def _betacf(a: float, b: float, x: float) -> float:
     c, d = 1.0, 1.0 - qab * x / qap
     d = 1.0 / (d if abs(d) > tiny else tiny)
     h = d
-    for m in range(1, 400):
+    for m in range(1, 100_000):  # converges in O(sqrt(max(a, b))) steps: binomial tails of 10^5 items need ~10^3
         m2 = 2 * m
         aa = m * (b - m) * x / ((qam + m2) * (a + m2))
         d = 1.0 + aa * d
@@ -87,7 +87,9 @@ def _betacf(a: float, b: float, x: float) -> float:
     return h
 
 
-def _betainc(a: float, b: float, x: float) -> float:
+def betainc(a: float, b: float, x: float) -> float:
+    """I_x(a, b), the regularised incomplete beta function, for a, b > 0 (Student's t here, binomial tails in
+    `binomial`)."""
     if x <= 0.0:
         return 0.0
     if x >= 1.0:
@@ -101,7 +103,7 @@ def _betainc(a: float, b: float, x: float) -> float:
 
 def t_cdf(t: float, df: float) -> float:
     x = df / (df + t * t)
-    tail = 0.5 * _betainc(df / 2.0, 0.5, x)
+    tail = 0.5 * betainc(df / 2.0, 0.5, x)
     return 1.0 - tail if t > 0 else tail
 
 
