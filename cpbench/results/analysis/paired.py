@@ -413,6 +413,11 @@ class Draws:
     # calibration score falls below the split quantile, at a random split position (`quantile_move`): what one
     # crossing item moves a set-size difference by
     move: dict[str, float] = field(default_factory=dict)
+    # per score: whether its sets can hold the gold option of an item whose true-label score lies beyond the quantile
+    # (APS and RAPS include the option that crosses q-hat; LAC and the randomised scores cannot): coverage is then not
+    # pinned near k / (n_cal + 1) by re-calibration, and a coverage difference rests on the items whose coverage
+    # differs between the two models (`floor[<score>.coverage]`), a rare count when both cover nearly every item
+    unpinned: dict[str, bool] = field(default_factory=dict)
 
 
 def paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str] = ("lac",), n_boot: int = N_BOOT,
@@ -527,6 +532,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
     tail: dict[str, int] = {}
     crossing: dict[str, float] = {}
     move: dict[str, float] = {}
+    unpinned: dict[str, bool] = {}
     common_memo = (base.cache_key, cand.cache_key, n_boot, seed) if (
         weights is None and base.cache_key and cand.cache_key) else None
     all_sums, psums = _common_sums(base, cand, w, common_memo)
@@ -552,6 +558,9 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         preps = (base.score(s), cand.score(s))
         tail[s] = min(int((p.cal > p.cal_sorted[_quantile_positions(w[:1], p.order, tau)[0]]).sum()) for p in preps)
         crossing[s] = quantile_crossing(preps[0], preps[1], tau, h if smooth_split else None)
+        # coverage is pinned by calibration when the gold option is in the set exactly when its calibration score is
+        # within q-hat (its membership threshold is its score: LAC, aps_rand, raps_rand)
+        unpinned[s] = any(bool(np.any(p.thresholds("coverage") < p.cal - SAME_SCORE)) for p in preps)
         if smooth_split and float(np.max(np.abs(preps[0].cal - preps[1].cal), initial=0.0)) > SAME_SCORE:
             # no crossing floor where the two models give every sample item the same true-label score up to float32
             # rounding (the same model, e.g. a lossless re-export): no item lies on different sides of the quantiles
@@ -642,7 +651,7 @@ def _paired_draws(base: ItemView, cand: ItemView, scores: Sequence[str], n_boot:
         if len(act):
             jac_i[act] = jac_a[0]
         floor[f"{s}.jaccard"] = (float(((1.0 - jac_i) ** 2).sum()), int(np.count_nonzero(jac_i < 1.0)))
-    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d, tail, crossing, move)
+    return Draws(out_b, out_c, pair, n, w.shape[0] - 1, floor, item_d, tail, crossing, move, unpinned)
 
 
 # ------------------------------------------------------------------------------------------------- estimates
@@ -1058,6 +1067,25 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
                 tf = t_factor(df, level)
                 why = (f"{df:.1f} df: twice the {draws.crossing[sname]:.1f} items on different sides of the two "
                        "split quantiles")
+        tf_own, why_own = tf, why  # the candidate's own coverage keeps the tail factor (Wilson's variance function)
+        if short == "coverage" and draws.unpinned.get(sname) and name in draws.floor and sname in draws.tail:
+            # APS / RAPS coverage is not pinned by re-calibration: near coverage 1 a difference rests on the few
+            # items whose coverage differs between the two models (m, a rare, Poisson-like count: a Gemma pair's base
+            # covers every item, its Wanda candidate misses ~1 % of items, i.e. m ~ 1 at n = 100 and m = 0 in 43 % of
+            # samples). A bootstrap variance from m such items is studentised with 2m df (`crossing_df`), and a sample
+            # that holds none shows only the split smoothing's spread (se ~0.002 there): floored, before the
+            # studentisation, at half an item (Jeffreys' half count), as the crossing floor of set size
+            # (docs/conformal.md, "APS Δcoverage when few items' coverage differs")
+            m_diff = int(draws.floor[name][1])
+            df = crossing_df(m_diff)
+            if df < max(draws.tail[sname] - 1.0, 2.0):
+                tf = t_factor(df, level)
+                why = f"{df:.0f} df: twice the {m_diff} items whose coverage differs between the two models"
+            half = math.sqrt(CROSSING_PSEUDO) / draws.n
+            if half > se_item:
+                se_item = half
+                notes.append(f"se at its discordance floor sqrt(1/2) / n (half an item whose coverage differs; the "
+                             f"sample shows {m_diff})")
         cross = crossing_floor(draws, sname) if short == "set_size" else 0.0
         if cross > se_item:
             # a variance estimate like the bootstrap's (a count of crossing items, half of one): studentised alike
@@ -1072,7 +1100,8 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
             if short == "coverage":
                 # no floor from the items' own differences: re-calibration pins each model's coverage near
                 # k / (n_cal + 1), so items whose coverage differs at a fixed quantile say little about the spread
-                # (their count would be far too wide a floor); measured calibration in docs/conformal.md. Only when
+                # (their count would be far too wide a floor); measured calibration in docs/conformal.md (APS / RAPS,
+                # whose coverage is not pinned: the half-item floor and the 2m-df studentisation above). Only when
                 # no replicate moved by half an item (e.g. both models' APS sets hold every option on every sampled
                 # item; the split smoothing still moves them by ~1e-9) the
                 # zero-count floor z / n: [0, 0] would claim more than n items can show (the population value is
@@ -1101,8 +1130,8 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
         finish(key, float(d[0]), se_item, "; ".join(notes), lim, d[1:])
         if short == "coverage":
             c = draws.cand[name]
-            finish(f"cand.{name}", float(c[0]), _sd(c[1:]) * corr * tf, "; ".join(notes[:1] + notes[1:2]),
-                   (0.0, 1.0))
+            own_notes = notes[:1] + ([f"se x {tf_own:.3f} (t, {why_own})"] if tf_own > 1.0 else [])
+            finish(f"cand.{name}", float(c[0]), _sd(c[1:]) * corr * tf_own, "; ".join(own_notes), (0.0, 1.0))
             # a coverage near 1 is a proportion: Wilson's score interval at the effective sample size p(1-p)/se^2
             # (not capped at n: calibration makes coverage less variable than n independent trials). A normal
             # interval undercovers there because the samples with the highest coverage have the smallest spread.
