@@ -48,7 +48,7 @@ import numpy as np  # noqa: E402
 
 from cpbench.results.analysis import simulate as S  # noqa: E402
 from cpbench.results.analysis.compare import RecordNumbers, compare_numbers  # noqa: E402
-from cpbench.results.analysis.paired import z_of  # noqa: E402
+from cpbench.results.analysis.estimate import z_of  # noqa: E402
 from cpbench.results.conformal.protocols import analyze_artifact, preset  # noqa: E402
 
 METRICS = ("d_acc", "d_lac.coverage", "d_lac.set_size", "d_lac.uacc", "flip_cw", "agreement", "lac.churn")
@@ -133,15 +133,16 @@ def cost(lab, base, cand, n=10_000, repeats=5, splits=100) -> None:
     key = preset("default", splits=splits)
     ra, rb = analyze_artifact(a, key, ("lac", "aps")), analyze_artifact(b, key, ("lac", "aps"))
     na, nb = RecordNumbers.from_record(ra), RecordNumbers.from_record(rb)
-    from cpbench.results.analysis import paired as P
+    from cpbench.results.analysis import bootstrap as B
+    from cpbench.results.analysis import item_views as V
 
     def timed(scores, cold) -> tuple[float, float]:
         cpu, wall = [], []
         for _ in range(repeats):
-            P._DRAWS.clear()  # the comparison itself is always recomputed
+            B._DRAWS.clear()  # the comparison itself is always recomputed
             if cold:
-                P._VIEWS.clear()
-                P.boot_counts.cache_clear()
+                V._VIEWS.clear()
+                B.boot_counts.cache_clear()
             t, c = time.perf_counter(), time.process_time()
             est = compare_numbers(a, b, na, nb, scores)
             for e in est.values():  # every printed interval and one test: what one look at a cell pair does
@@ -166,7 +167,8 @@ def look_cost(base_path: str, cand_path: str, n: int = 10_000, repeats: int = 7)
     APS, and the gate's paired bootstrap with B = 300 and one-sided tests for four limits) at one cell pair of n
     items: a real pair resampled to n items, every cache cleared before each look (each look has a new n)."""
     from cpbench.run import seqrun
-    from cpbench.results.analysis import paired as P
+    from cpbench.results.analysis import bootstrap as B
+    from cpbench.results.analysis import item_views as V
     from cpbench.results.artifact import LogitsArtifact
     from cpbench.results.conformal import splits as SP
     from cpbench.results.gate import Decision, Limits
@@ -180,8 +182,8 @@ def look_cost(base_path: str, cand_path: str, n: int = 10_000, repeats: int = 7)
     key = preset("default", splits=100)
 
     def look() -> None:
-        P._DRAWS.clear(), P._VIEWS.clear(), P._COMMON.clear(), SP._SPLITS.clear()
-        P.boot_counts.cache_clear(), P._boot_counts_t.cache_clear()
+        B._DRAWS.clear(), V._VIEWS.clear(), B._COMMON.clear(), SP._SPLITS.clear()
+        B.boot_counts.cache_clear(), B._boot_counts_t.cache_clear()
         seqrun.look_statistics([("cell", a, b)], n, limits, Decision(), key, ("lac", "aps"))
 
     look()  # imports
@@ -296,7 +298,7 @@ def exact_flip_pass(theta: float, n: int, alpha: float = 0.05) -> float:
     count k of n items (k ~ Binomial(n, theta) exactly, as the samples here are i.i.d. draws): the shipped estimate's
     own test (`Estimate.p_below`), no Monte Carlo error."""
     from cpbench.results.analysis import binomial
-    from cpbench.results.analysis.paired import Estimate
+    from cpbench.results.analysis.estimate import Estimate
 
     total, k = 0.0, 0
     while k <= n and Estimate("flip_cw", k / n, 0.0, n=n, method="binomial").p_below(theta) <= alpha:
@@ -319,7 +321,7 @@ def exact_acc_pass(loss: float, gain: float, n: int, alpha: float = 0.05) -> flo
     test is the shipped one (`Estimate` with Tango's paired score statistic) on the full-sample counts; the gate
     reads the record's split-averaged accuracy instead, which differs from the full-sample one by a split term of a
     few thousandths of its se, so this is its level up to that term, without Monte Carlo error."""
-    from cpbench.results.analysis.paired import Estimate
+    from cpbench.results.analysis.estimate import Estimate
 
     limit = loss - gain
 

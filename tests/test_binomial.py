@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from cpbench.results.analysis import binomial as Bn
-from cpbench.results.analysis.paired import estimates, item_view, paired_draws, wilson
+from cpbench.results.analysis.bootstrap import paired_draws
+from cpbench.results.analysis.estimate import wilson
+from cpbench.results.analysis.item_views import item_view
+from cpbench.results.analysis.paired import estimates
 from cpbench.results.artifact import LogitsArtifact
 
 

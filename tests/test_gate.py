@@ -197,7 +197,7 @@ def test_reasons_show_the_one_sided_level_that_decided_each_check() -> None:
     at that level, and it lies beyond the limit (issue 15: 'accuracy drop 0.0917 > 0.02 (bound 0.0172)' showed a
     Bonferroni bound beside a Holm decision)."""
     from cpbench.results.analysis.decisions import Directional, decision_levels
-    from cpbench.results.analysis.paired import Estimate
+    from cpbench.results.analysis.estimate import Estimate
     from cpbench.results.gate import Decision, _Check, _decide
 
     # five checks: one clear failure, one near the limit, three clear passes
@@ -217,7 +217,7 @@ def test_reasons_show_the_one_sided_level_that_decided_each_check() -> None:
     assert sorted(levels)[-1] == pytest.approx(1 - 0.05 / 5) and min(levels) == pytest.approx(0.95)
     assert rows[4]["status"] == "inconclusive" and "more items (" in rows[4]["reasons"]
     # from the cell's own variance: n ((z_level + z_0.8) se / gap)^2 in all
-    from cpbench.results.analysis.paired import z_of
+    from cpbench.results.analysis.estimate import z_of
 
     need = 500 * ((z_of(levels[4]) + z_of(0.8)) * 0.012 / 0.01) ** 2
     assert f"{int(round(need, -2)):,}" in rows[4]["reasons"] or f"{int(round(need, -1)):,}" in rows[4]["reasons"]

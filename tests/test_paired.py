@@ -15,7 +15,9 @@ from cpbench.results.analysis import simulate as S
 from cpbench.results.analysis.compare import ArtifactIndex
 from cpbench.results.analysis.decisions import adjust
 from cpbench.results.analysis.decoupling import DecouplingConfig, decoupling_table
-from cpbench.results.analysis.paired import Estimate, boot_counts, item_view, paired_draws, wilson
+from cpbench.results.analysis.bootstrap import boot_counts, paired_draws
+from cpbench.results.analysis.estimate import Estimate, wilson
+from cpbench.results.analysis.item_views import item_view
 from cpbench.cli import main
 from cpbench.results.conformal.quantile import order_statistic
 from cpbench.results.conformal.scores import build, softmax
@@ -261,7 +263,7 @@ def test_leaderboard_cli_decision_and_multiplicity_options(pair_root: Path, tmp_
 def test_gate_family_wise_adjustment_across_cells() -> None:
     """Two cells whose set-size increase is each shown below the limit at p = 0.03: alone (or unadjusted) they pass;
     as a family under Holm or Bonferroni (adjusted p = 0.06) neither is shown, so both are inconclusive."""
-    from cpbench.results.analysis.paired import z_of
+    from cpbench.results.analysis.estimate import z_of
     from cpbench.results.gate import _cell_checks, _decide
 
     se = 0.1
@@ -406,7 +408,7 @@ def test_gate_fast_path_and_tied_scores_match_the_full_computation(score: str) -
     the full path; the smoothed set size and coverage with heavily tied scores (logits on a coarse grid, items
     repeated as in a resample of a small real population) never need the slow full-row recount, and equal that
     recount."""
-    from cpbench.results.analysis import paired as P
+    from cpbench.results.analysis import bootstrap as B
 
     labels, base = population()
     cand = S.perturb(base, 0.4)
@@ -415,9 +417,9 @@ def test_gate_fast_path_and_tied_scores_match_the_full_computation(score: str) -
     tb, tc = (np.round(x[idx] * 2) / 2 for x in (base, cand))
     a, b = (S.artifact([f"i{j:05d}" for j in range(3000)], labels[idx], x) for x in (tb, tc))
     va, vb = item_view(a), item_view(b)
-    P._SLOW_ROWS[0] = 0
+    B._SLOW_ROWS[0] = 0
     full = paired_draws(va, vb, (score,), n_boot=40, seed=2)
-    assert P._SLOW_ROWS[0] == 0
+    assert B._SLOW_ROWS[0] == 0
     fast = paired_draws(va, vb, (score,), n_boot=40, seed=2, set_pairs=False)
     for k in ("acc", f"{score}.set_size", f"{score}.coverage", f"{score}.uacc"):
         np.testing.assert_allclose(fast.cand[k], full.cand[k], rtol=1e-12)
@@ -434,10 +436,10 @@ def test_gate_fast_path_and_tied_scores_match_the_full_computation(score: str) -
 
     w = boot_counts(3000, 40, 2)
     n_cal = calibration_size(3000, 0.5)
-    h = P.split_position_cdf(3000, n_cal, order_statistic(n_cal, 0.1))
+    h = B.split_position_cdf(3000, n_cal, order_statistic(n_cal, 0.1))
     p = vb.score(score)
     for what in ("size", "coverage"):
-        got = P._smoothed_sums(w, p, what, h)
+        got = B._smoothed_sums(w, p, what, h)
         x = p.thresholds(what)
         ins = np.searchsorted(p.cal_sorted, x, side="left")
         for r in (0, 5, 39):
@@ -494,7 +496,7 @@ def test_smoothed_sums_without_scipy_match(monkeypatch) -> None:
     """SciPy is optional: the chunked gather-and-reduceat fallback gives the same smoothed sums as the CSR product."""
     import sys
 
-    from cpbench.results.analysis import paired as P
+    from cpbench.results.analysis import bootstrap as B
 
     labels, base = population()
     a, _ = S.sample_pair(labels, base, base, 2000, np.random.default_rng(4))
@@ -503,7 +505,7 @@ def test_smoothed_sums_without_scipy_match(monkeypatch) -> None:
     for s in ("lac", "aps"):
         va.score(s).plans.clear()
     monkeypatch.setitem(sys.modules, "scipy.sparse", None)  # import scipy.sparse raises ImportError
-    P._DRAWS.clear()
+    B._DRAWS.clear()
     without = paired_draws(va, va, ("lac", "aps"), n_boot=30, seed=1, set_pairs=False)
     assert all(v is None for s in ("lac", "aps") for k, v in va.score(s).plans.items() if k[-1] == "csr")
     for k in ("lac.set_size", "lac.coverage", "aps.set_size", "aps.coverage"):
@@ -531,7 +533,7 @@ def test_set_size_se_is_studentised_by_the_items_that_cross_the_split_quantiles(
     old = S.calibration_run(labels, base, cand, 100, 200, scores=("aps",), n_boot=300, seed=1)
     assert old.gate_pass_at_limit["set_size.aps"] >= 0.12 and old.covered["d_aps.set_size"] < 0.92  # 16.5 %, 89.0 %
     a, b = S.sample_pair(labels, base, cand, 100, np.random.default_rng(2))
-    d = P.paired_draws(item_view(a), item_view(b), ("aps", "lac"), n_boot=60, seed=3)
+    d = paired_draws(item_view(a), item_view(b), ("aps", "lac"), n_boot=60, seed=3)
     assert 0.0 <= d.crossing["aps"] < 10
     monkeypatch.undo()
     note = P.estimates(d)["d_aps.set_size"].note
@@ -559,7 +561,7 @@ def test_set_size_se_has_a_crossing_floor_when_the_sample_shows_no_crossing_item
     assert old.covered["d_aps.set_size"] < 0.85 and old.gate_pass_at_limit["set_size.aps"] >= 0.15
     monkeypatch.undo()
     a, b = S.sample_pair(labels, base, cand, 100, np.random.default_rng(5))
-    d = P.paired_draws(item_view(a), item_view(b), ("aps",), n_boot=60, seed=3)
+    d = paired_draws(item_view(a), item_view(b), ("aps",), n_boot=60, seed=3)
     assert d.move["aps"] > 0 and P.crossing_floor(d, "aps") == pytest.approx(math.sqrt(0.5) * d.move["aps"])
 
 

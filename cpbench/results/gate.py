@@ -49,7 +49,8 @@ from cpbench.results.analysis.decisions import (
     fmt_more_items,
 )
 from cpbench.results.analysis.decoupling import CELL_COLS, EDGE_TOL, pairing_problem
-from cpbench.results.analysis.paired import N_BOOT, Estimate
+from cpbench.results.analysis.bootstrap import N_BOOT
+from cpbench.results.analysis.estimate import Estimate
 from cpbench.results.analysis.stats import paired_bootstrap
 from cpbench.base import limits as defaults
 from cpbench.base.errors import CpbenchError

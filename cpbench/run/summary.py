@@ -37,7 +37,7 @@ def _cell_metrics(record: dict[str, Any]) -> dict[str, Any]:
     """A cell's numbers. Split ranges (2.5-97.5 percentiles over calibration/test splits of the same items) keep
     their name: they say how much a number moves with the split, not where the population value lies. Accuracy also
     gets its item-level 95% Wilson interval (the n items as a sample), which is what the terminal shows."""
-    from cpbench.results.analysis.paired import wilson
+    from cpbench.results.analysis.estimate import wilson
 
     acc, n = _num(record.get("acc")), _num(record.get("n"))
     out: dict[str, Any] = {"n": record.get("n"), "acc": acc,

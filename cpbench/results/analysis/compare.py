@@ -1,10 +1,11 @@
 """From two result records (and their logits artifacts) to item-level paired estimates.
 
 `RecordNumbers` is what a comparison needs from a record: the analysis key, the split-averaged means and the stored
-per-split values. `compare_numbers` combines them with the paired item bootstrap of `cpbench.results.analysis.paired`:
-record-backed deltas (accuracy, coverage, set size, UAcc) take the record's mean over splits as the point and add the
-split Monte Carlo term; the rest are plug-in values. When a record has fewer than two stored splits, the split term is
-estimated by re-running the split engine on `SIM_SPLITS` fresh random splits of both artifacts (noted).
+per-split values. `compare_numbers` combines them with the paired item bootstrap of
+`cpbench.results.analysis.bootstrap` and the estimates of `cpbench.results.analysis.paired`: record-backed deltas
+(accuracy, coverage, set size, UAcc) take the record's mean over splits as the point and add the split Monte Carlo
+term; the rest are plug-in values. When a record has fewer than two stored splits, the split term is estimated by
+re-running the split engine on `SIM_SPLITS` fresh random splits of both artifacts (noted).
 
 `locate_artifact` finds the artifact a record was computed from (its provenance `artifact_path`, its `input`, next to
 the record, or in the record's `artifacts/` folder) and checks its content hash against the record's.
@@ -20,16 +21,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cpbench.results.analysis.paired import (
-    LEVEL,
-    N_BOOT,
-    SCORE_METRICS,
-    Estimate,
-    cached_view,
-    estimates,
-    paired_draws,
-    split_se,
-)
+from cpbench.results.analysis.bootstrap import N_BOOT, SCORE_METRICS, paired_draws
+from cpbench.results.analysis.estimate import LEVEL, Estimate
+from cpbench.results.analysis.item_views import cached_view
+from cpbench.results.analysis.paired import estimates, split_se
 from cpbench.base.errors import CpbenchError
 
 SIM_SPLITS = 50

@@ -22,7 +22,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from cpbench.results.analysis.paired import Estimate
+from cpbench.results.analysis.estimate import Estimate
 from cpbench.base.errors import CpbenchError
 
 Procedure = Literal["holm", "bonferroni", "bh", "none"]

@@ -48,7 +48,8 @@ from cpbench.results.analysis.decisions import (
     decision_levels,
     fmt_more_items,
 )
-from cpbench.results.analysis.paired import LEVEL, N_BOOT, Estimate
+from cpbench.results.analysis.bootstrap import N_BOOT
+from cpbench.results.analysis.estimate import LEVEL, Estimate
 from cpbench.results.analysis.stats import kendall_tau_b, paired_bootstrap
 from cpbench.base import limits as defaults
 from cpbench.base.errors import CpbenchError

@@ -144,7 +144,8 @@ def population_values(labels: np.ndarray, base: np.ndarray, cand: np.ndarray, n:
     its own tau_n-quantile (tau_n = k / (n_cal + 1)), which a split average estimates with a finite-n bias. Set churn,
     Jaccard and newly confidently wrong: the plug-in at the population's tau_n-quantile (what their full-sample
     estimates target)."""
-    from cpbench.results.analysis.paired import item_view, paired_draws
+    from cpbench.results.analysis.bootstrap import paired_draws
+    from cpbench.results.analysis.item_views import item_view
 
     ids = [f"p{j:07d}" for j in range(len(labels))]
     vb = item_view(artifact(ids, labels, base, letters=letters), alpha=alpha, cal_ratio=cal_ratio)

@@ -7,7 +7,7 @@ The slope is per 10x parameters, with two intervals that cover different things:
 - `slope_item_lo/hi` (item-level): the slope through these models' population deltas. The OLS slope is a fixed
   linear combination sum c_m delta_m of the models' deltas, and every model answers the same items, so the deltas
   are correlated (an item sample that is hard for one model is hard for the others). The bootstrap draws the same
-  resamples for every comparison of the same items (`paired.boot_counts`), so each replicate gives a replicate of
+  resamples for every comparison of the same items (`bootstrap.boot_counts`), so each replicate gives a replicate of
   the slope: Var(slope) = c' D R D c with R the correlation of the models' delta replicates and D their item-level
   standard errors (floors included), plus sum c_m^2 se_split_m^2 for the split Monte Carlo terms (`slope_item_basis`
   = "shared replicates"). When the models' items differ (other items_hash) or replicates are missing, the deltas are
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cpbench.results.analysis.knobs import model_params
-from cpbench.results.analysis.paired import z_of
+from cpbench.results.analysis.estimate import z_of
 from cpbench.results.analysis.stats import fit_line
 from cpbench.results.store import KEY_COLS, merge_notes
 

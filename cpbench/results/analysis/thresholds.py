@@ -228,7 +228,8 @@ def _deviations(g: pd.DataFrame, baseline: str, artifacts, n_boot: int, seed: in
     """[n_levels, B] item-bootstrap deviations of each level's plug-in set size from its full-sample value, the
     same resampled items for every level (the levels are the same items), or None and why."""
     from cpbench.results.analysis.compare import NO_ARTIFACT
-    from cpbench.results.analysis.paired import cached_view, paired_draws
+    from cpbench.results.analysis.bootstrap import paired_draws
+    from cpbench.results.analysis.item_views import cached_view
 
     if artifacts is None:
         return None, NO_ARTIFACT + " (no results root)"

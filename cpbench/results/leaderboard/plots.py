@@ -160,7 +160,7 @@ def heatmap_marks(d: pd.DataFrame, level: float = 0.95) -> pd.Series:
     """Per decoupling row, whether delta set size differs from zero, Holm-adjusted across the heatmap's cells
     (two-sided, normal with the item-level se); NaN se counts as not significant."""
     from cpbench.results.analysis.decisions import adjust
-    from cpbench.results.analysis.paired import _NORMAL
+    from cpbench.results.analysis.estimate import _NORMAL
 
     z = (d["d_set_size"] / d["d_set_size_se"]).to_numpy(dtype=float)
     p = np.array([2 * (1 - _NORMAL.cdf(abs(v))) if np.isfinite(v) else np.nan for v in z])
