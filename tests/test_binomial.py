@@ -76,3 +76,5 @@ def test_flip_rate_gate_at_the_limit_never_passes_more_than_its_level() -> None:
     u = e.bound("upper", 0.95)
     assert e.p_below(u + 1e-6) <= 0.05 < e.p_below(u - 1e-6)
     assert e.lo <= e.point <= e.hi and 0.0 <= e.lo and e.hi <= 1.0
+    with pytest.raises(ValueError, match="no negated estimate"):
+        e.negated()

@@ -84,6 +84,8 @@ class Estimate:
 
     def negated(self, metric: str | None = None) -> "Estimate":
         """The estimate of minus the quantity (e.g. an accuracy drop from an accuracy difference)."""
+        if self.method == "binomial":  # its bounds and tests read the point as a count k / n of items
+            raise ValueError(f"{self.metric}: a share of items (exact binomial) has no negated estimate")
         return self.replace(metric=metric or self.metric, point=-self.point, split_lo=-self.split_hi,
                             split_hi=-self.split_lo, lo_limit=-self.hi_limit, hi_limit=-self.lo_limit,
                             reps=None if self.reps is None else -self.reps,
