@@ -40,6 +40,9 @@ def test_published_pickles_are_a_population(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"{base.name} vs {cand.name}" in out.stdout and "N = 240 items" in out.stdout
     assert "| d_acc |" in out.stdout  # the coverage table was computed on the pickles' items
+    # the gate's exact pass rates at the limit, summed over every count (not sampled)
+    assert "| flip, exact over every count |" in out.stdout
+    assert "| acc, Tango on the full-sample counts, exact over every count |" in out.stdout
 
 
 def test_a_pickle_without_its_labels_is_one_clear_line(tmp_path):
@@ -49,3 +52,11 @@ def test_a_pickle_without_its_labels_is_one_clear_line(tmp_path):
            "--sizes", "100", "--draws", "2", "--no-gaussian", "--no-cost"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 1 and "needs --labels" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_missing_file_is_one_clear_line(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_paired.py"), "--pair", str(tmp_path / "nope.jsonl"),
+           str(tmp_path / "nope2.jsonl"), "--sizes", "100", "--draws", "2", "--no-gaussian", "--no-cost"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1 and "bench_paired:" in out.stderr and "Traceback" not in out.stderr, out.stderr[-800:]

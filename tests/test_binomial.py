@@ -78,3 +78,34 @@ def test_flip_rate_gate_at_the_limit_never_passes_more_than_its_level() -> None:
     assert e.lo <= e.point <= e.hi and 0.0 <= e.lo and e.hi <= 1.0
     with pytest.raises(ValueError, match="no negated estimate"):
         e.negated()
+
+
+def test_small_tails_keep_their_relative_accuracy() -> None:
+    # 1 - cdf would return 0 (or rounding noise) below 1e-16; the tail is computed from its own side
+    for k, n, theta in [(50, 100, 0.01), (30, 1000, 0.001), (9, 10, 0.02)]:
+        exact = sum(math.comb(n, j) * theta**j * (1 - theta) ** (n - j) for j in range(k, n + 1))
+        assert Bn.sf(k, n, theta) == pytest.approx(exact, rel=1e-9)
+    assert Bn.sf(0, 10, 0.3) == 1.0 and Bn.sf(11, 10, 0.3) == 0.0 and Bn.sf(3, 10, 0.0) == 0.0
+
+
+def test_items_to_decide_for_a_count_uses_the_exact_test() -> None:
+    """0 flips of 100 against a limit of 0.01: the count stays 0 and the exact test passes once P(X = 0 | 0.01) <=
+    0.05, at ceil(ln 0.05 / ln 0.99) = 299 items (the normal formula with the sample's se of 0 would say 100)."""
+    e = _flip_estimate(0, 100)
+    assert e.method == "binomial"
+    need = e.items_to_decide(0.01, 0.95)
+    assert need == 299
+    assert Bn.cdf(0, need, 0.01) <= 0.05 < Bn.cdf(0, need - 1, 0.01)
+    # a nonzero rate: the planning figure is within ~15 % of the smallest n with 80 % exact power
+    f, limit = 0.02, 0.05
+    plan = _flip_estimate(2, 100).items_to_decide(limit, 0.95)
+    assert _flip_estimate(2, 100).point == pytest.approx(f)
+
+    def power(n: int) -> float:
+        pmf = _pmf(n, f)
+        return float(sum(pmf[k] for k in range(n + 1) if Bn.cdf(k, n, limit) <= 0.05))
+
+    first = next(n for n in range(50, 2000, 5) if power(n) >= 0.8)
+    assert abs(plan - first) / first < 0.2, (plan, first)
+    # a share with no count to read: not a number of items
+    assert math.isnan(_flip_estimate(0, 100).replace(n=0).items_to_decide(0.01, 0.95))

@@ -707,3 +707,33 @@ def test_candidate_coverage_upper_end_is_at_least_the_normal_one_and_the_gate_si
         assert p == pytest.approx(1.0 - level, abs=1e-6)
     assert e.p_above(0.95) == pytest.approx(old.p_above(0.95))  # the gate's side: unchanged
     assert e.p_below(0.988) > 0.025 > old.p_below(0.988)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_bootstrap_hull_bounds_agree_with_the_replicate_share_at_300_replicates(seed: int) -> None:
+    """A boot_hull estimate's bound is the replicate order statistic at which the replicates' share, as a p-value,
+    crosses the level: just beyond the bound the share is at most 1 - level, just inside it more (an interpolated
+    quantile sat inside the order statistic at B = 300, so the printed bound and the gate's test disagreed)."""
+    rng = np.random.default_rng(seed)
+    reps = rng.normal(0.5, 0.1, 300)
+    e = Estimate("x", 0.5, 1e-6, 1e-6, 0.0, 300, "normal", reps=reps, boot_hull=True)
+    up, lo = e.bound("upper", 0.95), e.bound("lower", 0.95)
+    assert up in reps and lo in reps
+    assert e.p_below(up + 1e-12) <= 0.05 < e.p_below(up - 1e-12)
+    assert e.p_above(lo - 1e-12) <= 0.05 < e.p_above(lo + 1e-12)
+
+
+def test_task_average_of_shares_keeps_its_range_and_an_interval_when_no_task_shows_a_flip() -> None:
+    """The task average of flip rates: every task 0 flips of 100 (bootstrap se 0). The average's interval must not be
+    [0, 0] (each task's exact upper end is 0.030) nor reach below 0."""
+    from cpbench.results.analysis.decoupling import _average
+
+    zero = Estimate("flip_cw", 0.0, 0.0, 0.0, 0.0, 100, "binomial", lo_limit=0.0, hi_limit=1.0)
+    two = Estimate("flip_cw", 0.02, 0.014, 0.014, 0.0, 100, "binomial", lo_limit=0.0, hi_limit=1.0)
+    avg = _average([{"flip_cw": zero}, {"flip_cw": zero}])["flip_cw"]
+    assert avg.lo == 0.0 and avg.hi > 0.01 and avg.hi_limit == 1.0
+    mixed = _average([{"flip_cw": zero}, {"flip_cw": two}])["flip_cw"]
+    assert mixed.point == pytest.approx(0.01) and 0.0 <= mixed.lo <= mixed.point < mixed.hi
+    agree = Estimate("agree", 1.0, 0.0, 0.0, 0.0, 100, "binomial", lo_limit=0.0, hi_limit=1.0)
+    a = _average([{"agree": agree}, {"agree": agree}])["agree"]
+    assert a.hi == 1.0 and a.lo < 0.99

@@ -49,7 +49,7 @@ from cpbench.results.analysis.decisions import (
     fmt_more_items,
 )
 from cpbench.results.analysis.bootstrap import N_BOOT
-from cpbench.results.analysis.estimate import LEVEL, Estimate
+from cpbench.results.analysis.estimate import LEVEL, Estimate, z_of
 from cpbench.results.analysis.stats import kendall_tau_b, paired_bootstrap
 from cpbench.base import limits as defaults
 from cpbench.base.errors import CpbenchError
@@ -235,7 +235,10 @@ def compare_rows(base: pd.Series, cand: pd.Series, cfg: DecouplingConfig,
 
 
 def _average(parts: list[dict[str, Estimate]]) -> dict[str, Estimate]:
-    """Estimates of the unweighted task average: tasks are independent item samples, so variances add."""
+    """Estimates of the unweighted task average: tasks are independent item samples, so variances add. A bounded
+    metric keeps its range, and a task's share of items (a count: flip rates, agreement; a set-based share) enters
+    with at least the se its own two-sided interval implies, so a task with no flip (bootstrap se 0) does not make
+    the average's interval [0, 0]."""
     out: dict[str, Estimate] = {}
     t = len(parts)
     for key in parts[0]:
@@ -243,12 +246,24 @@ def _average(parts: list[dict[str, Estimate]]) -> dict[str, Estimate]:
         if len(es) != t:
             continue
         point = sum(e.point for e in es) / t
-        se = math.sqrt(sum(e.se**2 for e in es)) / t
+        se = math.sqrt(sum(_interval_se(e) ** 2 for e in es)) / t
         se_item = math.sqrt(sum(e.se_item**2 for e in es)) / t
         se_split = math.sqrt(sum(e.se_split**2 for e in es)) / t
-        out[key] = Estimate(key, point, se, se_item, se_split, sum(e.n for e in es), "normal", es[0].level,
-                            "mean over tasks")
+        same = len({(e.lo_limit, e.hi_limit) for e in es}) == 1  # one metric, so one range; else no clipping
+        lo, hi = (es[0].lo_limit, es[0].hi_limit) if same else (-math.inf, math.inf)
+        out[key] = Estimate(key, point, se, max(se_item, math.sqrt(max(se**2 - se_split**2, 0.0))), se_split,
+                            sum(e.n for e in es), "normal", es[0].level, "mean over tasks", lo_limit=lo, hi_limit=hi)
     return out
+
+
+def _interval_se(e: Estimate) -> float:
+    """The se a task's estimate enters the average with: its own, or for a share of items (exact or Wilson interval)
+    the larger of that and its two-sided interval's half-width over z (wider than the se where the count is small)."""
+    if e.method not in ("binomial", "wilson") or not e.ok:
+        return e.se
+    z = z_of(0.5 + e.level / 2.0)
+    half = (e.bound("upper", 0.5 + e.level / 2.0) - e.bound("lower", 0.5 + e.level / 2.0)) / (2.0 * z)
+    return max(e.se, half) if math.isfinite(half) else e.se
 
 
 def _decide(table: pd.DataFrame, ests: list[dict[str, Estimate]], cfg: DecouplingConfig) -> None:

@@ -171,7 +171,10 @@ class Estimate:
     def _count(self) -> tuple[int, int]:
         """(k, n) of a share of all items: the point is k / n."""
         n = int(self.n)
-        return min(max(round(self.point * n), 0), n), n
+        k = round(self.point * n)
+        if abs(self.point * n - k) > 1e-6 * max(n, 1):
+            raise ValueError(f"{self.metric}: {self.point!r} is not a count of {n} items")
+        return min(max(k, 0), n), n
 
     def _n_eff(self) -> float:
         p = min(max(self.point, 0.0), 1.0)
@@ -183,10 +186,10 @@ class Estimate:
     def bound(self, side: Literal["lower", "upper"], level_one_sided: float) -> float:
         """One-sided confidence bound at `level_one_sided`, inside [lo_limit, hi_limit] (and never on the wrong side
         of the point estimate)."""
-        if not self.ok:
+        if not self.ok or (self.method == "binomial" and self.n <= 0):
             return math.nan
         z = z_of(level_one_sided)
-        if self.method == "binomial" and self.n > 0:  # a count of items: Clopper-Pearson, exact
+        if self.method == "binomial":  # a count of items: Clopper-Pearson, exact
             k, n = self._count()
             b = binomial.lower(k, n, level_one_sided) if side == "lower" else binomial.upper(k, n, level_one_sided)
         elif self.method == "wilson":
@@ -206,7 +209,7 @@ class Estimate:
         else:
             b = self.point - z * self.se if side == "lower" else self.point + z * self.se
         if self.boot_hull and self.reps is not None and len(self.reps):
-            q = float(np.quantile(self.reps, 1.0 - level_one_sided if side == "lower" else level_one_sided))
+            q = _replicate_bound(self.reps, side, level_one_sided)
             b = min(b, q) if side == "lower" else max(b, q)
         b = min(max(b, self.lo_limit), self.hi_limit)
         return min(b, self.point) if side == "lower" else max(b, self.point)
@@ -221,9 +224,9 @@ class Estimate:
 
     def p_below(self, margin: float) -> float:
         """One-sided p-value for H0: theta >= margin (small when the estimate is clearly below the margin)."""
-        if not self.ok:
+        if not self.ok or (self.method == "binomial" and self.n <= 0):
             return math.nan
-        if self.method == "binomial" and self.n > 0:  # the exact tail at the margin (the null's nearest point)
+        if self.method == "binomial":  # the exact tail at the margin (the null's nearest point)
             return binomial.cdf(*self._count(), margin)
         if self.method == "wilson":
             m = min(max(margin, 1e-12), 1 - 1e-12)
@@ -250,7 +253,9 @@ class Estimate:
 
     def p_above(self, margin: float) -> float:
         """One-sided p-value for H0: theta <= margin."""
-        if self.method == "binomial" and self.n > 0 and self.ok:
+        if self.method == "binomial":
+            if not self.ok or self.n <= 0:
+                return math.nan
             k, n = self._count()
             return binomial.sf(k, n, margin)
         if self.boot_hull and self.reps is not None and len(self.reps) and self.ok:
@@ -267,6 +272,8 @@ class Estimate:
         gap = abs(self.point - margin)
         if not self.ok or self.n <= 0:
             return math.nan
+        if self.method == "binomial":
+            return _binomial_items(self.point, margin, level_one_sided, power)
         if gap == 0 or self.se == 0:
             return math.inf if gap == 0 else float(self.n)
         return float(self.n) * ((z_of(level_one_sided) + z_of(power)) * self.se / gap) ** 2
@@ -285,3 +292,29 @@ def wilson(p: float, n: float, z: float) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _replicate_bound(reps: np.ndarray, side: str, level_one_sided: float) -> float:
+    """The bootstrap replicates' one-sided bound that agrees with their share as a p-value (`p_below`, `p_above`):
+    the (floor((1 - level) B) + 1)-th largest replicate (upper) or smallest (lower), so every margin beyond it has at
+    most (1 - level) B replicates at or beyond it, and every margin inside it more (an interpolated quantile can sit
+    inside the order statistic and disagree with the share at B = 300)."""
+    srt = np.sort(np.asarray(reps, dtype=float))
+    j = min(int(math.floor((1.0 - level_one_sided) * len(srt) + 1e-9)), len(srt) - 1)
+    return float(srt[-1 - j] if side == "upper" else srt[j])
+
+
+def _binomial_items(f: float, margin: float, level_one_sided: float, power: float) -> float:
+    """Items a count needs for the exact test against `margin` to decide with probability about `power` if the share
+    is f: the variance under the null at the margin and under f (the test's own), n = ((z_level sqrt(L(1 - L)) +
+    z_power sqrt(f(1 - f))) / |L - f|)^2; at f = 0 (or 1) the count stays 0 (n) and decides once P(X = 0 | L) <= 1 -
+    level, n = ln(1 - level) / ln(1 - L). A planning figure: exact power is not monotone in n (within ~15 %)."""
+    gap = abs(f - margin)
+    if gap == 0:
+        return math.inf
+    if not 0.0 < margin < 1.0:
+        return 1.0
+    if f <= 0.0 or f >= 1.0:
+        return math.ceil(math.log(1.0 - level_one_sided) / math.log(1.0 - (margin if f <= 0.0 else 1.0 - margin)))
+    za, zb = z_of(level_one_sided), z_of(power)
+    return ((za * math.sqrt(margin * (1 - margin)) + zb * math.sqrt(f * (1 - f))) / gap) ** 2

@@ -289,7 +289,7 @@ def estimates(draws: Draws, *, level: float = LEVEL, record_points: dict[str, fl
         hull = method == "wilson" or short == "jaccard"
         if hull:
             note += "; interval also holds the bootstrap percentile interval (q-hat per replicate)"
-        lim = _RANGES.get(short, (0.0, 1.0) if method == "wilson" else (-math.inf, math.inf))
+        lim = _RANGES.get(short, (0.0, 1.0) if method in ("wilson", "binomial") else (-math.inf, math.inf))
         out[name] = Estimate(name, float(v[0]), se_item, se_item, 0.0, draws.n, method, level, note,
                              lo_limit=lim[0], hi_limit=lim[1], reps=v[1:] if hull else None, boot_hull=hull)
     return out

@@ -22,8 +22,9 @@ and stops scoring a cell as soon as it is decided. Looking K times at level alph
   hypothesis starts at alpha / m; when one is decided at a look, its alpha_i is shared equally among the undecided
   ones, whose boundaries are recomputed for the whole schedule at their new level (same spending function), and the
   current look is re-tested. `bonferroni` keeps alpha / m.
-- **Directions**: a check is "within" when z_within = (margin - estimate) / se (for a limit on the bad-is-large side)
-  crosses c_k, "beyond" when it crosses -c_k, as the fixed gate decides either side at its level. At the limit the
+- **Directions**: a check is "within" when z_within = Phi^-1(1 - p), p the check's own one-sided p-value that the
+  limit holds (`z_within` below: (margin - estimate) / se for a normal estimate, the exact tail for a count), crosses
+  c_k, "beyond" when it crosses -c_k, as the fixed gate decides either side at its level. At the limit the
   probability of a false "within" (a false pass) is at most alpha_i per hypothesis, at most alpha over the family.
 
 - **Futility** (`Design.futility`, 0.05 for new runs): a check whose estimate shows a regression above none (z against

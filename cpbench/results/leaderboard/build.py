@@ -209,8 +209,8 @@ def diagnostics_display(a: Analysis, prov: Provenance, cfg: DecouplingConfig) ->
         "top-1 answer (right→wrong, Dutta et al. 2024), top-1 agreement, mean KL(baseline || candidate) of the option "
         "distribution, set churn (items whose prediction set changed) and mean Jaccard of the two sets, and newly "
         "confidently wrong (candidate singleton without the gold answer where the baseline's set held it); sets at "
-        "the full-sample conformal quantile. 95% item-level intervals (paired item bootstrap; Wilson score "
-        "intervals at the bootstrap's effective sample size for proportions); task averages: mean of tasks.",
+        "the full-sample conformal quantile. 95% item-level intervals (paired item bootstrap; exact "
+        "Clopper-Pearson intervals for shares of all items: flip rates, agreement); task averages: mean of tasks.",
         legend=["empty: no item-level interval (the artifact was not found; see the decoupling note)",
                 *prov.legend()],
     )
