@@ -109,3 +109,12 @@ def test_items_to_decide_for_a_count_uses_the_exact_test() -> None:
     assert abs(plan - first) / first < 0.2, (plan, first)
     # a share with no count to read: not a number of items
     assert math.isnan(_flip_estimate(0, 100).replace(n=0).items_to_decide(0.01, 0.95))
+
+
+def test_items_to_decide_is_never_below_what_a_count_can_show() -> None:
+    # 1 flip of 2,000 against 0.05: the formula alone says 58, but no count passes below ln 0.05 / ln 0.95 = 58.4
+    e = _flip_estimate(1, 2000)
+    assert e.items_to_decide(0.05, 0.95) >= 59
+    assert Bn.cdf(0, 58, 0.05) > 0.05 >= Bn.cdf(0, 59, 0.05)
+    # a limit of 0 is decided (beyond) by one flip: 80 % chance to see one at f = 0.01 after 161 items
+    assert _flip_estimate(1, 100).items_to_decide(0.0, 0.95) == math.ceil(math.log(0.2) / math.log(0.99))

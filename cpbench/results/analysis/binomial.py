@@ -4,7 +4,7 @@ A share of all items, such as the flip rate (items the base answers right and th
 i.i.d. items: k ~ Binomial(n, theta) exactly. Wilson's score bound keeps its level only on average over theta; its
 one-sided false-pass rate at the limit oscillates with the count's discreteness up to 6.9 % at n = 100 and 5.9 % at
 n = 1,000 (the largest over 4,200 values of theta in [0.005, 0.5], computed exactly). The exact tail never exceeds the
-level, and among non-randomised tests that keep it the one-sided tail test is the most powerful (docs/conformal.md,
+level; it is the non-randomised form of the uniformly most powerful one-sided test (docs/conformal.md,
 "Shares of all items: exact binomial")."""
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ def cdf(k: int, n: int, theta: float) -> float:
 
 def sf(k: int, n: int, theta: float) -> float:
     """P(X >= k) for X ~ Binomial(n, theta), from its own tail (1 - cdf would lose tails below 1e-16)."""
-    if k <= 0 or theta >= 1.0:
+    if k <= 0:
         return 1.0
     if k > n or theta <= 0.0:
         return 0.0
+    if theta >= 1.0:
+        return 1.0
     return betainc(k, n - k + 1, theta)
 
 

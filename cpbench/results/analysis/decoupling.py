@@ -236,9 +236,11 @@ def compare_rows(base: pd.Series, cand: pd.Series, cfg: DecouplingConfig,
 
 def _average(parts: list[dict[str, Estimate]]) -> dict[str, Estimate]:
     """Estimates of the unweighted task average: tasks are independent item samples, so variances add. A bounded
-    metric keeps its range, and a task's share of items (a count: flip rates, agreement; a set-based share) enters
-    with at least the se its own two-sided interval implies, so a task with no flip (bootstrap se 0) does not make
-    the average's interval [0, 0]."""
+    metric keeps its range. A count of items (flip rates, agreement) over tasks of equal n is the pooled count, exact
+    again: a sum of binomials with different thetas is Poisson-binomial, whose tails beyond its mean are at most the
+    binomial's of the same mean (Hoeffding 1956), so the Clopper-Pearson bounds keep their level. Other shares enter
+    with at least the se their own interval implies on its wider side, so a task with no flip (bootstrap se 0, its
+    interval one-sided) does not make the average's interval [0, 0] or too short on the side away from 0."""
     out: dict[str, Estimate] = {}
     t = len(parts)
     for key in parts[0]:
@@ -246,11 +248,16 @@ def _average(parts: list[dict[str, Estimate]]) -> dict[str, Estimate]:
         if len(es) != t:
             continue
         point = sum(e.point for e in es) / t
-        se = math.sqrt(sum(_interval_se(e) ** 2 for e in es)) / t
-        se_item = math.sqrt(sum(e.se_item**2 for e in es)) / t
-        se_split = math.sqrt(sum(e.se_split**2 for e in es)) / t
         same = len({(e.lo_limit, e.hi_limit) for e in es}) == 1  # one metric, so one range; else no clipping
         lo, hi = (es[0].lo_limit, es[0].hi_limit) if same else (-math.inf, math.inf)
+        se_split = math.sqrt(sum(e.se_split**2 for e in es)) / t
+        if all(e.method == "binomial" and e.ok for e in es) and len({e.n for e in es}) == 1:
+            se = math.sqrt(sum(e.se**2 for e in es)) / t
+            out[key] = Estimate(key, point, se, se, 0.0, t * es[0].n, "binomial", es[0].level,
+                                "mean over tasks: the pooled count", lo_limit=lo, hi_limit=hi)
+            continue
+        se = math.sqrt(sum(_interval_se(e) ** 2 for e in es)) / t
+        se_item = math.sqrt(sum(e.se_item**2 for e in es)) / t
         out[key] = Estimate(key, point, se, max(se_item, math.sqrt(max(se**2 - se_split**2, 0.0))), se_split,
                             sum(e.n for e in es), "normal", es[0].level, "mean over tasks", lo_limit=lo, hi_limit=hi)
     return out
@@ -258,12 +265,13 @@ def _average(parts: list[dict[str, Estimate]]) -> dict[str, Estimate]:
 
 def _interval_se(e: Estimate) -> float:
     """The se a task's estimate enters the average with: its own, or for a share of items (exact or Wilson interval)
-    the larger of that and its two-sided interval's half-width over z (wider than the se where the count is small)."""
+    the larger of that and its interval's wider side over z (a count of 0 has a one-sided interval: its full width
+    over 2z would give the average's upper end half the weight it needs)."""
     if e.method not in ("binomial", "wilson") or not e.ok:
         return e.se
-    z = z_of(0.5 + e.level / 2.0)
-    half = (e.bound("upper", 0.5 + e.level / 2.0) - e.bound("lower", 0.5 + e.level / 2.0)) / (2.0 * z)
-    return max(e.se, half) if math.isfinite(half) else e.se
+    lvl = 0.5 + e.level / 2.0
+    side = max(e.bound("upper", lvl) - e.point, e.point - e.bound("lower", lvl)) / z_of(lvl)
+    return max(e.se, side) if math.isfinite(side) else e.se
 
 
 def _decide(table: pd.DataFrame, ests: list[dict[str, Estimate]], cfg: DecouplingConfig) -> None:
