@@ -316,8 +316,8 @@ def _binomial_items(f: float, margin: float, level_one_sided: float, power: floa
         return math.inf
     if not 0.0 < margin < 1.0:
         return 1.0 if gap >= 1.0 else math.ceil(math.log(1.0 - power) / math.log(1.0 - gap))
-    passing = f < margin  # the side the count would be shown on
-    floor = math.ceil(math.log(1.0 - level_one_sided) / math.log(1.0 - (margin if passing else 1.0 - margin)))
+    below = f < margin  # shown below the margin, the fewest items when no item counts; above it, when all do
+    floor = math.ceil(math.log(1.0 - level_one_sided) / math.log(1.0 - (margin if below else 1.0 - margin)))
     if f <= 0.0 or f >= 1.0:
         return floor
     za, zb = z_of(level_one_sided), z_of(power)
