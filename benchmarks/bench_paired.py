@@ -439,5 +439,3 @@ if __name__ == "__main__":
         main()
     except CpbenchError as exc:  # a file it cannot read as a population: one line, as the CLI says it
         sys.exit(f"bench_paired: {exc}")
-    except OSError as exc:  # a path that is missing or unreadable: the same one line
-        sys.exit(f"bench_paired: cannot read {exc.filename or ''}: {exc.strerror or exc}")

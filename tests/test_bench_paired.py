@@ -55,6 +55,7 @@ def test_a_pickle_without_its_labels_is_one_clear_line(tmp_path):
 
 
 def test_a_missing_file_is_one_clear_line(tmp_path):
+    """The loaders own the message (a CpbenchError): the script prints it as one line."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_paired.py"), "--pair", str(tmp_path / "nope.jsonl"),
            str(tmp_path / "nope2.jsonl"), "--sizes", "100", "--draws", "2", "--no-gaussian", "--no-cost"]

@@ -210,7 +210,8 @@ def diagnostics_display(a: Analysis, prov: Provenance, cfg: DecouplingConfig) ->
         "distribution, set churn (items whose prediction set changed) and mean Jaccard of the two sets, and newly "
         "confidently wrong (candidate singleton without the gold answer where the baseline's set held it); sets at "
         "the full-sample conformal quantile. 95% item-level intervals (paired item bootstrap; exact "
-        "Clopper-Pearson intervals for shares of all items: flip rates, agreement); task averages: mean of tasks.",
+        "Clopper-Pearson intervals for shares of all items: flip rates, agreement); task averages: mean of tasks "
+        "(counts over tasks of equal size pooled, so exact again).",
         legend=["empty: no item-level interval (the artifact was not found; see the decoupling note)",
                 *prov.legend()],
     )
