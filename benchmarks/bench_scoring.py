@@ -6,7 +6,12 @@ batch size, threads), calls interleaved: for each repeat, for each workload, cpb
 added ("idle": whatever else runs on the machine keeps running, and the load average is printed), then with `--load N`
 busy-loop processes (`python -c "while True: pass"`, started by this script and ended by it). Each timed call is
 preceded by the 1-minute load average from /proc/loadavg; the table reports medians over `--repeats` and the speed-up
-of cpbench over lm-eval, and cpbench's loaded/idle s/item ratio.
+of cpbench over lm-eval, and each backend's loaded/idle s/item ratio.
+
+For the letter workloads a third call, "plain forward", times transformers' own forward of the same batches (each
+prompt's own tokens, longest first, left-padded per batch, attention mask, last position only; tokenized outside the
+timed call; no cpbench code, no prefix cache): the work any scorer without a shared-prefix cache must do, and its
+loaded/idle ratio is what this machine gives a job of that many threads under the added load (`--no-forward` skips it).
 
 - letter mode: cpbench scores the option-letter logits at the end of each prompt (Ye et al.); lm-eval computes
   `loglikelihood(prompt, " A")` ... `(prompt, " F")` (one-token continuations, which its logits cache serves with one
@@ -173,6 +178,9 @@ def main() -> None:
     ap.add_argument("--workloads", default="letter0,letter3,cloze", help="interleaved mode: " + ",".join(WORKLOADS))
     ap.add_argument("--omp-wait", default="cli", choices=["cli", "default"],
                     help="cli: cpbench run's OpenMP wait policy (passive); default: GNU OpenMP's own (spin)")
+    ap.add_argument("--forward", action=argparse.BooleanOptionalAction, default=True,
+                    help="interleaved mode: also time transformers' plain forward of the letter workloads' batches "
+                         "(the hardware reference for loaded / idle)")
     ap.add_argument("--separate", action="store_true", help="old mode: each backend in its own subprocess (RSS)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help="worker: output prefix; main: write a JSON summary here")
@@ -221,6 +229,22 @@ def main() -> None:
 WORKLOADS = {"letter0": ("letter", "base", 0), "letter3": ("letter", "task", 3), "cloze": ("cloze", "base", 0)}
 
 
+def _padded_batches(tok, prompts, batch_size: int) -> list:
+    """Each prompt's own tokens (`tok(text)`, as cpbench scores them), longest first, left-padded per batch with a
+    mask: what a scorer without a prefix cache must run. Tokenized here, outside the timed calls."""
+    import torch
+
+    rows = sorted((tok(p.text)["input_ids"] for p in prompts), key=len, reverse=True)
+    out = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i : i + batch_size]
+        width = len(chunk[0])
+        ids = torch.tensor([[0] * (width - len(r)) + r for r in chunk], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], dtype=torch.long)
+        out.append((ids, mask))
+    return out
+
+
 def _loadavg() -> tuple[float, str]:
     """The 1-minute load average and the runnable/total entities field of /proc/loadavg."""
     f = Path("/proc/loadavg").read_text().split()
@@ -266,17 +290,27 @@ def interleaved(args: argparse.Namespace) -> None:
         out = lm.loglikelihood(reqs, disable_tqdm=True)
         return np.array([ll for ll, _ in out], dtype=np.float64).reshape(len(ps), 6)
 
-    backends = {"cpbench": ours, "lm-eval": theirs}
+    letter = [w for w in names if work[w][0][0] == "letter"]  # cloze has no single-forward reference
+    batches = {w: _padded_batches(tok, work[w][1], args.batch_size) for w in letter}
+
+    def forward(w, _ps):
+        """The hardware reference: transformers' own forward of the workload's batches (all its prompts)."""
+        with torch.inference_mode():
+            for ids, mask in batches[w]:
+                model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
+
+    backends = {"cpbench": ours, "lm-eval": theirs, "forward": forward}
     keep = {"both": ("cpbench", "lm-eval"), "ours": ("cpbench",), "lm-eval": ("lm-eval",)}[args.backend]
-    backends = {b: f for b, f in backends.items() if b in keep}
+    backends = {b: f for b, f in backends.items() if b in keep + (("forward",) if args.forward else ())}
     policy = os.environ.get("OMP_WAIT_POLICY") or f"unset (GNU OpenMP default; GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT')})"
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  model {args.model}, task {args.task}, batch {args.batch_size}, "
           f"{torch.get_num_threads()} thread(s) (interop {torch.get_num_interop_threads()}), {args.dtype} CPU "
           f"({os.cpu_count()} cores), OMP_WAIT_POLICY {policy}; one process, calls interleaved, "
           f"{args.repeats} repeat(s)")  # fmt: skip
     for w in names:
-        for fn in backends.values():
-            fn(w, work[w][1][:2])  # warm-up outside the timed calls
+        for b, fn in backends.items():
+            if b != "forward" or w in batches:
+                fn(w, work[w][1][:2])  # warm-up outside the timed calls
     results: dict[str, dict] = {}
     logits: dict[tuple[str, str], np.ndarray] = {}
     phases = [("idle", 0)] + ([("load", args.load)] if args.load > 0 else [])
@@ -288,12 +322,15 @@ def interleaved(args: argparse.Namespace) -> None:
             for rep in range(args.repeats):
                 for w in names:
                     for b, fn in backends.items():
+                        if b == "forward" and w not in batches:
+                            continue
                         la, run_q = _loadavg()
                         ps = work[w][1]
                         t0 = time.perf_counter()
                         out = fn(w, ps)
                         s_item = (time.perf_counter() - t0) / len(ps)
-                        logits.setdefault((w, b), np.asarray(out, dtype=np.float64))
+                        if out is not None:
+                            logits.setdefault((w, b), np.asarray(out, dtype=np.float64))
                         r = results.setdefault(phase, {}).setdefault(w, {}).setdefault(b, {"s_per_item": [], "load": []})
                         r["s_per_item"].append(s_item)
                         r["load"].append(la)
@@ -313,8 +350,9 @@ def _fmt(x: float, spec: str, unit: str = "") -> str:
 def _report(args, names, work, results, logits, phases) -> None:
     med = statistics.median
     print(f"\nmedians over {args.repeats} interleaved repeat(s); speed-up = lm-eval s/item / cpbench s/item")
-    head = "| workload (n) | phase (busy loops added) | load avg (1 min) | cpbench s/item | lm-eval s/item | speed-up |"
-    print(head + "\n|" + "---|" * 6)
+    head = ("| workload (n) | phase (busy loops added) | load avg (1 min) | cpbench s/item | lm-eval s/item | speed-up "
+            "| plain forward s/item |")
+    print(head + "\n|" + "---|" * 7)
     summary = []
     nan = float("nan")
     for w in names:
@@ -323,15 +361,19 @@ def _report(args, names, work, results, logits, phases) -> None:
             loads = [x for b in r.values() for x in b["load"]]
             a = med(r["cpbench"]["s_per_item"]) if "cpbench" in r else nan
             b = med(r["lm-eval"]["s_per_item"]) if "lm-eval" in r else nan
+            f = med(r["forward"]["s_per_item"]) if "forward" in r else nan
             print(f"| {w} ({len(work[w][1])}) | {phase} (+{n_load}) | {min(loads):.1f}-{max(loads):.1f} | "
-                  f"{_fmt(a, '.4f')} | {_fmt(b, '.4f')} | {_fmt(b / a, '.2f', 'x')} |")  # fmt: skip
+                  f"{_fmt(a, '.4f')} | {_fmt(b, '.4f')} | {_fmt(b / a, '.2f', 'x')} | {_fmt(f, '.4f')} |")  # fmt: skip
             summary.append({"workload": w, "phase": phase, "busy_loops": n_load, "load_min": min(loads),
                             "load_max": max(loads), "cpbench_s_per_item": a, "lmeval_s_per_item": b,
-                            "speedup": b / a, "runs": r})  # fmt: skip
-    if len(phases) == 2 and "cpbench" in results["idle"][names[0]]:
-        print("\ncpbench loaded / idle s/item: " + ", ".join(
-            f"{w} {med(results['load'][w]['cpbench']['s_per_item']) / med(results['idle'][w]['cpbench']['s_per_item']):.2f}x"
-            for w in names))  # fmt: skip
+                            "speedup": b / a, "forward_s_per_item": f, "runs": r})  # fmt: skip
+    if len(phases) == 2:
+        print()
+        for b in ("cpbench", "lm-eval", "forward"):
+            ratios = [f"{w} {med(results['load'][w][b]['s_per_item']) / med(results['idle'][w][b]['s_per_item']):.2f}x"
+                      for w in names if b in results["idle"][w]]  # fmt: skip
+            if ratios:
+                print(f"{'plain forward' if b == 'forward' else b} loaded / idle s/item: " + ", ".join(ratios))
     for w in names:
         if (w, "lm-eval") not in logits or (w, "cpbench") not in logits:
             continue
