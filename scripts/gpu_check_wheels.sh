@@ -7,11 +7,14 @@
 #   scripts/gpu_check_wheels.sh            # download (about 4 MiB, seconds), then print the command
 #   scripts/gpu_check_wheels.sh --print    # print the command only
 #
+# GPU_WHEELS_PYTHON (default 3.12, the image's Python) picks the wheels' Python version: scripts/gpu_check_rehearse.sh
+# sets it to the local Python to rehearse the device call here.
+#
 # Not carried: auto-round (llmcompressor declares it, but imports it only for its AutoRound modifier, and its
 # modifier registry skips modules that fail to import; cpbench builds its modifiers itself), and vLLM (its wheel
 # alone is over 300 MiB, beyond the 64 MiB that a device call carries).
 set -euo pipefail
-cd "$(git rev-parse --show-toplevel)"
+cd "$(dirname "$0")/.."
 
 # One version of each (two versions of one package stop the whole install there). Versions as pinned in
 # pyproject.toml's `run` extra and measured together (docs/full-benchmark.md).
@@ -25,10 +28,10 @@ CMD='python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir 
 if [[ "${1:-}" != "--print" ]]; then
   # .gitignore lists /.whl/; a checkout without that line gets it in its own exclude file
   mkdir -p .whl
-  if ! git check-ignore -q .whl/; then
+  if git rev-parse --git-dir >/dev/null 2>&1 && ! git check-ignore -q .whl/; then
     mkdir -p "$(git rev-parse --git-dir)/info" && echo '/.whl/' >> "$(git rev-parse --git-dir)/info/exclude"
   fi
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_WHEELS_PYTHON:-3.12}" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --timeout 30 -d .whl "${WHEELS[@]}"
   # Keep one version per package: drop wheels of other versions left from earlier runs.

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Rehearse the GPU check's device call on this CPU machine, before a GPU is lent: a copy of the working tree as the
+# device gets it (tracked and untracked, not ignored, files), a venv holding only packages that the GPU image has
+# (/work/.library/device/KINDS.md lists them; no pydantic, cpbench not installed), the carried wheels downloaded by
+# scripts/gpu_check_wheels.sh for this Python, then the device command that script prints, with `--tiny` (CPU, tiny
+# shapes) in place of the real shapes. It catches a wheel missing from the carried set and an import the image
+# cannot serve. It cannot catch what differs in the image itself: Python 3.12, torch 2.11+cu130, CUDA.
+#
+#   scripts/gpu_check_rehearse.sh            # about 2 minutes with a warm pip cache; needs the package index
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${REHEARSE_DIR:-$(mktemp -d /tmp/cpbench-gpu-rehearse.XXXXXX)}
+PY=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+
+# Packages of the image that the check touches (torch: the local CPU build of cpbench's pin).
+python3 -m venv "$WORK/venv"
+"$WORK/venv/bin/pip" install -q 'torch==2.13.0' 'transformers==5.17.0' accelerate pandas pyarrow tokenizers typer \
+  rich pyyaml numpy scipy pytest hypothesis xxhash fsspec aiohttp requests tqdm psutil httpx safetensors
+# Some typer releases pull pydantic; the image has none, and the check must bring its own.
+"$WORK/venv/bin/pip" uninstall -y -q pydantic pydantic-core annotated-types typing-inspection loguru 2>/dev/null || true
+
+mkdir -p "$WORK/tree"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+  [[ -e "$f" ]] && cp --parents -- "$f" "$WORK/tree/"
+done
+GPU_WHEELS_PYTHON=$PY bash "$WORK/tree/scripts/gpu_check_wheels.sh" > "$WORK/wheels.log"
+CMD=$(tail -1 "$WORK/wheels.log")
+CMD=${CMD/--out \$OUT/--tiny --out \$OUT}
+echo "rehearsing in $WORK/tree: $CMD"
+mkdir -p "$WORK/out"
+(cd "$WORK/tree" && env -u PYTHONPATH PATH="$WORK/venv/bin:$PATH" OUT="$WORK/out" CPBENCH_CACHE="$WORK/cache" \
+  OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" bash -c "rm -rf /tmp/site; $CMD") | tee "$WORK/rehearse.log"
+# Every step must have run: a skipped compression (a missing module) fails the rehearsal.
+if grep -E '^\| (compress|score) .*\| skipped' "$WORK/out/gpu_check.md"; then
+  echo "rehearsal FAILED: the steps above were skipped ($WORK/out/gpu_check.md)" >&2
+  exit 1
+fi
+echo "rehearsal passed: $WORK/out/gpu_check.md"
