@@ -130,3 +130,19 @@ def test_saved_prompt_lengths_are_used(tmp_path):
     assert number(ds["tokens"]) == 3 * 96  # 100 tokens, capped at --tiny's 96
     data = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert data["sources"]["ds"] == "samples via lengths.json"
+
+
+def test_wheel_script_prints_the_documented_device_command(tmp_path):
+    """docs/scoring.md shows the command the wheel script prints (what the device call runs). It is run here from a
+    copy of the script outside any git checkout, as scripts/gpu_check_rehearse.sh runs it."""
+    import shutil
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "gpu_check_wheels.sh", tmp_path / "scripts")
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}  # no repository above the copy either
+    res = subprocess.run(["bash", str(tmp_path / "scripts" / "gpu_check_wheels.sh"), "--print"], capture_output=True,
+                         text=True, timeout=60, env=env, cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    command = res.stdout.strip().splitlines()[-1]
+    assert command.endswith("python3 benchmarks/gpu_check.py --out $OUT") and "--target /tmp/site .whl/*.whl" in command
+    assert command in (ROOT / "docs" / "scoring.md").read_text()
