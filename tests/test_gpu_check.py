@@ -146,3 +146,24 @@ def test_wheel_script_prints_the_documented_device_command(tmp_path):
     command = res.stdout.strip().splitlines()[-1]
     assert command.endswith("python3 benchmarks/gpu_check.py --out $OUT") and "--target /tmp/site .whl/*.whl" in command
     assert command in (ROOT / "docs" / "scoring.md").read_text()
+
+
+def test_fewshot_rows_count_the_cached_prefix_once(tmp_path):
+    """The issue's goal is read on 3-shot prompts, whose demonstrations the prefix cache computes once per call: the
+    floor must count the tokens the GPU ran, not every prompt token (that would credit the cache as FLOPs)."""
+    _, rows = run_check(tmp_path, "--no-compress", "--items", "6", "--tasks", "qa,ds")
+    assert not any(r["model"] == "tiny-qwen2+task-3shot" for r in rows)  # the first shape only
+    check_score_rows(rows, "tiny-llama+task-3shot", tasks=("qa", "ds"))
+    params = float(next(r for r in rows if r["model"] == "tiny-llama" and r["step"] == "score all")["note"]
+                   .split("M non-embedding")[0]) * 1e6  # fmt: skip
+    peak = number(next(r for r in rows if r["step"] == "bf16 matmul peak")["note"].split()[0]) * 1e12
+    few = {r["step"]: r for r in rows if r["model"] == "tiny-llama+task-3shot"}
+    base = {r["step"]: r for r in rows if r["model"] == "tiny-llama"}
+    for task in ("qa", "ds"):
+        r = few[f"score {task}"]
+        computed = number(r["note"].split("; ")[1].split()[0])
+        assert computed < number(r["tokens"]) / 2, r  # 6 items share one demonstration prefix
+        floor = 100.0 * 2.0 * params * computed / peak / number(r["seconds"])
+        assert number(r["floor %"]) == pytest.approx(floor, rel=0.02), r
+        assert number(r["tokens"]) / 6 > number(base[f"score {task}"]["tokens"]) / 6  # demonstrations make it longer
+    assert "computed" not in base["score qa"]["note"]  # 0-shot base prompts share no prefix: nothing cached
