@@ -6,7 +6,7 @@
 # shapes) in place of the real shapes. It catches a wheel missing from the carried set and an import the image
 # cannot serve. It cannot catch what differs in the image itself: Python 3.12, torch 2.11+cu130, CUDA.
 #
-#   scripts/gpu_check_rehearse.sh            # about 2 minutes with a warm pip cache; needs the package index
+#   scripts/gpu_check_rehearse.sh            # a few minutes with a warm pip cache; needs the package index
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${REHEARSE_DIR:-$(mktemp -d /tmp/cpbench-gpu-rehearse.XXXXXX)}
@@ -35,4 +35,10 @@ if grep -E '^\| (compress|score) .*\| skipped' "$WORK/out/gpu_check.md"; then
   echo "rehearsal FAILED: the steps above were skipped ($WORK/out/gpu_check.md)" >&2
   exit 1
 fi
+# The step `pytest -m gpu` (not run by --tiny): the same files, collected in the same environment, all of their tests
+# (the GPU-marked ones skip here; the CPU twins of the CUDA scoring tests run).
+FILES=$(cd "$WORK/tree" && grep -l "pytest.mark.gpu" tests/test_*.py | tr '\n' ' ')
+echo "pytest on $FILES"
+(cd "$WORK/tree" && env PATH="$WORK/venv/bin:$PATH" PYTHONPATH="/tmp/site:$WORK/tree" CPBENCH_CACHE="$WORK/cache" \
+  OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" python3 -m pytest -q -rs -p no:cacheprovider $FILES) | tail -15
 echo "rehearsal passed: $WORK/out/gpu_check.md"
