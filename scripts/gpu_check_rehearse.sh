@@ -28,6 +28,7 @@ CMD=$(tail -1 "$WORK/wheels.log")
 CMD=${CMD/--out \$OUT/--tiny --out \$OUT}
 echo "rehearsing in $WORK/tree: $CMD"
 mkdir -p "$WORK/out"
+# The device starts bare: a /tmp/site left by an earlier rehearsal would hide a wheel missing from the carried set.
 (cd "$WORK/tree" && env -u PYTHONPATH PATH="$WORK/venv/bin:$PATH" OUT="$WORK/out" CPBENCH_CACHE="$WORK/cache" \
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" bash -c "rm -rf /tmp/site; $CMD") | tee "$WORK/rehearse.log"
 # Every step must have run: a skipped compression (a missing module) fails the rehearsal.
