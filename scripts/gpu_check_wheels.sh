@@ -32,8 +32,8 @@ if [[ "${1:-}" != "--print" ]]; then
     mkdir -p "$(git rev-parse --git-dir)/info" && echo '/.whl/' >> "$(git rev-parse --git-dir)/info/exclude"
   fi
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_WHEELS_PYTHON:-3.12}" \
-    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --timeout 30 -d .whl "${WHEELS[@]}"
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --timeout 30 -d .whl "${WHEELS[@]}"
   # Keep one version per package: drop wheels of other versions left from earlier runs.
   python3 - "${WHEELS[@]}" <<'EOF'
 import re, sys
