@@ -13,7 +13,10 @@ What it measures (one Markdown table, also written to $OUT/gpu_check.md and $OUT
   issue's goal (>= 50 % of the floor for a 1B shape on 3-shot prompts at batch >= 32) is read on these rows;
 - the 1B shape compressed with cpbench's own compress path (`cpbench.weights.compress.compress`, llm-compressor) with
   rtn-4bit and gptq-4bit on CUDA, then scored the same way (compress time in the table);
-- `pytest -m gpu` (the GPU-marked tests) in a subprocess.
+- `pytest -m gpu` (the GPU-marked tests) in a subprocess, right after the first shape's scoring, so that the budget
+  cannot squeeze out the CUDA correctness tests.
+
+A step that raises is one FAILED row (the exit status is then 1); the table is always printed and written.
 
 Prompt lengths: the tokenizer is a small byte-level BPE built here (no hub), so real prompts cannot be tokenized as
 the real models would. Each task's real prompts are built (`build_prompts`, default `--prompt base --shots 0`) from
@@ -192,13 +195,14 @@ def real_lengths(task: str, method: str, shots: int, data: str = "auto") -> tupl
 def synthetic_prompts(task: str, tok: Any, filler: list[str], lengths: list[int], prefix_chars: int, n: int,
                       seed: int, max_tokens: int) -> list[Any]:  # fmt: skip
     """n Prompts whose token counts (local tokenizer) are the real char lengths / CHARS_PER_TOKEN (drawn with
-    replacement), sharing a prefix of the real prefix's token length, each ending in "\\nAnswer:"."""
+    replacement), sharing a prefix of the real prefix's token length, each ending in "\\nAnswer:". No prompt is longer
+    than max_tokens: a prefix that would not leave 8 item tokens under the cap is shortened."""
     from cpbench.specs.tasks.prompts import Prompt, text_hash
 
     rng = random.Random(f"{task}:{seed}")
     tail = "\nAnswer:"
     tail_n = len(tok(tail, add_special_tokens=False)["input_ids"])
-    prefix_n = int(round(prefix_chars / CHARS_PER_TOKEN))
+    prefix_n = min(int(round(prefix_chars / CHARS_PER_TOKEN)), max(0, max_tokens - tail_n - 8))
     prefix = "".join(" " + rng.choice(filler) for _ in range(prefix_n))
     out = []
     for i in range(n):
@@ -307,7 +311,8 @@ def score_tasks(label: str, model: Any, tok: Any, prompts: dict[str, list[Any]],
                                                       tot_computed + computed, tot_s + s)  # fmt: skip
     if tot_s > 0:
         floor = 2.0 * n_params * tot_computed / peak
-        cached = f"; {tot_computed:,} tokens computed" if tot_computed < tot_tokens else ""
+        cached = (f"; {tot_computed:,} tokens computed, {100.0 * 2.0 * n_params * tot_tokens / peak / tot_s:.3g} % of "
+                  "the floor over every prompt token" if tot_computed < tot_tokens else "")  # fmt: skip
         rows.append(row("score all", label, dtype=dtype, device=device, items=tot_items, tokens=tot_tokens,
                         seconds=tot_s, **{"items/s": tot_items / tot_s, "tokens/s": tot_tokens / tot_s,
                                           "floor %": 100.0 * floor / tot_s},
@@ -363,6 +368,15 @@ def compress_and_score(cfg: dict[str, Any], label: str, tok: Any, prompts: dict[
             rows.append(row(f"compress {recipe}", label, device=device, note=f"FAILED: {type(exc).__name__}: "
                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"))  # fmt: skip
     return rows
+
+
+def guarded(label: str, step: Any) -> list[dict[str, Any]]:
+    """The rows of step(), or one FAILED row: one failing step must not cost the table (a lease is one device call)."""
+    try:
+        return step()
+    except Exception as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return [row("score all", label, note=f"FAILED: {type(exc).__name__}: {first}")]
 
 
 def gpu_tests(budget: Budget) -> dict[str, Any]:
@@ -508,13 +522,17 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{t}: {len(lengths)} real prompts ({sources[t]}), mean {sum(lengths) / len(lengths):.0f} chars")
     cprompts = {t: ps[:citems] for t, ps in prompts.items()}
     fprompts: dict[str, list[Any]] = {}
+    fewer: dict[str, int] = {}  # tasks with fewer demonstrations than asked for: their shots
     if fewshot:  # lengths from the shipped samples: the demonstrations, not the items, make most of a few-shot prompt
         from cpbench.specs.tasks import load_task
 
+        few_max = max(max_tokens, 640)  # --tiny's 96-token cap is shorter than one demonstration
         for t in tasks:
             shots = min(fewshot[1], len(load_task(t).demonstrations.ids))  # ds lists one (Ye et al.: long texts)
+            if shots < fewshot[1]:
+                fewer[t] = shots
             lengths, prefix_chars, _ = real_lengths(t, fewshot[0], shots, "samples")
-            fprompts[t] = synthetic_prompts(t, tok, filler, lengths, prefix_chars, items, args.seed, max_tokens)
+            fprompts[t] = synthetic_prompts(t, tok, filler, lengths, prefix_chars, items, args.seed, few_max)
             log(f"{t} {fewshot[0]} {shots}-shot: mean {sum(lengths) / len(lengths):.0f} chars, shared prefix "
                 f"{prefix_chars} chars")  # fmt: skip
 
@@ -528,20 +546,26 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(cfg, tok, device, args.seed)
         sync(device)
         log(f"{name}: built in {time.perf_counter() - t0:.1f} s")
-        rows += score_tasks(name, model, tok, prompts, batch, device, peak, work / "scores", budget)
+        rows += guarded(name, lambda: score_tasks(name, model, tok, prompts, batch, device, peak, work / "scores",
+                                                  budget))  # fmt: skip
         if i == 0 and fprompts:
             label = f"{name}+{fewshot[0]}-{fewshot[1]}shot"
-            rows += score_tasks(label, model, tok, fprompts, batch, device, peak, work / "scores", budget)
+            rows += guarded(label, lambda: score_tasks(label, model, tok, fprompts, batch, device, peak,
+                                                       work / "scores", budget))  # fmt: skip
         del model
         if device == "cuda":
             torch.cuda.empty_cache()
-        if i == 0 and not args.no_compress:  # the first (smallest) shape is compressed
+        if i > 0:
+            continue
+        # The CUDA correctness tests run before compression and the larger shapes, so the budget cannot squeeze
+        # them out; the first (smallest) shape is then compressed.
+        if args.tiny or args.no_tests:
+            rows.append(row("pytest -m gpu", note="not run (--tiny or --no-tests)"))
+        else:
+            rows.append(gpu_tests(budget))
+        if not args.no_compress:
             rows += compress_and_score(cfg, name, tok, cprompts, batch, device, peak, work, budget, calib_n,
                                        calib_len, args.seed)  # fmt: skip
-    if args.tiny or args.no_tests:
-        rows.append(row("pytest -m gpu", note="not run (--tiny or --no-tests)"))
-    else:
-        rows.append(gpu_tests(budget))
 
     header = [
         f"# cpbench GPU check ({'tiny, CPU' if args.tiny else 'real shapes'})", "",
@@ -550,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({args.prompt}, {args.shots}-shot; "
         + ", ".join(f"{t}: {s}" for t, s in sources.items()) + f"); letter scoring; cap {max_tokens} tokens."
         + (f" Rows `+{fewshot[0]}-{fewshot[1]}shot`: the first shape on {fewshot[0]} {fewshot[1]}-shot prompt "
-           "lengths (samples; ds has 1 demonstration, so 1-shot)." if fprompts else ""),
+           f"lengths (samples{''.join(f'; {t} has {k} demonstration(s), so {k}-shot' for t, k in fewer.items())}; "
+           f"cap {max(max_tokens, 640)} tokens)." if fprompts else ""),
         "floor % = 2 x non-embedding params x tokens computed / bf16 matmul peak, over the measured time (a cached "
         "prefix is computed once per call; `tokens` counts every prompt token).",
         f"Total {budget.elapsed():.0f} s of a {budget.seconds:.0f} s budget.",

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 WORK=${REHEARSE_DIR:-$(mktemp -d /tmp/cpbench-gpu-rehearse.XXXXXX)}
 PY=$(python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 
-# Packages of the image that the check touches (torch: the local CPU build of cpbench's pin).
+# Packages of the image that the check touches. torch: cpbench's pin; this machine's pip config finds its CPU wheel
+# (/opt/wheels); elsewhere add --index-url https://download.pytorch.org/whl/cpu or pip fetches the CUDA build.
 python3 -m venv "$WORK/venv"
 "$WORK/venv/bin/pip" install -q 'torch==2.13.0' 'transformers==5.17.0' accelerate pandas pyarrow tokenizers typer \
   rich pyyaml numpy scipy pytest hypothesis xxhash fsspec aiohttp requests tqdm psutil httpx safetensors
@@ -21,7 +22,7 @@ python3 -m venv "$WORK/venv"
 
 mkdir -p "$WORK/tree"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-  [[ -e "$f" ]] && cp --parents -- "$f" "$WORK/tree/"
+  if [[ -e "$f" ]]; then cp --parents -- "$f" "$WORK/tree/"; fi  # a tracked file deleted here is not sent either
 done
 GPU_WHEELS_PYTHON=$PY bash "$WORK/tree/scripts/gpu_check_wheels.sh" > "$WORK/wheels.log"
 CMD=$(tail -1 "$WORK/wheels.log")
@@ -29,6 +30,7 @@ CMD=${CMD/--out \$OUT/--tiny --out \$OUT}
 echo "rehearsing in $WORK/tree: $CMD"
 mkdir -p "$WORK/out"
 # The device starts bare: a /tmp/site left by an earlier rehearsal would hide a wheel missing from the carried set.
+# /tmp/site is the device command's own path (not this rehearsal's folder), so run one rehearsal at a time.
 (cd "$WORK/tree" && env -u PYTHONPATH PATH="$WORK/venv/bin:$PATH" OUT="$WORK/out" CPBENCH_CACHE="$WORK/cache" \
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" bash -c "rm -rf /tmp/site; $CMD") | tee "$WORK/rehearse.log"
 # Every step must have run: a skipped compression (a missing module) fails the rehearsal.

