@@ -424,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tokens", type=int, default=None, help="cap on a prompt's tokens (default 4096; tiny 96)")
     ap.add_argument("--no-compress", action="store_true")
     ap.add_argument("--no-tests", action="store_true", help="do not run pytest -m gpu")
+    ap.add_argument("--tests", action="store_true", help="--tiny: run the pytest -m gpu step too (it skips on CPU; "
+                    "checks the step itself)")  # fmt: skip
     ap.add_argument("--calib", default=None, help="calibration N,SEQ_LEN for GPTQ (default 16,256; tiny 4,32)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -559,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         # The CUDA correctness tests run before compression and the larger shapes, so the budget cannot squeeze
         # them out; the first (smallest) shape is then compressed.
-        if args.tiny or args.no_tests:
+        if args.no_tests or (args.tiny and not args.tests):
             rows.append(row("pytest -m gpu", note="not run (--tiny or --no-tests)"))
         else:
             rows.append(gpu_tests(budget))

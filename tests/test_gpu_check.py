@@ -96,6 +96,16 @@ def test_tiny_run_compresses_with_llm_compressor_and_scores(tmp_path):
         check_score_rows(rows, f"tiny-llama+{recipe}", tasks=("qa", "ds"))
 
 
+def test_gpu_test_step_runs_the_gpu_marked_tests(tmp_path):
+    """The `pytest -m gpu` step as the real run takes it (on CPU every GPU-marked test skips): it selects the CUDA
+    scoring tests and reports pytest's summary."""
+    res, rows = run_check(tmp_path, "--tests", "--no-compress", "--fewshot", "none", "--items", "2", "--tasks", "qa",
+                          "--shapes", "tiny-llama")  # fmt: skip
+    step = [r for r in rows if r["step"] == "pytest -m gpu"]
+    assert len(step) == 1 and step[0]["note"].startswith("rc 0: ") and "skipped" in step[0]["note"], step
+    assert "test_scoring_cuda.py" in res.stderr  # pytest -rs names each skipped test's file in the log
+
+
 def test_budget_skips_later_steps(tmp_path):
     _, rows = run_check(tmp_path, "--no-compress", "--items", "2", "--budget", "0.001", "--tasks", "qa")
     skipped = [r for r in rows if "over the" in r["note"]]
