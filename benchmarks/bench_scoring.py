@@ -231,18 +231,12 @@ WORKLOADS = {"letter0": ("letter", "base", 0), "letter3": ("letter", "task", 3),
 
 def _padded_batches(tok, prompts, batch_size: int) -> list:
     """Each prompt's own tokens (`tok(text)`, as cpbench scores them), longest first, left-padded per batch with a
-    mask: what a scorer without a prefix cache must run. Tokenized here, outside the timed calls."""
-    import torch
+    mask (cpbench's `kv.left_pad`; the timed forward itself runs no cpbench code): what a scorer without a prefix
+    cache must run. Tokenized here, outside the timed calls."""
+    from cpbench.backends.kv import left_pad, pad_token_id
 
     rows = sorted((tok(p.text)["input_ids"] for p in prompts), key=len, reverse=True)
-    out = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i : i + batch_size]
-        width = len(chunk[0])
-        ids = torch.tensor([[0] * (width - len(r)) + r for r in chunk], dtype=torch.long)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], dtype=torch.long)
-        out.append((ids, mask))
-    return out
+    return [left_pad(rows[i : i + batch_size], pad_token_id(tok))[:2] for i in range(0, len(rows), batch_size)]
 
 
 def _loadavg() -> tuple[float, str]:

@@ -365,9 +365,14 @@ def compress_and_score(cfg: dict[str, Any], label: str, tok: Any, prompts: dict[
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
         except Exception as exc:
-            rows.append(row(f"compress {recipe}", label, device=device, note=f"FAILED: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}"))  # fmt: skip
+            rows.append(row(f"compress {recipe}", label, device=device, note=failed(exc)))
     return rows
+
+
+def failed(exc: BaseException) -> str:
+    """A FAILED row's note: the exception's type and first line (main's exit status looks for the prefix)."""
+    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"FAILED: {type(exc).__name__}: {first}"
 
 
 def guarded(label: str, step: Any) -> list[dict[str, Any]]:
@@ -375,8 +380,7 @@ def guarded(label: str, step: Any) -> list[dict[str, Any]]:
     try:
         return step()
     except Exception as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        return [row("score all", label, note=f"FAILED: {type(exc).__name__}: {first}")]
+        return [row("score all", label, note=failed(exc))]
 
 
 def gpu_tests(budget: Budget) -> dict[str, Any]:
@@ -465,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         items, citems, batch, max_tokens = args.items or 256, args.compressed_items or 64, args.batch_size or 32, 4096
         calib = args.calib or "16,256"
     max_tokens = args.max_tokens or max_tokens
+    few_max = max(max_tokens, 640)  # few-shot cap: --tiny's 96 tokens are shorter than one demonstration
     data = args.data or ("samples" if args.tiny else "auto")
     calib_n, calib_len = (int(x) for x in calib.split(","))
     if args.shapes:
@@ -528,7 +533,6 @@ def main(argv: list[str] | None = None) -> int:
     if fewshot:  # lengths from the shipped samples: the demonstrations, not the items, make most of a few-shot prompt
         from cpbench.specs.tasks import load_task
 
-        few_max = max(max_tokens, 640)  # --tiny's 96-token cap is shorter than one demonstration
         for t in tasks:
             shots = min(fewshot[1], len(load_task(t).demonstrations.ids))  # ds lists one (Ye et al.: long texts)
             if shots < fewshot[1]:
@@ -577,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{t}: {s}" for t, s in sources.items()) + f"); letter scoring; cap {max_tokens} tokens."
         + (f" Rows `+{fewshot[0]}-{fewshot[1]}shot`: the first shape on {fewshot[0]} {fewshot[1]}-shot prompt "
            f"lengths (samples{''.join(f'; {t} has {k} demonstration(s), so {k}-shot' for t, k in fewer.items())}; "
-           f"cap {max(max_tokens, 640)} tokens)." if fprompts else ""),
+           f"cap {few_max} tokens)." if fprompts else ""),
         "floor % = 2 x non-embedding params x tokens computed / bf16 matmul peak, over the measured time (a cached "
         "prefix is computed once per call; `tokens` counts every prompt token).",
         f"Total {budget.elapsed():.0f} s of a {budget.seconds:.0f} s budget.",
